@@ -1,0 +1,11 @@
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 INSTANCE_DIR=/data
+WORKDIR /srv
+RUN useradd --create-home --uid 10001 service && mkdir -p /data && chown service /data
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+USER service
+EXPOSE 5000
+CMD ["gunicorn", "app:create_app()", "--bind", "0.0.0.0:5000", "--workers", "4", "--access-logfile", "-"]

@@ -1,0 +1,45 @@
+# Two commands for a new user: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test test-faults lint bench migrate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(RUN_STAMP): requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(RUN_STAMP) $@
+
+## Set everything up and start the API, a worker and beat at http://127.0.0.1:5000.
+run: $(RUN_STAMP)
+	$(BIN)/python launcher.py
+
+## Apply the migrations to DATABASE_URL (the SQLite file by default).
+migrate: $(RUN_STAMP)
+	$(BIN)/python -m flask --app app:create_app db upgrade
+
+## The test suite: SQLite and the filesystem broker, or TEST_DATABASE_URL and TEST_BROKER_URL.
+test: $(DEV_STAMP)
+	$(BIN)/pytest
+
+## The fault suite: real processes, PostgreSQL and Redis clusters of its own, faults injected.
+test-faults: $(DEV_STAMP)
+	$(BIN)/pytest tests/faults -p no:cacheprovider
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+
+bench: $(DEV_STAMP)
+	$(BIN)/python bench/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

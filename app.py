@@ -1,0 +1,121 @@
+"""The application factory; Celery is bound here too, so tasks run inside the app context."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from celery import Celery, Task
+from flask import Flask
+from flask_migrate import Migrate
+
+import access
+import database
+import image_tasks  # noqa: F401  (registers the shared tasks)
+import media_routes
+import status_routes
+import storage
+import upload_routes
+import webhooks
+import webhooks_routes
+from config import Settings
+from errors import register_error_handlers
+from models import db
+
+migrate = Migrate()
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app from the environment; ``overrides`` replace single settings (tests)."""
+    settings = Settings.from_env(**(overrides or {}))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.instance_dir.mkdir(parents=True, exist_ok=True)
+
+    app = Flask(__name__, instance_path=str(settings.instance_dir))
+    app.config.update(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=database.engine_options(settings.database_url),
+    )
+    app.json.sort_keys = False
+    db.init_app(app)
+    with app.app_context():
+        database.configure_engine(db.engine)
+    migrate.init_app(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
+    app.extensions["storage"] = storage.from_settings(settings)
+    app.extensions["webhook_secret"] = webhooks.load_or_create_secret(settings)
+    access.init_app(app, settings)
+    celery_init_app(app, settings)
+    register_error_handlers(app)
+
+    for module in (upload_routes, status_routes, webhooks_routes, media_routes):
+        app.register_blueprint(module.bp)
+    return app
+
+
+def celery_init_app(app: Flask, settings: Settings) -> Celery:
+    """Create the Celery app whose tasks each run inside ``app``'s context."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.name, task_cls=FlaskTask)
+    celery.config_from_object(celery_settings(settings))
+    celery.set_default()
+    app.extensions["celery"] = celery
+    return celery
+
+
+def celery_settings(settings: Settings) -> dict[str, Any]:
+    """Task settings that survive a worker's death; see the README's reliability section."""
+    transport_options: dict[str, Any] = {"visibility_timeout": settings.broker_visibility_timeout_s}
+    if settings.broker_key_prefix:
+        transport_options["global_keyprefix"] = settings.broker_key_prefix
+    if settings.broker_url.startswith("filesystem://"):
+        folder = settings.instance_dir / "broker"
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport_options = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "visibility_timeout": settings.broker_visibility_timeout_s,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_connection_timeout": 3,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        # An upload must answer at once even with the broker down; the sweeper re-sends later.
+        "task_publish_retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+        "beat_schedule": {
+            "sweep": {"task": "image_tasks.sweep", "schedule": float(settings.sweep_interval_s)},
+        },
+        "beat_schedule_filename": str(settings.instance_dir / "celerybeat-schedule"),
+        "worker_hijack_root_logger": False,
+    }
+
+
+@functools.cache
+def _celery_for_cli() -> Celery:
+    return create_app().extensions["celery"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``celery -A app:celery_app worker`` builds the app only when the worker asks for it,
+    # so importing this module (tests, gunicorn) has no side effects.
+    if name == "celery_app":
+        return _celery_for_cli()
+    raise AttributeError(name)

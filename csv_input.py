@@ -1,0 +1,360 @@
+"""Validation of the uploaded product CSV: all of it is accepted, or none of it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from errors import ApiError
+
+MAX_DETAILS = 100
+# The largest value a BIGINT column (where models.py keeps it) can hold.
+MAX_SERIAL_NUMBER = 2**63 - 1
+_QUOTE_LENGTH = 100
+
+_SERIAL = "sno"
+_NAME = "productname"
+_URLS = "inputimageurls"
+_REQUIRED = {_SERIAL: "S. No.", _NAME: "Product Name", _URLS: "Input Image Urls"}
+
+# C0 controls but tab, LF and CR; DEL; C1 controls.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
+_NOT_ALNUM_RE = re.compile(r"[^a-z0-9]")
+_DIGITS_RE = re.compile(r"[0-9]+")
+_URL_BAD_CHAR_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_HOST_CHARS_RE = re.compile(r"[\w.-]+")
+# The common shape, accepted without urlsplit (which is several times slower); anything
+# else takes the full path, which reaches the same verdict for what this matches.
+_PLAIN_URL_RE = re.compile(
+    r"https?://([a-z0-9][a-z0-9.-]*)(?::([0-9]{1,5}))?(?:[/?#][^\s\x00-\x1f\x7f-\x9f]*)?",
+    re.IGNORECASE,
+)
+
+_field_limit_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class CsvLimits:
+    """Bounds on what one upload may contain."""
+
+    max_rows: int = 10_000
+    max_urls_per_product: int = 50
+    max_url_length: int = 2048
+    max_product_name_length: int = 1000
+
+
+@dataclass(frozen=True)
+class ProductRow:
+    """One validated product line of the CSV."""
+
+    serial_number: int
+    product_name: str
+    image_urls: tuple[str, ...]
+    row: int
+
+
+def parse_rows(
+    data: bytes,
+    limits: CsvLimits = CsvLimits(),
+    is_blocked_host: Callable[[str], bool] | None = None,
+) -> list[ProductRow]:
+    """Validate the CSV in ``data`` and return its product rows; raises ApiError on any problem."""
+    text = _decode(data)
+    _check_characters(text)
+    _ensure_field_size_limit(len(text) + 1)
+
+    records = _records(csv.reader(io.StringIO(text, newline=""), strict=True))
+    header = next(records, None)
+    if header is None:
+        raise ApiError(400, "csv_empty", "The CSV is empty; it needs a header row and at least one product row.")
+    header_row, header_cells = header
+    columns = _locate_columns(header_row, header_cells)
+    width = len(header_cells)
+    serial_index, name_index, urls_index = columns[_SERIAL], columns[_NAME], columns[_URLS]
+    serial_column = header_cells[serial_index]
+    name_column = header_cells[name_index]
+    urls_column = header_cells[urls_index]
+
+    problems = _Problems()
+    products: list[ProductRow] = []
+    first_row_of_serial: dict[int, int] = {}
+    count = 0
+    for row, cells in records:
+        count += 1
+        if count > limits.max_rows:
+            raise ApiError(
+                422,
+                "csv_too_many_rows",
+                f"The CSV has more than {limits.max_rows} product rows; the limit is {limits.max_rows}.",
+                [{"row": row, "message": f"product row {count} is over the limit of {limits.max_rows}"}],
+            )
+        if len(cells) != width:
+            problems.add(row, f"row has {len(cells)} cells but the header has {width}")
+            continue
+
+        serial = _parse_serial(cells[serial_index])
+        if isinstance(serial, str):
+            problems.add(row, serial, serial_column)
+        elif serial in first_row_of_serial:
+            problems.add(
+                row,
+                f"duplicate {serial_column.strip()} {_quote(cells[serial_index].strip())}; "
+                f"first used on row {first_row_of_serial[serial]}",
+                serial_column,
+            )
+        else:
+            first_row_of_serial[serial] = row
+
+        name = cells[name_index].strip()
+        if not name:
+            problems.add(row, "product name is empty", name_column)
+        elif len(name) > limits.max_product_name_length:
+            problems.add(
+                row,
+                f"product name is {len(name)} characters long; the limit is "
+                f"{limits.max_product_name_length}: {_quote(name)}",
+                name_column,
+            )
+
+        urls = _check_urls(cells[urls_index], row, urls_column, limits, is_blocked_host, problems)
+
+        if not problems.total and isinstance(serial, int):
+            products.append(ProductRow(serial, name, urls, row))
+
+    if count == 0:
+        raise ApiError(422, "csv_no_rows", "The CSV has a header but no product rows.")
+    if problems.total:
+        raise problems.error()
+    return products
+
+
+class _Problems:
+    """Collects per-row problems, keeping the first MAX_DETAILS and counting the rest."""
+
+    def __init__(self) -> None:
+        self.details: list[dict[str, Any]] = []
+        self.total = 0
+        self.all_blocked = True
+
+    def add(self, row: int, message: str, column: str | None = None, blocked: bool = False) -> None:
+        self.total += 1
+        self.all_blocked = self.all_blocked and blocked
+        if len(self.details) < MAX_DETAILS:
+            detail: dict[str, Any] = {"row": row}
+            if column is not None:
+                detail["column"] = column
+            detail["message"] = message
+            self.details.append(detail)
+
+    def error(self) -> ApiError:
+        listed = "" if self.total <= MAX_DETAILS else f" (the first {MAX_DETAILS} are listed)"
+        if self.all_blocked:
+            noun = "image URL points" if self.total == 1 else "image URLs point"
+            message = f"In the CSV, {self.total} {noun} to an address that is not allowed{listed}; nothing was saved."
+            return ApiError(422, "blocked_address", message, self.details)
+        noun = "problem" if self.total == 1 else "problems"
+        message = f"The CSV has {self.total} {noun}{listed}; nothing was saved. Fix them and upload it again."
+        return ApiError(422, "csv_invalid_rows", message, self.details)
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        prefix = data[: exc.start].decode("utf-8-sig", errors="replace")
+        row = len(_LINE_BREAK_RE.findall(prefix)) + 1
+        bad = data[exc.start : exc.start + 1].hex().upper()
+        raise ApiError(
+            400,
+            "csv_not_utf8",
+            f"The CSV is not UTF-8 text (the first bad byte is on row {row}). "
+            "Save it as 'CSV UTF-8' and upload it again.",
+            [{"row": row, "message": f"byte 0x{bad} is not valid UTF-8"}],
+        ) from None
+
+
+def _check_characters(text: str) -> None:
+    if _CONTROL_RE.search(text) is None:
+        return
+    details: list[dict[str, Any]] = []
+    total = 0
+    for line_number, line in enumerate(io.StringIO(text, newline=""), start=1):
+        match = _CONTROL_RE.search(line)
+        if match is None:
+            continue
+        total += 1
+        if len(details) < MAX_DETAILS:
+            code = f"U+{ord(match.group()):04X}"
+            details.append({"row": line_number, "message": f"line contains the control character {code}"})
+    lines = "line" if total == 1 else "lines"
+    listed = "" if total <= MAX_DETAILS else f" (the first {MAX_DETAILS} are listed)"
+    raise ApiError(
+        400,
+        "csv_invalid_characters",
+        f"The CSV contains NUL or other control characters on {total} {lines}{listed}; it may not be a text file.",
+        details,
+    )
+
+
+def _ensure_field_size_limit(size: int) -> None:
+    # The csv module caps a cell at 128 KiB by default, process-wide; a longer cell
+    # (say a huge product name) must reach the per-row checks rather than fail parsing.
+    with _field_limit_lock:
+        if csv.field_size_limit() < size:
+            csv.field_size_limit(size)
+
+
+def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line the record starts on, cells) for each non-blank record."""
+    previous_end = 0
+    while True:
+        start = previous_end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _malformed(start, exc) from None
+        previous_end = reader.line_num
+        if any(cell.strip() for cell in cells):
+            yield start, cells
+
+
+def _malformed(row: int, exc: csv.Error) -> ApiError:
+    reason = str(exc)
+    if reason == "unexpected end of data":
+        hint = "a quoted cell is never closed"
+    elif "expected after" in reason:
+        hint = "a closing quote is followed by other characters; quote the whole cell and double any quote inside it"
+    else:
+        hint = reason
+    return ApiError(
+        422,
+        "csv_malformed",
+        f"The CSV cannot be read from row {row} on: {hint}.",
+        [{"row": row, "message": f"the record starting on this row is malformed: {hint} ({reason})"}],
+    )
+
+
+def _locate_columns(row: int, cells: list[str]) -> dict[str, int]:
+    found: dict[str, list[int]] = {key: [] for key in _REQUIRED}
+    for index, cell in enumerate(cells):
+        key = _NOT_ALNUM_RE.sub("", cell.lower())
+        if key in found:
+            found[key].append(index)
+
+    missing = [_REQUIRED[key] for key, indexes in found.items() if not indexes]
+    if missing:
+        names = " and ".join(f"'{name}'" for name in missing)
+        plural = "column" if len(missing) == 1 else "columns"
+        raise ApiError(
+            422,
+            "csv_missing_columns",
+            f"The CSV has no {plural} {names}.",
+            [{"row": row, "message": f"the header has no column '{name}'"} for name in missing],
+        )
+
+    doubled = {key: indexes for key, indexes in found.items() if len(indexes) > 1}
+    if doubled:
+        names = " and ".join(f"'{_REQUIRED[key]}'" for key in doubled)
+        plural = "column" if len(doubled) == 1 else "columns"
+        details = [
+            {
+                "row": row,
+                "column": cells[indexes[1]],
+                "message": f"column '{_REQUIRED[key]}' is given {len(indexes)} times: "
+                + ", ".join(_quote(cells[index]) for index in indexes),
+            }
+            for key, indexes in doubled.items()
+        ]
+        raise ApiError(422, "csv_duplicate_columns", f"The CSV has the {plural} {names} more than once.", details)
+
+    return {key: indexes[0] for key, indexes in found.items()}
+
+
+def _parse_serial(cell: str) -> int | str:
+    """Return the serial number, or a message saying what is wrong with it."""
+    value = cell.strip()
+    if not value:
+        return "serial number is empty"
+    if _DIGITS_RE.fullmatch(value) is None:
+        return f"serial number must be a whole number of digits only: {_quote(value)}"
+    digits = value.lstrip("0")
+    if len(digits) > len(str(MAX_SERIAL_NUMBER)) or int(digits or "0") > MAX_SERIAL_NUMBER:
+        return f"serial number is larger than {MAX_SERIAL_NUMBER}: {_quote(value)}"
+    number = int(digits or "0")
+    if number < 1:
+        return f"serial number must be at least 1: {_quote(value)}"
+    return number
+
+
+def _check_urls(
+    cell: str,
+    row: int,
+    column: str,
+    limits: CsvLimits,
+    is_blocked_host: Callable[[str], bool] | None,
+    problems: _Problems,
+) -> tuple[str, ...]:
+    if not cell.strip():
+        problems.add(row, "no image URLs are given", column)
+        return ()
+    urls = tuple(entry.strip() for entry in cell.split(","))
+    if len(urls) > limits.max_urls_per_product:
+        problems.add(row, f"{len(urls)} image URLs are given; the limit is {limits.max_urls_per_product}", column)
+    for position, url in enumerate(urls, start=1):
+        if not url:
+            problems.add(row, f"image URL number {position} is empty (two commas in a row, or one at an end)", column)
+            continue
+        message, host = _url_problem(url, limits.max_url_length)
+        if message is not None:
+            problems.add(row, message, column)
+        elif is_blocked_host is not None and is_blocked_host(host):
+            problems.add(row, f"address not allowed: {_quote(url)}", column, blocked=True)
+    return urls
+
+
+def _url_problem(url: str, max_length: int) -> tuple[str | None, str]:
+    """Return what is wrong with one trimmed, non-empty URL (or None) and its host."""
+    if len(url) > max_length:
+        return f"URL is {len(url)} characters long; the limit is {max_length}: {_quote(url)}", ""
+    plain = _PLAIN_URL_RE.fullmatch(url)
+    if plain is not None and (plain.group(2) is None or 0 < int(plain.group(2)) <= 65535):
+        return None, plain.group(1).lower()
+    if _URL_BAD_CHAR_RE.search(url):
+        return f"URL contains white space or a control character: {_quote(url)}", ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"not a valid URL: {_quote(url)}", ""
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"not an http(s) URL: {_quote(url)}", ""
+    if "@" in parts.netloc:
+        return f"URL must not contain a user name or password: {_quote(url)}", ""
+    host = parts.hostname
+    if not host:
+        return f"URL has no host: {_quote(url)}", ""
+    # urlsplit has already checked a bracketed (IPv6) host; a name may hold letters
+    # (any script, for IDNs), digits, dots, hyphens and underscores, nothing else.
+    if not parts.netloc.startswith("[") and (_HOST_CHARS_RE.fullmatch(host) is None or not host.strip(".")):
+        return f"URL has an invalid host: {_quote(url)}", ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return f"URL has an invalid port: {_quote(url)}", ""
+    return None, host
+
+
+def _quote(value: str) -> str:
+    if len(value) <= _QUOTE_LENGTH:
+        return repr(value)
+    return repr(value[:_QUOTE_LENGTH]) + "…"

@@ -1,0 +1,507 @@
+"""Outbound HTTP for image downloads and webhook POSTs, guarded against SSRF and hostile servers.
+
+Every request goes through ``GuardedAdapter``: it resolves the host once,
+refuses the request if any resolved address is blocked by ``address_policy``,
+and pins the connection to the first resolved address (the design of
+requests-hardened's ``IPFilterAdapter``), so the address checked is the address
+connected to and a second DNS answer cannot slip past. Redirects are followed
+by hand, so every hop is a new request that is checked again.
+
+A per-call deadline watchdog shuts the sockets down when the whole-call budget
+runs out, so a server dripping one byte per read timeout cannot hold a worker
+past ``total_timeout_s``.
+
+DNS failures are reported as ``dns_error`` with ``transient=True``: resolvers
+fail temporarily often enough that a few retries are worth their cost.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import email.utils
+import http.client
+import ipaddress
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+from urllib3.exceptions import LocationParseError, NameResolutionError
+from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
+from urllib3.util.connection import allowed_gai_family  # type: ignore[attr-defined]
+
+from address_policy import IPAddress, Network, blocked_reason, literal_address
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 64 * 1024
+MAX_URL_LENGTH = 8192
+MAX_RETRY_AFTER_S = 60.0
+_ALLOWED_SCHEMES = ("http", "https")
+
+
+class FetchError(Exception):
+    """A fetch or POST that did not succeed, with a stable code and a person-readable message."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        transient: bool = False,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.transient = transient
+        self.retry_after = retry_after
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 15.0
+    total_timeout_s: float = 60.0
+    max_bytes: int = 25 * 1024 * 1024
+    max_redirects: int = 5
+    allowed_networks: tuple[Network, ...] = ()
+    user_agent: str = "catalog-image-service/1.0"
+
+
+@dataclass(frozen=True)
+class PostResult:
+    status_code: int
+    duration_ms: int
+
+
+class BlockedAddressError(requests.exceptions.RequestException):
+    """Raised inside the adapter when a host resolves to a blocked address."""
+
+    def __init__(self, host: str, address: IPAddress, reason: str) -> None:
+        super().__init__(f"{host} resolves to blocked address {address} ({reason})")
+        self.host = host
+        self.address = address
+        self.reason = reason
+
+
+class DnsResolutionError(requests.exceptions.RequestException):
+    """Raised inside the adapter when a host does not resolve."""
+
+
+# --- deadline watchdog -------------------------------------------------------
+
+
+class _Watchdog:
+    """Shuts down every socket of one call when its deadline passes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.fired or self.remaining() <= 0
+
+    def register(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            fired = self.fired
+        if fired:
+            _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # shutdown (unlike close) wakes a recv blocked in another thread.
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_active_watchdog: contextvars.ContextVar[_Watchdog | None] = contextvars.ContextVar(
+    "fetcher_active_watchdog", default=None
+)
+
+
+@contextmanager
+def _watched(seconds: float) -> Iterator[_Watchdog]:
+    watchdog = _Watchdog(seconds)
+    token = _active_watchdog.set(watchdog)
+    watchdog.start()
+    try:
+        yield watchdog
+    finally:
+        watchdog.cancel()
+        _active_watchdog.reset(token)
+
+
+def _register_with_watchdog(sock: socket.socket | None) -> None:
+    watchdog = _active_watchdog.get()
+    if watchdog is not None:
+        watchdog.register(sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register_with_watchdog(self.sock)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register_with_watchdog(self.sock)
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+# --- the guarded adapter -----------------------------------------------------
+
+
+def resolve_checked(host: str, port: int | None, allowed: tuple[Network, ...]) -> IPAddress:
+    """Resolve host, raise BlockedAddressError if any address is blocked, and return the one to pin."""
+    literal = literal_address(host)
+    if literal is not None:
+        # Never hand an IP literal to the resolver: odd spellings must not reach DNS.
+        addresses: list[IPAddress] = [literal]
+    else:
+        try:
+            infos = socket.getaddrinfo(host, port, family=allowed_gai_family(), type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise DnsResolutionError(f"cannot resolve {host!r}: {exc}") from exc
+        addresses = [
+            ipaddress.ip_address(sockaddr[0])
+            for family, _type, _proto, _name, sockaddr in infos
+            if family in (socket.AF_INET, socket.AF_INET6)
+        ]
+        if not addresses:
+            raise DnsResolutionError(f"{host!r} has no IPv4 or IPv6 address")
+    for address in addresses:
+        reason = blocked_reason(address, allowed)
+        if reason is not None:
+            log.warning("refused outbound request to %s: address %s is blocked (%s)", host, address, reason)
+            raise BlockedAddressError(host, address, reason)
+    return addresses[0]
+
+
+class GuardedAdapter(HTTPAdapter):
+    """HTTPAdapter that checks and pins the resolved address of every request (cf. requests-hardened)."""
+
+    def __init__(self, is_https: bool, allowed: tuple[Network, ...] = ()) -> None:
+        self._is_https = is_https
+        self._allowed = allowed
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPConnectionPool,
+            "https": _WatchedHTTPSConnectionPool,
+        }
+
+    def build_connection_pool_key_attributes(
+        self,
+        request: requests.PreparedRequest,
+        verify: bool | str,
+        cert: str | tuple[str, str] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        hostname = host_params["host"]
+        port = host_params["port"]
+        if not hostname:
+            raise requests.exceptions.InvalidURL("URL has no host")
+
+        # Copy: the caller's headers mapping may be shared between requests.
+        request.headers = CaseInsensitiveDict(request.headers or {})
+        host_header = f"[{hostname}]" if ":" in hostname else hostname
+        if port is not None:
+            host_header += f":{port}"
+        request.headers["Host"] = host_header
+
+        if self._is_https:
+            # Certificate and SNI must match the name, not the pinned IP.
+            pool_kwargs["assert_hostname"] = hostname
+            pool_kwargs["server_hostname"] = hostname
+
+        default_port = 443 if host_params["scheme"] == "https" else 80
+        pinned = resolve_checked(hostname, port or default_port, self._allowed)
+        host_params["host"] = f"[{pinned}]" if pinned.version == 6 else str(pinned)
+        return host_params, pool_kwargs
+
+    def get_connection(self, url: str, proxies: Any = None) -> Any:
+        raise NotImplementedError("GuardedAdapter only supports get_connection_with_tls_context")
+
+
+def _build_session(limits: FetchLimits) -> requests.Session:
+    # One session per call: nothing to share across threads or forked Celery children.
+    session = requests.Session()
+    session.trust_env = False  # environment proxies or netrc must not bypass the guard
+    session.proxies = {}
+    session.headers = CaseInsensitiveDict(
+        {
+            "User-Agent": limits.user_agent,
+            # A compressed body could expand past max_bytes in one read; ask for none.
+            "Accept-Encoding": "identity",
+            "Accept": "*/*",
+        }
+    )
+    session.mount("http://", GuardedAdapter(is_https=False, allowed=limits.allowed_networks))
+    session.mount("https://", GuardedAdapter(is_https=True, allowed=limits.allowed_networks))
+    return session
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _host_for_message(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or "the server"
+    except ValueError:
+        return "the server"
+
+
+def _check_url(url: str) -> None:
+    if not isinstance(url, str) or not url.strip():
+        raise FetchError("invalid_url", "The URL is empty.")
+    if len(url) > MAX_URL_LENGTH:
+        raise FetchError("invalid_url", f"The URL is longer than {MAX_URL_LENGTH} characters.")
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError as exc:
+        raise FetchError("invalid_url", f"The URL cannot be parsed ({exc}).") from None
+    if parts.scheme.lower() not in _ALLOWED_SCHEMES:
+        scheme = parts.scheme or "none"
+        raise FetchError("invalid_url", f"Only http and https URLs can be fetched, not {scheme!r}.")
+    if not parts.hostname:
+        raise FetchError("invalid_url", "The URL has no host.")
+
+
+def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), bounded to 0..60."""
+    if not value:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - (now or dt.datetime.now(dt.UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    # requests wraps urllib3 errors in args[0]; urllib3 wraps its cause in .reason.
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        stack.extend(item for item in linked if isinstance(item, BaseException))
+
+
+def _caused_by(exc: BaseException, *types: type[BaseException]) -> bool:
+    return any(isinstance(item, types) for item in _causes(exc))
+
+
+def _timeout_error(host: str) -> FetchError:
+    return FetchError("download_timeout", f"{host} did not answer within the time limit.", transient=True)
+
+
+def _translate(exc: BaseException, watchdog: _Watchdog, host: str) -> FetchError:
+    if isinstance(exc, BlockedAddressError):
+        return FetchError(
+            "blocked_address",
+            f"{host} points to a {exc.reason} address, which this service does not connect to.",
+        )
+    if isinstance(exc, DnsResolutionError) or _caused_by(exc, NameResolutionError, socket.gaierror):
+        return FetchError("dns_error", f"The host name {host} could not be resolved.", transient=True)
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema, LocationParseError, UnicodeError)):
+        return FetchError("invalid_url", f"The URL is not valid ({exc}).")
+    if watchdog.fired or _caused_by(exc, requests.exceptions.Timeout, Urllib3TimeoutError, TimeoutError):
+        return _timeout_error(host)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return FetchError("connection_error", f"The TLS connection to {host} failed verification.")
+    if isinstance(exc, requests.exceptions.ContentDecodingError):
+        return FetchError("connection_error", f"{host} sent a body that could not be decoded.")
+    return FetchError("connection_error", f"The connection to {host} failed.", transient=True)
+
+
+_NETWORK_ERRORS = (requests.exceptions.RequestException, Urllib3HTTPError, http.client.HTTPException, OSError)
+
+
+def _http_error(response: requests.Response, host: str) -> FetchError:
+    status = response.status_code
+    transient = status in (408, 429) or status >= 500
+    return FetchError(
+        f"http_{status}",
+        f"{host} answered with HTTP status {status}.",
+        transient=transient,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        status_code=status,
+    )
+
+
+def _declared_length(response: requests.Response) -> int | None:
+    value = response.headers.get("Content-Length", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _read_capped(response: requests.Response, limits: FetchLimits, watchdog: _Watchdog, host: str) -> bytes:
+    too_large = FetchError("too_large", f"The file at {host} is larger than {limits.max_bytes} bytes.")
+    declared = _declared_length(response)
+    if declared is not None and declared > limits.max_bytes:
+        raise too_large
+    body = bytearray()
+    # iter_content decodes any Content-Encoding the server sent anyway, so the
+    # cap applies to decoded bytes.
+    for chunk in response.iter_content(CHUNK_SIZE):
+        if watchdog.expired():
+            raise _timeout_error(host)
+        if len(body) + len(chunk) > limits.max_bytes:
+            raise too_large
+        body += chunk
+    if watchdog.fired:
+        # The watchdog's shutdown can look like a clean end of a close-delimited body.
+        raise _timeout_error(host)
+    return bytes(body)
+
+
+def _timeouts(limits: FetchLimits, watchdog: _Watchdog, host: str, read_timeout_s: float) -> tuple[float, float]:
+    remaining = watchdog.remaining()
+    if remaining <= 0:
+        raise _timeout_error(host)
+    return min(limits.connect_timeout_s, remaining), min(read_timeout_s, remaining)
+
+
+# --- public API --------------------------------------------------------------
+
+
+def fetch_image(url: str, limits: FetchLimits) -> bytes:
+    """GET url with every guard (address policy, redirects, size cap, deadline); raises FetchError."""
+    _check_url(url)
+    current = url
+    host = _host_for_message(current)
+    with _build_session(limits) as session, _watched(limits.total_timeout_s) as watchdog:
+        try:
+            for _hop in range(limits.max_redirects + 1):
+                host = _host_for_message(current)
+                response = session.get(
+                    current,
+                    headers={"Accept": "image/*,*/*;q=0.8"},
+                    stream=True,
+                    allow_redirects=False,
+                    timeout=_timeouts(limits, watchdog, host, limits.read_timeout_s),
+                )
+                with response:
+                    target = session.get_redirect_target(response)
+                    if target is not None:
+                        current = urljoin(response.url, target)
+                        _check_url(current)
+                        continue
+                    if not 200 <= response.status_code < 300:
+                        raise _http_error(response, host)
+                    return _read_capped(response, limits, watchdog, host)
+        except FetchError:
+            raise
+        except _NETWORK_ERRORS as exc:
+            error = _translate(exc, watchdog, host)
+            if error.code != "blocked_address":
+                log.info("fetch from %s failed: %s (%s)", host, error.code, type(exc).__name__)
+            raise error from exc
+    raise FetchError(
+        "too_many_redirects", f"The URL redirected more than {limits.max_redirects} times.", transient=False
+    )
+
+
+def post_json(
+    url: str, body: bytes, headers: dict[str, str], limits: FetchLimits, timeout_s: float = 15.0
+) -> PostResult:
+    """POST body without following redirects and return the status; raises FetchError for network failures."""
+    _check_url(url)
+    host = _host_for_message(url)
+    request_headers = {"Content-Type": "application/json", **headers}
+    started = time.monotonic()
+    with _build_session(limits) as session, _watched(timeout_s) as watchdog:
+        try:
+            response = session.post(
+                url,
+                data=body,
+                headers=request_headers,
+                stream=True,  # the answer's body is never read, so it cannot be large
+                allow_redirects=False,
+                timeout=_timeouts(limits, watchdog, host, timeout_s),
+            )
+            response.close()
+        except FetchError:
+            raise
+        except _NETWORK_ERRORS as exc:
+            error = _translate(exc, watchdog, host)
+            if error.code != "blocked_address":
+                log.info("POST to %s failed: %s (%s)", host, error.code, type(exc).__name__)
+            raise error from exc
+    return PostResult(status_code=response.status_code, duration_ms=int((time.monotonic() - started) * 1000))
+
+
+__all__ = [
+    "BlockedAddressError",
+    "FetchError",
+    "FetchLimits",
+    "GuardedAdapter",
+    "PostResult",
+    "fetch_image",
+    "parse_retry_after",
+    "post_json",
+    "resolve_checked",
+]

@@ -1,0 +1,35 @@
+"""Files the service serves itself: output images with local storage, and the sample photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, current_app, send_file, send_from_directory
+
+from errors import ApiError
+from storage import LocalStorage, StorageError
+
+bp = Blueprint("media", __name__)
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+
+
+@bp.get("/media/<path:key>")
+def get_media(key: str):
+    storage = current_app.extensions["storage"]
+    if not isinstance(storage, LocalStorage):
+        raise ApiError(404, "not_found", "Output images are served by the object store.")
+    try:
+        path = storage.path_for(key)
+    except StorageError:
+        raise ApiError(404, "not_found", "No such image.") from None
+    if not path.is_file() or path.name.startswith("."):
+        raise ApiError(404, "not_found", "No such image.")
+    return send_file(path, mimetype="image/jpeg", max_age=86400, conditional=True)
+
+
+@bp.get("/samples/<path:name>")
+def get_sample(name: str):
+    if not current_app.config["SETTINGS"].serve_samples:
+        raise ApiError(404, "not_found", "Samples are served only in single-machine mode (SERVE_SAMPLES=1).")
+    return send_from_directory(SAMPLES_DIR, name)

@@ -1,0 +1,204 @@
+"""The database schema: requests, their products and images, and webhook deliveries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+db = SQLAlchemy(model_class=Base)
+
+# SQLite's integer primary keys must be INTEGER to autoincrement; PostgreSQL gets BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class RequestStatus(StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"
+    FAILED = "FAILED"
+
+
+FINAL_REQUEST_STATUSES = (
+    RequestStatus.COMPLETED,
+    RequestStatus.COMPLETED_WITH_ERRORS,
+    RequestStatus.FAILED,
+)
+
+
+class ImageStatus(StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+class Request(db.Model):
+    __tablename__ = "requests"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    status: Mapped[str] = mapped_column(String(32), default=RequestStatus.PENDING)
+    quality: Mapped[int]
+    max_dimension: Mapped[int | None]
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    #: SHA-256 of the API key that created the request; None when the service is open.
+    owner_key_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    product_count: Mapped[int]
+    #: Image occurrences as the CSV lists them; a URL named twice counts twice.
+    total_images: Mapped[int]
+    completed_images: Mapped[int] = mapped_column(default=0)
+    failed_images: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: When the fan-out task was handed to the broker; None until then (broker down at upload).
+    dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Product(db.Model):
+    __tablename__ = "products"
+    __table_args__ = (Index("ix_products_request_position", "request_id", "position", unique=True),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"))
+    #: Upload order, from 0.
+    position: Mapped[int]
+    serial_number: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(Text)
+
+
+class Image(db.Model):
+    """One distinct source URL of a request: downloaded and compressed once."""
+
+    __tablename__ = "images"
+    __table_args__ = (Index("ix_images_status_updated", "status", "updated_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    source_url: Mapped[str] = mapped_column(Text)
+    #: How many times the request's CSV names this URL; progress counts each one.
+    occurrences: Mapped[int] = mapped_column(default=1)
+    status: Mapped[str] = mapped_column(String(16), default=ImageStatus.PENDING)
+    #: Task starts, raised before the work begins, so a poison image ends after a bounded number.
+    attempts: Mapped[int] = mapped_column(default=0)
+    #: Times the sweeper re-enqueued the image because it looked stuck.
+    requeues: Mapped[int] = mapped_column(default=0)
+    output_key: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ProductImage(db.Model):
+    """An image URL at its place in a product's list."""
+
+    __tablename__ = "product_images"
+    __table_args__ = (Index("ix_product_images_product_position", "product_id", "position", unique=True),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+
+
+class WebhookEvent(db.Model):
+    """An outbox row: one event to deliver, its retry schedule kept here rather than in the broker."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    #: The exact body sent on every attempt.
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts_made: Mapped[int] = mapped_column(default=0)
+    #: Attempts this event may make; a manual re-send raises it by one.
+    attempts_allowed: Mapped[int]
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class WebhookAttempt(db.Model):
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_event_attempt", "event_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    attempt: Mapped[int]
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int]
+
+
+class ReceivedWebhook(db.Model):
+    """What the built-in receiver got, kept so that a person can see the webhook arrive."""
+
+    __tablename__ = "received_webhooks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    webhook_id: Mapped[str | None] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    signature_valid: Mapped[bool | None]
+    body: Mapped[str] = mapped_column(Text)

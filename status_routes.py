@@ -1,0 +1,95 @@
+"""Reading requests back: status, the request list, the output CSV, and the service's health."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request, stream_with_context
+
+import access
+import database
+import status
+from errors import ApiError
+from models import FINAL_REQUEST_STATUSES, Request, db
+
+bp = Blueprint("status", __name__)
+
+MAX_PER_PAGE = 1000
+
+
+def _page() -> status.Page:
+    values = []
+    for name, default, high in (("page", 1, None), ("per_page", 100, MAX_PER_PAGE)):
+        raw = request.args.get(name, "").strip()
+        if not raw:
+            values.append(default)
+            continue
+        if not raw.isascii() or not raw.isdigit() or int(raw) < 1 or (high is not None and int(raw) > high):
+            bound = f"from 1 to {high}" if high else "of at least 1"
+            raise ApiError(400, "invalid_pagination", f"'{name}' must be an integer {bound}, got {raw[:20]!r}.")
+        values.append(int(raw))
+    return status.Page(*values)
+
+
+def load_request(request_id: str) -> Request:
+    """The caller's request, or a 404 in the error shape."""
+    found = status.find_request(request_id, access.owner_key_hash())
+    if found is None:
+        raise ApiError(404, "request_not_found", f"No request with id {request_id[:64]!r}.")
+    return found
+
+
+@bp.get("/api/status/<request_id>")
+def get_status(request_id: str):
+    page = _page()
+    found = load_request(request_id)
+    settings = current_app.config["SETTINGS"]
+    return status.request_status(found, page, current_app.extensions["storage"], settings.public_base_url)
+
+
+@bp.get("/api/requests")
+def list_requests():
+    return status.list_requests(access.owner_key_hash(), _page())
+
+
+@bp.get("/api/requests/<request_id>/output.csv")
+def get_output_csv(request_id: str):
+    found = load_request(request_id)
+    if found.status not in FINAL_REQUEST_STATUSES:
+        raise ApiError(409, "not_ready", f"The request is {found.status}; its output CSV exists once it is final.")
+    lines = status.output_csv_lines(found, current_app.extensions["storage"])
+    return Response(
+        stream_with_context(lines),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{found.id}-output.csv"'},
+    )
+
+
+@bp.get("/healthz")
+def get_health():
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def get_readiness():
+    checks = {"database": _check(lambda: database.ping(db.engine)), "broker": _check(_ping_broker)}
+    failing = [name for name, state in checks.items() if state != "ok"]
+    if failing:
+        raise ApiError(
+            503,
+            "not_ready",
+            f"Not ready: {', '.join(failing)} not reachable.",
+            details=[{"dependency": name, "message": checks[name]} for name in failing],
+        )
+    return {"status": "ready", "checks": checks}
+
+
+def _check(probe) -> str:
+    try:
+        probe()
+    except Exception as error:  # any failure means not ready; its text says why
+        return f"{type(error).__name__}: {str(error)[:200]}"
+    return "ok"
+
+
+def _ping_broker() -> None:
+    with current_app.extensions["celery"].connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=2)

@@ -1,0 +1,271 @@
+"""Shared fixtures: a real service (HTTP API in a thread, Celery worker in a subprocess).
+
+With TEST_DATABASE_URL and TEST_BROKER_URL set, the service runs on PostgreSQL and Redis, in a
+database and under a Redis key prefix of this run's own, both removed at the end; otherwise on
+SQLite and the filesystem broker in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL", "")
+REQUIRE_SERVICES = os.environ.get("TEST_REQUIRE_SERVICES") == "1"
+IMAGE_HOST = "127.0.0.2"
+
+
+def _fail_or_skip(message: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+class PostgresDatabase:
+    """A database of this run's own on the server TEST_DATABASE_URL names."""
+
+    def __init__(self, admin_url: str) -> None:
+        import psycopg2
+
+        self.admin_url = admin_url
+        self.name = f"imgsvc_test_{uuid.uuid4().hex[:12]}"
+        try:
+            self._admin("CREATE DATABASE {}")
+        except psycopg2.OperationalError as error:
+            raise RuntimeError(f"PostgreSQL at {admin_url} cannot be reached: {error}") from error
+        parts = urlsplit(admin_url)
+        self.url = urlunsplit(parts._replace(path=f"/{self.name}"))
+
+    def _admin(self, statement: str) -> None:
+        import psycopg2
+        from psycopg2 import sql
+
+        connection = psycopg2.connect(self.admin_url, connect_timeout=5)
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql.SQL(statement).format(sql.Identifier(self.name)))
+        finally:
+            connection.close()
+
+    def drop(self) -> None:
+        self._admin("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as error:
+        raise RuntimeError(f"Redis at {url} cannot be reached: {error}") from error
+
+
+def _drop_redis_prefix(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def backing_services(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """DATABASE_URL and CELERY_BROKER_URL for this run, created here and removed afterwards."""
+    instance = tmp_path_factory.mktemp("instance")
+    env = {"INSTANCE_DIR": str(instance)}
+    database = None
+    prefix = f"imgsvc-test-{uuid.uuid4().hex[:8]}:"
+    try:
+        if TEST_DATABASE_URL:
+            database = PostgresDatabase(TEST_DATABASE_URL)
+            env["DATABASE_URL"] = database.url
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{instance / 'test.db'}"
+        if TEST_BROKER_URL:
+            _check_redis(TEST_BROKER_URL)
+            env["CELERY_BROKER_URL"] = TEST_BROKER_URL
+            env["BROKER_KEY_PREFIX"] = prefix
+        else:
+            env["CELERY_BROKER_URL"] = "filesystem://"
+    except RuntimeError as error:
+        _fail_or_skip(str(error))
+    yield env
+    if database is not None:
+        database.drop()
+    if TEST_BROKER_URL:
+        _drop_redis_prefix(TEST_BROKER_URL, prefix)
+
+
+def migrate(env: dict[str, str]) -> None:
+    """Build the schema the only way it is ever built: with the migrations."""
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app:create_app", "db", "upgrade"],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+
+
+class WorkerProcess:
+    """A real Celery worker, started as the service starts one."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2, name: str = "w") -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "wb")  # noqa: SIM115  (closed in stop)
+        argv = [
+            str(Path(sys.executable).parent / "celery"),
+            "-A",
+            "app:celery_app",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            f"{name}-{uuid.uuid4().hex[:6]}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        self.process = subprocess.Popen(
+            argv, env={**os.environ, **env}, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            if b"ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready in {timeout}s: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+class ApiServer:
+    """The Flask app behind a real HTTP server on loopback, in a thread of the test process."""
+
+    def __init__(self) -> None:
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, lambda environ, start_response: [], threaded=True)
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread: threading.Thread | None = None
+
+    def start(self, flask_app) -> None:
+        self.server.app = flask_app
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+class Service:
+    """What a test needs: the API's URL, the Flask app (for looking at rows), the settings' env."""
+
+    def __init__(self, base_url: str, flask_app, env: dict[str, str], instance: Path) -> None:
+        self.base_url = base_url
+        self.app = flask_app
+        self.env = env
+        self.instance = instance
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+@pytest.fixture(scope="session")
+def service(backing_services) -> Iterator[Service]:
+    """The running service: migrated database, HTTP API and one worker with two processes."""
+    api = ApiServer()
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    env = {
+        **backing_services,
+        "PORT": str(api.server.server_port),
+        "PUBLIC_BASE_URL": api.base_url,
+        "WEBHOOK_SECRET": secret,
+        "FETCH_ALLOWED_NETWORKS": f"{IMAGE_HOST}/32",
+        "FETCH_CONNECT_TIMEOUT_S": "2",
+        "FETCH_READ_TIMEOUT_S": "2",
+        "FETCH_TOTAL_TIMEOUT_S": "5",
+        "FETCH_MAX_BYTES": str(5 * 1024 * 1024),
+        "WEBHOOK_TIMEOUT_S": "3",
+        "WEBHOOK_RETRY_SCHEDULE": "0,1,1,1",
+        "MAX_IMAGE_PIXELS": str(40_000_000),
+        "API_KEYS": "",
+        "SERVE_SAMPLES": "1",
+    }
+    saved = dict(os.environ)
+    os.environ.update(env)
+    migrate(env)
+    from app import create_app
+
+    flask_app = create_app()
+    api.start(flask_app)
+    worker = WorkerProcess(env, Path(backing_services["INSTANCE_DIR"]) / "worker.log")
+    try:
+        yield Service(api.base_url, flask_app, env, Path(backing_services["INSTANCE_DIR"]))
+    finally:
+        worker.stop()
+        api.stop()
+        with flask_app.app_context():
+            from models import db
+
+            db.engine.dispose()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def clean_tables(service) -> Iterator[None]:
+    """Empty every table before the test; the worker has its own connection, so no rollback trick."""
+    from models import db
+
+    with service.app.app_context(), db.engine.begin() as connection:
+        for table in reversed(db.metadata.sorted_tables):
+            connection.execute(table.delete())
+    yield
+
+
+@pytest.fixture(scope="session")
+def source_server():
+    """Image sources on 127.0.0.2, the one address the service may fetch from in tests."""
+    from loopback_servers import LoopbackHTTPServer
+
+    with LoopbackHTTPServer(IMAGE_HOST) as server:
+        yield server
+
+
+@pytest.fixture
+def receiver(source_server):
+    """A webhook receiver with a path of the test's own."""
+    from integration_support import WebhookReceiver
+
+    return WebhookReceiver(source_server, f"/hooks/{uuid.uuid4().hex}")

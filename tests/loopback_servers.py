@@ -1,0 +1,419 @@
+"""Loopback-only test servers: a threaded HTTP server with pluggable handlers and a raw TCP canary.
+
+Every server refuses to bind anything but a loopback address (127.0.0.0/8 or
+::1), so a test built on them cannot send traffic off the machine. Servers are
+context managers: ``with LoopbackHTTPServer("127.0.0.2") as server: ...``.
+
+Handlers are plain functions ``handler(request: RequestHandler) -> None``;
+the factories below (``respond``, ``redirect``, ``endless_body``, ``drip``,
+``hang``) cover the usual cases.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import select
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+Handler = Callable[["RequestHandler"], None]
+
+
+def require_loopback(host: str) -> str:
+    """Return host if it is a loopback IP literal; raise ValueError otherwise."""
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"test servers bind loopback addresses only, not {host!r}")
+    return host
+
+
+def url_host(host: str) -> str:
+    """The host as written in a URL: IPv6 literals in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def ipv6_loopback_available() -> bool:
+    """True if a socket can be bound to ::1 on this machine."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class RequestHandler(BaseHTTPRequestHandler):
+    """Dispatches every method to the owning server's route table."""
+
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def _dispatch(self) -> None:
+        owner = self.server.owner
+        length = self.headers.get("Content-Length")
+        body = self.rfile.read(int(length)) if length and length.isdigit() else b""
+        path = urlsplit(self.path).path
+        owner._record(RecordedRequest(self.command, self.path, dict(self.headers.items()), body))
+        handler = owner.routes.get(path, owner.default)
+        try:
+            handler(self)
+        except (ConnectionError, TimeoutError):
+            # The client under test gave up or was cut off: that is often the point.
+            self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set when the server is shutting down; long-running handlers should return."""
+        return self.server.owner.stopping
+
+    def send(self, status: int = 200, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        """Send a complete response with a Content-Length."""
+        self.send_response(status)
+        merged = {"Content-Length": str(len(body)), **(headers or {})}
+        for name, value in merged.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+            self.wfile.flush()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # handlers that stream forever must not stall shutdown
+    allow_reuse_address = True
+
+    def __init__(self, owner: LoopbackHTTPServer, address: tuple[str, int]) -> None:
+        self.address_family = _family(address[0])
+        self.owner = owner
+        super().__init__(address, RequestHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(host): a reverse DNS query
+        # that would leave the machine. Bind without it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up mid-response are routine in these tests; anything else is a bug to show.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+def _not_found(request: RequestHandler) -> None:
+    request.send(404, b"not found")
+
+
+class LoopbackHTTPServer:
+    """A threaded HTTP/1.1 server on a loopback address with a path -> handler table."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        routes: dict[str, Handler] | None = None,
+        default: Handler = _not_found,
+    ) -> None:
+        self.host = require_loopback(host)
+        self.routes: dict[str, Handler] = dict(routes or {})
+        self.default = default
+        self.stopping = threading.Event()
+        self._requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._server = _HTTPServer(self, (host, port))
+        self.port: int = self._server.server_port
+        self._thread: threading.Thread | None = None
+
+    def route(self, path: str, handler: Handler) -> LoopbackHTTPServer:
+        """Set the handler for a path (query strings are ignored when matching)."""
+        self.routes[path] = handler
+        return self
+
+    def url(self, path: str = "/") -> str:
+        """An http:// URL on this server."""
+        return f"http://{url_host(self.host)}:{self.port}{path}"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def hits(self, path: str | None = None) -> int:
+        """How many requests arrived, for one path or in all."""
+        return sum(1 for r in self.requests if path is None or urlsplit(r.path).path == path)
+
+    def _record(self, recorded: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(recorded)
+
+    def start(self) -> LoopbackHTTPServer:
+        """Serve in a daemon thread."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket."""
+        self.stopping.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+    def __enter__(self) -> LoopbackHTTPServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class CanaryServer:
+    """A raw TCP listener that counts accepted connections; it answers nothing.
+
+    With ``hold_open=False`` each connection is closed at once; with
+    ``hold_open=True`` it is kept open and silent until ``stop`` (a server that
+    accepts and never answers).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, hold_open: bool = False) -> None:
+        self.host = require_loopback(host)
+        self.hold_open = hold_open
+        self._listener = socket.socket(_family(host), socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._listener.bind((host, port))
+            self._listener.listen(64)
+        except OSError:
+            self._listener.close()
+            raise
+        self.port: int = self._listener.getsockname()[1]
+        self._accepted = 0
+        self._held: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def accepted(self) -> int:
+        with self._lock:
+            return self._accepted
+
+    def url(self, path: str = "/") -> str:
+        """An http:// URL on this listener."""
+        return f"http://{url_host(self.host)}:{self.port}{path}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._listener], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                continue
+            with self._lock:
+                self._accepted += 1
+                if self.hold_open:
+                    self._held.append(conn)
+            if not self.hold_open:
+                conn.close()
+
+    def start(self) -> CanaryServer:
+        """Accept in a daemon thread."""
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting and close every socket."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            held, self._held = self._held, []
+        for conn in held:
+            conn.close()
+        self._listener.close()
+
+    def __enter__(self) -> CanaryServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def unused_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on at the moment (bound and released), for connection-refused tests."""
+    with socket.socket(_family(require_loopback(host)), socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+# --- handler factories -------------------------------------------------------
+
+
+def respond(status: int = 200, body: bytes = b"", headers: dict[str, str] | None = None) -> Handler:
+    """A handler that sends one fixed response."""
+
+    def handler(request: RequestHandler) -> None:
+        request.send(status, body, headers)
+
+    return handler
+
+
+def redirect(location: str, status: int = 302) -> Handler:
+    """A handler that redirects to location."""
+    return respond(status, b"", {"Location": location})
+
+
+def endless_body(
+    chunk: bytes = b"\0" * 65536, chunked: bool = False, headers: dict[str, str] | None = None
+) -> Handler:
+    """A 200 whose body never ends: close-delimited (no Content-Length) or chunked."""
+
+    def handler(request: RequestHandler) -> None:
+        request.send_response(200)
+        for name, value in (headers or {}).items():
+            request.send_header(name, value)
+        if chunked:
+            request.send_header("Transfer-Encoding", "chunked")
+        else:
+            request.send_header("Connection", "close")
+        request.end_headers()
+        request.close_connection = True
+        framed = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk
+        while not request.stopping.is_set():
+            request.wfile.write(framed)
+
+    return handler
+
+
+def drip(
+    body: bytes,
+    interval_s: float,
+    headers: dict[str, str] | None = None,
+    drip_headers: bool = False,
+) -> Handler:
+    """A 200 sent one byte per interval: the body only, or the header block too."""
+
+    def handler(request: RequestHandler) -> None:
+        head = b"HTTP/1.1 200 OK\r\n" + b"".join(
+            f"{name}: {value}\r\n".encode("latin-1")
+            for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items()
+        ) + b"\r\n"
+        request.close_connection = True
+        if drip_headers:
+            slow = head + body
+        else:
+            request.wfile.write(head)
+            request.wfile.flush()
+            slow = body
+        for index in range(len(slow)):
+            if request.stopping.wait(interval_s):
+                return
+            request.wfile.write(slow[index : index + 1])
+            request.wfile.flush()
+
+    return handler
+
+
+def hang(request: RequestHandler) -> None:
+    """A handler that reads the request and never answers until the server stops."""
+    request.close_connection = True
+    request.stopping.wait()
+
+
+@dataclass(frozen=True)
+class CanaryPair:
+    """Canaries on 127.0.0.1 and (when available) ::1, on the same port if it is free on both."""
+
+    v4: CanaryServer
+    v6: CanaryServer | None
+
+    @property
+    def port(self) -> int:
+        return self.v4.port
+
+    @property
+    def accepted(self) -> int:
+        return self.v4.accepted + (self.v6.accepted if self.v6 else 0)
+
+
+@contextmanager
+def canaries() -> Iterator[CanaryPair]:
+    """Run a CanaryPair for the duration of a with-block."""
+    with CanaryServer("127.0.0.1") as v4:
+        if not ipv6_loopback_available():
+            yield CanaryPair(v4, None)
+            return
+        try:
+            v6 = CanaryServer("::1", v4.port)
+        except OSError:
+            v6 = CanaryServer("::1", 0)
+        with v6:
+            yield CanaryPair(v4, v6)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 2.0) -> bool:
+    """Poll predicate until it is true or timeout_s passes; returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+__all__ = [
+    "CanaryPair",
+    "CanaryServer",
+    "Handler",
+    "LoopbackHTTPServer",
+    "RecordedRequest",
+    "RequestHandler",
+    "canaries",
+    "drip",
+    "endless_body",
+    "hang",
+    "ipv6_loopback_available",
+    "redirect",
+    "require_loopback",
+    "respond",
+    "unused_port",
+    "url_host",
+    "wait_until",
+]

@@ -1,0 +1,773 @@
+"""Tests for pipeline.compress; every input image is generated here with Pillow."""
+
+from __future__ import annotations
+
+import io
+import random
+import resource
+import struct
+import time
+import zlib
+
+import pytest
+from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, PngImagePlugin
+
+import pipeline
+from pipeline import CompressedImage, ImageProcessingError, compress
+
+RED = (255, 0, 0)
+GREEN = (0, 255, 0)
+BLUE = (0, 0, 255)
+WHITE = (255, 255, 255)
+BLACK = (0, 0, 0)
+
+# ITU-T T.81 Annex K, tables K.1 and K.2, in natural (row-major) order.
+STD_LUMINANCE = [
+    16, 11, 10, 16, 24, 40, 51, 61,
+    12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77,
+    24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101,
+    72, 92, 95, 98, 112, 100, 103, 99,
+]  # fmt: skip
+STD_CHROMINANCE = [
+    17, 18, 24, 47, 99, 99, 99, 99,
+    18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99,
+] + [99] * 32  # fmt: skip
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def encode(im: Image.Image, fmt: str, **params: object) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def decode(result: CompressedImage) -> Image.Image:
+    """Open the output, checking it is a JPEG whose header agrees with the result."""
+    im = Image.open(io.BytesIO(result.data))
+    assert im.format == "JPEG"
+    assert im.size == (result.width, result.height)
+    im.load()
+    return im
+
+
+def assert_close(actual: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 12) -> None:
+    assert len(actual) == len(expected), (actual, expected)
+    assert all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True)), (actual, expected)
+
+
+def png_header_only(width: int, height: int, color_type: int = 2) -> bytes:
+    """A PNG whose IHDR (with a correct CRC) claims width x height over a few junk bytes."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"\x78\x9c\x03\x00") + chunk(b"IEND", b"")
+
+
+def corner_image(size: tuple[int, int], block: int) -> Image.Image:
+    """Blue image with a red ``block`` x ``block`` square in the top-left corner."""
+    im = Image.new("RGB", size, BLUE)
+    im.paste(RED, (0, 0, block, block))
+    return im
+
+
+def exif_bytes(orientation: int, **extra: object) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    for tag, value in extra.items():
+        exif[int(tag.removeprefix("tag_"), 16)] = value
+    return exif.tobytes()
+
+
+def s15fixed16(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def cmyk_profile_cyan_is_red() -> bytes:
+    """A minimal ICC v2 CMYK input profile (lut8 A2B0) that renders pure cyan as red.
+
+    Pillow cannot create CMYK profiles and the machine has none, so build one: white
+    paper is white, any K=100% is black, C-only is sRGB red, anything else is mid gray.
+    Red for cyan proves the ICC path ran, since a naive conversion gives cyan.
+    """
+    clut = b""
+    for c in (0, 1):
+        for m in (0, 1):
+            for y in (0, 1):
+                for k in (0, 1):
+                    if k:
+                        lab = (0, 128, 128)
+                    elif (c, m, y) == (0, 0, 0):
+                        lab = (255, 128, 128)
+                    elif (c, m, y) == (1, 0, 0):
+                        lab = (138, 208, 195)  # L*54 a*80 b*67, sRGB red
+                    else:
+                        lab = (128, 128, 128)
+                    clut += bytes(lab)
+    identity = b"".join(s15fixed16(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    a2b0 = b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + identity
+    a2b0 += bytes(range(256)) * 4 + clut + bytes(range(256)) * 3
+    d50 = s15fixed16(0.9642) + s15fixed16(1.0) + s15fixed16(0.8249)
+    tags = [(b"A2B0", a2b0), (b"wtpt", b"XYZ " + bytes(4) + d50)]
+    table_len = 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, tag in tags:
+        table += signature + struct.pack(">II", 128 + table_len + len(body), len(tag))
+        body += tag + bytes(-len(tag) % 4)
+    header = (
+        struct.pack(">I", 128 + table_len + len(body))
+        + bytes(4)
+        + bytes([2, 0x10, 0, 0])
+        + b"prtr"
+        + b"CMYK"
+        + b"Lab "
+        + bytes(12)
+        + b"acsp"
+        + bytes(28)
+        + d50
+    )
+    return header.ljust(128, b"\0") + table + body
+
+
+def srgb_profile_bytes() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def gray_profile_bytes() -> bytes:
+    """An sRGB profile relabelled as GRAY in its header; only the header is ever checked."""
+    icc = srgb_profile_bytes()
+    return icc[:16] + b"GRAY" + icc[20:]
+
+
+# --- basics --------------------------------------------------------------------------
+
+
+def test_rgb_jpeg_roundtrip() -> None:
+    src = corner_image((320, 240), 64)
+    result = compress(encode(src, "JPEG", quality=95))
+    assert isinstance(result, CompressedImage)
+    assert result.source_format == "JPEG"
+    assert (result.width, result.height) == (320, 240)
+    out = decode(result)
+    assert out.mode == "RGB"
+    assert "progressive" not in out.info and "progression" not in out.info
+    assert_close(out.getpixel((32, 32)), RED)
+    assert_close(out.getpixel((200, 200)), BLUE)
+
+
+def test_rgb_jpeg_is_not_copied_through_convert(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    original = Image.Image.convert
+
+    def spy(self: Image.Image, *args: object, **kwargs: object) -> Image.Image:
+        calls.append(self.mode)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", spy)
+    compress(encode(corner_image((400, 300), 16), "JPEG"), max_dimension=200)
+    assert calls == []
+
+
+def test_result_is_frozen() -> None:
+    result = compress(encode(Image.new("RGB", (8, 8), RED), "PNG"))
+    with pytest.raises(AttributeError):
+        result.width = 1  # type: ignore[misc]
+
+
+# --- quality -------------------------------------------------------------------------
+
+
+def quantization(quality: int) -> dict[int, list[int]]:
+    rng = random.Random(1)
+    noise = Image.frombytes("RGB", (64, 64), rng.randbytes(64 * 64 * 3))
+    out = decode(compress(encode(noise, "PNG"), quality=quality))
+    return {index: list(table) for index, table in out.quantization.items()}
+
+
+def test_quality_50_writes_the_standard_tables() -> None:
+    tables = quantization(50)
+    # Pillow returns the tables in natural order (it undoes the file's zigzag order).
+    assert tables[0][0] == 16
+    assert tables[0] == STD_LUMINANCE
+    assert tables[1] == STD_CHROMINANCE
+
+
+def test_higher_quality_means_smaller_quantisers() -> None:
+    q10, q50, q90 = quantization(10)[0], quantization(50)[0], quantization(90)[0]
+    assert all(a <= b for a, b in zip(q90, q50, strict=True)) and sum(q90) < sum(q50)
+    assert all(a >= b for a, b in zip(q10, q50, strict=True)) and sum(q10) > sum(q50)
+
+
+def test_default_quality_is_50() -> None:
+    out = decode(compress(encode(Image.new("RGB", (16, 16), RED), "PNG")))
+    assert list(out.quantization[0]) == STD_LUMINANCE
+
+
+@pytest.mark.parametrize("quality", [0, 96, -5, True, 50.0])
+def test_quality_out_of_range_is_refused(quality: object) -> None:
+    with pytest.raises(ValueError):
+        compress(encode(Image.new("RGB", (8, 8)), "PNG"), quality=quality)  # type: ignore[arg-type]
+
+
+def test_non_bytes_input_is_refused() -> None:
+    with pytest.raises(TypeError):
+        compress("<html>")  # type: ignore[arg-type]
+
+
+def test_bytearray_and_memoryview_are_accepted() -> None:
+    data = encode(Image.new("RGB", (8, 8), RED), "PNG")
+    assert compress(bytearray(data)).width == 8
+    assert compress(memoryview(data)).width == 8
+
+
+@pytest.mark.parametrize("kwargs", [{"max_dimension": 0}, {"max_dimension": -1}, {"max_pixels": 0}])
+def test_bad_limits_are_refused(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        compress(encode(Image.new("RGB", (8, 8)), "PNG"), **kwargs)
+
+
+# --- orientation ---------------------------------------------------------------------
+
+TL, TR, BL, BR = "top-left", "top-right", "bottom-left", "bottom-right"
+
+
+def corner_point(corner: str, size: tuple[int, int], inset: int) -> tuple[int, int]:
+    width, height = size
+    x = inset if corner in (TL, BL) else width - 1 - inset
+    y = inset if corner in (TL, TR) else height - 1 - inset
+    return x, y
+
+
+OPPOSITE = {TL: BR, BR: TL, TR: BL, BL: TR}
+
+
+@pytest.mark.parametrize(
+    ("orientation", "swapped", "red_corner"),
+    [
+        (1, False, TL),
+        (2, False, TR),
+        (3, False, BR),
+        (4, False, BL),
+        (5, True, TL),
+        (6, True, TR),
+        (7, True, BR),
+        (8, True, BL),
+    ],
+)
+def test_exif_orientation_is_applied(orientation: int, swapped: bool, red_corner: str) -> None:
+    src = corner_image((64, 32), 16)
+    result = compress(encode(src, "JPEG", quality=95, exif=exif_bytes(orientation)))
+    expected_size = (32, 64) if swapped else (64, 32)
+    assert (result.width, result.height) == expected_size
+    out = decode(result)
+    assert "exif" not in out.info
+    assert_close(out.getpixel(corner_point(red_corner, expected_size, 8)), RED, 30)
+    assert_close(out.getpixel(corner_point(OPPOSITE[red_corner], expected_size, 8)), BLUE, 30)
+
+
+def test_orientation_together_with_max_dimension() -> None:
+    src = corner_image((640, 320), 160)
+    result = compress(encode(src, "JPEG", quality=95, exif=exif_bytes(6)), max_dimension=160)
+    assert (result.width, result.height) == (80, 160)
+    out = decode(result)
+    assert_close(out.getpixel(corner_point(TR, out.size, 15)), RED, 30)
+    assert_close(out.getpixel(corner_point(BL, out.size, 15)), BLUE, 30)
+
+
+def test_orientation_in_png_exif_chunk() -> None:
+    src = corner_image((64, 32), 16)
+    result = compress(encode(src, "PNG", exif=exif_bytes(8)))
+    assert (result.width, result.height) == (32, 64)
+    assert_close(decode(result).getpixel(corner_point(BL, (32, 64), 8)), RED, 30)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_garbage_exif_is_ignored_not_fatal() -> None:
+    src = corner_image((64, 32), 16)
+    result = compress(encode(src, "JPEG", exif=b"Exif\x00\x00MM\x00*\xff\xff\xff\xff junk"))
+    assert (result.width, result.height) == (64, 32)
+
+
+def test_exif_that_fails_to_parse_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Image.Image) -> Image.Exif:
+        raise SyntaxError("not a TIFF file")
+
+    monkeypatch.setattr(Image.Image, "getexif", broken)
+    result = compress(encode(corner_image((64, 32), 16), "JPEG", exif=exif_bytes(6)))
+    assert (result.width, result.height) == (64, 32)
+
+
+# --- colour modes and transparency ---------------------------------------------------
+
+
+def test_rgba_png_is_flattened_onto_white() -> None:
+    src = Image.new("RGBA", (64, 32), (0, 0, 0, 0))
+    src.paste((255, 0, 0, 255), (0, 0, 32, 32))
+    out = decode(compress(encode(src, "PNG")))
+    assert out.mode == "RGB"
+    assert_close(out.getpixel((8, 16)), RED)
+    assert_close(out.getpixel((56, 16)), WHITE, 4)
+
+
+def test_half_transparent_pixels_blend_with_white() -> None:
+    src = Image.new("RGBA", (32, 32), (0, 0, 0, 128))
+    out = decode(compress(encode(src, "PNG")))
+    assert_close(out.getpixel((16, 16)), (127, 127, 127), 4)
+
+
+def test_rgba_shrunk_keeps_white_background() -> None:
+    src = Image.new("RGBA", (800, 400), (0, 0, 0, 0))
+    src.paste((255, 0, 0, 255), (0, 0, 400, 400))
+    result = compress(encode(src, "PNG"), max_dimension=200)
+    out = decode(result)
+    assert out.size == (200, 100)
+    assert_close(out.getpixel((50, 50)), RED)
+    assert_close(out.getpixel((150, 50)), WHITE, 4)
+
+
+def test_la_png_is_flattened_onto_white() -> None:
+    src = Image.new("LA", (64, 32), (0, 0))
+    src.paste((0, 255), (0, 0, 32, 32))
+    out = decode(compress(encode(src, "PNG")))
+    assert out.mode == "RGB"
+    assert_close(out.getpixel((8, 16)), BLACK)
+    assert_close(out.getpixel((56, 16)), WHITE, 4)
+
+
+def test_palette_png_with_transparency_is_flattened() -> None:
+    src = Image.new("P", (64, 32), 0)
+    src.putpalette(list(GREEN) + list(RED) + [0, 0, 0] * 254)
+    src.paste(1, (0, 0, 32, 32))
+    out = decode(compress(encode(src, "PNG", transparency=0)))
+    assert_close(out.getpixel((8, 16)), RED)
+    assert_close(out.getpixel((56, 16)), WHITE, 4)
+
+
+def test_rgb_png_with_transparent_colour_is_flattened() -> None:
+    src = Image.new("RGB", (64, 32), GREEN)
+    src.paste(RED, (0, 0, 32, 32))
+    out = decode(compress(encode(src, "PNG", transparency=GREEN)))
+    assert_close(out.getpixel((8, 16)), RED)
+    assert_close(out.getpixel((56, 16)), WHITE, 4)
+
+
+def associated_alpha_tiff(im: Image.Image) -> bytes:
+    """A TIFF whose ExtraSamples says associated (premultiplied) alpha; Pillow writes unassociated."""
+    data = encode(im, "TIFF")
+    unassociated = struct.pack("<HHIHH", 338, 3, 1, 2, 0)
+    assert data.count(unassociated) == 1
+    return data.replace(unassociated, struct.pack("<HHIHH", 338, 3, 1, 1, 0))
+
+
+@pytest.mark.parametrize(
+    ("src", "opened_as", "expected"),
+    [
+        (Image.new("RGBA", (32, 32), (128, 0, 0, 128)), "RGBA", (255, 127, 127)),
+        (Image.new("LA", (32, 32), (64, 128)), "La", (191, 191, 191)),
+    ],
+)
+def test_premultiplied_alpha_is_flattened(src: Image.Image, opened_as: str, expected: tuple[int, int, int]) -> None:
+    data = associated_alpha_tiff(src)
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert reopened.mode == opened_as
+    assert_close(decode(compress(data)).getpixel((16, 16)), expected, 3)
+
+
+def palette_alpha_image() -> Image.Image:
+    im = Image.new("PA", (64, 32), (1, 0))
+    im.putpalette(list(GREEN) + list(RED) + [0, 0, 0] * 254)
+    im.paste((1, 255), (0, 0, 32, 32))
+    return im
+
+
+@pytest.mark.parametrize(
+    ("src", "left", "right"),
+    [
+        (palette_alpha_image(), RED, WHITE),
+        (Image.new("RGB", (64, 32), RED).convert("YCbCr"), RED, RED),
+        (Image.new("CMYK", (64, 32), (0, 255, 255, 0)), RED, RED),
+        (Image.new("I;16B", (64, 32), 32896), (128, 128, 128), (128, 128, 128)),
+        (Image.new("LAB", (64, 32), (100, 128, 128)), (99, 99, 99), (99, 99, 99)),
+    ],
+    ids=["PA", "YCbCr", "CMYK", "I;16B", "LAB"],
+)
+def test_tiff_modes(src: Image.Image, left: tuple[int, int, int], right: tuple[int, int, int]) -> None:
+    data = encode(src, "TIFF")
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert reopened.mode == src.mode
+    out = decode(compress(data))
+    assert out.mode == "RGB"
+    assert_close(out.getpixel((8, 16)), left, 16)
+    assert_close(out.getpixel((56, 16)), right, 16)
+
+
+def test_palette_png_without_transparency() -> None:
+    src = Image.new("P", (64, 32), 0)
+    src.putpalette(list(BLUE) + list(RED) + [0, 0, 0] * 254)
+    src.paste(1, (0, 0, 32, 32))
+    result = compress(encode(src, "PNG"), max_dimension=32)
+    out = decode(result)
+    assert out.size == (32, 16)
+    assert_close(out.getpixel((4, 8)), RED)
+    assert_close(out.getpixel((28, 8)), BLUE)
+
+
+def test_one_bit_image() -> None:
+    src = Image.new("1", (64, 32), 0)
+    src.paste(1, (0, 0, 32, 32))
+    out = decode(compress(encode(src, "PNG")))
+    assert out.mode == "RGB"
+    assert_close(out.getpixel((8, 16)), WHITE)
+    assert_close(out.getpixel((56, 16)), BLACK)
+
+
+def test_grayscale_l_becomes_rgb() -> None:
+    src = Image.new("L", (32, 32), 100)
+    out = decode(compress(encode(src, "JPEG")))
+    assert out.mode == "RGB"
+    assert_close(out.getpixel((16, 16)), (100, 100, 100), 3)
+
+
+def test_sixteen_bit_png_mid_gray_stays_mid_gray() -> None:
+    src = Image.new("I;16", (32, 32), 32896)  # 128 * 257
+    data = encode(src, "PNG")
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert reopened.mode.startswith("I")
+    out = decode(compress(data))
+    assert_close(out.getpixel((16, 16)), (128, 128, 128), 2)
+
+
+@pytest.mark.parametrize(("mode", "value", "expected"), [("I", 65535, 255), ("I", 25700, 100), ("F", 200.0, 200)])
+def test_wide_tiff_modes(mode: str, value: float, expected: int) -> None:
+    src = Image.new(mode, (32, 32), value)
+    data = encode(src, "TIFF")
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert reopened.mode == mode
+    out = decode(compress(data))
+    assert_close(out.getpixel((16, 16)), (expected,) * 3, 2)
+
+
+def test_cmyk_jpeg_without_profile_is_converted_naively() -> None:
+    src = Image.new("CMYK", (64, 32), (0, 0, 0, 0))
+    src.paste((0, 255, 255, 0), (0, 0, 32, 32))
+    data = encode(src, "JPEG", quality=95)
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert reopened.mode == "CMYK"
+    out = decode(compress(data))
+    assert out.mode == "RGB"
+    assert "icc_profile" not in out.info
+    assert_close(out.getpixel((8, 16)), RED, 20)
+    assert_close(out.getpixel((56, 16)), WHITE, 4)
+
+
+def test_cmyk_jpeg_with_profile_goes_through_icc() -> None:
+    icc = cmyk_profile_cyan_is_red()
+    src = Image.new("CMYK", (64, 32), (0, 0, 0, 0))
+    src.paste((255, 0, 0, 0), (0, 0, 32, 32))
+    data = encode(src, "JPEG", quality=95, icc_profile=icc)
+    result = compress(data, max_dimension=32)
+    out = decode(result)
+    assert out.size == (32, 16)
+    assert out.info.get("icc_profile") in (None, b"")
+    assert_close(out.getpixel((4, 8)), RED, 30)  # a naive conversion would give cyan
+    assert_close(out.getpixel((28, 8)), WHITE, 6)
+
+
+def test_cmyk_jpeg_with_broken_profile_falls_back() -> None:
+    src = Image.new("CMYK", (64, 32), (0, 0, 0, 0))
+    src.paste((0, 255, 255, 0), (0, 0, 32, 32))
+    data = encode(src, "JPEG", quality=95, icc_profile=b"not a profile" * 20)
+    out = decode(compress(data))
+    assert "icc_profile" not in out.info
+    assert_close(out.getpixel((8, 16)), RED, 20)
+
+
+def test_cmyk_jpeg_with_rgb_profile_falls_back_and_drops_it() -> None:
+    src = Image.new("CMYK", (32, 32), (0, 0, 0, 0))
+    data = encode(src, "JPEG", icc_profile=srgb_profile_bytes())
+    out = decode(compress(data))
+    assert "icc_profile" not in out.info
+    assert_close(out.getpixel((16, 16)), WHITE, 4)
+
+
+# --- formats and frames --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"])
+def test_allowed_formats_are_accepted(fmt: str) -> None:
+    src = Image.new("RGB", (48, 32), RED)
+    result = compress(encode(src, fmt))
+    assert result.source_format == fmt
+    assert (result.width, result.height) == (48, 32)
+    assert_close(decode(result).getpixel((24, 16)), RED)
+
+
+def test_mpo_is_reported_as_jpeg() -> None:
+    first, second = Image.new("RGB", (32, 32), RED), Image.new("RGB", (32, 32), BLUE)
+    data = encode(first, "MPO", save_all=True, append_images=[second])
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert reopened.format == "MPO"
+    result = compress(data, max_dimension=16)
+    assert result.source_format == "JPEG"
+    assert_close(decode(result).getpixel((8, 8)), RED)
+
+
+@pytest.mark.parametrize(("fmt", "params"), [("GIF", {}), ("WEBP", {"lossless": True}), ("PNG", {})])
+def test_animation_uses_first_frame(fmt: str, params: dict[str, object]) -> None:
+    frames = [Image.new("RGB", (32, 32), colour) for colour in (RED, GREEN, BLUE)]
+    data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, **params)
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert getattr(reopened, "n_frames", 1) == 3
+    result = compress(data)
+    assert result.source_format == fmt
+    assert_close(decode(result).getpixel((16, 16)), RED)
+
+
+def test_gif_transparency_becomes_white() -> None:
+    src = Image.new("P", (32, 32), 0)
+    src.putpalette(list(GREEN) + list(RED) + [0, 0, 0] * 254)
+    src.paste(1, (0, 0, 16, 32))
+    out = decode(compress(encode(src, "GIF", transparency=0)))
+    assert_close(out.getpixel((4, 16)), RED)
+    assert_close(out.getpixel((28, 16)), WHITE, 4)
+
+
+# --- resizing ------------------------------------------------------------------------
+
+
+def test_jpeg_shrink_uses_draft(monkeypatch: pytest.MonkeyPatch) -> None:
+    drafts: list[tuple[object, ...]] = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(
+        self: JpegImagePlugin.JpegImageFile, mode: str | None, size: tuple[int, int] | None
+    ) -> tuple[str, tuple[int, int, float, float]] | None:
+        result = original(self, mode, size)
+        drafts.append((mode, size, result))
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    src = corner_image((4000, 3000), 1000)
+    result = compress(encode(src, "JPEG"), max_dimension=800)
+    assert (result.width, result.height) == (800, 600)
+    assert drafts, "draft() was not called"
+    mode, size, drafted = drafts[0]
+    assert (mode, size) == ("RGB", (800, 600))
+    # 4000 // 800 = 5, so libjpeg decodes at 1/4 scale: 1000x750, still above the target.
+    assert drafted == ("RGB", (0, 0, 1000, 750))
+    out = decode(result)
+    assert_close(out.getpixel((100, 100)), RED)
+    assert_close(out.getpixel((700, 500)), BLUE)
+
+
+@pytest.mark.parametrize(
+    ("size", "max_dimension", "expected"),
+    [
+        ((3000, 1000), 800, (800, 267)),
+        ((1000, 3000), 800, (267, 800)),
+        ((1000, 1000), 800, (800, 800)),
+        ((801, 600), 800, (800, 599)),
+        ((300, 200), 800, (300, 200)),
+        ((800, 600), 800, (800, 600)),
+        ((5000, 10), 100, (100, 1)),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_resize_bounds_longest_side_and_never_enlarges(
+    fmt: str, size: tuple[int, int], max_dimension: int, expected: tuple[int, int]
+) -> None:
+    result = compress(encode(Image.new("RGB", size, GREEN), fmt), max_dimension=max_dimension)
+    assert (result.width, result.height) == expected
+    assert decode(result).size == expected
+
+
+def test_no_max_dimension_keeps_size() -> None:
+    result = compress(encode(Image.new("RGB", (1234, 567), GREEN), "JPEG"))
+    assert (result.width, result.height) == (1234, 567)
+
+
+# --- metadata ------------------------------------------------------------------------
+
+
+def test_rgb_srgb_profile_is_kept() -> None:
+    icc = srgb_profile_bytes()
+    for fmt in ("JPEG", "PNG"):
+        out = decode(compress(encode(Image.new("RGB", (32, 32), RED), fmt, icc_profile=icc)))
+        assert out.info.get("icc_profile") == icc
+
+
+def test_gray_profile_is_dropped() -> None:
+    data = encode(Image.new("L", (32, 32), 90), "PNG", icc_profile=gray_profile_bytes())
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert reopened.info.get("icc_profile")
+    out = decode(compress(data))
+    assert "icc_profile" not in out.info
+
+
+def test_malformed_rgb_profile_is_dropped() -> None:
+    bogus = bytes(16) + b"RGB " + bytes(200)  # right colour space, no 'acsp' signature
+    data = encode(Image.new("RGB", (32, 32), RED), "JPEG", icc_profile=bogus)
+    assert "icc_profile" not in decode(compress(data)).info
+
+
+def test_exif_xmp_and_comments_are_stripped() -> None:
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+    exif = exif_bytes(1, tag_010f="SecretCam", tag_0110="GPS-Model-9000")
+    src = Image.new("RGB", (64, 64), RED)
+    data = encode(src, "JPEG", exif=exif, xmp=xmp, comment=b"secret-comment")
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert {"exif", "xmp", "comment"} <= set(reopened.info)
+    result = compress(data)
+    out = decode(result)
+    assert not {"exif", "xmp", "comment"} & set(out.info)
+    for marker in (b"Exif\x00\x00", b"SecretCam", b"http://ns.adobe.com/xap", b"xmpmeta", b"secret-comment"):
+        assert marker not in result.data
+
+
+def test_png_text_and_exif_are_stripped() -> None:
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "secret-text")
+    data = encode(Image.new("RGB", (32, 32), RED), "PNG", pnginfo=text, exif=exif_bytes(1, tag_010f="SecretCam"))
+    result = compress(data)
+    assert b"secret-text" not in result.data and b"SecretCam" not in result.data
+
+
+# --- hostile input -------------------------------------------------------------------
+
+
+def raises(code: str, data: bytes, **kwargs: int) -> ImageProcessingError:
+    with pytest.raises(ImageProcessingError) as info:
+        compress(data, **kwargs)
+    assert info.value.code == code, info.value.message
+    assert info.value.message and str(info.value) == info.value.message
+    return info.value
+
+
+NOT_IMAGES = {
+    "empty": b"",
+    "html": b"<!DOCTYPE html><html><head><title>404</title></head><body>Not found</body></html>",
+    "pdf": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n",
+    "psd": b"8BPS\x00\x01" + bytes(6) + b"\x00\x03\x00\x00\x00\x40\x00\x00\x00\x40\x00\x08\x00\x03" + bytes(64),
+    "eps": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nnewpath 0 0 moveto showpage\n",
+    "dos-eps": b"\xc5\xd0\xd3\xc6" + struct.pack("<IIIIII", 30, 40, 0, 0, 0, 0) + b"\xff\xff" + b"%!PS" + bytes(60),
+    "text": b"S. No.,Product Name,Input Image Urls\n1,SKU1,http://example.com/a.jpg\n",
+    "garbage": random.Random(7).randbytes(4096),
+    "zero-width-png": png_header_only(0, 16),
+}
+
+
+@pytest.mark.parametrize("name", NOT_IMAGES)
+def test_not_an_image(name: str) -> None:
+    raises("not_an_image", NOT_IMAGES[name])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "params"), [("ICO", {}), ("PPM", {}), ("TGA", {}), ("PCX", {}), ("JPEG2000", {}), ("SGI", {}), ("DDS", {})]
+)
+def test_images_in_other_formats_are_refused(fmt: str, params: dict[str, object]) -> None:
+    data = encode(Image.new("RGB", (32, 32), RED), fmt, **params)
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert reopened.format not in pipeline.ALLOWED_FORMATS
+    raises("not_an_image", data)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF", "BMP", "WEBP"])
+def test_truncated_file_is_corrupt(fmt: str) -> None:
+    rng = random.Random(3)
+    noisy = Image.frombytes("RGB", (256, 256), rng.randbytes(256 * 256 * 3))
+    data = encode(noisy, fmt)
+    error = raises("corrupt_image", data[: len(data) // 2])
+    if fmt != "WEBP":
+        assert "truncated" in error.message
+
+
+def test_png_with_broken_zlib_stream_is_corrupt() -> None:
+    noisy = Image.frombytes("RGB", (64, 64), random.Random(3).randbytes(64 * 64 * 3))
+    data = bytearray(encode(noisy, "PNG"))
+    idat = data.index(b"IDAT")
+    data[idat + 6 : idat + 14] = b"\xff" * 8  # inside the deflate stream
+    error = raises("corrupt_image", bytes(data))
+    assert "broken data stream" in error.message
+
+
+def test_png_bomb_is_refused_quickly_without_allocating() -> None:
+    data = png_header_only(30000, 30000)
+    assert len(data) < 100
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    raises("too_many_pixels", data)
+    assert time.perf_counter() - started < 1.0
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 200_000  # 30000x30000 RGB would be 2.7 GB
+
+
+def test_pillow_bomb_warning_is_an_error_even_when_our_limit_is_higher() -> None:
+    # 100 MP is above Image.MAX_IMAGE_PIXELS (~89 MP) but below its error threshold.
+    assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < 100_000_000
+    raises("too_many_pixels", png_header_only(10000, 10000), max_pixels=10**9)
+
+
+def test_default_pixel_limit_is_checked_before_decoding() -> None:
+    raises("too_many_pixels", png_header_only(8000, 8000))  # 64 MP > 50 MP, below Pillow's
+
+
+def test_jpeg_header_bomb() -> None:
+    data = bytearray(encode(Image.new("RGB", (16, 16), RED), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 60000, 60000)
+    raises("too_many_pixels", bytes(data))
+
+
+def test_pixel_limit_is_exact() -> None:
+    raises("too_many_pixels", encode(Image.new("RGB", (101, 100)), "PNG"), max_pixels=10_000)
+    result = compress(encode(Image.new("RGB", (100, 100)), "PNG"), max_pixels=10_000)
+    assert (result.width, result.height) == (100, 100)
+
+
+def test_memory_error_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(self: ImageFile.ImageFile) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", boom)
+    with pytest.raises(MemoryError):
+        compress(encode(Image.new("RGB", (8, 8)), "PNG"))
+
+
+def test_non_decoder_exceptions_propagate(monkeypatch: pytest.MonkeyPatch) -> None:
+    class SoftTimeLimitExceeded(Exception):
+        pass
+
+    def slow(self: ImageFile.ImageFile) -> None:
+        raise SoftTimeLimitExceeded
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", slow)
+    with pytest.raises(SoftTimeLimitExceeded):
+        compress(encode(Image.new("RGB", (8, 8)), "PNG"))
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad"), SyntaxError("bad"), struct.error("bad"), EOFError(), IndexError()])
+def test_decoder_exceptions_become_corrupt_image(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
+    def broken(self: ImageFile.ImageFile) -> None:
+        raise exc
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", broken)
+    raises("corrupt_image", encode(Image.new("RGB", (8, 8)), "PNG"))
+
+
+def test_pillow_safety_settings_are_untouched() -> None:
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    assert Image.MAX_IMAGE_PIXELS is not None
+
+
+def test_error_carries_code_and_message() -> None:
+    error = ImageProcessingError("corrupt_image", "broken")
+    assert (error.code, error.message, str(error)) == ("corrupt_image", "broken", "broken")

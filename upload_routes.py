@@ -1,0 +1,90 @@
+"""POST /api/upload: validate the CSV and the options, store the request, hand it to the workers."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, request
+
+import access
+import address_policy
+import csv_input
+import image_tasks
+import request_state
+from config import Settings
+from errors import ApiError
+from status import output_csv_url, status_url
+
+bp = Blueprint("upload", __name__)
+
+
+@bp.post("/api/upload")
+def create_upload():
+    settings: Settings = current_app.config["SETTINGS"]
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", "Send the CSV as multipart/form-data, in a field named 'file'.")
+    upload = request.files.get("file")
+    if upload is None:
+        raise ApiError(400, "missing_file", "The form has no field 'file' holding the CSV.")
+    options = request_state.UploadOptions(
+        quality=_int_field("quality", 1, 95, default=50),
+        max_dimension=_int_field("max_dimension", 1, 10_000, default=None),
+        webhook_url=_webhook_url_field(settings),
+        owner_key_hash=access.owner_key_hash(),
+    )
+    limits = csv_input.CsvLimits(
+        max_rows=settings.max_rows,
+        max_urls_per_product=settings.max_urls_per_product,
+        max_url_length=settings.max_url_length,
+    )
+    rows = csv_input.parse_rows(upload.read(), limits, is_blocked_host=lambda host: _is_blocked(settings, host))
+    created = request_state.create_request(rows, options)
+    if image_tasks.send_safely(image_tasks.process_request, str(created.id)):
+        request_state.mark_dispatched(created.id)
+    location = status_url(settings.public_base_url, created.id)
+    answer = {
+        "request_id": str(created.id),
+        "status": "PENDING",
+        "products": created.products,
+        "images": created.images,
+        "status_url": location,
+        "output_csv_url": output_csv_url(settings.public_base_url, created.id),
+    }
+    return answer, 202, {"Location": location}
+
+
+def _is_blocked(settings: Settings, host: str) -> bool:
+    return address_policy.is_blocked_host_literal(host, settings.fetch_allowed_networks)
+
+
+def _int_field(name: str, low: int, high: int, default: int | None) -> int | None:
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(400, f"invalid_{name}", f"'{name}' must be an integer from {low} to {high}, got {raw[:50]!r}.")
+    return int(raw)
+
+
+def _webhook_url_field(settings: Settings) -> str | None:
+    raw = request.form.get("webhook_url", "").strip()
+    if not raw:
+        return None
+    error = ApiError(400, "invalid_webhook_url", f"'webhook_url' must be an absolute http(s) URL, got {raw[:100]!r}.")
+    if len(raw) > settings.max_url_length or any(ch.isspace() or ord(ch) < 32 for ch in raw):
+        raise error
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        raise error from None
+    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname or parts.username is not None:
+        raise error
+    if _is_blocked(settings, parts.hostname):
+        raise ApiError(
+            422,
+            "blocked_address",
+            "'webhook_url' points at an address the service may not call.",
+            details=[{"field": "webhook_url", "message": f"address not allowed: {raw[:100]!r}"}],
+        )
+    return raw

@@ -1,0 +1,217 @@
+"""The webhook outbox: each event a row, each attempt a row, the retry schedule in the database.
+
+The schedule lives here rather than in Celery countdowns, which Redis redelivers past the
+visibility timeout; the sweeper sends whatever is due.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from models import DeliveryStatus, Request, WebhookAttempt, WebhookEvent, db, utcnow
+from status import output_csv_url, progress, timestamp
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+EVENT_TYPE = "request.completed"
+#: Session.info key of the events created in the open transaction, sent once it commits.
+NEW_EVENTS_KEY = "webhook_events_to_send"
+
+
+@dataclass(frozen=True)
+class AttemptWork:
+    event_id: str
+    url: str
+    payload: str
+    attempt: int
+
+
+def create_event(request: Request, public_base_url: str) -> str:
+    """Write the event of a request's final status; it is sent after the transaction commits."""
+    schedule = _schedule()
+    now = utcnow()
+    payload = {
+        "type": EVENT_TYPE,
+        "timestamp": timestamp(request.completed_at or now),
+        "data": {
+            "request_id": str(request.id),
+            "status": request.status,
+            "progress": progress(request),
+            "output_csv_url": output_csv_url(public_base_url, request.id),
+        },
+    }
+    event_id = f"msg_{uuid.uuid4().hex}"
+    db.session.add(
+        WebhookEvent(
+            id=event_id,
+            request_id=request.id,
+            type=EVENT_TYPE,
+            url=request.webhook_url,
+            payload=json.dumps(payload, separators=(",", ":")),
+            status=DeliveryStatus.PENDING,
+            attempts_made=0,
+            attempts_allowed=len(schedule),
+            next_attempt_at=now + timedelta(seconds=schedule[0]),
+            created_at=now,
+        )
+    )
+    if schedule[0] == 0:
+        db.session.info.setdefault(NEW_EVENTS_KEY, []).append(event_id)
+    return event_id
+
+
+def take_committed_events(session: Session) -> list[str]:
+    """The ids of events created by the transaction that just committed."""
+    return session.info.pop(NEW_EVENTS_KEY, [])
+
+
+def claim_attempt(event_id: str, lease: timedelta) -> AttemptWork | None:
+    """Take the event's next attempt if it is due, leasing it so no other worker sends it too."""
+    now = utcnow()
+    claimed = db.session.execute(
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.id == event_id,
+            WebhookEvent.status == DeliveryStatus.PENDING,
+            WebhookEvent.next_attempt_at <= now,
+            WebhookEvent.attempts_made < WebhookEvent.attempts_allowed,
+        )
+        .values(attempts_made=WebhookEvent.attempts_made + 1, next_attempt_at=now + lease)
+        .returning(WebhookEvent.url, WebhookEvent.payload, WebhookEvent.attempts_made)
+    ).first()
+    db.session.commit()
+    if claimed is None:
+        return None
+    url, payload, attempt = claimed
+    return AttemptWork(event_id, url, payload, attempt)
+
+
+def record_attempt(
+    work: AttemptWork,
+    *,
+    status_code: int | None,
+    error: str | None,
+    duration_ms: int,
+    at: datetime,
+    give_up: bool = False,
+) -> str:
+    """Store one attempt's outcome and decide the event's next step; returns its new status."""
+    db.session.add(
+        WebhookAttempt(
+            event_id=work.event_id,
+            attempt=work.attempt,
+            at=at,
+            status_code=status_code,
+            error=error,
+            duration_ms=duration_ms,
+        )
+    )
+    event = db.session.get(WebhookEvent, work.event_id, with_for_update=True)
+    assert event is not None
+    if status_code is not None and 200 <= status_code < 300:
+        event.status, event.next_attempt_at = DeliveryStatus.DELIVERED, None
+    elif give_up or event.attempts_made >= event.attempts_allowed:
+        event.status, event.next_attempt_at = DeliveryStatus.FAILED, None
+    else:
+        event.next_attempt_at = utcnow() + timedelta(seconds=_delay_before(event.attempts_made + 1))
+    status = event.status
+    db.session.commit()
+    return status
+
+
+def _schedule() -> tuple[int, ...]:
+    return current_app.config["SETTINGS"].webhook_retry_schedule
+
+
+def _delay_before(attempt: int) -> float:
+    """Entry ``attempt`` of the schedule (from 1), with up to 10% jitter so retries do not stampede."""
+    schedule = _schedule()
+    delay = schedule[min(attempt, len(schedule)) - 1]
+    return delay * (1 + random.uniform(0, 0.1))
+
+
+def seconds_until_next(event_id: str) -> float | None:
+    """How long until the event's next attempt, or None if it has none."""
+    next_at = db.session.scalar(
+        select(WebhookEvent.next_attempt_at).where(
+            WebhookEvent.id == event_id, WebhookEvent.status == DeliveryStatus.PENDING
+        )
+    )
+    db.session.commit()
+    return None if next_at is None else max(0.0, (next_at - utcnow()).total_seconds())
+
+
+def due_event_ids(limit: int = 1000) -> list[str]:
+    """Pending events whose next attempt is due (a lease that ran out counts as due)."""
+    ids = db.session.scalars(
+        select(WebhookEvent.id)
+        .where(WebhookEvent.status == DeliveryStatus.PENDING, WebhookEvent.next_attempt_at <= utcnow())
+        .order_by(WebhookEvent.next_attempt_at)
+        .limit(limit)
+    ).all()
+    db.session.commit()
+    return list(ids)
+
+
+def reopen_last_event(request_id: uuid.UUID) -> str | None:
+    """Allow the request's last event one more attempt, due now; returns its id, or None."""
+    event = db.session.scalars(
+        select(WebhookEvent)
+        .where(WebhookEvent.request_id == request_id)
+        .order_by(WebhookEvent.created_at.desc())
+        .limit(1)
+        .with_for_update()
+    ).first()
+    if event is None:
+        db.session.rollback()
+        return None
+    event.status = DeliveryStatus.PENDING
+    event.attempts_allowed = max(event.attempts_allowed, event.attempts_made + 1)
+    event.next_attempt_at = utcnow()
+    db.session.commit()
+    return event.id
+
+
+def describe_events(request_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every event of a request with its attempts, oldest first."""
+    events = db.session.scalars(
+        select(WebhookEvent).where(WebhookEvent.request_id == request_id).order_by(WebhookEvent.created_at)
+    ).all()
+    attempts = db.session.scalars(
+        select(WebhookAttempt)
+        .where(WebhookAttempt.event_id.in_([e.id for e in events]))
+        .order_by(WebhookAttempt.event_id, WebhookAttempt.attempt, WebhookAttempt.id)
+    ).all()
+    by_event: dict[str, list[WebhookAttempt]] = {}
+    for attempt in attempts:
+        by_event.setdefault(attempt.event_id, []).append(attempt)
+    return [
+        {
+            "webhook_id": event.id,
+            "type": event.type,
+            "url": event.url,
+            "status": event.status,
+            "created_at": timestamp(event.created_at),
+            "next_attempt_at": timestamp(event.next_attempt_at),
+            "attempts": [
+                {
+                    "attempt": a.attempt,
+                    "at": timestamp(a.at),
+                    "status_code": a.status_code,
+                    "error": a.error,
+                    "duration_ms": a.duration_ms,
+                }
+                for a in by_event.get(event.id, [])
+            ],
+        }
+        for event in events
+    ]

@@ -1,0 +1,100 @@
+"""Standard Webhooks signing and verification, and the secret they use."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+
+from config import Settings
+
+log = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"  # noqa: S105  (a format marker, not a secret)
+TIMESTAMP_TOLERANCE_S = 300
+
+
+class InvalidSignature(Exception):
+    """A webhook's headers do not prove it came from us."""
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key a secret denotes: base64 after ``whsec_``, else the string's bytes."""
+    if secret.startswith(SECRET_PREFIX):
+        return base64.b64decode(secret[len(SECRET_PREFIX) :])
+    return secret.encode()
+
+
+def load_or_create_secret(settings: Settings) -> str:
+    """``WEBHOOK_SECRET``, or one made at first start and kept in the instance folder."""
+    if settings.webhook_secret:
+        secret_key(settings.webhook_secret)  # fail at start-up on a malformed whsec_ value
+        return settings.webhook_secret
+    path = settings.instance_dir / "webhook_secret"
+    try:
+        # O_EXCL: the API and the workers may start together; exactly one of them writes.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secret(path)
+    secret = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    log.warning("WEBHOOK_SECRET is not set: generated one and kept it in %s", path)
+    return secret
+
+
+def _read_secret(path: Path) -> str:
+    for _ in range(50):
+        secret = path.read_text().strip()
+        if secret:
+            return secret
+        time.sleep(0.05)  # the other process is between create and write
+    raise RuntimeError(f"webhook secret file {path} is empty")
+
+
+def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signed_headers(secret: str, webhook_id: str, body: bytes, now: int | None = None) -> dict[str, str]:
+    """The headers of one delivery attempt: a fresh timestamp and signature, the same id."""
+    timestamp = int(time.time()) if now is None else now
+    return {
+        "content-type": "application/json",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, webhook_id, timestamp, body),
+    }
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes, now: int | None = None) -> str:
+    """Check a delivery's headers; returns its webhook id.
+
+    Raises:
+        InvalidSignature: a header is missing, the timestamp is too far off, or no signature matches.
+    """
+    webhook_id = headers.get("webhook-id")
+    timestamp_raw = headers.get("webhook-timestamp")
+    signatures = headers.get("webhook-signature")
+    if not (webhook_id and timestamp_raw and signatures):
+        raise InvalidSignature("missing webhook-id, webhook-timestamp or webhook-signature")
+    try:
+        timestamp = int(timestamp_raw)
+    except ValueError:
+        raise InvalidSignature("webhook-timestamp is not an integer") from None
+    current = int(time.time()) if now is None else now
+    if abs(current - timestamp) > TIMESTAMP_TOLERANCE_S:
+        raise InvalidSignature("webhook-timestamp is outside the tolerance")
+    expected = sign(secret, webhook_id, timestamp, body)
+    for candidate in signatures.split():
+        if hmac.compare_digest(candidate, expected):
+            return webhook_id
+    raise InvalidSignature("no signature matches")

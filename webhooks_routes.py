@@ -1,0 +1,81 @@
+"""Webhook deliveries of a request, and the built-in receiver for trying the flow out."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, current_app, request
+from sqlalchemy import delete, select
+
+import image_tasks
+import webhook_outbox
+import webhooks
+from errors import ApiError
+from models import ReceivedWebhook, db
+from status import timestamp
+from status_routes import load_request
+
+bp = Blueprint("webhooks", __name__)
+
+RECEIVED_KEPT = 200
+
+
+@bp.get("/api/requests/<request_id>/webhook-deliveries")
+def list_deliveries(request_id: str):
+    found = load_request(request_id)
+    return {
+        "request_id": str(found.id),
+        "webhook_url": found.webhook_url,
+        "events": webhook_outbox.describe_events(found.id),
+    }
+
+
+@bp.post("/api/requests/<request_id>/webhook-deliveries")
+def resend_delivery(request_id: str):
+    found = load_request(request_id)
+    event_id = webhook_outbox.reopen_last_event(found.id)
+    if event_id is None:
+        raise ApiError(
+            409, "no_webhook_event", "The request has no webhook event yet: it is not final, or has no webhook_url."
+        )
+    image_tasks.send_safely(image_tasks.deliver_webhook, event_id)
+    return {"request_id": str(found.id), "webhook_id": event_id, "status": "PENDING"}, 202
+
+
+@bp.post("/api/webhooks/receive")
+def receive_webhook():
+    body = request.get_data(cache=False)
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    try:
+        webhook_id = webhooks.verify(current_app.extensions["webhook_secret"], headers, body)
+    except webhooks.InvalidSignature as error:
+        raise ApiError(401, "invalid_signature", f"The webhook's signature does not verify: {error}.") from None
+    try:
+        json.loads(body)
+    except ValueError:
+        raise ApiError(400, "invalid_json", "The webhook body is not JSON.") from None
+    db.session.add(ReceivedWebhook(webhook_id=webhook_id, signature_valid=True, body=body.decode()))
+    db.session.flush()
+    newest = select(ReceivedWebhook.id).order_by(ReceivedWebhook.id.desc()).offset(RECEIVED_KEPT).limit(1)
+    cutoff = db.session.scalar(newest)
+    if cutoff is not None:
+        db.session.execute(delete(ReceivedWebhook).where(ReceivedWebhook.id <= cutoff))
+    db.session.commit()
+    current_app.logger.info("webhook received: %s", webhook_id)
+    return {"received": True, "webhook_id": webhook_id}
+
+
+@bp.get("/api/webhooks/received")
+def list_received():
+    rows = db.session.scalars(select(ReceivedWebhook).order_by(ReceivedWebhook.id.desc()).limit(RECEIVED_KEPT)).all()
+    return {
+        "received": [
+            {
+                "webhook_id": r.webhook_id,
+                "received_at": timestamp(r.received_at),
+                "signature_valid": r.signature_valid,
+                "body": json.loads(r.body),
+            }
+            for r in rows
+        ]
+    }

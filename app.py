@@ -77,13 +77,15 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         transport_options["global_keyprefix"] = settings.broker_key_prefix
     if settings.broker_url.startswith("filesystem://"):
         folder = settings.instance_dir / "broker"
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport_options = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
+            "polling_interval": 0.1,
         }
     return {
         "broker_url": settings.broker_url,

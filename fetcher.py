@@ -4,12 +4,16 @@ Every request goes through ``GuardedAdapter``: it resolves the host once,
 refuses the request if any resolved address is blocked by ``address_policy``,
 and pins the connection to the first resolved address (the design of
 requests-hardened's ``IPFilterAdapter``), so the address checked is the address
-connected to and a second DNS answer cannot slip past. Redirects are followed
-by hand, so every hop is a new request that is checked again.
+connected to and a second DNS answer cannot slip past. It subclasses
+``HTTPAdapter`` rather than ``IPFilterAdapter`` because the latter's hook always
+runs its own resolution and loopback-only policy, which would resolve twice.
+Redirects are followed by hand, so every hop is a new request checked again.
 
 A per-call deadline watchdog shuts the sockets down when the whole-call budget
 runs out, so a server dripping one byte per read timeout cannot hold a worker
-past ``total_timeout_s``.
+past ``total_timeout_s``. Outside its reach: name resolution (getaddrinfo has
+no timeout; the resolver's own settings bound it) and the TCP/TLS handshake,
+which the connect timeout bounds per step.
 
 DNS failures are reported as ``dns_error`` with ``transient=True``: resolvers
 fail temporarily often enough that a few retries are worth their cost.
@@ -39,7 +43,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
-from urllib3.exceptions import LocationParseError, NameResolutionError
+from urllib3.exceptions import LocationParseError, NameResolutionError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 from urllib3.util.connection import allowed_gai_family  # type: ignore[attr-defined]
 
@@ -354,22 +358,38 @@ def _caused_by(exc: BaseException, *types: type[BaseException]) -> bool:
     return any(isinstance(item, types) for item in _causes(exc))
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    # urllib3's NewConnectionError subclasses its TimeoutError for history's sake; a refusal is no timeout.
+    return any(
+        isinstance(item, (requests.exceptions.Timeout, Urllib3TimeoutError, TimeoutError))
+        and not isinstance(item, NewConnectionError)
+        for item in _causes(exc)
+    )
+
+
 def _timeout_error(host: str) -> FetchError:
     return FetchError("download_timeout", f"{host} did not answer within the time limit.", transient=True)
+
+
+_INVALID_URL_ERRORS = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    LocationParseError,
+    UnicodeError,
+)
 
 
 def _translate(exc: BaseException, watchdog: _Watchdog, host: str) -> FetchError:
     if isinstance(exc, BlockedAddressError):
         return FetchError(
-            "blocked_address",
-            f"{host} points to a {exc.reason} address, which this service does not connect to.",
+            "blocked_address", f"{host} points to an address this service does not connect to ({exc.reason})."
         )
     if isinstance(exc, DnsResolutionError) or _caused_by(exc, NameResolutionError, socket.gaierror):
         return FetchError("dns_error", f"The host name {host} could not be resolved.", transient=True)
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                        requests.exceptions.InvalidSchema, LocationParseError, UnicodeError)):
+    if isinstance(exc, _INVALID_URL_ERRORS):
         return FetchError("invalid_url", f"The URL is not valid ({exc}).")
-    if watchdog.fired or _caused_by(exc, requests.exceptions.Timeout, Urllib3TimeoutError, TimeoutError):
+    if watchdog.fired or _is_timeout(exc):
         return _timeout_error(host)
     if isinstance(exc, requests.exceptions.SSLError):
         return FetchError("connection_error", f"The TLS connection to {host} failed verification.")
@@ -431,8 +451,7 @@ def _timeouts(limits: FetchLimits, watchdog: _Watchdog, host: str, read_timeout_
 def fetch_image(url: str, limits: FetchLimits) -> bytes:
     """GET url with every guard (address policy, redirects, size cap, deadline); raises FetchError."""
     _check_url(url)
-    current = url
-    host = _host_for_message(current)
+    current, host = url, _host_for_message(url)
     with _build_session(limits) as session, _watched(limits.total_timeout_s) as watchdog:
         try:
             for _hop in range(limits.max_redirects + 1):

@@ -1,0 +1,257 @@
+"""Unit tests for config.Settings: defaults, environment overrides and refused values."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from config import DEFAULT_WEBHOOK_SCHEDULE, Settings, SettingsError
+
+
+def from_env(tmp_path: Path, **env: str) -> Settings:
+    return Settings.from_env({"INSTANCE_DIR": str(tmp_path), **env})
+
+
+# --- defaults -------------------------------------------------------------------------------------
+
+
+def test_defaults_work_on_one_machine(tmp_path) -> None:
+    settings = from_env(tmp_path)
+    instance = tmp_path.resolve()
+    assert settings.instance_dir == instance
+    assert settings.database_url == f"sqlite:///{instance / 'service.db'}"
+    assert settings.broker_url == "filesystem://"
+    assert settings.port == 5000
+    assert settings.public_base_url == "http://127.0.0.1:5000"
+    assert settings.storage_backend == "local"
+    assert settings.storage_root == instance / "media"
+    assert settings.webhook_secret is None
+    assert settings.fetch_allowed_networks == ()
+
+
+def test_default_sqlite_url_is_absolute(tmp_path) -> None:
+    url = from_env(tmp_path).database_url
+    assert url.startswith("sqlite:////")
+
+
+def test_default_webhook_schedule(tmp_path) -> None:
+    settings = from_env(tmp_path)
+    assert settings.webhook_retry_schedule == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert DEFAULT_WEBHOOK_SCHEDULE == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+def test_default_limits(tmp_path) -> None:
+    settings = from_env(tmp_path)
+    assert settings.max_upload_bytes == 10 * 1024 * 1024
+    assert settings.max_rows == 10_000
+    assert settings.max_urls_per_product == 50
+    assert settings.max_url_length == 2_048
+
+
+def test_default_sweep_and_stale_intervals(tmp_path) -> None:
+    settings = from_env(tmp_path)
+    assert settings.sweep_interval_s == 30
+    assert settings.stale_image_after_s == 300
+
+
+def test_default_time_limits_nest(tmp_path) -> None:
+    settings = from_env(tmp_path)
+    assert settings.task_soft_time_limit_s < settings.task_time_limit_s < settings.broker_visibility_timeout_s
+
+
+def test_public_base_url_default_follows_port(tmp_path) -> None:
+    assert from_env(tmp_path, PORT="8080").public_base_url == "http://127.0.0.1:8080"
+
+
+def test_empty_values_count_as_unset(tmp_path) -> None:
+    settings = from_env(
+        tmp_path,
+        DATABASE_URL="",
+        CELERY_BROKER_URL="",
+        PORT="",
+        PUBLIC_BASE_URL="",
+        STORAGE_BACKEND="",
+        WEBHOOK_SECRET="",
+        WEBHOOK_RETRY_SCHEDULE="",
+        MAX_ROWS=" ",
+    )
+    assert settings == from_env(tmp_path)
+
+
+def test_from_env_reads_only_the_mapping_it_is_given(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PORT", "1234")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://ignored/db")
+    settings = from_env(tmp_path)
+    assert settings.port == 5000
+    assert settings.database_url.startswith("sqlite:///")
+
+
+def test_from_env_defaults_to_os_environ(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("INSTANCE_DIR", str(tmp_path))
+    monkeypatch.setenv("PORT", "1234")
+    assert Settings.from_env().port == 1234
+
+
+# --- the environment wins -------------------------------------------------------------------------
+
+
+def test_environment_wins(tmp_path) -> None:
+    settings = from_env(
+        tmp_path,
+        DATABASE_URL="sqlite:////var/lib/imgsvc/other.db",
+        CELERY_BROKER_URL="redis://broker:6379/0",
+        PORT="8000",
+        PUBLIC_BASE_URL="https://images.example.com/",
+        STORAGE_ROOT=str(tmp_path / "elsewhere"),
+        WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        FETCH_ALLOWED_NETWORKS="127.0.0.0/8, ::1/128",
+        WEBHOOK_RETRY_SCHEDULE="0,10,60",
+        SWEEP_INTERVAL_S="5",
+        STALE_IMAGE_AFTER_S="60",
+        MAX_UPLOAD_BYTES="2048",
+        MAX_ROWS="10",
+        MAX_URLS_PER_PRODUCT="3",
+        MAX_URL_LENGTH="100",
+    )
+    assert settings.database_url == "sqlite:////var/lib/imgsvc/other.db"
+    assert settings.broker_url == "redis://broker:6379/0"
+    assert settings.port == 8000
+    assert settings.public_base_url == "https://images.example.com"  # trailing slash dropped
+    assert settings.storage_root == (tmp_path / "elsewhere").resolve()
+    assert settings.webhook_secret == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    assert settings.fetch_allowed_networks == (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    assert settings.webhook_retry_schedule == (0, 10, 60)
+    assert settings.sweep_interval_s == 5
+    assert settings.stale_image_after_s == 60
+    assert settings.max_upload_bytes == 2048
+    assert settings.max_rows == 10
+    assert settings.max_urls_per_product == 3
+    assert settings.max_url_length == 100
+
+
+def test_public_base_url_from_environment_ignores_port(tmp_path) -> None:
+    settings = from_env(tmp_path, PORT="8000", PUBLIC_BASE_URL="http://proxy.example:80")
+    assert settings.public_base_url == "http://proxy.example:80"
+
+
+def test_instance_dir_moves_the_default_database_and_media(tmp_path) -> None:
+    settings = from_env(tmp_path / "inst")
+    assert settings.database_url.endswith(str(tmp_path.resolve() / "inst" / "service.db"))
+    assert settings.storage_root == tmp_path.resolve() / "inst" / "media"
+
+
+def test_webhook_schedule_tolerates_spaces(tmp_path) -> None:
+    assert from_env(tmp_path, WEBHOOK_RETRY_SCHEDULE=" 0, 5 ,60 ").webhook_retry_schedule == (0, 5, 60)
+
+
+def test_s3_backend_with_bucket(tmp_path) -> None:
+    settings = from_env(tmp_path, STORAGE_BACKEND="s3", S3_BUCKET="images", S3_REGION="eu-west-1")
+    assert settings.storage_backend == "s3"
+    assert settings.s3 == {"S3_BUCKET": "images", "S3_REGION": "eu-west-1"}
+
+
+def test_keyword_overrides_win_over_the_environment(tmp_path) -> None:
+    settings = Settings.from_env({"INSTANCE_DIR": str(tmp_path), "PORT": "8000"}, port=9000)
+    assert settings.port == 9000
+
+
+# --- DATABASE_URL rewriting -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://user:pw@db:5432/imgsvc", "postgresql+psycopg2://user:pw@db:5432/imgsvc"),
+        ("postgres://user:pw@db/imgsvc", "postgresql+psycopg2://user:pw@db/imgsvc"),
+        ("postgresql+psycopg2://user@db/imgsvc", "postgresql+psycopg2://user@db/imgsvc"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_database_url_is_rewritten_for_psycopg2(tmp_path, given: str, expected: str) -> None:
+    assert from_env(tmp_path, DATABASE_URL=given).database_url == expected
+
+
+# --- malformed values -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "abc"),
+        ("PORT", "0"),
+        ("PORT", "65536"),
+        ("PORT", "80.5"),
+        ("SWEEP_INTERVAL_S", "-1"),
+        ("SWEEP_INTERVAL_S", "0"),
+        ("STALE_IMAGE_AFTER_S", "soon"),
+        ("MAX_ROWS", "0"),
+        ("MAX_UPLOAD_BYTES", "10MiB"),
+        ("MAX_URLS_PER_PRODUCT", "-5"),
+        ("MAX_URL_LENGTH", "x"),
+        ("WEBHOOK_TIMEOUT_S", "fast"),
+        ("WEBHOOK_TIMEOUT_S", "0"),
+        ("WEBHOOK_RETRY_SCHEDULE", "1,x"),
+        ("WEBHOOK_RETRY_SCHEDULE", "1,,5"),
+        ("WEBHOOK_RETRY_SCHEDULE", "0,-5"),
+        ("WEBHOOK_RETRY_SCHEDULE", "1.5"),
+        ("FETCH_ALLOWED_NETWORKS", "not-a-cidr"),
+        ("FETCH_ALLOWED_NETWORKS", "127.0.0.0/8,10.0.0.1/8"),
+        ("STORAGE_BACKEND", "ftp"),
+        ("STORAGE_BACKEND", "gcs"),
+    ],
+)
+def test_malformed_value_raises_settings_error_naming_it(tmp_path, name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        from_env(tmp_path, **{name: value})
+
+
+def test_settings_error_is_a_value_error() -> None:
+    assert issubclass(SettingsError, ValueError)
+
+
+# --- combinations that are refused ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hard", ["900", "901", "3600"])
+def test_task_time_limit_must_stay_below_the_visibility_timeout(tmp_path, hard: str) -> None:
+    with pytest.raises(SettingsError, match="TASK_TIME_LIMIT_S.*BROKER_VISIBILITY_TIMEOUT_S"):
+        from_env(tmp_path, TASK_TIME_LIMIT_S=hard, BROKER_VISIBILITY_TIMEOUT_S="900")
+
+
+def test_a_lower_visibility_timeout_is_refused_too(tmp_path) -> None:
+    with pytest.raises(SettingsError, match="BROKER_VISIBILITY_TIMEOUT_S"):
+        from_env(tmp_path, BROKER_VISIBILITY_TIMEOUT_S="300")  # equal to the default hard limit
+
+
+def test_time_limits_just_nesting_are_accepted(tmp_path) -> None:
+    settings = from_env(
+        tmp_path, TASK_SOFT_TIME_LIMIT_S="899", TASK_TIME_LIMIT_S="900", BROKER_VISIBILITY_TIMEOUT_S="901"
+    )
+    assert (settings.task_soft_time_limit_s, settings.task_time_limit_s) == (899, 900)
+    assert settings.broker_visibility_timeout_s == 901
+
+
+@pytest.mark.parametrize(("soft", "hard"), [("300", "300"), ("301", "300"), ("600", "120")])
+def test_soft_time_limit_must_stay_below_the_hard_one(tmp_path, soft: str, hard: str) -> None:
+    with pytest.raises(SettingsError, match="TASK_SOFT_TIME_LIMIT_S"):
+        from_env(tmp_path, TASK_SOFT_TIME_LIMIT_S=soft, TASK_TIME_LIMIT_S=hard)
+
+
+def test_s3_without_bucket_is_refused(tmp_path) -> None:
+    with pytest.raises(SettingsError, match="S3_BUCKET"):
+        from_env(tmp_path, STORAGE_BACKEND="s3", S3_REGION="eu-west-1")
+
+
+def test_s3_with_an_empty_bucket_is_refused(tmp_path) -> None:
+    with pytest.raises(SettingsError, match="S3_BUCKET"):
+        from_env(tmp_path, STORAGE_BACKEND="s3", S3_BUCKET="")
+
+
+def test_overrides_are_checked_too(tmp_path) -> None:
+    with pytest.raises(SettingsError, match="TASK_SOFT_TIME_LIMIT_S"):
+        Settings.from_env({"INSTANCE_DIR": str(tmp_path)}, task_soft_time_limit_s=300)

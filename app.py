@@ -14,6 +14,7 @@ import access
 import database
 import image_tasks  # noqa: F401  (registers the shared tasks)
 import media_routes
+import rate_limits
 import status_routes
 import storage
 import upload_routes
@@ -36,6 +37,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.update(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS=database.engine_options(settings.database_url),
     )
@@ -47,6 +49,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["storage"] = storage.from_settings(settings)
     app.extensions["webhook_secret"] = webhooks.load_or_create_secret(settings)
     access.init_app(app, settings)
+    rate_limits.init_app(app, settings)
     celery_init_app(app, settings)
     register_error_handlers(app)
 

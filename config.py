@@ -27,7 +27,8 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int = 0, high: in
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if value < low or (high is not None and value > high):
-        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise SettingsError(f"{name} must be {bounds}, got {value}")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -165,12 +166,13 @@ class _Problems:
 
 
 def _decode(data: bytes) -> str:
+    body = data.removeprefix(codecs.BOM_UTF8)
     try:
-        return data.decode("utf-8-sig")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        prefix = data[: exc.start].decode("utf-8-sig", errors="replace")
+        prefix = body[: exc.start].decode("utf-8", errors="replace")
         row = len(_LINE_BREAK_RE.findall(prefix)) + 1
-        bad = data[exc.start : exc.start + 1].hex().upper()
+        bad = body[exc.start : exc.start + 1].hex().upper()
         raise ApiError(
             400,
             "csv_not_utf8",

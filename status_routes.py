@@ -6,6 +6,7 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 
 import access
 import database
+import rate_limits
 import status
 from errors import ApiError
 from models import FINAL_REQUEST_STATUSES, Request, db
@@ -38,6 +39,7 @@ def load_request(request_id: str) -> Request:
 
 
 @bp.get("/api/status/<request_id>")
+@rate_limits.read_limit
 def get_status(request_id: str):
     page = _page()
     found = load_request(request_id)
@@ -46,11 +48,13 @@ def get_status(request_id: str):
 
 
 @bp.get("/api/requests")
+@rate_limits.read_limit
 def list_requests():
     return status.list_requests(access.owner_key_hash(), _page())
 
 
 @bp.get("/api/requests/<request_id>/output.csv")
+@rate_limits.read_limit
 def get_output_csv(request_id: str):
     found = load_request(request_id)
     if found.status not in FINAL_REQUEST_STATUSES:

@@ -35,6 +35,8 @@ class LocalStorage:
         Raises:
             StorageError: the key is absolute or climbs out of the root.
         """
+        if Path(key).is_absolute():
+            raise StorageError(f"absolute storage key: {key!r}")
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root.resolve()) or path == self.root.resolve():
             raise StorageError(f"key outside the storage root: {key!r}")

@@ -10,6 +10,7 @@ import access
 import address_policy
 import csv_input
 import image_tasks
+import rate_limits
 import request_state
 from config import Settings
 from errors import ApiError
@@ -19,12 +20,17 @@ bp = Blueprint("upload", __name__)
 
 
 @bp.post("/api/upload")
+@rate_limits.upload_limit
 def create_upload():
     settings: Settings = current_app.config["SETTINGS"]
     if request.mimetype != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "Send the CSV as multipart/form-data, in a field named 'file'.")
     upload = request.files.get("file")
-    if upload is None:
+    if upload is not None:
+        data = upload.read()
+    elif "file" in request.form:  # curl -F 'file=<products.csv' sends the CSV as a plain field
+        data = request.form["file"].encode()
+    else:
         raise ApiError(400, "missing_file", "The form has no field 'file' holding the CSV.")
     options = request_state.UploadOptions(
         quality=_int_field("quality", 1, 95, default=50),
@@ -37,7 +43,7 @@ def create_upload():
         max_urls_per_product=settings.max_urls_per_product,
         max_url_length=settings.max_url_length,
     )
-    rows = csv_input.parse_rows(upload.read(), limits, is_blocked_host=lambda host: _is_blocked(settings, host))
+    rows = csv_input.parse_rows(data, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
     created = request_state.create_request(rows, options)
     if image_tasks.send_safely(image_tasks.process_request, str(created.id)):
         request_state.mark_dispatched(created.id)
@@ -75,7 +81,8 @@ def _webhook_url_field(settings: Settings) -> str | None:
         raise error
     try:
         parts = urlsplit(raw)
-        parts.port  # noqa: B018  (raises on a malformed port)
+        if parts.port == 0:
+            raise error
     except ValueError:
         raise error from None
     if parts.scheme.lower() not in {"http", "https"} or not parts.hostname or parts.username is not None:

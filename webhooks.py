@@ -24,10 +24,24 @@ class InvalidSignature(Exception):
 
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key a secret denotes: base64 after ``whsec_``, else the string's bytes."""
+    """The HMAC key a secret denotes: base64 after ``whsec_``, else the string's bytes.
+
+    Raises:
+        ValueError: the secret is empty, or its ``whsec_`` part is not base64.
+    """
     if secret.startswith(SECRET_PREFIX):
-        return base64.b64decode(secret[len(SECRET_PREFIX) :])
-    return secret.encode()
+        encoded = secret[len(SECRET_PREFIX) :]
+        # Padding may have been stripped by whoever copied the secret, as the reference library allows.
+        encoded += "=" * (-len(encoded) % 4)
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            raise ValueError("a whsec_ secret must be base64 after the prefix") from None
+    else:
+        key = secret.encode()
+    if not key:
+        raise ValueError("the webhook secret is empty")
+    return key
 
 
 def load_or_create_secret(settings: Settings) -> str:

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, request
 from sqlalchemy import delete, select
 
 import image_tasks
+import rate_limits
 import webhook_outbox
 import webhooks
 from errors import ApiError
@@ -21,6 +22,7 @@ RECEIVED_KEPT = 200
 
 
 @bp.get("/api/requests/<request_id>/webhook-deliveries")
+@rate_limits.read_limit
 def list_deliveries(request_id: str):
     found = load_request(request_id)
     return {
@@ -31,6 +33,7 @@ def list_deliveries(request_id: str):
 
 
 @bp.post("/api/requests/<request_id>/webhook-deliveries")
+@rate_limits.read_limit
 def resend_delivery(request_id: str):
     found = load_request(request_id)
     event_id = webhook_outbox.reopen_last_event(found.id)
@@ -66,6 +69,7 @@ def receive_webhook():
 
 
 @bp.get("/api/webhooks/received")
+@rate_limits.read_limit
 def list_received():
     rows = db.session.scalars(select(ReceivedWebhook).order_by(ReceivedWebhook.id.desc()).limit(RECEIVED_KEPT)).all()
     return {

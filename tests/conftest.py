@@ -221,6 +221,9 @@ def service(backing_services) -> Iterator[Service]:
         "MAX_IMAGE_PIXELS": str(40_000_000),
         "API_KEYS": "",
         "SERVE_SAMPLES": "1",
+        # Rate limits have tests of their own; here they would only throttle the suite.
+        "RATE_LIMIT_UPLOADS": "100000/minute",
+        "RATE_LIMIT_READS": "100000/minute",
     }
     saved = dict(os.environ)
     os.environ.update(env)

@@ -219,7 +219,7 @@ def test_settings_error_is_a_value_error() -> None:
 
 @pytest.mark.parametrize("hard", ["900", "901", "3600"])
 def test_task_time_limit_must_stay_below_the_visibility_timeout(tmp_path, hard: str) -> None:
-    with pytest.raises(SettingsError, match="TASK_TIME_LIMIT_S.*BROKER_VISIBILITY_TIMEOUT_S"):
+    with pytest.raises(SettingsError, match=r"TASK_TIME_LIMIT_S.*BROKER_VISIBILITY_TIMEOUT_S"):
         from_env(tmp_path, TASK_TIME_LIMIT_S=hard, BROKER_VISIBILITY_TIMEOUT_S="900")
 
 

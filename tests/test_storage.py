@@ -162,14 +162,6 @@ def test_path_for_refuses_absolute_keys(local: LocalStorage, key: str) -> None:
         local.path_for(key)
 
 
-ABSOLUTE_INSIDE_BUG = (
-    "LocalStorage.path_for documents 'Raises StorageError: the key is absolute or climbs out of the root', "
-    "but only checks the resolved path: an absolute key naming a file inside the root (e.g. str(root / 'x.jpg')) "
-    "is accepted and returned, because Path(root) / '/abs' discards root and the result is still under it"
-)
-
-
-@pytest.mark.xfail(reason=ABSOLUTE_INSIDE_BUG, strict=True)
 def test_path_for_refuses_an_absolute_key_pointing_inside_the_root(local: LocalStorage, root: Path) -> None:
     with pytest.raises(StorageError):
         local.path_for(str(root.resolve() / "x.jpg"))

@@ -1,0 +1,115 @@
+"""API keys and rate limits, seen from outside over HTTP."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+import requests
+from conftest import ApiServer
+from integration_support import csv_of, jpeg_bytes, upload, wait_final
+from loopback_servers import respond
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
+
+KEY_A, KEY_B = "tenant-a-" + uuid.uuid4().hex, "tenant-b-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def keyed_api(service):
+    """A second API process-alike with API_KEYS set, on the same database and broker as the worker."""
+    from app import create_app
+
+    server = ApiServer()
+    server.start(create_app({"api_keys": (KEY_A, KEY_B), "public_base_url": server.base_url}))
+    yield server.base_url
+    server.stop()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_error(response: requests.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == code
+
+
+def test_no_key_and_wrong_key_are_refused(keyed_api, source_server):
+    csv_bytes = csv_of([(1, "A", [source_server.url("/x.jpg")])])
+    for headers in ({}, bearer("not-a-key"), {"X-API-Key": "not-a-key"}, {"Authorization": "Basic abc"}):
+        assert_error(upload(keyed_api, csv_bytes, headers=headers), 401, "unauthorized")
+        assert_error(requests.get(f"{keyed_api}/api/requests", headers=headers, timeout=10), 401, "unauthorized")
+    assert requests.get(f"{keyed_api}/api/requests", timeout=10).headers["WWW-Authenticate"] == "Bearer"
+    assert requests.get(f"{keyed_api}/healthz", timeout=10).status_code == 200
+
+
+def test_a_request_belongs_to_the_key_that_created_it(keyed_api, source_server, receiver):
+    path = f"/{uuid.uuid4().hex}.jpg"
+    source_server.route(path, respond(200, jpeg_bytes(), {"Content-Type": "image/jpeg"}))
+    created = upload(keyed_api, csv_of([(1, "A", [source_server.url(path)])]), headers=bearer(KEY_A),
+                     webhook_url=receiver.url)
+    assert created.status_code == 202, created.text
+    request_id = created.json()["request_id"]
+    status = wait_final(keyed_api, request_id, headers={"X-API-Key": KEY_A})
+    assert status["status"] == "COMPLETED"
+
+    for method, path_ in [
+        ("GET", f"/api/status/{request_id}"),
+        ("GET", f"/api/requests/{request_id}/output.csv"),
+        ("GET", f"/api/requests/{request_id}/webhook-deliveries"),
+        ("POST", f"/api/requests/{request_id}/webhook-deliveries"),
+    ]:
+        other = requests.request(method, keyed_api + path_, headers=bearer(KEY_B), timeout=10)
+        assert_error(other, 404, "request_not_found")
+        own = requests.request(method, keyed_api + path_, headers=bearer(KEY_A), timeout=10)
+        assert own.status_code in (200, 202), own.text
+
+    listed_a = requests.get(f"{keyed_api}/api/requests", headers=bearer(KEY_A), timeout=10).json()
+    listed_b = requests.get(f"{keyed_api}/api/requests", headers=bearer(KEY_B), timeout=10).json()
+    assert [r["request_id"] for r in listed_a["requests"]] == [request_id]
+    assert listed_b["requests"] == [] and listed_b["pagination"]["total"] == 0
+    # Output images stay reachable by their unguessable URLs, with no key.
+    output_url = status["products"][0]["images"][0]["output_url"]
+    assert requests.get(output_url, timeout=10).status_code == 200
+
+
+def test_keys_are_stored_only_as_hashes(keyed_api, service):
+    from models import Request, db
+
+    upload(keyed_api, csv_of([(1, "A", ["http://127.0.0.2:9/x.jpg"])]), headers=bearer(KEY_A))
+    with service.app.app_context():
+        owners = db.session.scalars(db.select(Request.owner_key_hash)).all()
+        db.session.remove()
+    assert owners and all(owner and KEY_A not in owner and len(owner) == 64 for owner in owners)
+
+
+def test_open_service_says_so_at_start(service, caplog):
+    from app import create_app
+
+    with caplog.at_level(logging.WARNING, logger="access"):
+        create_app()
+    assert "API_KEYS is not set" in caplog.text
+
+
+def test_rate_limits_answer_429_with_retry_after(service, source_server):
+    from app import create_app
+
+    server = ApiServer()
+    server.start(create_app({"api_keys": (KEY_A, KEY_B), "rate_limit_reads": "3/minute",
+                             "rate_limit_uploads": "1/minute"}))
+    try:
+        url = f"{server.base_url}/api/requests"
+        answers = [requests.get(url, headers=bearer(KEY_A), timeout=10) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert_error(answers[3], 429, "rate_limited")
+        assert int(answers[3].headers["Retry-After"]) > 0
+        # Limits are per key: another tenant is not throttled by the first one's polling.
+        assert requests.get(url, headers=bearer(KEY_B), timeout=10).status_code == 200
+        csv_bytes = csv_of([(1, "A", ["http://127.0.0.2:9/x.jpg"])])
+        uploads = [upload(server.base_url, csv_bytes, headers=bearer(KEY_B)).status_code for _ in range(2)]
+        assert uploads == [202, 429]
+    finally:
+        server.stop()

@@ -79,7 +79,6 @@ _IPV6_BLOCKED: tuple[tuple[ipaddress.IPv6Network, str], ...] = (
 _GLOBAL_UNICAST = _V6("2000::/3")
 
 
-
 def parse_networks(spec: str) -> tuple[Network, ...]:
     """Parse a comma- or space-separated list of CIDRs or bare addresses."""
     networks: list[Network] = []

@@ -178,9 +178,7 @@ class LoopbackHTTPServer:
 
     def start(self) -> LoopbackHTTPServer:
         """Serve in a daemon thread."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -300,9 +298,7 @@ def redirect(location: str, status: int = 302) -> Handler:
     return respond(status, b"", {"Location": location})
 
 
-def endless_body(
-    chunk: bytes = b"\0" * 65536, chunked: bool = False, headers: dict[str, str] | None = None
-) -> Handler:
+def endless_body(chunk: bytes = b"\0" * 65536, chunked: bool = False, headers: dict[str, str] | None = None) -> Handler:
     """A 200 whose body never ends: close-delimited (no Content-Length) or chunked."""
 
     def handler(request: RequestHandler) -> None:
@@ -331,10 +327,14 @@ def drip(
     """A 200 sent one byte per interval: the body only, or the header block too."""
 
     def handler(request: RequestHandler) -> None:
-        head = b"HTTP/1.1 200 OK\r\n" + b"".join(
-            f"{name}: {value}\r\n".encode("latin-1")
-            for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items()
-        ) + b"\r\n"
+        head = (
+            b"HTTP/1.1 200 OK\r\n"
+            + b"".join(
+                f"{name}: {value}\r\n".encode("latin-1")
+                for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items()
+            )
+            + b"\r\n"
+        )
         request.close_connection = True
         if drip_headers:
             slow = head + body

@@ -49,8 +49,9 @@ def test_no_key_and_wrong_key_are_refused(keyed_api, source_server):
 def test_a_request_belongs_to_the_key_that_created_it(keyed_api, source_server, receiver):
     path = f"/{uuid.uuid4().hex}.jpg"
     source_server.route(path, respond(200, jpeg_bytes(), {"Content-Type": "image/jpeg"}))
-    created = upload(keyed_api, csv_of([(1, "A", [source_server.url(path)])]), headers=bearer(KEY_A),
-                     webhook_url=receiver.url)
+    created = upload(
+        keyed_api, csv_of([(1, "A", [source_server.url(path)])]), headers=bearer(KEY_A), webhook_url=receiver.url
+    )
     assert created.status_code == 202, created.text
     request_id = created.json()["request_id"]
     status = wait_final(keyed_api, request_id, headers={"X-API-Key": KEY_A})
@@ -98,8 +99,9 @@ def test_rate_limits_answer_429_with_retry_after(service, source_server):
     from app import create_app
 
     server = ApiServer()
-    server.start(create_app({"api_keys": (KEY_A, KEY_B), "rate_limit_reads": "3/minute",
-                             "rate_limit_uploads": "1/minute"}))
+    server.start(
+        create_app({"api_keys": (KEY_A, KEY_B), "rate_limit_reads": "3/minute", "rate_limit_uploads": "1/minute"})
+    )
     try:
         url = f"{server.base_url}/api/requests"
         answers = [requests.get(url, headers=bearer(KEY_A), timeout=10) for _ in range(4)]

@@ -152,8 +152,8 @@ class Settings:
             fetch_max_retries=_int(env, "FETCH_MAX_RETRIES", 3, 0, 10),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 50_000_000, 1),
             image_max_attempts=_int(env, "IMAGE_MAX_ATTEMPTS", 5, 1),
-            task_soft_time_limit_s=_int(env, "TASK_SOFT_TIME_LIMIT_S", 240, 1),
-            task_time_limit_s=_int(env, "TASK_TIME_LIMIT_S", 300, 1),
+            task_soft_time_limit_s=_int(env, "TASK_SOFT_TIME_LIMIT_S", 120, 1),
+            task_time_limit_s=_int(env, "TASK_TIME_LIMIT_S", 150, 1),
             broker_visibility_timeout_s=_int(env, "BROKER_VISIBILITY_TIMEOUT_S", 900, 1),
             serve_samples=env.get("SERVE_SAMPLES", "").strip().lower() in {"1", "true", "yes", "on"},
             broker_key_prefix=env.get("BROKER_KEY_PREFIX", ""),
@@ -183,6 +183,9 @@ class Settings:
         # On Redis a task still running past the visibility timeout is handed to a second worker.
         if self.task_time_limit_s >= self.broker_visibility_timeout_s:
             raise SettingsError("TASK_TIME_LIMIT_S must be below BROKER_VISIBILITY_TIMEOUT_S")
+        # The sweeper takes a PROCESSING image untouched this long as abandoned by a dead worker.
+        if self.task_time_limit_s >= self.stale_image_after_s:
+            raise SettingsError("TASK_TIME_LIMIT_S must be below STALE_IMAGE_AFTER_S")
         if not self.webhook_retry_schedule:
             raise SettingsError("WEBHOOK_RETRY_SCHEDULE must hold at least one delay")
         if self.storage_backend == "s3" and "S3_BUCKET" not in self.s3:

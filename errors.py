@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy.exc
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -79,6 +80,19 @@ def register_error_handlers(app: Flask) -> None:
             if name in original.headers:
                 response.headers[name] = original.headers[name]
         return response
+
+    @app.errorhandler(sqlalchemy.exc.OperationalError)
+    @app.errorhandler(sqlalchemy.exc.InterfaceError)
+    def handle_database_unavailable(error: Exception):
+        log.warning("database unavailable: %s", str(error).splitlines()[0][:300])
+        return error_response(
+            ApiError(
+                503,
+                "database_unavailable",
+                "The database is not reachable right now; try again shortly.",
+                headers={"Retry-After": "5"},
+            )
+        )
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):

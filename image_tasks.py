@@ -88,7 +88,7 @@ def process_image(self, image_id: int) -> str:
     """Download, compress and store one image, and record the outcome."""
     settings = _settings()
     base_url = settings.public_base_url
-    work = request_state.claim_image(image_id, settings.image_max_attempts, base_url)
+    work = request_state.claim_image(image_id, self.request.id, settings.image_max_attempts, base_url)
     if work is None:
         return "skipped"
     try:

@@ -137,6 +137,8 @@ class Image(db.Model):
     status: Mapped[str] = mapped_column(String(16), default=ImageStatus.PENDING)
     #: Task starts, raised before the work begins, so a poison image ends after a bounded number.
     attempts: Mapped[int] = mapped_column(default=0)
+    #: The Celery task id that claimed it: a redelivery of that same message may take it over.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
     #: Times the sweeper re-enqueued the image because it looked stuck.
     requeues: Mapped[int] = mapped_column(default=0)
     output_key: Mapped[str | None] = mapped_column(Text)

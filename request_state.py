@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import and_, case, insert, or_, select, update
 
 import webhook_outbox
 from csv_input import ProductRow
@@ -141,23 +141,31 @@ def active_image_ids(request_id: uuid.UUID) -> list[int]:
     return list(ids)
 
 
-def claim_image(image_id: int, max_attempts: int, public_base_url: str) -> ImageWork | None:
-    """Mark an image PROCESSING and count the attempt before any work starts.
+def claim_image(image_id: int, task_id: str, max_attempts: int, public_base_url: str) -> ImageWork | None:
+    """Mark an image PROCESSING for this task and count the attempt before any work starts.
 
-    Returns None when there is nothing to do: the image is final (a duplicate delivery), gone, or
-    out of attempts, in which case it is failed here, so a poison image cannot loop.
+    A PENDING image can be claimed by any task; a PROCESSING one only by the task that claimed it
+    (Celery re-delivers a message with its task id after a worker died, and retries keep it), so a
+    second copy sent by the sweeper never runs beside the first. Returns None when there is nothing
+    to do: the image is final, claimed by another task, gone, or out of attempts, in which case it is
+    failed here, so a poison image cannot loop.
     """
     now = utcnow()
+    claimable = or_(
+        Image.status == ImageStatus.PENDING,
+        and_(Image.status == ImageStatus.PROCESSING, Image.claimed_by == task_id),
+    )
     claimed = db.session.execute(
         update(Image)
-        .where(Image.id == image_id, Image.status.in_(ACTIVE_IMAGE_STATUSES), Image.attempts < max_attempts)
-        .values(status=ImageStatus.PROCESSING, attempts=Image.attempts + 1, updated_at=now)
+        .where(Image.id == image_id, claimable, Image.attempts < max_attempts)
+        .values(status=ImageStatus.PROCESSING, claimed_by=task_id, attempts=Image.attempts + 1, updated_at=now)
         .returning(Image.request_id, Image.source_url, Image.attempts)
     ).first()
     if claimed is None:
         db.session.rollback()
         image = db.session.get(Image, image_id)
-        if image is not None and image.status in ACTIVE_IMAGE_STATUSES:
+        exhausted = image is not None and image.status in ACTIVE_IMAGE_STATUSES and image.attempts >= max_attempts
+        if exhausted and (image.status == ImageStatus.PENDING or image.claimed_by == task_id):
             _finish_image(
                 image_id,
                 ImageStatus.FAILED,
@@ -287,9 +295,11 @@ def undispatched_request_ids(older_than: timedelta) -> list[uuid.UUID]:
 
 
 def claim_stale_images(stale_after: timedelta, include_pending: bool, limit: int = 5000) -> list[int]:
-    """Images that nobody has touched for ``stale_after``: touch them and return their ids to re-send.
+    """Images nobody has touched for ``stale_after``: release them and return their ids to re-send.
 
-    Touching them first means a second sweeper run does not re-send them again at once.
+    A PROCESSING image that old was abandoned by a dead worker (no task outlives the hard time
+    limit, which is below ``stale_after``), so it goes back to PENDING for any task to claim. The
+    touch means the next sweep does not re-send them again at once.
     """
     now = utcnow()
     statuses = ACTIVE_IMAGE_STATUSES if include_pending else (ImageStatus.PROCESSING,)
@@ -302,8 +312,8 @@ def claim_stale_images(stale_after: timedelta, include_pending: bool, limit: int
     if ids:
         db.session.execute(
             update(Image)
-            .where(Image.id.in_(ids), Image.status.in_(statuses))
-            .values(requeues=Image.requeues + 1, updated_at=now)
+            .where(Image.id.in_(ids), Image.status.in_(statuses), Image.updated_at < now - stale_after)
+            .values(status=ImageStatus.PENDING, claimed_by=None, requeues=Image.requeues + 1, updated_at=now)
         )
     db.session.commit()
     return list(ids)

@@ -109,7 +109,7 @@ def test_environment_wins(tmp_path) -> None:
         FETCH_ALLOWED_NETWORKS="127.0.0.0/8, ::1/128",
         WEBHOOK_RETRY_SCHEDULE="0,10,60",
         SWEEP_INTERVAL_S="5",
-        STALE_IMAGE_AFTER_S="60",
+        STALE_IMAGE_AFTER_S="600",
         MAX_UPLOAD_BYTES="2048",
         MAX_ROWS="10",
         MAX_URLS_PER_PRODUCT="3",
@@ -127,7 +127,7 @@ def test_environment_wins(tmp_path) -> None:
     )
     assert settings.webhook_retry_schedule == (0, 10, 60)
     assert settings.sweep_interval_s == 5
-    assert settings.stale_image_after_s == 60
+    assert settings.stale_image_after_s == 600
     assert settings.max_upload_bytes == 2048
     assert settings.max_rows == 10
     assert settings.max_urls_per_product == 3
@@ -225,12 +225,16 @@ def test_task_time_limit_must_stay_below_the_visibility_timeout(tmp_path, hard: 
 
 def test_a_lower_visibility_timeout_is_refused_too(tmp_path) -> None:
     with pytest.raises(SettingsError, match="BROKER_VISIBILITY_TIMEOUT_S"):
-        from_env(tmp_path, BROKER_VISIBILITY_TIMEOUT_S="300")  # equal to the default hard limit
+        from_env(tmp_path, BROKER_VISIBILITY_TIMEOUT_S="150")  # equal to the default hard limit
 
 
 def test_time_limits_just_nesting_are_accepted(tmp_path) -> None:
     settings = from_env(
-        tmp_path, TASK_SOFT_TIME_LIMIT_S="899", TASK_TIME_LIMIT_S="900", BROKER_VISIBILITY_TIMEOUT_S="901"
+        tmp_path,
+        TASK_SOFT_TIME_LIMIT_S="899",
+        TASK_TIME_LIMIT_S="900",
+        BROKER_VISIBILITY_TIMEOUT_S="901",
+        STALE_IMAGE_AFTER_S="901",
     )
     assert (settings.task_soft_time_limit_s, settings.task_time_limit_s) == (899, 900)
     assert settings.broker_visibility_timeout_s == 901
@@ -240,6 +244,12 @@ def test_time_limits_just_nesting_are_accepted(tmp_path) -> None:
 def test_soft_time_limit_must_stay_below_the_hard_one(tmp_path, soft: str, hard: str) -> None:
     with pytest.raises(SettingsError, match="TASK_SOFT_TIME_LIMIT_S"):
         from_env(tmp_path, TASK_SOFT_TIME_LIMIT_S=soft, TASK_TIME_LIMIT_S=hard)
+
+
+@pytest.mark.parametrize("stale", ["150", "100"])
+def test_task_time_limit_must_stay_below_the_stale_image_threshold(tmp_path, stale: str) -> None:
+    with pytest.raises(SettingsError, match=r"TASK_TIME_LIMIT_S.*STALE_IMAGE_AFTER_S"):
+        from_env(tmp_path, STALE_IMAGE_AFTER_S=stale)
 
 
 def test_s3_without_bucket_is_refused(tmp_path) -> None:

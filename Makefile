@@ -33,7 +33,7 @@ test: $(DEV_STAMP)
 
 ## The fault suite: real processes, PostgreSQL and Redis clusters of its own, faults injected.
 test-faults: $(DEV_STAMP)
-	$(BIN)/pytest tests/faults -p no:cacheprovider
+	$(BIN)/pytest -o addopts="-ra --strict-markers" tests/faults
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

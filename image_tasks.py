@@ -11,6 +11,7 @@ import time
 import uuid
 from datetime import timedelta
 
+import sqlalchemy.exc
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
@@ -83,7 +84,19 @@ def process_request(request_id: str) -> int:
     return len(image_ids)
 
 
-@shared_task(name="image_tasks.process_image", bind=True)
+# A database outage costs a retry with back-off, not the message: the claim has not happened yet,
+# or is held by this task id, which a retry keeps.
+DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+
+
+@shared_task(
+    name="image_tasks.process_image",
+    bind=True,
+    autoretry_for=DATABASE_ERRORS,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=20,
+)
 def process_image(self, image_id: int) -> str:
     """Download, compress and store one image, and record the outcome."""
     settings = _settings()
@@ -168,7 +181,7 @@ def sweep() -> dict[str, int]:
             report["dispatched"] += 1
     report["failed"] = request_state.fail_exhausted_images(settings.image_max_attempts, base_url)
     # Pending images behind a busy queue are waiting, not lost: re-send them only when it is empty.
-    include_pending = broker_queue_is_empty()
+    include_pending = broker_queue_size() == 0
     for image_id in request_state.claim_stale_images(
         timedelta(seconds=settings.stale_image_after_s), include_pending=include_pending
     ):
@@ -176,18 +189,21 @@ def sweep() -> dict[str, int]:
     report["finalized"] = request_state.finalize_finished_requests(base_url)
     for event_id in webhook_outbox.due_event_ids():
         report["webhooks"] += send_safely(deliver_webhook, event_id)
-    if any(report.values()):
-        log.info("sweep: %s", report)
+    if any(report.values()) or not include_pending:
+        log.info("sweep: %s (pending images re-sent if stale: %s)", report, include_pending)
     return report
 
 
-def broker_queue_is_empty() -> bool:
-    """Whether the default queue holds no waiting message (False if the broker cannot tell)."""
+def broker_queue_size() -> int | None:
+    """How many messages wait in the default queue; None if the broker cannot tell."""
     celery = current_app.extensions["celery"]
     try:
         with celery.connection_for_write() as connection:
-            declared = connection.default_channel.queue_declare(queue=celery.conf.task_default_queue, passive=True)
-            return declared.message_count == 0
+            # Not passive: Redis keeps no empty lists, so a passive declare of an empty queue fails.
+            declared = connection.default_channel.queue_declare(
+                queue=celery.conf.task_default_queue, durable=True, auto_delete=False
+            )
+            return declared.message_count
     except Exception:
         log.warning("could not read the queue length", exc_info=True)
-        return False
+        return None

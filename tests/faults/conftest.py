@@ -1,0 +1,154 @@
+"""Fixtures of the fault suite: its own PostgreSQL cluster and Redis, slow image sources, a receiver."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from harness import PostgresCluster, RedisServer, Service, free_port
+from integration_support import jpeg_bytes
+from loopback_servers import LoopbackHTTPServer, RequestHandler
+
+IMAGE_HOST = "127.0.0.2"
+REPORT_PATH = os.environ.get("FAULT_REPORT")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    # Not under pytest's temporary folder: that is private to root, and the cluster runs as postgres.
+    cluster = PostgresCluster(Path(tempfile.mkdtemp(prefix="imgsvc-faults-pg-")))
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    server = RedisServer(Path(tmp_path_factory.mktemp("redis")))
+    server.start()
+    yield server
+    server.stop()
+
+
+class SlowSource:
+    """Images served from 127.0.0.2 with a delay each, so that there is time to strike mid-request."""
+
+    def __init__(self, server: LoopbackHTTPServer, delay_s: float) -> None:
+        self.server = server
+        self.delay_s = delay_s
+        self.image = jpeg_bytes((320, 240))
+        self.hits: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def urls(self, count: int) -> list[str]:
+        prefix = f"/slow/{uuid.uuid4().hex}"
+        paths = [f"{prefix}/{n}.jpg" for n in range(count)]
+        for path in paths:
+            self.server.route(path, self._handle)
+        return [self.server.url(path) for path in paths]
+
+    def _handle(self, request: RequestHandler) -> None:
+        with self._lock:
+            self.hits[request.path] = self.hits.get(request.path, 0) + 1
+        time.sleep(self.delay_s)
+        request.send(200, self.image, {"Content-Type": "image/jpeg"})
+
+    def downloads(self, urls: list[str]) -> int:
+        with self._lock:
+            return sum(self.hits.get(url.split(str(self.server.port), 1)[1], 0) for url in urls)
+
+
+@pytest.fixture(scope="session")
+def loopback_server() -> Iterator[LoopbackHTTPServer]:
+    with LoopbackHTTPServer(IMAGE_HOST) as server:
+        yield server
+
+
+@pytest.fixture
+def slow_source(loopback_server) -> SlowSource:
+    return SlowSource(loopback_server, delay_s=0.05)
+
+
+@pytest.fixture
+def service_env(postgres, redis_server, tmp_path) -> dict[str, str]:
+    """Settings of one test's service: a fresh database, a flushed Redis, short recovery timings."""
+    name = f"faults_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    port = free_port()
+    env = {
+        **os.environ,
+        "INSTANCE_DIR": str(tmp_path / "instance"),
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{postgres.port}/{name}",
+        "CELERY_BROKER_URL": redis_server.url,
+        "RATE_LIMIT_STORAGE_URL": "memory://",
+        "PORT": str(port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "FETCH_ALLOWED_NETWORKS": f"{IMAGE_HOST}/32",
+        "FETCH_CONNECT_TIMEOUT_S": "2",
+        "FETCH_READ_TIMEOUT_S": "3",
+        "FETCH_TOTAL_TIMEOUT_S": "4",
+        "SWEEP_INTERVAL_S": "1",
+        "STALE_IMAGE_AFTER_S": "8",
+        "TASK_SOFT_TIME_LIMIT_S": "5",
+        "TASK_TIME_LIMIT_S": "6",
+        "BROKER_VISIBILITY_TIMEOUT_S": "15",
+        "WEBHOOK_RETRY_SCHEDULE": "0,1,1,1,1,1",
+        "WEBHOOK_TIMEOUT_S": "3",
+        "RATE_LIMIT_UPLOADS": "100000/minute",
+        "RATE_LIMIT_READS": "100000/minute",
+        "WORKER_CONCURRENCY": "2",
+        "WEB_CONCURRENCY": "2",
+        "API_KEYS": "",
+    }
+    return env
+
+
+@pytest.fixture
+def service(service_env, tmp_path) -> Iterator[Service]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    running = Service(service_env, logs)
+    running.migrate()
+    try:
+        yield running
+    finally:
+        running.stop_all()
+
+
+@pytest.fixture
+def database(service_env) -> Iterator[sqlalchemy.Engine]:
+    """A direct connection to the service's database, for checking invariants from outside."""
+    engine = sqlalchemy.create_engine(
+        service_env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg2://"), pool_pre_ping=True
+    )
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def report(request):
+    """Collects a test's figures; printed, and appended to $FAULT_REPORT when set."""
+    figures: dict = {"test": request.node.name}
+    yield figures
+    line = json.dumps(figures, sort_keys=True)
+    print(f"\nFAULT REPORT {line}")
+    if REPORT_PATH:
+        with open(REPORT_PATH, "a") as handle:
+            handle.write(line + "\n")

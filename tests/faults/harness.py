@@ -1,0 +1,287 @@
+"""The fault suite's own infrastructure: a PostgreSQL cluster and a Redis of its own, on ports of
+their own, and the service's real processes (API, worker, beat), each of which can be killed.
+
+Nothing here touches the machine's shared PostgreSQL or Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for folder in versions:
+        if (folder / name).exists():
+            return str(folder / name)
+    raise RuntimeError(f"PostgreSQL's {name} is not installed")
+
+
+class PostgresCluster:
+    """A throwaway cluster: initdb into a folder, pg_ctl start and stop on a port of its own."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.data = folder / "data"
+        self.port = free_port()
+        self.log = folder / "postgres.log"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
+        if self._as_postgres:
+            shutil.chown(folder, "postgres", "postgres")
+        self._run([_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"])
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, argv: list[str]) -> None:
+        if self._as_postgres:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        subprocess.run(argv, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run([_pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start"])
+
+    def stop(self) -> None:
+        self._run([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+
+    def is_up(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def destroy(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(
+                ["runuser", "-u", "postgres", "--", _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]
+                if self._as_postgres
+                else [_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class RedisServer:
+    """A redis-server of the suite's own, keeping nothing on disk: a restart loses every message."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=open(self.folder / "redis.log", "ab"),  # noqa: SIM115  (owned by the child)
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(self.is_up, 20, "redis to accept connections")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=20)
+        self.process = None
+
+    def is_up(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class ServiceProcess:
+    """One process of the service (or the launcher of all of them), in a process group of its own."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
+        self.process = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=ROOT,
+            stdout=open(self.log_path, "wb"),  # noqa: SIM115  (owned by the child)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and every child it started: no chance to clean up or ack."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill_group()
+            except ProcessLookupError:
+                pass
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Service:
+    """The service's processes, started as production starts them, against the suite's own stores."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.base_url = env["PUBLIC_BASE_URL"]
+        self.processes: dict[str, ServiceProcess] = {}
+
+    def migrate(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app:create_app", "db", "upgrade"],
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start_api(self) -> None:
+        self.processes["api"] = ServiceProcess(
+            "api",
+            [str(BIN / "gunicorn"), "app:create_app()", "--bind", f"127.0.0.1:{self.env['PORT']}", "--workers", "2"],
+            self.env,
+            self.log_dir,
+        )
+        wait_for(self.answers, 30, "the API to answer")
+
+    def start_worker(self, name: str = "worker") -> ServiceProcess:
+        worker = ServiceProcess(
+            name,
+            [
+                str(BIN / "celery"),
+                "-A",
+                "app:celery_app",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--hostname",
+                f"{name}-{time.monotonic_ns()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            self.env,
+            self.log_dir,
+        )
+        self.processes[name] = worker
+        wait_for(lambda: "ready." in worker.log() or worker.process.poll() is not None, 60, f"{name} to be ready")
+        assert worker.process.poll() is None, worker.log()[-3000:]
+        return worker
+
+    def start_beat(self) -> None:
+        self.processes["beat"] = ServiceProcess(
+            "beat",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "app:celery_app",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.log_dir / f"beat-schedule-{time.monotonic_ns()}"),
+            ],
+            self.env,
+            self.log_dir,
+        )
+
+    def start_all(self) -> None:
+        self.start_api()
+        self.start_worker()
+        self.start_beat()
+
+    def start_launcher(self) -> ServiceProcess:
+        """``make run``'s own launcher: migrations, then API, worker and beat."""
+        launcher = ServiceProcess("launcher", [sys.executable, str(ROOT / "launcher.py")], self.env, self.log_dir)
+        self.processes["launcher"] = launcher
+        wait_for(self.answers, 60, "the launcher's API to answer")
+        wait_for(lambda: "ready." in launcher.log(), 60, "the launcher's worker to be ready")
+        return launcher
+
+    def answers(self) -> bool:
+        try:
+            return requests.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+        self.processes.clear()
+
+
+def kill_tree_of(pid: int) -> list[int]:
+    """SIGKILL a process and all its descendants (they may sit in process groups of their own)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    killed = []
+    for child in children:
+        killed += kill_tree_of(int(child))
+    try:
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    except ProcessLookupError:
+        pass
+    return killed

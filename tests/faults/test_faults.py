@@ -1,0 +1,222 @@
+"""Faults struck at the real processes mid-request; every check is made from outside.
+
+Each test: start the service's processes on the suite's own PostgreSQL and Redis, upload a request
+whose images are served slowly, strike, and then check that the request completes, every image
+once, one output file each, and the webhook arrived once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy
+from harness import kill_tree_of, wait_for
+from integration_support import WebhookReceiver, csv_of, upload
+
+pytestmark = pytest.mark.timeout(240)
+
+IMAGES = 200
+FINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED"}
+
+
+@pytest.fixture
+def receiver(loopback_server):
+    import uuid
+
+    return WebhookReceiver(loopback_server, f"/hooks/{uuid.uuid4().hex}")
+
+
+def start_request(service, slow_source, receiver, images: int = IMAGES) -> tuple[str, list[str]]:
+    urls = slow_source.urls(images)
+    rows = [(n + 1, f"SKU{n + 1}", urls[n : n + 4]) for n in range(0, images, 4)]
+    started = time.monotonic()
+    response = upload(service.base_url, csv_of(rows), webhook_url=receiver.url)
+    assert response.status_code == 202, response.text
+    assert time.monotonic() - started < 10
+    return response.json()["request_id"], urls
+
+
+def progress(service, request_id: str) -> dict:
+    return requests.get(f"{service.base_url}/api/status/{request_id}?per_page=1", timeout=10).json()
+
+
+def wait_progress(service, request_id: str, at_least: int, timeout_s: float = 60) -> int:
+    def done() -> int | None:
+        p = progress(service, request_id)["progress"]
+        finished = p["completed_images"] + p["failed_images"]
+        return finished if finished >= at_least else None
+
+    return wait_for(done, timeout_s, f"{at_least} images of {request_id} to finish")
+
+
+def wait_final(service, request_id: str, timeout_s: float = 150) -> dict:
+    def final() -> dict | None:
+        try:
+            answer = progress(service, request_id)
+        except requests.RequestException:
+            return None
+        return answer if answer.get("status") in FINAL else None
+
+    return wait_for(final, timeout_s, f"request {request_id} to be final", interval_s=0.5)
+
+
+def check_complete(service, database, slow_source, receiver, request_id: str, urls: list[str], report) -> None:
+    """The invariants: completed, every image once, one output file each, one webhook."""
+    answer = wait_final(service, request_id)
+    assert answer["status"] == "COMPLETED", answer
+    assert answer["progress"]["completed_images"] == len(urls)
+    with database.connect() as connection:
+        statuses = Counter(
+            connection.execute(
+                sqlalchemy.text("SELECT status FROM images WHERE request_id = :id"), {"id": request_id}
+            ).scalars()
+        )
+        events = connection.execute(
+            sqlalchemy.text("SELECT count(*) FROM webhook_events WHERE request_id = :id"), {"id": request_id}
+        ).scalar()
+        attempts = connection.execute(
+            sqlalchemy.text("SELECT sum(attempts), sum(requeues) FROM images WHERE request_id = :id"),
+            {"id": request_id},
+        ).one()
+    assert statuses == {"COMPLETED": len(urls)}
+    assert events == 1
+    folder = Path(service.env["INSTANCE_DIR"]) / "media" / request_id
+    outputs = sorted(folder.glob("*.jpg"))
+    leftovers = sorted(folder.glob(".tmp-*"))
+    assert len(outputs) == len(urls)
+    wait_for(lambda: len(_deliveries_for(receiver, request_id)) >= 1, 30, "the webhook")
+    time.sleep(2)  # a second delivery would arrive by now
+    deliveries = _deliveries_for(receiver, request_id)
+    assert len(deliveries) == 1, f"{len(deliveries)} deliveries"
+    report.update(
+        images=len(urls),
+        completed=statuses["COMPLETED"],
+        output_files=len(outputs),
+        temporary_files_left=len(leftovers),
+        downloads=slow_source.downloads(urls),
+        task_attempts=int(attempts[0]),
+        sweeper_requeues=int(attempts[1]),
+        webhook_events=events,
+        webhook_deliveries=len(deliveries),
+    )
+
+
+def _deliveries_for(receiver, request_id: str) -> list[dict]:
+    return [d for d in receiver.deliveries() if json.loads(d["body"])["data"]["request_id"] == request_id]
+
+
+def test_worker_killed_mid_request(service, database, slow_source, receiver, report):
+    service.start_all()
+    request_id, urls = start_request(service, slow_source, receiver)
+    report["finished_before_kill"] = wait_progress(service, request_id, IMAGES // 4)
+
+    service.processes["worker"].kill_group()
+    killed_at = time.monotonic()
+    service.start_worker("worker-2")
+
+    check_complete(service, database, slow_source, receiver, request_id, urls, report)
+    report["fault"] = "SIGKILL of the worker and its pool"
+    report["recovery_s"] = round(time.monotonic() - killed_at, 1)
+
+
+def test_redis_restarted_mid_request(service, database, redis_server, slow_source, receiver, report):
+    service.start_all()
+    request_id, urls = start_request(service, slow_source, receiver)
+    report["finished_before_fault"] = wait_progress(service, request_id, IMAGES // 4)
+
+    redis_server.stop()
+    time.sleep(2)
+    redis_server.start()
+    restarted_at = time.monotonic()
+
+    check_complete(service, database, slow_source, receiver, request_id, urls, report)
+    report["fault"] = "Redis killed and restarted empty (no persistence): every queued message lost"
+    report["recovery_s"] = round(time.monotonic() - restarted_at, 1)
+
+
+def test_postgres_restarted_mid_request(service, database, postgres, slow_source, receiver, report):
+    service.start_all()
+    request_id, urls = start_request(service, slow_source, receiver)
+    report["finished_before_fault"] = wait_progress(service, request_id, IMAGES // 4)
+
+    postgres.stop()
+    try:
+        ready = requests.get(f"{service.base_url}/readyz", timeout=10)
+        status = requests.get(f"{service.base_url}/api/status/{request_id}", timeout=10)
+        time.sleep(2)
+    finally:
+        postgres.start()
+    restarted_at = time.monotonic()
+
+    assert ready.status_code == 503
+    assert "database" in ready.json()["error"]["message"]
+    assert status.status_code == 503 and status.json()["error"]["code"] == "database_unavailable"
+    wait_for(lambda: requests.get(f"{service.base_url}/readyz", timeout=10).status_code == 200, 30, "ready again")
+    check_complete(service, database, slow_source, receiver, request_id, urls, report)
+    report["fault"] = "PostgreSQL stopped (fast) for 2 s and started again"
+    report["readyz_while_down"] = ready.status_code
+    report["recovery_s"] = round(time.monotonic() - restarted_at, 1)
+
+
+def test_webhook_receiver_fails_then_accepts(service, database, slow_source, receiver, report):
+    service.start_all()
+    receiver.answer_with(500, 500, 503)
+    request_id, _ = start_request(service, slow_source, receiver, images=8)
+
+    wait_final(service, request_id)
+    wait_for(lambda: len(_deliveries_for(receiver, request_id)) >= 4, 60, "four delivery attempts")
+    log = requests.get(f"{service.base_url}/api/requests/{request_id}/webhook-deliveries", timeout=10).json()
+
+    deliveries = _deliveries_for(receiver, request_id)
+    assert len({d["headers"]["webhook-id"] for d in deliveries}) == 1
+    assert len({d["headers"]["webhook-timestamp"] for d in deliveries}) >= 2  # a fresh timestamp per attempt
+    assert len(log["events"]) == 1
+    event = log["events"][0]
+    assert event["status"] == "DELIVERED"
+    assert [a["status_code"] for a in event["attempts"]] == [500, 500, 503, 200]
+    report.update(
+        fault="receiver answers 500, 500, 503, then 200",
+        events=1,
+        attempts=len(event["attempts"]),
+        deliveries=len(deliveries),
+    )
+
+
+def test_upload_while_the_broker_is_down(service, database, redis_server, slow_source, receiver, report):
+    service.start_all()
+    redis_server.stop()
+    try:
+        started = time.monotonic()
+        request_id, urls = start_request(service, slow_source, receiver, images=20)
+        report["upload_answer_s"] = round(time.monotonic() - started, 2)
+        ready = requests.get(f"{service.base_url}/readyz", timeout=10)
+        assert ready.status_code == 503 and "broker" in ready.json()["error"]["message"]
+        assert progress(service, request_id)["status"] == "PENDING"
+    finally:
+        redis_server.start()
+    back_at = time.monotonic()
+
+    check_complete(service, database, slow_source, receiver, request_id, urls, report)
+    report["fault"] = "upload with Redis down, Redis started afterwards"
+    report["recovery_s"] = round(time.monotonic() - back_at, 1)
+
+
+def test_every_process_of_make_run_killed(service, database, slow_source, receiver, report):
+    launcher = service.start_launcher()
+    request_id, urls = start_request(service, slow_source, receiver)
+    report["finished_before_kill"] = wait_progress(service, request_id, IMAGES // 4)
+
+    killed = kill_tree_of(launcher.process.pid)
+    launcher.process.wait(timeout=20)
+    wait_for(lambda: not service.answers(), 10, "the API to be gone")
+    killed_at = time.monotonic()
+    service.start_launcher()
+
+    check_complete(service, database, slow_source, receiver, request_id, urls, report)
+    report["fault"] = f"SIGKILL of all {len(killed)} processes of the launcher (API, worker, beat)"
+    report["recovery_s"] = round(time.monotonic() - killed_at, 1)

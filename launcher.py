@@ -69,6 +69,9 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             concurrency,
             "--hostname",
             f"worker-{os.getpid()}@%h",
+            # Workers need not gossip or sync with one another: the database holds every state.
+            "--without-gossip",
+            "--without-mingle",
         ],
         "beat": [str(bin_dir / "celery"), "-A", "app:celery_app", "beat", "--loglevel", "INFO"],
     }

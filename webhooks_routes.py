@@ -5,20 +5,17 @@ from __future__ import annotations
 import json
 
 from flask import Blueprint, current_app, request
-from sqlalchemy import delete, select
 
+import access
 import image_tasks
 import rate_limits
+import webhook_inbox
 import webhook_outbox
 import webhooks
 from errors import ApiError
-from models import ReceivedWebhook, db
-from status import timestamp
 from status_routes import load_request
 
 bp = Blueprint("webhooks", __name__)
-
-RECEIVED_KEPT = 200
 
 
 @bp.get("/api/requests/<request_id>/webhook-deliveries")
@@ -57,13 +54,7 @@ def receive_webhook():
         json.loads(body)
     except ValueError:
         raise ApiError(400, "invalid_json", "The webhook body is not JSON.") from None
-    db.session.add(ReceivedWebhook(webhook_id=webhook_id, signature_valid=True, body=body.decode()))
-    db.session.flush()
-    newest = select(ReceivedWebhook.id).order_by(ReceivedWebhook.id.desc()).offset(RECEIVED_KEPT).limit(1)
-    cutoff = db.session.scalar(newest)
-    if cutoff is not None:
-        db.session.execute(delete(ReceivedWebhook).where(ReceivedWebhook.id <= cutoff))
-    db.session.commit()
+    webhook_inbox.record(webhook_id, body)
     current_app.logger.info("webhook received: %s", webhook_id)
     return {"received": True, "webhook_id": webhook_id}
 
@@ -71,15 +62,4 @@ def receive_webhook():
 @bp.get("/api/webhooks/received")
 @rate_limits.read_limit
 def list_received():
-    rows = db.session.scalars(select(ReceivedWebhook).order_by(ReceivedWebhook.id.desc()).limit(RECEIVED_KEPT)).all()
-    return {
-        "received": [
-            {
-                "webhook_id": r.webhook_id,
-                "received_at": timestamp(r.received_at),
-                "signature_valid": r.signature_valid,
-                "body": json.loads(r.body),
-            }
-            for r in rows
-        ]
-    }
+    return {"received": webhook_inbox.list_received(access.owner_key_hash())}

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+import launcher
+
 ROOT = Path(__file__).resolve().parent.parent
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
@@ -129,23 +131,9 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2, name: str = "w") -> None:
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115  (closed in stop)
-        argv = [
-            str(Path(sys.executable).parent / "celery"),
-            "-A",
-            "app:celery_app",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            str(concurrency),
-            "--hostname",
-            f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-        self.process = subprocess.Popen(
-            argv, env={**os.environ, **env}, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        worker_env = {**os.environ, **env, "WORKER_CONCURRENCY": str(concurrency)}
+        argv = [*launcher.commands(worker_env)["worker"], "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@%h"]
+        self.process = subprocess.Popen(argv, env=worker_env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60) -> None:

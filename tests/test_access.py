@@ -115,3 +115,21 @@ def test_rate_limits_answer_429_with_retry_after(service, source_server):
         assert uploads == [202, 429]
     finally:
         server.stop()
+
+
+def test_received_webhooks_are_shown_only_to_their_requests_owner(keyed_api, service):
+    import json as json_module
+
+    import webhooks
+
+    created = upload(keyed_api, csv_of([(1, "A", ["http://127.0.0.2:9/x.jpg"])]), headers=bearer(KEY_A))
+    request_id = created.json()["request_id"]
+    body = json_module.dumps({"type": "request.completed", "data": {"request_id": request_id}}).encode()
+    headers = webhooks.signed_headers(service.env["WEBHOOK_SECRET"], "msg_owned", body)
+    # The receiver itself needs no key: the signature is what it checks.
+    assert requests.post(f"{keyed_api}/api/webhooks/receive", data=body, headers=headers, timeout=10).ok
+
+    seen_by_a = requests.get(f"{keyed_api}/api/webhooks/received", headers=bearer(KEY_A), timeout=10).json()
+    seen_by_b = requests.get(f"{keyed_api}/api/webhooks/received", headers=bearer(KEY_B), timeout=10).json()
+    assert [r["webhook_id"] for r in seen_by_a["received"]] == ["msg_owned"]
+    assert seen_by_b["received"] == []

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import requests
 
+import launcher
+
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -198,55 +199,20 @@ class Service:
         )
 
     def start_api(self) -> None:
-        self.processes["api"] = ServiceProcess(
-            "api",
-            [str(BIN / "gunicorn"), "app:create_app()", "--bind", f"127.0.0.1:{self.env['PORT']}", "--workers", "2"],
-            self.env,
-            self.log_dir,
-        )
+        self.processes["api"] = ServiceProcess("api", launcher.commands(self.env)["api"], self.env, self.log_dir)
         wait_for(self.answers, 30, "the API to answer")
 
     def start_worker(self, name: str = "worker") -> ServiceProcess:
-        worker = ServiceProcess(
-            name,
-            [
-                str(BIN / "celery"),
-                "-A",
-                "app:celery_app",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "2",
-                "--hostname",
-                f"{name}-{time.monotonic_ns()}@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            self.env,
-            self.log_dir,
-        )
+        argv = [*launcher.commands(self.env)["worker"], "--hostname", f"{name}-{time.monotonic_ns()}@%h"]
+        worker = ServiceProcess(name, argv, self.env, self.log_dir)
         self.processes[name] = worker
         wait_for(lambda: "ready." in worker.log() or worker.process.poll() is not None, 60, f"{name} to be ready")
         assert worker.process.poll() is None, worker.log()[-3000:]
         return worker
 
     def start_beat(self) -> None:
-        self.processes["beat"] = ServiceProcess(
-            "beat",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "app:celery_app",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(self.log_dir / f"beat-schedule-{time.monotonic_ns()}"),
-            ],
-            self.env,
-            self.log_dir,
-        )
+        argv = [*launcher.commands(self.env)["beat"], "--schedule", str(self.log_dir / f"beat-{time.monotonic_ns()}")]
+        self.processes["beat"] = ServiceProcess("beat", argv, self.env, self.log_dir)
 
     def start_all(self) -> None:
         self.start_api()

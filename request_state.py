@@ -10,8 +10,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, case, insert, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 
+import database
 import webhook_outbox
 from csv_input import ProductRow
 from models import (
@@ -82,8 +83,10 @@ def create_request(rows: list[ProductRow], options: UploadOptions) -> CreatedReq
         )
     )
     db.session.flush()
-    product_ids = db.session.scalars(
-        insert(Product).returning(Product.id, sort_by_parameter_order=True),
+    connection = db.session.connection()
+    product_ids = database.bulk_insert(
+        connection,
+        Product.__table__,
         [
             {
                 "request_id": request_id,
@@ -93,16 +96,18 @@ def create_request(rows: list[ProductRow], options: UploadOptions) -> CreatedReq
             }
             for position, row in enumerate(rows)
         ],
-    ).all()
+        new_ids=True,
+    )
     urls = list(occurrences)
-    image_ids = db.session.scalars(
-        insert(Image).returning(Image.id, sort_by_parameter_order=True),
+    image_ids = database.bulk_insert(
+        connection,
+        Image.__table__,
         [
             {
                 "request_id": request_id,
                 "source_url": url,
                 "occurrences": occurrences[url],
-                "status": ImageStatus.PENDING,
+                "status": ImageStatus.PENDING.value,
                 "attempts": 0,
                 "requeues": 0,
                 "created_at": now,
@@ -110,15 +115,18 @@ def create_request(rows: list[ProductRow], options: UploadOptions) -> CreatedReq
             }
             for url in urls
         ],
-    ).all()
+        new_ids=True,
+    )
     image_id_by_url = dict(zip(urls, image_ids, strict=True))
-    db.session.execute(
-        insert(ProductImage),
+    database.bulk_insert(
+        connection,
+        ProductImage.__table__,
         [
             {"product_id": product_id, "position": position, "image_id": image_id_by_url[url]}
             for product_id, row in zip(product_ids, rows, strict=True)
             for position, url in enumerate(row.image_urls)
         ],
+        new_ids=False,
     )
     db.session.commit()
     return CreatedRequest(id=request_id, products=len(rows), images=total)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # The first dispatch of a new upload is the API's job; the sweeper steps in only after this.
 UNDISPATCHED_GRACE = timedelta(seconds=10)
+FAN_OUT_CHUNK = 2000
 # Retries due this soon are also sent with a countdown; anything later waits for the sweeper.
 SHORT_RETRY_S = 60.0
 
@@ -76,11 +77,17 @@ def _forget_rolled_back_webhooks(session: Session) -> None:
 
 
 @shared_task(name="image_tasks.process_request")
-def process_request(request_id: str) -> int:
-    """Send one ``process_image`` per image of the request that is not final; returns how many."""
-    image_ids = request_state.active_image_ids(uuid.UUID(request_id))
+def process_request(request_id: str, after_image_id: int = 0) -> int:
+    """Send one ``process_image`` per image of the request that is not final; returns how many.
+
+    A chunk at a time, each chunk sending the next, so a request of 370,000 images never makes
+    one task outlive its time limit.
+    """
+    image_ids = request_state.active_image_ids(uuid.UUID(request_id), after_image_id, FAN_OUT_CHUNK)
     for image_id in image_ids:
         process_image.delay(image_id)
+    if len(image_ids) == FAN_OUT_CHUNK:
+        process_request.delay(request_id, image_ids[-1])
     return len(image_ids)
 
 

@@ -138,12 +138,13 @@ def mark_dispatched(request_id: uuid.UUID) -> None:
     db.session.commit()
 
 
-def active_image_ids(request_id: uuid.UUID) -> list[int]:
-    """The request's images that are not final yet, in input order."""
+def active_image_ids(request_id: uuid.UUID, after_id: int, limit: int) -> list[int]:
+    """Up to ``limit`` of the request's images that are not final, in input order, after ``after_id``."""
     ids = db.session.scalars(
         select(Image.id)
-        .where(Image.request_id == request_id, Image.status.in_(ACTIVE_IMAGE_STATUSES))
+        .where(Image.request_id == request_id, Image.id > after_id, Image.status.in_(ACTIVE_IMAGE_STATUSES))
         .order_by(Image.id)
+        .limit(limit)
     ).all()
     db.session.commit()
     return list(ids)

@@ -1,53 +1,35 @@
-"""Outbound HTTP for image downloads and webhook POSTs, guarded against SSRF and hostile servers.
+"""Outbound HTTP for image downloads and webhook POSTs: the limits, the redirects, the errors.
 
-Every request goes through ``GuardedAdapter``: it resolves the host once,
-refuses the request if any resolved address is blocked by ``address_policy``,
-and pins the connection to the first resolved address (the design of
-requests-hardened's ``IPFilterAdapter``), so the address checked is the address
-connected to and a second DNS answer cannot slip past. It subclasses
-``HTTPAdapter`` rather than ``IPFilterAdapter`` because the latter's hook always
-runs its own resolution and loopback-only policy, which would resolve twice.
-Redirects are followed by hand, so every hop is a new request checked again.
+Every request goes through ``guarded_transport.GuardedAdapter``, which checks and pins the address
+actually connected to. Redirects are followed here by hand, so every hop is a new request that is
+checked again; webhook POSTs never follow them. Bodies are streamed up to ``max_bytes`` and the
+whole call runs under a deadline (``guarded_transport.watched``).
 
-A per-call deadline watchdog shuts the sockets down when the whole-call budget
-runs out, so a server dripping one byte per read timeout cannot hold a worker
-past ``total_timeout_s``. Outside its reach: name resolution (getaddrinfo has
-no timeout; the resolver's own settings bound it) and the TCP/TLS handshake,
-which the connect timeout bounds per step.
-
-DNS failures are reported as ``dns_error`` with ``transient=True``: resolvers
-fail temporarily often enough that a few retries are worth their cost.
+DNS failures are reported as ``dns_error`` with ``transient=True``: resolvers fail temporarily
+often enough that a few retries are worth their cost.
 """
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import email.utils
 import http.client
-import ipaddress
 import logging
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import LocationParseError, NameResolutionError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
-from urllib3.util.connection import allowed_gai_family  # type: ignore[attr-defined]
 
-from address_policy import IPAddress, Network, blocked_reason, literal_address
+from address_policy import Network
+from guarded_transport import BlockedAddressError, DnsResolutionError, GuardedAdapter, Watchdog, watched
 
 log = logging.getLogger(__name__)
 
@@ -92,189 +74,6 @@ class FetchLimits:
 class PostResult:
     status_code: int
     duration_ms: int
-
-
-class BlockedAddressError(requests.exceptions.RequestException):
-    """Raised inside the adapter when a host resolves to a blocked address."""
-
-    def __init__(self, host: str, address: IPAddress, reason: str) -> None:
-        super().__init__(f"{host} resolves to blocked address {address} ({reason})")
-        self.host = host
-        self.address = address
-        self.reason = reason
-
-
-class DnsResolutionError(requests.exceptions.RequestException):
-    """Raised inside the adapter when a host does not resolve."""
-
-
-# --- deadline watchdog -------------------------------------------------------
-
-
-class _Watchdog:
-    """Shuts down every socket of one call when its deadline passes."""
-
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-        self.fired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def expired(self) -> bool:
-        return self.fired or self.remaining() <= 0
-
-    def register(self, sock: socket.socket | None) -> None:
-        if sock is None:
-            return
-        with self._lock:
-            self._sockets.append(sock)
-            fired = self.fired
-        if fired:
-            _shutdown(sock)
-
-    def _fire(self) -> None:
-        with self._lock:
-            self.fired = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shutdown(sock)
-
-    def start(self) -> None:
-        self._timer.start()
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    # shutdown (unlike close) wakes a recv blocked in another thread.
-    with suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-_active_watchdog: contextvars.ContextVar[_Watchdog | None] = contextvars.ContextVar(
-    "fetcher_active_watchdog", default=None
-)
-
-
-@contextmanager
-def _watched(seconds: float) -> Iterator[_Watchdog]:
-    watchdog = _Watchdog(seconds)
-    token = _active_watchdog.set(watchdog)
-    watchdog.start()
-    try:
-        yield watchdog
-    finally:
-        watchdog.cancel()
-        _active_watchdog.reset(token)
-
-
-def _register_with_watchdog(sock: socket.socket | None) -> None:
-    watchdog = _active_watchdog.get()
-    if watchdog is not None:
-        watchdog.register(sock)
-
-
-class _WatchedHTTPConnection(HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
-        _register_with_watchdog(self.sock)
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _register_with_watchdog(self.sock)
-
-
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-# --- the guarded adapter -----------------------------------------------------
-
-
-def resolve_checked(host: str, port: int | None, allowed: tuple[Network, ...]) -> IPAddress:
-    """Resolve host, raise BlockedAddressError if any address is blocked, and return the one to pin."""
-    literal = literal_address(host)
-    if literal is not None:
-        # Never hand an IP literal to the resolver: odd spellings must not reach DNS.
-        addresses: list[IPAddress] = [literal]
-    else:
-        try:
-            infos = socket.getaddrinfo(host, port, family=allowed_gai_family(), type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise DnsResolutionError(f"cannot resolve {host!r}: {exc}") from exc
-        addresses = [
-            ipaddress.ip_address(sockaddr[0])
-            for family, _type, _proto, _name, sockaddr in infos
-            if family in (socket.AF_INET, socket.AF_INET6)
-        ]
-        if not addresses:
-            raise DnsResolutionError(f"{host!r} has no IPv4 or IPv6 address")
-    for address in addresses:
-        reason = blocked_reason(address, allowed)
-        if reason is not None:
-            log.warning("refused outbound request to %s: address %s is blocked (%s)", host, address, reason)
-            raise BlockedAddressError(host, address, reason)
-    return addresses[0]
-
-
-class GuardedAdapter(HTTPAdapter):
-    """HTTPAdapter that checks and pins the resolved address of every request (cf. requests-hardened)."""
-
-    def __init__(self, is_https: bool, allowed: tuple[Network, ...] = ()) -> None:
-        self._is_https = is_https
-        self._allowed = allowed
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _WatchedHTTPConnectionPool,
-            "https": _WatchedHTTPSConnectionPool,
-        }
-
-    def build_connection_pool_key_attributes(
-        self,
-        request: requests.PreparedRequest,
-        verify: bool | str,
-        cert: str | tuple[str, str] | None = None,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        hostname = host_params["host"]
-        port = host_params["port"]
-        if not hostname:
-            raise requests.exceptions.InvalidURL("URL has no host")
-
-        # Copy: the caller's headers mapping may be shared between requests.
-        request.headers = CaseInsensitiveDict(request.headers or {})
-        host_header = f"[{hostname}]" if ":" in hostname else hostname
-        if port is not None:
-            host_header += f":{port}"
-        request.headers["Host"] = host_header
-
-        if self._is_https:
-            # Certificate and SNI must match the name, not the pinned IP.
-            pool_kwargs["assert_hostname"] = hostname
-            pool_kwargs["server_hostname"] = hostname
-
-        default_port = 443 if host_params["scheme"] == "https" else 80
-        pinned = resolve_checked(hostname, port or default_port, self._allowed)
-        host_params["host"] = f"[{pinned}]" if pinned.version == 6 else str(pinned)
-        return host_params, pool_kwargs
-
-    def get_connection(self, url: str, proxies: Any = None) -> Any:
-        raise NotImplementedError("GuardedAdapter only supports get_connection_with_tls_context")
 
 
 def _build_session(limits: FetchLimits) -> requests.Session:
@@ -380,7 +179,7 @@ _INVALID_URL_ERRORS = (
 )
 
 
-def _translate(exc: BaseException, watchdog: _Watchdog, host: str) -> FetchError:
+def _translate(exc: BaseException, watchdog: Watchdog, host: str) -> FetchError:
     if isinstance(exc, BlockedAddressError):
         return FetchError(
             "blocked_address", f"{host} points to an address this service does not connect to ({exc.reason})."
@@ -418,7 +217,7 @@ def _declared_length(response: requests.Response) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _read_capped(response: requests.Response, limits: FetchLimits, watchdog: _Watchdog, host: str) -> bytes:
+def _read_capped(response: requests.Response, limits: FetchLimits, watchdog: Watchdog, host: str) -> bytes:
     too_large = FetchError("too_large", f"The file at {host} is larger than {limits.max_bytes} bytes.")
     declared = _declared_length(response)
     if declared is not None and declared > limits.max_bytes:
@@ -438,7 +237,7 @@ def _read_capped(response: requests.Response, limits: FetchLimits, watchdog: _Wa
     return bytes(body)
 
 
-def _timeouts(limits: FetchLimits, watchdog: _Watchdog, host: str, read_timeout_s: float) -> tuple[float, float]:
+def _timeouts(limits: FetchLimits, watchdog: Watchdog, host: str, read_timeout_s: float) -> tuple[float, float]:
     remaining = watchdog.remaining()
     if remaining <= 0:
         raise _timeout_error(host)
@@ -452,7 +251,7 @@ def fetch_image(url: str, limits: FetchLimits) -> bytes:
     """GET url with every guard (address policy, redirects, size cap, deadline); raises FetchError."""
     _check_url(url)
     current, host = url, _host_for_message(url)
-    with _build_session(limits) as session, _watched(limits.total_timeout_s) as watchdog:
+    with _build_session(limits) as session, watched(limits.total_timeout_s) as watchdog:
         try:
             for _hop in range(limits.max_redirects + 1):
                 host = _host_for_message(current)
@@ -492,7 +291,7 @@ def post_json(
     host = _host_for_message(url)
     request_headers = {"Content-Type": "application/json", **headers}
     started = time.monotonic()
-    with _build_session(limits) as session, _watched(timeout_s) as watchdog:
+    with _build_session(limits) as session, watched(timeout_s) as watchdog:
         try:
             response = session.post(
                 url,
@@ -511,16 +310,3 @@ def post_json(
                 log.info("POST to %s failed: %s (%s)", host, error.code, type(exc).__name__)
             raise error from exc
     return PostResult(status_code=response.status_code, duration_ms=int((time.monotonic() - started) * 1000))
-
-
-__all__ = [
-    "BlockedAddressError",
-    "FetchError",
-    "FetchLimits",
-    "GuardedAdapter",
-    "PostResult",
-    "fetch_image",
-    "parse_retry_after",
-    "post_json",
-    "resolve_checked",
-]

@@ -6,17 +6,10 @@ import ipaddress
 import random
 import re
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 
-# The service's modules live at the repository root, which pytest does not put on sys.path by itself.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from address_policy import (  # noqa: E402
+from address_policy import (
     blocked_reason,
     embedded_ipv4,
     is_blocked,

@@ -11,23 +11,12 @@ from __future__ import annotations
 import email.utils
 import gzip
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import requests
-
-# The service's modules live at the repository root, which pytest does not put on sys.path by itself.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-_TESTS = str(Path(__file__).resolve().parent)
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-
-from loopback_servers import (  # noqa: E402
+from loopback_servers import (
     CanaryPair,
     CanaryServer,
     LoopbackHTTPServer,
@@ -42,9 +31,9 @@ from loopback_servers import (  # noqa: E402
     unused_port,
 )
 
-import fetcher  # noqa: E402
-from address_policy import parse_networks  # noqa: E402
-from fetcher import FetchError, FetchLimits, PostResult, fetch_image, parse_retry_after, post_json  # noqa: E402
+import guarded_transport
+from address_policy import parse_networks
+from fetcher import FetchError, FetchLimits, PostResult, fetch_image, parse_retry_after, post_json
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -262,7 +251,7 @@ def test_pinned_ipv6_address_is_bracketed(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_https_pool_keeps_the_name_for_certificate_and_sni(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_dns(monkeypatch, {"images.test": lambda: [SERVER_HOST]})
-    adapter = fetcher.GuardedAdapter(is_https=True, allowed=ALLOWED)
+    adapter = guarded_transport.GuardedAdapter(is_https=True, allowed=ALLOWED)
     request = requests.Request("GET", "https://images.test/a.png").prepare()
     host_params, pool_kwargs = adapter.build_connection_pool_key_attributes(request, verify=True)
     assert host_params["host"] == SERVER_HOST

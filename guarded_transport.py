@@ -1,0 +1,218 @@
+"""The SSRF guard at the connection level: resolve, check every address, pin the connection to it.
+
+``GuardedAdapter`` resolves the host once, refuses the request if any resolved address is blocked
+by ``address_policy``, and pins the connection to the first resolved address (the design of
+requests-hardened's ``IPFilterAdapter``), so the address checked is the address connected to and a
+second DNS answer cannot slip past; ``Host``, SNI and certificate checks still use the name. It
+subclasses ``HTTPAdapter`` rather than ``IPFilterAdapter`` because the latter's hook always runs its
+own resolution and loopback-only policy, which would resolve twice.
+
+``watched`` gives one call a deadline: a watchdog shuts its sockets down when the budget runs out,
+so a server dripping one byte per read timeout cannot hold a worker past it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.connection import allowed_gai_family  # type: ignore[attr-defined]
+
+from address_policy import IPAddress, Network, blocked_reason, literal_address
+
+log = logging.getLogger(__name__)
+
+
+class BlockedAddressError(requests.exceptions.RequestException):
+    """Raised inside the adapter when a host resolves to a blocked address."""
+
+    def __init__(self, host: str, address: IPAddress, reason: str) -> None:
+        super().__init__(f"{host} resolves to blocked address {address} ({reason})")
+        self.host = host
+        self.address = address
+        self.reason = reason
+
+
+class DnsResolutionError(requests.exceptions.RequestException):
+    """Raised inside the adapter when a host does not resolve."""
+
+
+# --- deadline watchdog -------------------------------------------------------
+
+
+class Watchdog:
+    """Shuts down every socket of one call when its deadline passes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.fired or self.remaining() <= 0
+
+    def register(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            fired = self.fired
+        if fired:
+            _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # shutdown (unlike close) wakes a recv blocked in another thread.
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_active_watchdog: contextvars.ContextVar[Watchdog | None] = contextvars.ContextVar(
+    "fetcher_active_watchdog", default=None
+)
+
+
+@contextmanager
+def watched(seconds: float) -> Iterator[Watchdog]:
+    watchdog = Watchdog(seconds)
+    token = _active_watchdog.set(watchdog)
+    watchdog.start()
+    try:
+        yield watchdog
+    finally:
+        watchdog.cancel()
+        _active_watchdog.reset(token)
+
+
+def _register_with_watchdog(sock: socket.socket | None) -> None:
+    watchdog = _active_watchdog.get()
+    if watchdog is not None:
+        watchdog.register(sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register_with_watchdog(self.sock)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register_with_watchdog(self.sock)
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+# --- the guarded adapter -----------------------------------------------------
+
+
+def resolve_checked(host: str, port: int | None, allowed: tuple[Network, ...]) -> IPAddress:
+    """Resolve host, raise BlockedAddressError if any address is blocked, and return the one to pin."""
+    literal = literal_address(host)
+    if literal is not None:
+        # Never hand an IP literal to the resolver: odd spellings must not reach DNS.
+        addresses: list[IPAddress] = [literal]
+    else:
+        try:
+            infos = socket.getaddrinfo(host, port, family=allowed_gai_family(), type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise DnsResolutionError(f"cannot resolve {host!r}: {exc}") from exc
+        addresses = [
+            ipaddress.ip_address(sockaddr[0])
+            for family, _type, _proto, _name, sockaddr in infos
+            if family in (socket.AF_INET, socket.AF_INET6)
+        ]
+        if not addresses:
+            raise DnsResolutionError(f"{host!r} has no IPv4 or IPv6 address")
+    for address in addresses:
+        reason = blocked_reason(address, allowed)
+        if reason is not None:
+            log.warning("refused outbound request to %s: address %s is blocked (%s)", host, address, reason)
+            raise BlockedAddressError(host, address, reason)
+    return addresses[0]
+
+
+class GuardedAdapter(HTTPAdapter):
+    """HTTPAdapter that checks and pins the resolved address of every request (cf. requests-hardened)."""
+
+    def __init__(self, is_https: bool, allowed: tuple[Network, ...] = ()) -> None:
+        self._is_https = is_https
+        self._allowed = allowed
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPConnectionPool,
+            "https": _WatchedHTTPSConnectionPool,
+        }
+
+    def build_connection_pool_key_attributes(
+        self,
+        request: requests.PreparedRequest,
+        verify: bool | str,
+        cert: str | tuple[str, str] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        hostname = host_params["host"]
+        port = host_params["port"]
+        if not hostname:
+            raise requests.exceptions.InvalidURL("URL has no host")
+
+        # Copy: the caller's headers mapping may be shared between requests.
+        request.headers = CaseInsensitiveDict(request.headers or {})
+        host_header = f"[{hostname}]" if ":" in hostname else hostname
+        if port is not None:
+            host_header += f":{port}"
+        request.headers["Host"] = host_header
+
+        if self._is_https:
+            # Certificate and SNI must match the name, not the pinned IP.
+            pool_kwargs["assert_hostname"] = hostname
+            pool_kwargs["server_hostname"] = hostname
+
+        default_port = 443 if host_params["scheme"] == "https" else 80
+        pinned = resolve_checked(hostname, port or default_port, self._allowed)
+        host_params["host"] = f"[{pinned}]" if pinned.version == 6 else str(pinned)
+        return host_params, pool_kwargs
+
+    def get_connection(self, url: str, proxies: Any = None) -> Any:
+        raise TypeError("GuardedAdapter only supports get_connection_with_tls_context")

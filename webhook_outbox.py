@@ -117,11 +117,15 @@ def record_attempt(
     )
     event = db.session.get(WebhookEvent, work.event_id, with_for_update=True)
     assert event is not None
-    if status_code is not None and 200 <= status_code < 300:
+    delivered = status_code is not None and 200 <= status_code < 300
+    # An attempt that outlived its lease finishes after a later one was claimed: its failure is
+    # history, not a decision; a success still means the receiver has the event.
+    superseded = event.status != DeliveryStatus.PENDING or work.attempt < event.attempts_made
+    if delivered:
         event.status, event.next_attempt_at = DeliveryStatus.DELIVERED, None
-    elif give_up or event.attempts_made >= event.attempts_allowed:
+    elif not superseded and (give_up or event.attempts_made >= event.attempts_allowed):
         event.status, event.next_attempt_at = DeliveryStatus.FAILED, None
-    else:
+    elif not superseded:
         event.next_attempt_at = utcnow() + timedelta(seconds=_delay_before(event.attempts_made + 1))
     status = event.status
     db.session.commit()

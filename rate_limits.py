@@ -16,7 +16,9 @@ def client_key() -> str:
 
 
 # swallow_errors: an unreachable limiter store must not take the API down with it.
-limiter = Limiter(key_func=client_key, headers_enabled=True, swallow_errors=True, key_prefix="imgsvc")
+limiter = Limiter(
+    key_func=client_key, headers_enabled=True, swallow_errors=True, key_prefix="imgsvc", strategy="moving-window"
+)
 
 #: Route decorators; the limits are read from the settings at request time.
 upload_limit = limiter.limit(lambda: current_app.config["SETTINGS"].rate_limit_uploads)

@@ -8,6 +8,9 @@ once, one output file each, and the webhook arrived once.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -220,3 +223,40 @@ def test_every_process_of_make_run_killed(service, database, slow_source, receiv
     check_complete(service, database, slow_source, receiver, request_id, urls, report)
     report["fault"] = f"SIGKILL of all {len(killed)} processes of the launcher (API, worker, beat)"
     report["recovery_s"] = round(time.monotonic() - killed_at, 1)
+
+
+def test_poison_image_fails_after_bounded_attempts(service, database, loopback_server, receiver, report):
+    """An image whose processing kills its worker process every time ends FAILED, not in a loop."""
+    service.start_all()
+    worker = service.processes["worker"]
+    requests_seen = []
+
+    def kill_the_worker_processing_it(request):
+        requests_seen.append(time.monotonic())
+        children = subprocess.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True, text=True)
+        for pid in children.stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+        request.close_connection = True
+
+    path = f"/poison/{time.monotonic_ns()}.jpg"
+    loopback_server.route(path, kill_the_worker_processing_it)
+    response = upload(service.base_url, csv_of([(1, "POISON", [loopback_server.url(path)])]), webhook_url=receiver.url)
+    request_id = response.json()["request_id"]
+
+    answer = wait_final(service, request_id, timeout_s=120)
+
+    image = answer["products"][0]["images"][0]
+    max_attempts = int(service.env.get("IMAGE_MAX_ATTEMPTS", "5"))
+    assert answer["status"] == "FAILED"
+    assert image["error"]["code"] == "too_many_attempts"
+    assert image["attempts"] == max_attempts
+    assert len(requests_seen) == max_attempts
+    wait_for(lambda: len(_deliveries_for(receiver, request_id)) == 1, 30, "the webhook")
+    assert worker.process.poll() is None  # the worker itself survived every crash of its pool
+    report.update(
+        fault="every attempt's pool process SIGKILLed (a poison image)",
+        attempts=image["attempts"],
+        source_requests=len(requests_seen),
+        final=answer["status"],
+        code=image["error"]["code"],
+    )

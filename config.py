@@ -65,6 +65,16 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[Any, ...]:
         raise SettingsError(f"{name}: {error}") from None
 
 
+def _rate_limit_storage(env: Mapping[str, str]) -> str:
+    # Counters kept per process would multiply every limit by the number of API processes: share
+    # them through the broker's Redis when there is one.
+    explicit = env.get("RATE_LIMIT_STORAGE_URL", "").strip()
+    if explicit:
+        return explicit
+    broker = env.get("CELERY_BROKER_URL", "").strip()
+    return broker if broker.startswith(("redis://", "rediss://")) else "memory://"
+
+
 def _database_url(url: str) -> str:
     # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the service ships psycopg2.
     for bare in ("postgresql://", "postgres://"):
@@ -160,7 +170,7 @@ class Settings:
             api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
             rate_limit_uploads=env.get("RATE_LIMIT_UPLOADS") or "30/minute",
             rate_limit_reads=env.get("RATE_LIMIT_READS") or "600/minute",
-            rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or "memory://",
+            rate_limit_storage_url=_rate_limit_storage(env),
             s3={
                 key: env[key]
                 for key in ("S3_BUCKET", "S3_ENDPOINT_URL", "S3_REGION", "S3_PUBLIC_BASE_URL")

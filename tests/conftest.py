@@ -210,6 +210,7 @@ def service(backing_services) -> Iterator[Service]:
         "API_KEYS": "",
         "SERVE_SAMPLES": "1",
         # Rate limits have tests of their own; here they would only throttle the suite.
+        "RATE_LIMIT_STORAGE_URL": "memory://",
         "RATE_LIMIT_UPLOADS": "100000/minute",
         "RATE_LIMIT_READS": "100000/minute",
     }

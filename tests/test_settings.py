@@ -265,3 +265,11 @@ def test_s3_with_an_empty_bucket_is_refused(tmp_path) -> None:
 def test_overrides_are_checked_too(tmp_path) -> None:
     with pytest.raises(SettingsError, match="TASK_SOFT_TIME_LIMIT_S"):
         Settings.from_env({"INSTANCE_DIR": str(tmp_path)}, task_soft_time_limit_s=300)
+
+
+def test_rate_limit_counters_share_the_brokers_redis_by_default(tmp_path) -> None:
+    assert from_env(tmp_path).rate_limit_storage_url == "memory://"
+    on_redis = from_env(tmp_path, CELERY_BROKER_URL="redis://broker:6379/0")
+    assert on_redis.rate_limit_storage_url == "redis://broker:6379/0"
+    explicit = from_env(tmp_path, CELERY_BROKER_URL="redis://broker:6379/0", RATE_LIMIT_STORAGE_URL="redis://rl:6379/3")
+    assert explicit.rate_limit_storage_url == "redis://rl:6379/3"

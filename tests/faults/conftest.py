@@ -96,7 +96,6 @@ def service_env(postgres, redis_server, tmp_path) -> dict[str, str]:
         "INSTANCE_DIR": str(tmp_path / "instance"),
         "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{postgres.port}/{name}",
         "CELERY_BROKER_URL": redis_server.url,
-        "RATE_LIMIT_STORAGE_URL": "memory://",
         "PORT": str(port),
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),

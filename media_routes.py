@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, current_app, send_file, send_from_directory
+from flask import Blueprint, Response, current_app, send_file, send_from_directory
 
 from errors import ApiError
 from storage import LocalStorage, StorageError
@@ -12,6 +12,8 @@ from storage import LocalStorage, StorageError
 bp = Blueprint("media", __name__)
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
+SAMPLE_CSV = "products.csv"
+SAMPLE_CSV_ORIGIN = "http://127.0.0.1:5000"
 
 
 @bp.get("/media/<path:key>")
@@ -32,4 +34,9 @@ def get_media(key: str):
 def get_sample(name: str):
     if not current_app.config["SETTINGS"].serve_samples:
         raise ApiError(404, "not_found", "Samples are served only in single-machine mode (SERVE_SAMPLES=1).")
+    if name == SAMPLE_CSV:
+        # The file names port 5000; served, it names wherever this service really answers.
+        text = (SAMPLES_DIR / SAMPLE_CSV).read_text()
+        base = current_app.config["SETTINGS"].public_base_url
+        return Response(text.replace(SAMPLE_CSV_ORIGIN, base), mimetype="text/csv")
     return send_from_directory(SAMPLES_DIR, name)

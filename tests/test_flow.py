@@ -287,3 +287,12 @@ def _wait_delivered(service, request_id: str, timeout_s: float = 30) -> dict:
     log = requests.get(url, timeout=10).json()
     assert log["events"] and log["events"][0]["status"] == "DELIVERED", log
     return log
+
+
+def test_sample_csv_names_the_services_own_address(service):
+    served = requests.get(f"{service.base_url}/samples/products.csv", timeout=10)
+    assert served.status_code == 200
+    assert served.headers["Content-Type"].startswith("text/csv")
+    assert "127.0.0.1:5000" not in served.text
+    assert f"{service.base_url}/samples/sku1_landscape.jpg" in served.text
+    assert requests.get(f"{service.base_url}/samples/sku1_landscape.jpg", timeout=10).status_code == 200

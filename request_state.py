@@ -267,7 +267,7 @@ def finalize_request(request_id: uuid.UUID, public_base_url: str) -> str | None:
     ).first()
     if row is None:
         return None
-    request = db.session.get(Request, request_id)
+    request = db.session.get(Request, request_id, populate_existing=True)
     if request is not None and request.webhook_url:
         webhook_outbox.create_event(request, public_base_url)
     return row[0]

@@ -255,9 +255,18 @@ def source_server():
         yield server
 
 
+@pytest.fixture(scope="session")
+def receiver_server():
+    """Webhook receivers: a server of their own, on the address the service may call in tests."""
+    from loopback_servers import LoopbackHTTPServer
+
+    with LoopbackHTTPServer(IMAGE_HOST) as server:
+        yield server
+
+
 @pytest.fixture
-def receiver(source_server):
+def receiver(receiver_server):
     """A webhook receiver with a path of the test's own."""
     from integration_support import WebhookReceiver
 
-    return WebhookReceiver(source_server, f"/hooks/{uuid.uuid4().hex}")
+    return WebhookReceiver(receiver_server, f"/hooks/{uuid.uuid4().hex}")

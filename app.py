@@ -14,6 +14,7 @@ import access
 import database
 import image_tasks  # noqa: F401  (registers the shared tasks)
 import media_routes
+import page_routes
 import rate_limits
 import status_routes
 import storage
@@ -53,7 +54,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     celery_init_app(app, settings)
     register_error_handlers(app)
 
-    for module in (upload_routes, status_routes, webhooks_routes, media_routes):
+    for module in (upload_routes, status_routes, webhooks_routes, media_routes, page_routes):
         app.register_blueprint(module.bp)
     return app
 

@@ -1,0 +1,266 @@
+"""Command-line client of the image service, for scripts and pipelines.
+
+    python cli.py upload products.csv [--webhook-url URL] [--quality N] [--max-dimension N]
+                                      [--wait] [--output out.csv] [--timeout S] [--json]
+    python cli.py status REQUEST_ID [--wait] [--output out.csv] [--timeout S] [--json]
+
+Both take ``--base-url`` (default: ``$IMAGE_SERVICE_URL``, else http://127.0.0.1:5000) and
+``--api-key`` (default: ``$IMAGE_SERVICE_API_KEY``), sent as ``Authorization: Bearer <key>``.
+
+``upload`` prints the request id on stdout (the whole JSON answer with ``--json``); ``status``
+prints the status (the JSON answer with ``--json``). With ``--wait`` both poll until the request
+is final, with progress lines on stderr; ``--output`` (which implies ``--wait``) saves the output CSV.
+
+Exit codes: 0 COMPLETED (or not final and not waited for), 2 COMPLETED_WITH_ERRORS, 3 FAILED,
+1 an error (the service's error message and details go to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+import requests
+
+DEFAULT_BASE_URL = "http://127.0.0.1:5000"
+FINAL_EXIT_CODES = {"COMPLETED": 0, "COMPLETED_WITH_ERRORS": 2, "FAILED": 3}
+EXIT_ERROR = 1
+HTTP_TIMEOUT_S = 60.0
+POLL_INTERVAL_S = 1.0
+TRANSIENT_STATUSES = {429, 502, 503, 504}
+
+
+class CliError(Exception):
+    """A failure to report on stderr, with the service's error details when it sent some."""
+
+    def __init__(
+        self,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+    @property
+    def transient(self) -> bool:
+        """No answer at all, or one that says to try again later."""
+        return self.status_code is None or self.status_code in TRANSIENT_STATUSES
+
+
+class Client:
+    """The few API calls the CLI needs, over one HTTP session."""
+
+    def __init__(self, base_url: str, api_key: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        if api_key:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = f"{self.base_url}{path}"
+        try:
+            response = self.session.request(method, url, timeout=HTTP_TIMEOUT_S, **kwargs)
+        except requests.RequestException as error:
+            raise CliError(f"cannot reach the service at {self.base_url}: {error}") from error
+        if response.status_code >= 400:
+            raise api_error(response)
+        return response
+
+    def upload(self, csv_path: Path, fields: dict[str, str]) -> dict[str, Any]:
+        with csv_path.open("rb") as handle:
+            files = {"file": (csv_path.name, handle, "text/csv")}
+            return self._call("POST", "/api/upload", files=files, data=fields).json()
+
+    def status(self, request_id: str, per_page: int | None = 1) -> dict[str, Any]:
+        """The status; one product (the default) is enough to learn it, None asks for the service's default page."""
+        params = {"per_page": per_page} if per_page else {}
+        return self._call("GET", f"/api/status/{quote(request_id, safe='')}", params=params).json()
+
+    def output_csv(self, request_id: str) -> bytes:
+        return self._call("GET", f"/api/requests/{quote(request_id, safe='')}/output.csv").content
+
+
+def api_error(response: requests.Response) -> CliError:
+    """The contract's ``{"error": {...}}`` as a CliError, or the bare HTTP status when it is not there."""
+    try:
+        error = response.json()["error"]
+        message = f"{error['code']}: {error['message']}"
+        details = error.get("details") or []
+    except (ValueError, KeyError, TypeError):
+        message, details = f"HTTP {response.status_code} {response.reason}", []
+    retry_after = response.headers.get("Retry-After", "")
+    return CliError(
+        f"{message} (HTTP {response.status_code})",
+        details,
+        status_code=response.status_code,
+        retry_after_s=float(retry_after) if retry_after.isdigit() else None,
+    )
+
+
+def describe_detail(detail: dict[str, Any]) -> str:
+    """One entry of ``details``: ``row 3, column 'Input Image Urls': message``."""
+    where = []
+    if "row" in detail:
+        where.append(f"row {detail['row']}")
+    if detail.get("column"):
+        where.append(f"column {detail['column']!r}")
+    if detail.get("field"):
+        where.append(f"field {detail['field']!r}")
+    prefix = ", ".join(where)
+    return f"{prefix}: {detail.get('message', '')}" if prefix else str(detail.get("message", ""))
+
+
+def progress_line(status: dict[str, Any]) -> str:
+    p = status["progress"]
+    return (
+        f"{status['status']}: {p['percent']:.1f}% ({p['completed_images']} completed, "
+        f"{p['failed_images']} failed, {p['pending_images']} pending of {p['total_images']})"
+    )
+
+
+def wait_final(client: Client, request_id: str, timeout_s: float) -> dict[str, Any]:
+    """Poll until the request is final, printing a line to stderr whenever its progress changes.
+
+    Transient failures (no answer, 429, 502-504) are retried until the deadline: the request is
+    already accepted, so a restarting service or a rate limit should not fail a long wait.
+    """
+    deadline = time.monotonic() + timeout_s
+    last_line, state = "", "unknown"
+    while True:
+        delay = POLL_INTERVAL_S
+        try:
+            status = client.status(request_id)
+        except CliError as error:
+            if not error.transient:
+                raise
+            print(f"retrying: {error.message}", file=sys.stderr, flush=True)
+            delay = max(delay, error.retry_after_s or 0.0)
+        else:
+            state, line = status["status"], progress_line(status)
+            if line != last_line:
+                print(line, file=sys.stderr, flush=True)
+                last_line = line
+            if state in FINAL_EXIT_CODES:
+                return status
+        if time.monotonic() >= deadline:
+            raise CliError(f"request {request_id} is still {state} after {timeout_s:g} s")
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+
+
+def save_output(client: Client, request_id: str, path: Path) -> None:
+    path.write_bytes(client.output_csv(request_id))
+    print(f"output CSV saved to {path}", file=sys.stderr)
+
+
+def finish(client: Client, request_id: str, args: argparse.Namespace) -> int:
+    """With ``--wait``: poll, save ``--output``, and turn the final status into the exit code."""
+    if not args.wait:
+        return 0
+    status = wait_final(client, request_id, args.timeout)
+    if args.output:
+        save_output(client, request_id, args.output)
+    return FINAL_EXIT_CODES[status["status"]]
+
+
+def run_upload(client: Client, args: argparse.Namespace) -> int:
+    if not args.csv.is_file():
+        raise CliError(f"no such file: {args.csv}")
+    fields = {
+        name: str(value)
+        for name, value in (
+            ("webhook_url", args.webhook_url),
+            ("quality", args.quality),
+            ("max_dimension", args.max_dimension),
+        )
+        if value not in (None, "")
+    }
+    answer = client.upload(args.csv, fields)
+    print(json.dumps(answer, indent=2) if args.json else answer["request_id"], flush=True)
+    return finish(client, answer["request_id"], args)
+
+
+def run_status(client: Client, args: argparse.Namespace) -> int:
+    status = client.status(args.request_id, per_page=None if args.json else 1)
+    print(json.dumps(status, indent=2) if args.json else progress_line(status), flush=True)
+    if args.wait and status["status"] not in FINAL_EXIT_CODES:
+        return finish(client, args.request_id, args)
+    if args.output:
+        save_output(client, args.request_id, args.output)
+    return FINAL_EXIT_CODES.get(status["status"], 0)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error; 2 means COMPLETED_WITH_ERRORS here, so usage errors exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {raw!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = ArgumentParser(add_help=False)
+    common.add_argument(
+        "--base-url",
+        default=os.environ.get("IMAGE_SERVICE_URL") or DEFAULT_BASE_URL,
+        help=f"the service's address (default: $IMAGE_SERVICE_URL, else {DEFAULT_BASE_URL})",
+    )
+    common.add_argument(
+        "--api-key",
+        default=os.environ.get("IMAGE_SERVICE_API_KEY") or None,
+        help="sent as 'Authorization: Bearer <key>' (default: $IMAGE_SERVICE_API_KEY)",
+    )
+    common.add_argument("--wait", action="store_true", help="poll until the request is final")
+    common.add_argument("--output", type=Path, help="save the output CSV here (implies --wait)")
+    common.add_argument("--timeout", type=positive_float, default=600.0, help="seconds --wait waits (default 600)")
+    common.add_argument("--json", action="store_true", help="print the service's JSON answer")
+
+    parser = ArgumentParser(prog="cli.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    upload = commands.add_parser("upload", parents=[common], help="upload a CSV of products")
+    upload.add_argument("csv", type=Path, help="the CSV: S. No., Product Name, Input Image Urls")
+    upload.add_argument("--webhook-url", help="an http(s) URL to notify when the request is final")
+    upload.add_argument("--quality", type=int, help="output JPEG quality, 1-95 (the service's default: 50)")
+    upload.add_argument("--max-dimension", type=int, help="shrink so the longest side is at most this")
+    status = commands.add_parser("status", parents=[common], help="show a request's status")
+    status.add_argument("request_id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.wait = args.wait or args.output is not None
+    client = Client(args.base_url, args.api_key)
+    try:
+        return run_upload(client, args) if args.command == "upload" else run_status(client, args)
+    except CliError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        for detail in error.details:
+            print(f"  {describe_detail(detail)}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

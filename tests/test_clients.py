@@ -1,0 +1,226 @@
+"""The two clients over real HTTP: the web page at ``/`` and ``cli.py`` run as a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import requests
+from integration_support import csv_of, jpeg_bytes, upload, wait_final
+from loopback_servers import respond
+from PIL import Image
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = ROOT / "cli.py"
+URL_ATTRIBUTES = {"src", "href", "action", "formaction", "srcset", "poster", "data", "background"}
+
+
+class PageParser(HTMLParser):
+    """Every start tag with its attributes, the inline scripts and the inline styles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.scripts: list[str] = []
+        self.styles: list[str] = []
+        self._inside: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {name: value or "" for name, value in attrs}))
+        self._inside = tag if tag in ("script", "style") else None
+
+    def handle_endtag(self, tag: str) -> None:
+        self._inside = None
+
+    def handle_data(self, data: str) -> None:
+        if self._inside == "script":
+            self.scripts.append(data)
+        elif self._inside == "style":
+            self.styles.append(data)
+
+    def find(self, tag: str, **wanted: str) -> list[dict[str, str]]:
+        return [attrs for name, attrs in self.tags if name == tag and all(attrs.get(k) == v for k, v in wanted.items())]
+
+
+def fetch_page(service) -> tuple[requests.Response, PageParser]:
+    response = requests.get(service.url("/"), timeout=10)
+    parser = PageParser()
+    parser.feed(response.text)
+    return response, parser
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 150) -> subprocess.CompletedProcess:
+    """``python cli.py ...`` with none of the CLI's own variables inherited unless given."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SERVICE_")}
+    return subprocess.run(
+        [sys.executable, str(CLI), *args],
+        env={**clean, **(env or {})},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def serve(source_server, data: bytes, name: str = "img.jpg") -> str:
+    path = f"/{uuid.uuid4().hex}/{name}"
+    source_server.route(path, respond(200, data, {"Content-Type": "image/jpeg"}))
+    return source_server.url(path)
+
+
+# --- the web page ------------------------------------------------------------
+
+
+def test_page_is_served_with_the_upload_form(service):
+    response, page = fetch_page(service)
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert response.headers["Cache-Control"] == "no-cache"
+    file_inputs = page.find("input", type="file")
+    assert len(file_inputs) == 1 and file_inputs[0]["name"] == "file"
+    for name in ("webhook_url", "quality", "max_dimension"):
+        assert page.find("input", name=name), name
+    assert page.find("input", id="quality")[0]["placeholder"] == "50"
+    script = "".join(page.scripts)
+    assert 'fetch("/api/upload"' in script
+    assert "/api/requests?per_page=10" in script
+    assert "sessionStorage" in script and '"Bearer "' in script
+
+
+def test_page_is_self_contained_and_writes_data_as_text(service):
+    _, page = fetch_page(service)
+
+    assert page.find("html", lang="en")
+    for tag, attrs in page.tags:
+        for name in URL_ATTRIBUTES & attrs.keys():
+            value = attrs[name].strip().lower()
+            assert not value.startswith(("http:", "https:", "//")), f"<{tag} {name}={attrs[name]!r}>"
+    assert all(attrs.get("href", "").startswith("data:") for attrs in page.find("link"))
+    assert not [attrs for tag, attrs in page.tags if tag == "script" and "src" in attrs]
+    css = "".join(page.styles)
+    assert "@import" not in css and "url(" not in css
+    script = "".join(page.scripts)
+    assert "innerHTML" not in script and "outerHTML" not in script and "insertAdjacentHTML" not in script
+    assert "document.write" not in script and "eval(" not in script
+
+
+def test_every_form_control_has_a_label(service):
+    _, page = fetch_page(service)
+
+    labelled = {attrs.get("for") for attrs in page.find("label")}
+    controls = [attrs for tag, attrs in page.tags if tag in ("input", "select", "textarea")]
+    assert controls
+    for attrs in controls:
+        assert attrs.get("id") in labelled, attrs
+
+
+def test_api_calls_still_answer_json(service):
+    # The page at / does not shadow the API or its error shape.
+    response = requests.get(service.url("/api/status/not-a-request"), timeout=10)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "request_not_found"
+
+
+# --- the CLI -----------------------------------------------------------------
+
+
+def test_cli_upload_waits_and_saves_the_output_csv(service, source_server, tmp_path):
+    good = serve(source_server, jpeg_bytes((640, 480)))
+    missing = source_server.url(f"/{uuid.uuid4().hex}/missing.jpg")  # the server's default answer: 404
+    products = tmp_path / "products.csv"
+    products.write_bytes(csv_of([(1, "SKU1", [good, missing])]))
+    out = tmp_path / "out.csv"
+
+    result = run_cli(
+        "upload",
+        str(products),
+        "--base-url",
+        service.base_url,
+        "--wait",
+        "--output",
+        str(out),
+        "--max-dimension",
+        "100",
+        "--timeout",
+        "120",
+    )
+
+    assert result.returncode == 2, result.stderr
+    request_id = result.stdout.strip()
+    assert uuid.UUID(request_id).version == 4
+    assert "COMPLETED_WITH_ERRORS: 100.0% (1 completed, 1 failed, 0 pending of 2)" in result.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == 1
+    assert rows[0]["Input Image Urls"] == f"{good},{missing}"
+    outputs = rows[0]["Output Image Urls"].split(",")
+    assert len(outputs) == 2 and outputs[0].startswith(f"{service.base_url}/media/") and outputs[1] == ""
+    image = requests.get(outputs[0], timeout=10)
+    assert image.headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(image.content)).size == (100, 75)  # --max-dimension reached the service
+    failed = wait_final(service.base_url, request_id)["products"][0]["images"][1]
+    assert failed["error"]["code"] == "http_404"
+
+
+def test_cli_upload_of_an_invalid_csv_reports_the_rows(service, tmp_path):
+    products = tmp_path / "bad.csv"
+    products.write_text("S. No.,Product Name,Input Image Urls\n1,SKU1,https://img.example.com/a.jpg\nx,SKU2,ftp://x\n")
+
+    result = run_cli("upload", str(products), "--base-url", service.base_url, "--wait")
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "csv_invalid_rows" in result.stderr and "(HTTP 422)" in result.stderr
+    assert "row 3, column 'S. No.'" in result.stderr
+    assert "row 3, column 'Input Image Urls'" in result.stderr and "ftp://x" in result.stderr
+    assert requests.get(service.url("/api/requests"), timeout=10).json()["requests"] == []
+
+
+def test_cli_upload_of_a_refused_option_exits_1(service, source_server, tmp_path):
+    products = tmp_path / "products.csv"
+    products.write_bytes(csv_of([(1, "SKU1", [serve(source_server, jpeg_bytes())])]))
+
+    result = run_cli("upload", str(products), "--base-url", service.base_url, "--quality", "96")
+
+    assert result.returncode == 1
+    assert "invalid_quality" in result.stderr
+
+
+def test_cli_status_prints_the_status(service, source_server):
+    answer = upload(service.base_url, csv_of([(1, "SKU1", [serve(source_server, jpeg_bytes())])])).json()
+    request_id = answer["request_id"]
+    wait_final(service.base_url, request_id)
+    env = {"IMAGE_SERVICE_URL": service.base_url}  # the default for --base-url
+
+    result = run_cli("status", request_id, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "COMPLETED: 100.0% (1 completed, 0 failed, 0 pending of 1)"
+
+    as_json = run_cli("status", request_id, "--json", env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    status = json.loads(as_json.stdout)
+    assert status["request_id"] == request_id and status["status"] == "COMPLETED"
+
+    unknown = run_cli("status", str(uuid.uuid4()), env=env)
+    assert unknown.returncode == 1
+    assert "request_not_found" in unknown.stderr and "(HTTP 404)" in unknown.stderr
+
+
+def test_cli_without_a_reachable_service_exits_1():
+    from loopback_servers import unused_port
+
+    result = run_cli("status", str(uuid.uuid4()), "--base-url", f"http://127.0.0.1:{unused_port()}", timeout_s=30)
+
+    assert result.returncode == 1
+    assert "cannot reach the service" in result.stderr

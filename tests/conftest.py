@@ -270,3 +270,13 @@ def receiver(receiver_server):
     from integration_support import WebhookReceiver
 
     return WebhookReceiver(receiver_server, f"/hooks/{uuid.uuid4().hex}")
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[tuple[str, tuple]]:
+    """Tasks the code under test would hand to the broker, recorded instead of sent."""
+    import image_tasks
+
+    calls: list[tuple[str, tuple]] = []
+    monkeypatch.setattr(image_tasks, "send_safely", lambda task, *args, **kw: calls.append((task.name, args)) or True)
+    return calls

@@ -13,7 +13,6 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-import image_tasks
 import request_state
 from csv_input import ProductRow
 from models import (
@@ -31,14 +30,6 @@ pytestmark = pytest.mark.usefixtures("clean_tables")
 
 MAX_ATTEMPTS = 3
 WEBHOOK_URL = "http://127.0.0.2:9/hook"
-
-
-@pytest.fixture
-def sent(monkeypatch) -> list[tuple[str, tuple]]:
-    """Tasks the code under test would hand to the broker, recorded instead of sent."""
-    calls: list[tuple[str, tuple]] = []
-    monkeypatch.setattr(image_tasks, "send_safely", lambda task, *args, **kw: calls.append((task.name, args)) or True)
-    return calls
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-import image_tasks
 import request_state
 import webhook_outbox
 from csv_input import ProductRow
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.usefixtures("clean_tables")
 SCHEDULE = (0, 5, 300)
 WEBHOOK_URL = "http://127.0.0.2:9/hook"
 LEASE = timedelta(seconds=60)
-
-
-@pytest.fixture
-def sent(monkeypatch) -> list[tuple[str, tuple]]:
-    """Tasks the code under test would hand to the broker, recorded instead of sent."""
-    calls: list[tuple[str, tuple]] = []
-    monkeypatch.setattr(image_tasks, "send_safely", lambda task, *args, **kw: calls.append((task.name, args)) or True)
-    return calls
 
 
 @pytest.fixture

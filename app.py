@@ -9,6 +9,7 @@ from typing import Any
 from celery import Celery, Task
 from flask import Flask
 from flask_migrate import Migrate
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import access
 import database
@@ -43,6 +44,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         SQLALCHEMY_ENGINE_OPTIONS=database.engine_options(settings.database_url),
     )
     app.json.sort_keys = False
+    if settings.trusted_proxies:
+        # Behind N proxies, the client's address is the one they put in X-Forwarded-For.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     db.init_app(app)
     with app.app_context():
         database.configure_engine(db.engine)

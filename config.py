@@ -117,6 +117,7 @@ class Settings:
     broker_visibility_timeout_s: int
     serve_samples: bool
     broker_key_prefix: str = ""
+    trusted_proxies: int = 0
     api_keys: tuple[str, ...] = ()
     rate_limit_uploads: str = "30/minute"
     rate_limit_reads: str = "600/minute"
@@ -167,6 +168,7 @@ class Settings:
             broker_visibility_timeout_s=_int(env, "BROKER_VISIBILITY_TIMEOUT_S", 900, 1),
             serve_samples=env.get("SERVE_SAMPLES", "").strip().lower() in {"1", "true", "yes", "on"},
             broker_key_prefix=env.get("BROKER_KEY_PREFIX", ""),
+            trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 10),
             api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
             rate_limit_uploads=env.get("RATE_LIMIT_UPLOADS") or "30/minute",
             rate_limit_reads=env.get("RATE_LIMIT_READS") or "600/minute",

@@ -133,3 +133,16 @@ def test_received_webhooks_are_shown_only_to_their_requests_owner(keyed_api, ser
     seen_by_b = requests.get(f"{keyed_api}/api/webhooks/received", headers=bearer(KEY_B), timeout=10).json()
     assert [r["webhook_id"] for r in seen_by_a["received"]] == ["msg_owned"]
     assert seen_by_b["received"] == []
+
+
+def test_behind_a_trusted_proxy_limits_key_on_the_forwarded_client(service):
+    from app import create_app
+
+    app = create_app({"rate_limit_reads": "2/minute", "trusted_proxies": 1})
+    client = app.test_client()
+
+    def read(forwarded_for: str) -> int:
+        return client.get("/api/requests", headers={"X-Forwarded-For": forwarded_for}).status_code
+
+    assert [read("203.0.113.7") for _ in range(3)] == [200, 200, 429]
+    assert read("198.51.100.9") == 200  # another client behind the same proxy

@@ -12,6 +12,7 @@ from flask_migrate import Migrate
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import access
+import broker
 import database
 import image_tasks  # noqa: F401  (registers the shared tasks)
 import media_routes
@@ -104,6 +105,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "broker_connection_max_retries": None,
         "broker_connection_timeout": 3,
         "task_ignore_result": True,
+        "task_routes": broker.TASK_ROUTES,
+        "task_default_queue": broker.MAINTENANCE_QUEUE,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -111,8 +114,18 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.task_time_limit_s,
         # An upload must answer at once even with the broker down; the sweeper re-sends later.
         "task_publish_retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+        # A tick that could not run in its interval is dropped, not piled up behind the next one.
         "beat_schedule": {
-            "sweep": {"task": "image_tasks.sweep", "schedule": float(settings.sweep_interval_s)},
+            "dispatch": {
+                "task": "image_tasks.dispatch",
+                "schedule": settings.dispatch_interval_s,
+                "options": {"expires": settings.dispatch_interval_s},
+            },
+            "sweep": {
+                "task": "image_tasks.sweep",
+                "schedule": float(settings.sweep_interval_s),
+                "options": {"expires": float(settings.sweep_interval_s)},
+            },
         },
         "beat_schedule_filename": str(settings.instance_dir / "celerybeat-schedule"),
         "worker_hijack_root_logger": False,

@@ -100,6 +100,9 @@ class Settings:
     webhook_timeout_s: float
     sweep_interval_s: int
     stale_image_after_s: int
+    dispatch_interval_s: float
+    image_queue_depth: int
+    storage_max_retries: int
     max_upload_bytes: int
     max_rows: int
     max_urls_per_product: int
@@ -151,6 +154,9 @@ class Settings:
             webhook_timeout_s=_float(env, "WEBHOOK_TIMEOUT_S", 15.0, 0.1),
             sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30, 1),
             stale_image_after_s=_int(env, "STALE_IMAGE_AFTER_S", 300, 1),
+            dispatch_interval_s=_float(env, "DISPATCH_INTERVAL_S", 1.0, 0.1),
+            image_queue_depth=_int(env, "IMAGE_QUEUE_DEPTH", 32, 1),
+            storage_max_retries=_int(env, "STORAGE_MAX_RETRIES", 5, 0, 20),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 10 * 1024 * 1024, 1024),
             max_rows=_int(env, "MAX_ROWS", 10_000, 1),
             max_urls_per_product=_int(env, "MAX_URLS_PER_PRODUCT", 50, 1),

@@ -1,14 +1,21 @@
-"""Engine settings per database, and the checks that the schema and connection are sound."""
+"""Engine settings per database, the database's clock, and the checks that the connection is sound."""
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, event, insert, text
+from sqlalchemy import Table, event, insert, literal, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from models import UtcDateTime
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -39,7 +46,57 @@ def configure_engine(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader takes no lock at all under WAL; a writer takes the write lock up front, so it
+        # waits its turn instead of failing when its snapshot turns out stale at the first write.
+        connection.exec_driver_sql("BEGIN" if _read_only.get() else "BEGIN IMMEDIATE")
+
+
+_read_only: contextvars.ContextVar[bool] = contextvars.ContextVar("database_read_only", default=False)
+
+
+@contextmanager
+def read_only() -> Iterator[None]:
+    """Transactions begun inside only read: on SQLite they take no write lock."""
+    token = _read_only.set(True)
+    try:
+        yield
+    finally:
+        _read_only.reset(token)
+
+
+def enter_read_only() -> contextvars.Token[bool]:
+    """``read_only`` for a scope that cannot use ``with`` (a Flask request); undo with ``leave_read_only``."""
+    return _read_only.set(True)
+
+
+def leave_read_only(token: contextvars.Token[bool]) -> None:
+    _read_only.reset(token)
+
+
+class db_now(FunctionElement):
+    """The database's clock, plus ``offset_s`` seconds: every lease and staleness test uses it.
+
+    Each process's own clock may run fast or slow; the database's is the one clock they share.
+    """
+
+    type = UtcDateTime()
+    inherit_cache = True
+    name = "db_now"
+
+    def __init__(self, offset_s: float = 0.0) -> None:
+        super().__init__(literal(float(offset_s)))
+
+
+@compiles(db_now)
+def _db_now_postgresql(element: db_now, compiler, **kw) -> str:
+    return f"(statement_timestamp() + ({compiler.process(element.clauses, **kw)}) * interval '1 second')"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element: db_now, compiler, **kw) -> str:
+    # The text form SQLAlchemy itself writes for a SQLite timestamp, so comparisons stay textual.
+    offset = compiler.process(element.clauses, **kw)
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', ({offset}) || ' seconds')"
 
 
 def ping(engine: Engine) -> None:

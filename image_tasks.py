@@ -1,4 +1,4 @@
-"""Celery tasks: fan a request out to its images, process each image, deliver webhooks, sweep.
+"""Celery tasks: process one image, deliver one webhook, the dispatcher's tick and the sweeper.
 
 Every task takes ids, re-reads its rows, and is safe to run twice.
 """
@@ -15,24 +15,25 @@ import sqlalchemy.exc
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
+import broker
+import dispatch
 import fetcher
+import leases
 import pipeline
 import request_state
 import webhook_outbox
 import webhooks
 from config import Settings
-from models import DeliveryStatus, utcnow
+from models import utcnow
+from storage import StorageError
 
 log = logging.getLogger(__name__)
 
-# The first dispatch of a new upload is the API's job; the sweeper steps in only after this.
-UNDISPATCHED_GRACE = timedelta(seconds=10)
-FAN_OUT_CHUNK = 2000
-# Retries due this soon are also sent with a countdown; anything later waits for the sweeper.
-SHORT_RETRY_S = 60.0
+# A webhook message unclaimed this long after it was sent was lost with the broker.
+WEBHOOK_LOST_AFTER_S = 60.0
+# Messages being published when the sweeper counts the queue are not mistaken for lost ones.
+QUEUE_GRACE_S = 5.0
 
 
 def _settings() -> Settings:
@@ -55,42 +56,6 @@ def output_key(request_id: uuid.UUID, image_id: int) -> str:
     return f"{request_id}/{image_id}.jpg"
 
 
-def send_safely(task, *args, **options) -> bool:
-    """Hand a task to the broker; False (logged) if the broker is unreachable."""
-    try:
-        task.apply_async(args=args, **options)
-        return True
-    except Exception:  # kombu raises many kinds; the sweeper re-sends whatever this drops
-        log.warning("broker unreachable: %s%r not sent now, the sweeper will send it", task.name, args, exc_info=True)
-        return False
-
-
-@event.listens_for(Session, "after_commit")
-def _send_committed_webhooks(session: Session) -> None:
-    for event_id in webhook_outbox.take_committed_events(session):
-        send_safely(deliver_webhook, event_id)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back_webhooks(session: Session) -> None:
-    webhook_outbox.take_committed_events(session)
-
-
-@shared_task(name="image_tasks.process_request")
-def process_request(request_id: str, after_image_id: int = 0) -> int:
-    """Send one ``process_image`` per image of the request that is not final; returns how many.
-
-    A chunk at a time, each chunk sending the next, so a request of 370,000 images never makes
-    one task outlive its time limit.
-    """
-    image_ids = request_state.active_image_ids(uuid.UUID(request_id), after_image_id, FAN_OUT_CHUNK)
-    for image_id in image_ids:
-        process_image.delay(image_id)
-    if len(image_ids) == FAN_OUT_CHUNK:
-        process_request.delay(request_id, image_ids[-1])
-    return len(image_ids)
-
-
 # A database outage costs a retry with back-off, not the message: the claim has not happened yet,
 # or is held by this task id, which a retry keeps.
 DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
@@ -105,10 +70,16 @@ DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceErro
     max_retries=20,
 )
 def process_image(self, image_id: int) -> str:
-    """Download, compress and store one image, and record the outcome."""
+    """Download, compress and store one image, record the outcome, and refill the queue."""
     settings = _settings()
+    outcome = _process(self.request.id, image_id, settings)
+    dispatch.fill_queue(settings.image_queue_depth)
+    return outcome
+
+
+def _process(task_id: str, image_id: int, settings: Settings) -> str:
     base_url = settings.public_base_url
-    work = request_state.claim_image(image_id, self.request.id, settings.image_max_attempts, base_url)
+    work = request_state.claim_image(image_id, task_id, settings.image_max_attempts, base_url)
     if work is None:
         return "skipped"
     try:
@@ -120,10 +91,20 @@ def process_image(self, image_id: int) -> str:
         key = output_key(work.request_id, work.image_id)
         current_app.extensions["storage"].put(key, compressed.data)
     except fetcher.FetchError as error:
-        if error.transient and self.request.retries < settings.fetch_max_retries:
-            raise self.retry(countdown=retry_delay(self.request.retries, error.retry_after), max_retries=None) from None
+        if error.transient and work.retries < settings.fetch_max_retries:
+            delay = retry_delay(work.retries, error.retry_after)
+            request_state.schedule_retry(image_id, task_id, delay, error.code, error.message)
+            return f"retry:{error.code}"
         request_state.fail_image(image_id, error.code, error.message, base_url)
         return error.code
+    except StorageError as error:
+        if work.retries < settings.storage_max_retries:
+            delay = retry_delay(work.retries, None)
+            request_state.schedule_retry(image_id, task_id, delay, "storage_error", str(error))
+            return "retry:storage_error"
+        message = f"The output could not be stored after {work.retries + 1} tries: {error}"
+        request_state.fail_image(image_id, "storage_error", message, base_url)
+        return "storage_error"
     except pipeline.ImageProcessingError as error:
         request_state.fail_image(image_id, error.code, error.message, base_url)
         return error.code
@@ -166,51 +147,44 @@ def deliver_webhook(event_id: str) -> str | None:
         error = f"{failure.code}: {failure.message}"
         give_up = failure.code in {"blocked_address", "invalid_url"}
     duration_ms = int((time.monotonic() - started) * 1000)
-    status = webhook_outbox.record_attempt(
+    return webhook_outbox.record_attempt(
         work, status_code=status_code, error=error, duration_ms=duration_ms, at=started_at, give_up=give_up
     )
-    if status == DeliveryStatus.PENDING:
-        wait = webhook_outbox.seconds_until_next(event_id)
-        if wait is not None and wait <= SHORT_RETRY_S:
-            send_safely(deliver_webhook, event_id, countdown=wait)
-    return status
 
 
-@shared_task(name="image_tasks.sweep")
-def sweep() -> dict[str, int]:
-    """Re-send what was lost: undispatched requests, stuck images, due webhooks; finalise the finished."""
+@shared_task(name="image_tasks.dispatch")
+def dispatch_tick() -> dict[str, int]:
+    """Refill the image queue and send the webhook attempts that fell due; beat runs it every second."""
     settings = _settings()
-    base_url = settings.public_base_url
-    report = {"dispatched": 0, "requeued": 0, "failed": 0, "finalized": 0, "webhooks": 0}
-    for request_id in request_state.undispatched_request_ids(UNDISPATCHED_GRACE):
-        if send_safely(process_request, str(request_id)):
-            request_state.mark_dispatched(request_id)
-            report["dispatched"] += 1
-    report["failed"] = request_state.fail_exhausted_images(settings.image_max_attempts, base_url)
-    # Pending images behind a busy queue are waiting, not lost: re-send them only when it is empty.
-    include_pending = broker_queue_size() == 0
-    for image_id in request_state.claim_stale_images(
-        timedelta(seconds=settings.stale_image_after_s), include_pending=include_pending
-    ):
-        report["requeued"] += send_safely(process_image, image_id)
-    report["finalized"] = request_state.finalize_finished_requests(base_url)
-    for event_id in webhook_outbox.due_event_ids():
-        report["webhooks"] += send_safely(deliver_webhook, event_id)
-    if any(report.values()) or not include_pending:
-        log.info("sweep: %s (pending images re-sent if stale: %s)", report, include_pending)
+    report = {"images": dispatch.fill_queue(settings.image_queue_depth), "webhooks": 0}
+    for event_id in webhook_outbox.take_due_events(WEBHOOK_LOST_AFTER_S):
+        report["webhooks"] += broker.send(webhook_outbox.DELIVER_TASK, event_id)
     return report
 
 
-def broker_queue_size() -> int | None:
-    """How many messages wait in the default queue; None if the broker cannot tell."""
-    celery = current_app.extensions["celery"]
-    try:
-        with celery.connection_for_write() as connection:
-            # Not passive: Redis keeps no empty lists, so a passive declare of an empty queue fails.
-            declared = connection.default_channel.queue_declare(
-                queue=celery.conf.task_default_queue, durable=True, auto_delete=False
-            )
-            return declared.message_count
-    except Exception:
-        log.warning("could not read the queue length", exc_info=True)
+@shared_task(name="image_tasks.sweep")
+def sweep() -> dict[str, int] | None:
+    """Recover what was lost: abandoned and lost images, unfinalised requests. One sweep at a time."""
+    settings = _settings()
+    holder = f"sweep-{uuid.uuid4().hex}"
+    if not leases.try_acquire("sweep", holder, ttl_s=max(60.0, 4.0 * settings.sweep_interval_s)):
+        log.info("sweep: another sweep is running; skipped")
         return None
+    try:
+        base_url = settings.public_base_url
+        report = {
+            "failed": request_state.fail_exhausted_images(settings.image_max_attempts, base_url),
+            "abandoned": len(request_state.release_stale_images(settings.stale_image_after_s)),
+            "lost": len(
+                dispatch.release_lost_images(
+                    settings.stale_image_after_s, QUEUE_GRACE_S, broker.messages_held(broker.IMAGES_QUEUE)
+                )
+            ),
+            "finalized": request_state.finalize_finished_requests(base_url),
+        }
+        report["queued"] = dispatch.fill_queue(settings.image_queue_depth)
+    finally:
+        leases.release("sweep", holder)
+    if any(report.values()):
+        log.info("sweep: %s", report)
+    return report

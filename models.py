@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -107,8 +108,6 @@ class Request(db.Model):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    #: When the fan-out task was handed to the broker; None until then (broker down at upload).
-    dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Product(db.Model):
@@ -123,11 +122,32 @@ class Product(db.Model):
     name: Mapped[str] = mapped_column(Text)
 
 
+#: Images waiting for the dispatcher: pending and not handed to the broker.
+WAITING_IMAGE = "status = 'PENDING' AND queued_at IS NULL"
+#: Images the broker or a worker holds: handed over and not yet claimed, or being processed.
+IN_FLIGHT_IMAGE = "status = 'PROCESSING' OR (status = 'PENDING' AND queued_at IS NOT NULL)"
+
+
 class Image(db.Model):
     """One distinct source URL of a request: downloaded and compressed once."""
 
     __tablename__ = "images"
-    __table_args__ = (Index("ix_images_status_updated", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_images_status_updated", "status", "updated_at"),
+        Index(
+            "ix_images_waiting",
+            "request_id",
+            "id",
+            postgresql_where=text(WAITING_IMAGE),
+            sqlite_where=text(WAITING_IMAGE),
+        ),
+        Index(
+            "ix_images_in_flight",
+            "request_id",
+            postgresql_where=text(IN_FLIGHT_IMAGE),
+            sqlite_where=text(IN_FLIGHT_IMAGE),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
@@ -137,6 +157,12 @@ class Image(db.Model):
     status: Mapped[str] = mapped_column(String(16), default=ImageStatus.PENDING)
     #: Task starts, raised before the work begins, so a poison image ends after a bounded number.
     attempts: Mapped[int] = mapped_column(default=0)
+    #: Starts that ended in a transient failure and were scheduled again: they did not die.
+    retries: Mapped[int] = mapped_column(default=0)
+    #: When the dispatcher handed the image to the broker (database clock); None while it waits.
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: A retry's back-off: the dispatcher leaves the image alone until then (database clock).
+    not_before: Mapped[datetime | None] = mapped_column(UtcDateTime)
     #: The Celery task id that claimed it: a redelivery of that same message may take it over.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     #: Times the sweeper re-enqueued the image because it looked stuck.
@@ -178,6 +204,8 @@ class WebhookEvent(db.Model):
     #: Attempts this event may make; a manual re-send raises it by one.
     attempts_allowed: Mapped[int]
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: When the due attempt was handed to the broker; the sweeper re-sends only if it was lost.
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
@@ -192,6 +220,16 @@ class WebhookAttempt(db.Model):
     status_code: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int]
+
+
+class Lease(db.Model):
+    """A named lease on a job that must never run twice at once (the sweep), by the database clock."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class ReceivedWebhook(db.Model):

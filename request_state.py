@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy import and_, case, or_, select, update
 
 import database
 import webhook_outbox
 from csv_input import ProductRow
+from database import db_now
 from models import (
     Image,
     ImageStatus,
@@ -53,6 +53,8 @@ class ImageWork:
     request_id: uuid.UUID
     source_url: str
     attempt: int
+    #: Transient failures already retried: the budget of further retries is what is left.
+    retries: int
     quality: int
     max_dimension: int | None
 
@@ -109,6 +111,7 @@ def create_request(rows: list[ProductRow], options: UploadOptions) -> CreatedReq
                 "occurrences": occurrences[url],
                 "status": ImageStatus.PENDING.value,
                 "attempts": 0,
+                "retries": 0,
                 "requeues": 0,
                 "created_at": now,
                 "updated_at": now,
@@ -132,68 +135,86 @@ def create_request(rows: list[ProductRow], options: UploadOptions) -> CreatedReq
     return CreatedRequest(id=request_id, products=len(rows), images=total)
 
 
-def mark_dispatched(request_id: uuid.UUID) -> None:
-    """Record that the request's fan-out task reached the broker."""
-    db.session.execute(update(Request).where(Request.id == request_id).values(dispatched_at=utcnow()))
-    db.session.commit()
-
-
-def active_image_ids(request_id: uuid.UUID, after_id: int, limit: int) -> list[int]:
-    """Up to ``limit`` of the request's images that are not final, in input order, after ``after_id``."""
-    ids = db.session.scalars(
-        select(Image.id)
-        .where(Image.request_id == request_id, Image.id > after_id, Image.status.in_(ACTIVE_IMAGE_STATUSES))
-        .order_by(Image.id)
-        .limit(limit)
-    ).all()
-    db.session.commit()
-    return list(ids)
-
-
 def claim_image(image_id: int, task_id: str, max_attempts: int, public_base_url: str) -> ImageWork | None:
-    """Mark an image PROCESSING for this task and count the attempt before any work starts.
+    """Mark an image PROCESSING for this task and count the start before any work starts.
 
     A PENDING image can be claimed by any task; a PROCESSING one only by the task that claimed it
-    (Celery re-delivers a message with its task id after a worker died, and retries keep it), so a
-    second copy sent by the sweeper never runs beside the first. Returns None when there is nothing
-    to do: the image is final, claimed by another task, gone, or out of attempts, in which case it is
-    failed here, so a poison image cannot loop.
+    (Celery re-delivers a message with its task id after a worker died), so a second copy sent by
+    the sweeper never runs beside the first. Only starts that died count against ``max_attempts``:
+    a start that ended in a scheduled retry did not. Returns None when there is nothing to do: the
+    image is final, claimed by another task, gone, or out of attempts, in which case it is failed
+    here, so a poison image cannot loop. The lease is stamped by the database's clock.
     """
-    now = utcnow()
     claimable = or_(
         Image.status == ImageStatus.PENDING,
         and_(Image.status == ImageStatus.PROCESSING, Image.claimed_by == task_id),
     )
     claimed = db.session.execute(
         update(Image)
-        .where(Image.id == image_id, claimable, Image.attempts < max_attempts)
-        .values(status=ImageStatus.PROCESSING, claimed_by=task_id, attempts=Image.attempts + 1, updated_at=now)
-        .returning(Image.request_id, Image.source_url, Image.attempts)
+        .where(Image.id == image_id, claimable, Image.attempts - Image.retries < max_attempts)
+        .values(
+            status=ImageStatus.PROCESSING,
+            claimed_by=task_id,
+            attempts=Image.attempts + 1,
+            not_before=None,
+            updated_at=db_now(),
+        )
+        .returning(Image.request_id, Image.source_url, Image.attempts, Image.retries)
     ).first()
     if claimed is None:
         db.session.rollback()
         image = db.session.get(Image, image_id)
-        exhausted = image is not None and image.status in ACTIVE_IMAGE_STATUSES and image.attempts >= max_attempts
+        exhausted = (
+            image is not None
+            and image.status in ACTIVE_IMAGE_STATUSES
+            and image.attempts - image.retries >= max_attempts
+        )
         if exhausted and (image.status == ImageStatus.PENDING or image.claimed_by == task_id):
+            died = image.attempts - image.retries
             _finish_image(
                 image_id,
                 ImageStatus.FAILED,
                 public_base_url,
-                error=("too_many_attempts", f"Processing stopped after {image.attempts} attempts that did not finish."),
+                error=("too_many_attempts", f"Processing stopped after {died} attempts that did not finish."),
             )
         db.session.commit()
         return None
-    request_id, source_url, attempt = claimed
+    request_id, source_url, attempt, retries = claimed
     db.session.execute(
         update(Request)
         .where(Request.id == request_id, Request.status == RequestStatus.PENDING)
-        .values(status=RequestStatus.PROCESSING, updated_at=now)
+        .values(status=RequestStatus.PROCESSING, updated_at=utcnow())
     )
     quality, max_dimension = db.session.execute(
         select(Request.quality, Request.max_dimension).where(Request.id == request_id)
     ).one()
     db.session.commit()
-    return ImageWork(image_id, request_id, source_url, attempt, quality, max_dimension)
+    return ImageWork(image_id, request_id, source_url, attempt, retries, quality, max_dimension)
+
+
+def schedule_retry(image_id: int, task_id: str, delay_s: float, code: str, message: str) -> bool:
+    """Give a transient failure back to the dispatcher, due after ``delay_s`` (database clock).
+
+    The retry lives in the row, not in a broker countdown, so it survives the broker's loss and
+    holds no worker while it waits. Returns False if the task no longer holds the image.
+    """
+    released = db.session.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.status == ImageStatus.PROCESSING, Image.claimed_by == task_id)
+        .values(
+            status=ImageStatus.PENDING,
+            claimed_by=None,
+            queued_at=None,
+            not_before=db_now(delay_s),
+            retries=Image.retries + 1,
+            error_code=code,
+            error_message=message[:2000],
+            updated_at=db_now(),
+        )
+        .returning(Image.id)
+    ).first()
+    db.session.commit()
+    return released is not None
 
 
 def complete_image(image_id: int, output_key: str, public_base_url: str) -> bool:
@@ -289,41 +310,32 @@ def finalize_finished_requests(public_base_url: str) -> int:
     return finalized
 
 
-def undispatched_request_ids(older_than: timedelta) -> list[uuid.UUID]:
-    """Requests whose fan-out never reached the broker (it was down at upload)."""
-    cutoff = utcnow() - older_than
-    ids = db.session.scalars(
-        select(Request.id).where(
-            Request.dispatched_at.is_(None),
-            Request.status.in_(ACTIVE_REQUEST_STATUSES),
-            Request.created_at < cutoff,
-        )
-    ).all()
-    db.session.commit()
-    return list(ids)
+def release_stale_images(stale_after_s: float, limit: int = 5000) -> list[int]:
+    """PROCESSING images whose lease is older than ``stale_after_s``: back to waiting; returns their ids.
 
-
-def claim_stale_images(stale_after: timedelta, include_pending: bool, limit: int = 5000) -> list[int]:
-    """Images nobody has touched for ``stale_after``: release them and return their ids to re-send.
-
-    A PROCESSING image that old was abandoned by a dead worker (no task outlives the hard time
-    limit, which is below ``stale_after``), so it goes back to PENDING for any task to claim. The
-    touch means the next sweep does not re-send them again at once.
+    No task outlives the hard time limit, which is below ``stale_after_s``, so such an image was
+    abandoned by a dead worker. One UPDATE ... RETURNING decides, by the database's clock, so two
+    overlapping sweeps never both release (and re-send) the same image.
     """
-    now = utcnow()
-    statuses = ACTIVE_IMAGE_STATUSES if include_pending else (ImageStatus.PROCESSING,)
-    ids = db.session.scalars(
+    chosen = (
         select(Image.id)
-        .where(Image.status.in_(statuses), Image.updated_at < now - stale_after)
+        .where(Image.status == ImageStatus.PROCESSING, Image.updated_at < db_now(-stale_after_s))
         .order_by(Image.id)
         .limit(limit)
-    ).all()
-    if ids:
-        db.session.execute(
-            update(Image)
-            .where(Image.id.in_(ids), Image.status.in_(statuses), Image.updated_at < now - stale_after)
-            .values(status=ImageStatus.PENDING, claimed_by=None, requeues=Image.requeues + 1, updated_at=now)
+    )
+    ids = db.session.scalars(
+        update(Image)
+        .where(Image.id.in_(chosen.scalar_subquery()), Image.status == ImageStatus.PROCESSING)
+        .values(
+            status=ImageStatus.PENDING,
+            claimed_by=None,
+            queued_at=None,
+            requeues=Image.requeues + 1,
+            updated_at=db_now(),
         )
+        .returning(Image.id)
+        .execution_options(synchronize_session=False)
+    ).all()
     db.session.commit()
     return list(ids)
 

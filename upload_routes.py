@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, request
 import access
 import address_policy
 import csv_input
-import image_tasks
+import dispatch
 import rate_limits
 import request_state
 from config import Settings
@@ -45,8 +45,7 @@ def create_upload():
     )
     rows = csv_input.parse_rows(data, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
     created = request_state.create_request(rows, options)
-    if image_tasks.send_safely(image_tasks.process_request, str(created.id)):
-        request_state.mark_dispatched(created.id)
+    dispatch.fill_queue(settings.image_queue_depth)
     location = status_url(settings.public_base_url, created.id)
     answer = {
         "request_id": str(created.id),

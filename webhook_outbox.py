@@ -11,18 +11,19 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
 
+import broker
+from database import db_now
 from models import DeliveryStatus, Request, WebhookAttempt, WebhookEvent, db, utcnow
 from status import output_csv_url, progress, timestamp
 
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
 EVENT_TYPE = "request.completed"
+DELIVER_TASK = "image_tasks.deliver_webhook"
 #: Session.info key of the events created in the open transaction, sent once it commits.
 NEW_EVENTS_KEY = "webhook_events_to_send"
 
@@ -60,7 +61,9 @@ def create_event(request: Request, public_base_url: str) -> str:
             status=DeliveryStatus.PENDING,
             attempts_made=0,
             attempts_allowed=len(schedule),
-            next_attempt_at=now + timedelta(seconds=schedule[0]),
+            next_attempt_at=db_now(schedule[0]),
+            # Sent as soon as the transaction commits; were that message lost, the tick re-sends.
+            queued_at=db_now() if schedule[0] == 0 else None,
             created_at=now,
         )
     )
@@ -69,23 +72,32 @@ def create_event(request: Request, public_base_url: str) -> str:
     return event_id
 
 
-def take_committed_events(session: Session) -> list[str]:
-    """The ids of events created by the transaction that just committed."""
-    return session.info.pop(NEW_EVENTS_KEY, [])
+@event.listens_for(Session, "after_commit")
+def _send_committed_events(session: Session) -> None:
+    for event_id in session.info.pop(NEW_EVENTS_KEY, []):
+        broker.send(DELIVER_TASK, event_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back_events(session: Session) -> None:
+    session.info.pop(NEW_EVENTS_KEY, None)
 
 
 def claim_attempt(event_id: str, lease: timedelta) -> AttemptWork | None:
     """Take the event's next attempt if it is due, leasing it so no other worker sends it too."""
-    now = utcnow()
     claimed = db.session.execute(
         update(WebhookEvent)
         .where(
             WebhookEvent.id == event_id,
             WebhookEvent.status == DeliveryStatus.PENDING,
-            WebhookEvent.next_attempt_at <= now,
+            WebhookEvent.next_attempt_at <= db_now(),
             WebhookEvent.attempts_made < WebhookEvent.attempts_allowed,
         )
-        .values(attempts_made=WebhookEvent.attempts_made + 1, next_attempt_at=now + lease)
+        .values(
+            attempts_made=WebhookEvent.attempts_made + 1,
+            next_attempt_at=db_now(lease.total_seconds()),
+            queued_at=None,
+        )
         .returning(WebhookEvent.url, WebhookEvent.payload, WebhookEvent.attempts_made)
     ).first()
     db.session.commit()
@@ -126,7 +138,7 @@ def record_attempt(
     elif not superseded and (give_up or event.attempts_made >= event.attempts_allowed):
         event.status, event.next_attempt_at = DeliveryStatus.FAILED, None
     elif not superseded:
-        event.next_attempt_at = utcnow() + timedelta(seconds=_delay_before(event.attempts_made + 1))
+        event.next_attempt_at = db_now(_delay_before(event.attempts_made + 1))
     status = event.status
     db.session.commit()
     return status
@@ -143,24 +155,28 @@ def _delay_before(attempt: int) -> float:
     return delay * (1 + random.uniform(0, 0.1))
 
 
-def seconds_until_next(event_id: str) -> float | None:
-    """How long until the event's next attempt, or None if it has none."""
-    next_at = db.session.scalar(
-        select(WebhookEvent.next_attempt_at).where(
-            WebhookEvent.id == event_id, WebhookEvent.status == DeliveryStatus.PENDING
-        )
-    )
-    db.session.commit()
-    return None if next_at is None else max(0.0, (next_at - utcnow()).total_seconds())
+def take_due_events(lost_after_s: float, limit: int = 1000) -> list[str]:
+    """Mark due events queued and return their ids, to send now.
 
-
-def due_event_ids(limit: int = 1000) -> list[str]:
-    """Pending events whose next attempt is due (a lease that ran out counts as due)."""
-    ids = db.session.scalars(
+    An event already handed to the broker is not sent again, unless that was ``lost_after_s`` ago
+    and it is still unclaimed: then its message was lost.
+    """
+    chosen = (
         select(WebhookEvent.id)
-        .where(WebhookEvent.status == DeliveryStatus.PENDING, WebhookEvent.next_attempt_at <= utcnow())
+        .where(
+            WebhookEvent.status == DeliveryStatus.PENDING,
+            WebhookEvent.next_attempt_at <= db_now(),
+            WebhookEvent.queued_at.is_(None) | (WebhookEvent.queued_at < db_now(-lost_after_s)),
+        )
         .order_by(WebhookEvent.next_attempt_at)
         .limit(limit)
+    )
+    ids = db.session.scalars(
+        update(WebhookEvent)
+        .where(WebhookEvent.id.in_(chosen.scalar_subquery()))
+        .values(queued_at=db_now())
+        .returning(WebhookEvent.id)
+        .execution_options(synchronize_session=False)
     ).all()
     db.session.commit()
     return list(ids)
@@ -180,7 +196,8 @@ def reopen_last_event(request_id: uuid.UUID) -> str | None:
         return None
     event.status = DeliveryStatus.PENDING
     event.attempts_allowed = max(event.attempts_allowed, event.attempts_made + 1)
-    event.next_attempt_at = utcnow()
+    event.next_attempt_at = db_now()
+    event.queued_at = db_now()
     db.session.commit()
     return event.id
 

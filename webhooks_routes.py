@@ -7,7 +7,7 @@ import json
 from flask import Blueprint, current_app, request
 
 import access
-import image_tasks
+import broker
 import rate_limits
 import webhook_inbox
 import webhook_outbox
@@ -38,7 +38,7 @@ def resend_delivery(request_id: str):
         raise ApiError(
             409, "no_webhook_event", "The request has no webhook event yet: it is not final, or has no webhook_url."
         )
-    image_tasks.send_safely(image_tasks.deliver_webhook, event_id)
+    broker.send(webhook_outbox.DELIVER_TASK, event_id)
     return {"request_id": str(found.id), "webhook_id": event_id, "status": "PENDING"}, 202
 
 

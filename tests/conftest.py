@@ -126,22 +126,26 @@ def migrate(env: dict[str, str]) -> None:
 
 
 class WorkerProcess:
-    """A real Celery worker, started as the service starts one."""
+    """A real Celery process (the image worker, the control worker or beat), started as the service starts it."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2, name: str = "w") -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, concurrency: int = 2, name: str = "w", kind: str = "worker"
+    ) -> None:
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115  (closed in stop)
         worker_env = {**os.environ, **env, "WORKER_CONCURRENCY": str(concurrency)}
-        argv = [*launcher.commands(worker_env)["worker"], "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@%h"]
+        argv = launcher.commands(worker_env)[kind]
+        if kind != "beat":
+            argv = [*argv, "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@%h"]
         self.process = subprocess.Popen(argv, env=worker_env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait_ready()
+        self._wait_ready(b"beat: Starting" if kind == "beat" else b"ready.")
 
-    def _wait_ready(self, timeout: float = 60) -> None:
+    def _wait_ready(self, marker: bytes, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            if b"ready." in self.log_path.read_bytes():
+            if marker in self.log_path.read_bytes():
                 return
             time.sleep(0.2)
         raise RuntimeError(f"worker not ready in {timeout}s: {self.log_path.read_text()[-3000:]}")
@@ -221,11 +225,17 @@ def service(backing_services) -> Iterator[Service]:
 
     flask_app = create_app()
     api.start(flask_app)
-    worker = WorkerProcess(env, Path(backing_services["INSTANCE_DIR"]) / "worker.log")
+    instance = Path(backing_services["INSTANCE_DIR"])
+    processes = [
+        WorkerProcess(env, instance / "worker.log"),
+        WorkerProcess(env, instance / "control.log", kind="control"),
+        WorkerProcess(env, instance / "beat.log", kind="beat"),
+    ]
     try:
-        yield Service(api.base_url, flask_app, env, Path(backing_services["INSTANCE_DIR"]))
+        yield Service(api.base_url, flask_app, env, instance)
     finally:
-        worker.stop()
+        for process in processes:
+            process.stop()
         api.stop()
         with flask_app.app_context():
             from models import db
@@ -241,6 +251,45 @@ def clean_tables(service) -> Iterator[None]:
     from models import db
 
     with service.app.app_context(), db.engine.begin() as connection:
+        for table in reversed(db.metadata.sorted_tables):
+            connection.execute(table.delete())
+    yield
+
+
+class QuietService:
+    """The app on a database of its own, with no worker or beat: what a unit test calls runs alone."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+
+@pytest.fixture(scope="session")
+def quiet_service(backing_services, tmp_path_factory) -> Iterator[QuietService]:
+    """For tests that call state changes directly: no dispatcher tick takes their images away."""
+    instance = tmp_path_factory.mktemp("quiet")
+    database = PostgresDatabase(TEST_DATABASE_URL) if TEST_DATABASE_URL else None
+    url = database.url if database else f"sqlite:///{instance / 'quiet.db'}"
+    migrate({**backing_services, "INSTANCE_DIR": str(instance), "DATABASE_URL": url})
+    from app import create_app
+    from config import _database_url
+
+    quiet_app = create_app({"database_url": _database_url(url), "instance_dir": instance})
+    try:
+        yield QuietService(quiet_app)
+    finally:
+        with quiet_app.app_context():
+            from models import db
+
+            db.engine.dispose()
+        if database is not None:
+            database.drop()
+
+
+@pytest.fixture
+def clean_quiet_tables(quiet_service) -> Iterator[None]:
+    from models import db
+
+    with quiet_service.app.app_context(), db.engine.begin() as connection:
         for table in reversed(db.metadata.sorted_tables):
             connection.execute(table.delete())
     yield
@@ -275,8 +324,8 @@ def receiver(receiver_server):
 @pytest.fixture
 def sent(monkeypatch) -> list[tuple[str, tuple]]:
     """Tasks the code under test would hand to the broker, recorded instead of sent."""
-    import image_tasks
+    import broker
 
     calls: list[tuple[str, tuple]] = []
-    monkeypatch.setattr(image_tasks, "send_safely", lambda task, *args, **kw: calls.append((task.name, args)) or True)
+    monkeypatch.setattr(broker, "send", lambda name, *args, **kw: calls.append((name, args)) or True)
     return calls

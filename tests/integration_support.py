@@ -96,3 +96,14 @@ class WebhookReceiver:
             for r in self.server.requests
             if r.path == self.path and r.method == "POST"
         ]
+
+
+def image_ids_of(request_id) -> list[int]:
+    """The ids of a request's images, in input order (inside an app context)."""
+    from sqlalchemy import select
+
+    from models import Image, db
+
+    ids = db.session.scalars(select(Image.id).where(Image.request_id == request_id).order_by(Image.id)).all()
+    db.session.commit()
+    return list(ids)

@@ -366,6 +366,10 @@ def _is_celery_worker(argv: list[str]) -> bool:
     return any(os.path.basename(arg) == "celery" for arg in argv) and "app:celery_app" in argv and "worker" in argv
 
 
+def _is_image_worker(argv: list[str]) -> bool:
+    return _is_celery_worker(argv) and "images" in argv
+
+
 def _processes() -> dict[int, tuple[list[str], dict[str, str]]]:
     found = {}
     for entry in Path("/proc").iterdir():
@@ -382,11 +386,11 @@ def _processes() -> dict[int, tuple[list[str], dict[str, str]]]:
 def test_worker_peak_memory_after_hostile_sources(service, tmp_path_factory):
     """Run last in this file: VmHWM is each process's peak RSS over its whole life so far."""
     processes = _processes()
-    # The fixture's worker is a child of this pytest process (other runs on the machine have their own).
+    # The fixture's image worker is a child of this pytest process (other runs on the machine have their own).
     mains = [
         pid
         for pid, (argv, status) in processes.items()
-        if _is_celery_worker(argv) and int(status["PPid"]) == os.getpid()
+        if _is_image_worker(argv) and int(status["PPid"]) == os.getpid()
     ]
     assert len(mains) == 1, f"expected one worker started by this run, found {mains}"
     main = mains[0]

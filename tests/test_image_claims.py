@@ -26,18 +26,18 @@ from models import (
     utcnow,
 )
 
-pytestmark = pytest.mark.usefixtures("clean_tables")
+pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 
 MAX_ATTEMPTS = 3
 WEBHOOK_URL = "http://127.0.0.2:9/hook"
 
 
 @pytest.fixture
-def base_url(service, sent) -> Iterator[str]:
+def base_url(quiet_service, sent) -> Iterator[str]:
     """Runs the test inside the app's context and gives the public base URL."""
-    with service.app.app_context():
+    with quiet_service.app.app_context():
         try:
-            yield service.app.config["SETTINGS"].public_base_url
+            yield quiet_service.app.config["SETTINGS"].public_base_url
         finally:
             db.session.remove()
 
@@ -147,7 +147,7 @@ def test_exhausted_image_claimed_by_another_task_is_left_to_it_until_requeued(ba
 
     # Once the sweeper releases it, any task's claim ends it.
     age_images(image_id, by=timedelta(hours=1))
-    assert request_state.claim_stale_images(timedelta(minutes=5), include_pending=False) == [image_id]
+    assert request_state.release_stale_images(300) == [image_id]
     assert request_state.claim_image(image_id, "t2", MAX_ATTEMPTS, base_url) is None
     assert (image(image_id).status, image(image_id).error_code) == (ImageStatus.FAILED, "too_many_attempts")
     assert request_row(request_id).status == RequestStatus.FAILED
@@ -283,16 +283,16 @@ def test_finalize_finished_requests_finishes_a_request_whose_counters_are_done(b
     assert len(sent) == 1
 
 
-def test_claim_stale_images_releases_abandoned_images(base_url, sent):
+def test_release_stale_images_releases_abandoned_images(base_url, sent):
     request_id = new_request((url("stale"),), (url("fresh"),), (url("waiting"),))
     ids = image_ids(request_id)
     stale, fresh, waiting = ids[url("stale")], ids[url("fresh")], ids[url("waiting")]
     request_state.claim_image(stale, "dead-task", MAX_ATTEMPTS, base_url)
     request_state.claim_image(fresh, "live-task", MAX_ATTEMPTS, base_url)
     age_images(stale, waiting, by=timedelta(minutes=10))
-    threshold = timedelta(minutes=5)
+    threshold = 300
 
-    assert request_state.claim_stale_images(threshold, include_pending=False) == [stale]
+    assert request_state.release_stale_images(threshold) == [stale]
     released = image(stale)
     assert (released.status, released.claimed_by, released.requeues) == (ImageStatus.PENDING, None, 1)
     assert released.attempts == 1
@@ -301,13 +301,10 @@ def test_claim_stale_images_releases_abandoned_images(base_url, sent):
     assert (live.status, live.claimed_by, live.requeues) == (ImageStatus.PROCESSING, "live-task", 0)
     assert (image(waiting).status, image(waiting).requeues) == (ImageStatus.PENDING, 0)
 
-    # The release touched the image: the next sweep does not send it again at once.
-    assert request_state.claim_stale_images(threshold, include_pending=False) == []
-    # A pending image is returned only when pending images are asked for.
-    assert request_state.claim_stale_images(threshold, include_pending=True) == [waiting]
-    pending = image(waiting)
-    assert (pending.status, pending.claimed_by, pending.requeues) == (ImageStatus.PENDING, None, 1)
-    assert request_state.claim_stale_images(threshold, include_pending=True) == []
+    # Released once: an overlapping sweep finds nothing left to release.
+    assert request_state.release_stale_images(threshold) == []
+    # A waiting image is the dispatcher's, never the stale-lease sweep's.
+    assert (image(waiting).status, image(waiting).requeues) == (ImageStatus.PENDING, 0)
 
     # The re-sent message has a new task id, and it may claim the released image.
     work = request_state.claim_image(stale, "new-task", MAX_ATTEMPTS, base_url)
@@ -319,13 +316,13 @@ def test_claim_stale_images_releases_abandoned_images(base_url, sent):
     assert image(stale).claimed_by == "new-task"
 
 
-def test_claim_stale_images_leaves_final_images_alone(base_url, sent):
+def test_release_stale_images_leaves_final_images_alone(base_url, sent):
     request_id = new_request((url("done"),), (url("other"),))
     done = image_ids(request_id)[url("done")]
     request_state.complete_image(done, "out/done.jpg", base_url)
     age_images(done, by=timedelta(hours=1))
 
-    assert request_state.claim_stale_images(timedelta(minutes=5), include_pending=True) == []
+    assert request_state.release_stale_images(300) == []
     assert (image(done).status, image(done).requeues) == (ImageStatus.COMPLETED, 0)
 
 
@@ -358,37 +355,63 @@ def test_fail_exhausted_images_fails_images_requeued_too_often(base_url, sent):
     assert len(sent) == 1
 
 
-def test_undispatched_requests_are_found_after_the_grace_until_marked(base_url, sent):
-    request_id = new_request((url("a"),))
-    grace = timedelta(seconds=10)
-    assert request_id not in request_state.undispatched_request_ids(grace)
-
-    db.session.execute(
-        update(Request).where(Request.id == request_id).values(created_at=utcnow() - timedelta(minutes=1))
-    )
-    db.session.commit()
-    assert request_state.undispatched_request_ids(grace) == [request_id]
-
-    request_state.mark_dispatched(request_id)
-    assert request_row(request_id).dispatched_at is not None
-    assert request_state.undispatched_request_ids(grace) == []
-
-
-def test_undispatched_requests_leave_out_final_ones(base_url, sent):
-    request_id = new_request((url("a"),))
-    [image_id] = image_ids(request_id).values()
-    request_state.fail_image(image_id, "fetch_failed", "no", base_url)
-    db.session.execute(
-        update(Request).where(Request.id == request_id).values(created_at=utcnow() - timedelta(minutes=1))
-    )
-    db.session.commit()
-
-    assert request_row(request_id).status == RequestStatus.FAILED
-    assert request_state.undispatched_request_ids(timedelta(seconds=10)) == []
-
-
 def test_missing_image_is_neither_claimed_nor_finished(base_url, sent):
     missing = 10**9
     assert request_state.claim_image(missing, "t1", MAX_ATTEMPTS, base_url) is None
     assert request_state.complete_image(missing, "out/x.jpg", base_url) is False
     assert request_state.fail_image(missing, "fetch_failed", "no", base_url) is False
+
+
+def test_transient_retries_do_not_spend_the_poison_budget(base_url, sent):
+    request_id = new_request((url("flaky"),))
+    [image_id] = image_ids(request_id).values()
+    # Many more retried starts than MAX_ATTEMPTS: each ended cleanly, so none counts.
+    for n in range(MAX_ATTEMPTS * 3):
+        work = request_state.claim_image(image_id, f"t{n}", MAX_ATTEMPTS, base_url)
+        assert work is not None, f"start {n + 1} was refused"
+        assert work.retries == n
+        assert request_state.schedule_retry(image_id, f"t{n}", 0, "http_503", "busy")
+    retried = image(image_id)
+    assert (retried.status, retried.claimed_by, retried.queued_at) == (ImageStatus.PENDING, None, None)
+    assert (retried.attempts, retried.retries, retried.error_code) == (MAX_ATTEMPTS * 3, MAX_ATTEMPTS * 3, "http_503")
+    assert request_state.fail_image(image_id, "http_503", "still busy", base_url)
+    assert image(image_id).error_code == "http_503"
+
+
+def test_starts_that_died_still_end_a_poison_image_between_retries(base_url, sent):
+    request_id = new_request((url("poison"),))
+    [image_id] = image_ids(request_id).values()
+    assert request_state.claim_image(image_id, "t0", MAX_ATTEMPTS, base_url) is not None
+    assert request_state.schedule_retry(image_id, "t0", 0, "http_503", "busy")
+    for _ in range(MAX_ATTEMPTS):  # the same task's message redelivered: each start died
+        assert request_state.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is not None
+    assert request_state.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is None
+    failed = image(image_id)
+    assert (failed.status, failed.error_code) == (ImageStatus.FAILED, "too_many_attempts")
+    assert "3 attempts" in failed.error_message
+
+
+def test_a_retry_waits_for_its_back_off(base_url, sent):
+    import dispatch
+
+    request_id = new_request((url("later"),))
+    [image_id] = image_ids(request_id).values()
+    request_state.claim_image(image_id, "t0", MAX_ATTEMPTS, base_url)
+    request_state.schedule_retry(image_id, "t0", 3600, "http_503", "busy")
+    assert dispatch.fill_queue(10) == 0
+    db.session.execute(update(Image).where(Image.id == image_id).values(not_before=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    assert dispatch.fill_queue(10) == 1
+    assert sent == [("image_tasks.process_image", (image_id,))]
+
+
+def test_a_claim_is_stamped_by_the_database_clock_not_the_workers(base_url, sent, monkeypatch):
+    """A worker whose clock runs ten minutes slow must not write a claim that already looks stale."""
+    request_id = new_request((url("skewed"),))
+    [image_id] = image_ids(request_id).values()
+    slow = utcnow() - timedelta(minutes=10)
+    monkeypatch.setattr(request_state, "utcnow", lambda: slow)
+    assert request_state.claim_image(image_id, "slow-clock", MAX_ATTEMPTS, base_url) is not None
+    monkeypatch.undo()
+    assert request_state.release_stale_images(300) == []
+    assert image(image_id).claimed_by == "slow-clock"

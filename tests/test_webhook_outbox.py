@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from integration_support import image_ids_of
 from sqlalchemy import select, update
 
 import request_state
@@ -21,7 +22,7 @@ from csv_input import ProductRow
 from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
 from status import timestamp
 
-pytestmark = pytest.mark.usefixtures("clean_tables")
+pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 
 SCHEDULE = (0, 5, 300)
 WEBHOOK_URL = "http://127.0.0.2:9/hook"
@@ -29,11 +30,11 @@ LEASE = timedelta(seconds=60)
 
 
 @pytest.fixture
-def base_url(service, sent, monkeypatch) -> Iterator[str]:
+def base_url(quiet_service, sent, monkeypatch) -> Iterator[str]:
     """Runs the test inside the app's context, with the retry schedule (0, 5, 300)."""
-    settings = dataclasses.replace(service.app.config["SETTINGS"], webhook_retry_schedule=SCHEDULE)
-    monkeypatch.setitem(service.app.config, "SETTINGS", settings)
-    with service.app.app_context():
+    settings = dataclasses.replace(quiet_service.app.config["SETTINGS"], webhook_retry_schedule=SCHEDULE)
+    monkeypatch.setitem(quiet_service.app.config, "SETTINGS", settings)
+    with quiet_service.app.app_context():
         try:
             yield settings.public_base_url
         finally:
@@ -44,7 +45,7 @@ def finished_request(base_url: str, *, failed: bool = False) -> tuple[uuid.UUID,
     """A one-image request, finished; returns its id and its webhook event's id."""
     rows = [ProductRow(1, "P", (f"http://127.0.0.2:9/{uuid.uuid4().hex}.jpg",), 2)]
     request_id = request_state.create_request(rows, request_state.UploadOptions(webhook_url=WEBHOOK_URL)).id
-    image_id = request_state.active_image_ids(request_id, 0, 10)[0]
+    image_id = image_ids_of(request_id)[0]
     assert request_state.claim_image(image_id, f"task-{image_id}", 5, base_url) is not None
     if failed:
         assert request_state.fail_image(image_id, "fetch_failed", "no answer", base_url)
@@ -54,6 +55,24 @@ def finished_request(base_url: str, *, failed: bool = False) -> tuple[uuid.UUID,
     db.session.commit()
     assert len(event_ids) == 1
     return request_id, event_ids[0]
+
+
+def due_event_ids(limit: int = 1000) -> list[str]:
+    """Pending events whose next attempt is due, oldest due first, without marking them queued."""
+    ids = db.session.scalars(
+        select(WebhookEvent.id)
+        .where(WebhookEvent.status == DeliveryStatus.PENDING, WebhookEvent.next_attempt_at <= utcnow())
+        .order_by(WebhookEvent.next_attempt_at)
+        .limit(limit)
+    ).all()
+    db.session.commit()
+    return list(ids)
+
+
+def seconds_until_next(event_id: str) -> float | None:
+    next_at = event(event_id).next_attempt_at
+    status = event(event_id).status
+    return None if next_at is None or status != DeliveryStatus.PENDING else (next_at - utcnow()).total_seconds()
 
 
 def event(event_id: str) -> WebhookEvent:
@@ -111,20 +130,20 @@ def test_finishing_a_request_writes_one_pending_event_with_the_payload(base_url,
     }
     # Due at once (the schedule starts at 0), so its delivery is sent after the commit.
     assert sent == [("image_tasks.deliver_webhook", (event_id,))]
-    assert event_id in webhook_outbox.due_event_ids()
+    assert event_id in due_event_ids()
 
 
-def test_event_not_due_at_once_is_left_to_the_sweeper(service, sent, monkeypatch):
-    settings = dataclasses.replace(service.app.config["SETTINGS"], webhook_retry_schedule=(30, 60))
-    monkeypatch.setitem(service.app.config, "SETTINGS", settings)
-    with service.app.app_context():
+def test_event_not_due_at_once_is_left_to_the_sweeper(quiet_service, sent, monkeypatch):
+    settings = dataclasses.replace(quiet_service.app.config["SETTINGS"], webhook_retry_schedule=(30, 60))
+    monkeypatch.setitem(quiet_service.app.config, "SETTINGS", settings)
+    with quiet_service.app.app_context():
         try:
             _, event_id = finished_request(settings.public_base_url)
             row = event(event_id)
             assert row.attempts_allowed == 2
-            assert 25 <= webhook_outbox.seconds_until_next(event_id) <= 30
+            assert 25 <= seconds_until_next(event_id) <= 30
             assert sent == []
-            assert webhook_outbox.due_event_ids() == []
+            assert due_event_ids() == []
             assert webhook_outbox.claim_attempt(event_id, LEASE) is None
         finally:
             db.session.remove()
@@ -144,11 +163,11 @@ def test_claim_attempt_leases_the_event(base_url, sent):
 
     assert webhook_outbox.claim_attempt(event_id, LEASE) is None
     assert event(event_id).attempts_made == 1
-    assert event_id not in webhook_outbox.due_event_ids()
+    assert event_id not in due_event_ids()
 
     # A lease that ran out (the worker died mid-attempt) makes the event due again.
     make_due(event_id)
-    assert event_id in webhook_outbox.due_event_ids()
+    assert event_id in due_event_ids()
     again = webhook_outbox.claim_attempt(event_id, LEASE)
     assert again is not None and again.attempt == 2
 
@@ -162,9 +181,9 @@ def test_success_delivers(base_url, sent):
     assert status == DeliveryStatus.DELIVERED
     row = event(event_id)
     assert (row.status, row.next_attempt_at, row.attempts_made) == (DeliveryStatus.DELIVERED, None, 1)
-    assert webhook_outbox.seconds_until_next(event_id) is None
+    assert seconds_until_next(event_id) is None
     assert webhook_outbox.claim_attempt(event_id, LEASE) is None
-    assert event_id not in webhook_outbox.due_event_ids()
+    assert event_id not in due_event_ids()
 
 
 def test_server_error_schedules_the_next_attempt_by_the_schedule(base_url, sent):
@@ -180,7 +199,7 @@ def test_server_error_schedules_the_next_attempt_by_the_schedule(base_url, sent)
     assert row.status == DeliveryStatus.PENDING
     # schedule[1] = 5 s, plus up to 10% jitter.
     assert before + timedelta(seconds=5) <= row.next_attempt_at <= after + timedelta(seconds=5.5)
-    assert 4 <= webhook_outbox.seconds_until_next(event_id) <= 5.5
+    assert 4 <= seconds_until_next(event_id) <= 5.5
     assert webhook_outbox.claim_attempt(event_id, LEASE) is None
 
     # The second failure waits schedule[2] = 300 s.
@@ -221,7 +240,7 @@ def test_failing_every_allowed_attempt_fails_the_event(base_url, sent):
     assert (row.status, row.next_attempt_at, row.attempts_made) == (DeliveryStatus.FAILED, None, 3)
     make_due(event_id)  # even with a time set, a failed event is not attempted again
     assert webhook_outbox.claim_attempt(event_id, LEASE) is None
-    assert event_id not in webhook_outbox.due_event_ids()
+    assert event_id not in due_event_ids()
 
 
 def test_connection_error_counts_as_a_failed_attempt(base_url, sent):
@@ -251,10 +270,10 @@ def test_due_event_ids_lists_pending_events_whose_time_passed(base_url, sent):
     db.session.commit()
     assert webhook_outbox.claim_attempt(leased, LEASE) is not None
 
-    ids = webhook_outbox.due_event_ids()
+    ids = due_event_ids()
 
     assert ids == [due]
-    assert webhook_outbox.due_event_ids(limit=0) == []
+    assert due_event_ids(limit=0) == []
 
 
 def test_due_event_ids_oldest_due_first(base_url, sent):
@@ -267,8 +286,8 @@ def test_due_event_ids_oldest_due_first(base_url, sent):
         )
     db.session.commit()
 
-    assert webhook_outbox.due_event_ids() == [events[1], events[2], events[0]]
-    assert webhook_outbox.due_event_ids(limit=2) == [events[1], events[2]]
+    assert due_event_ids() == [events[1], events[2], events[0]]
+    assert due_event_ids(limit=2) == [events[1], events[2]]
 
 
 def test_reopen_gives_an_exhausted_event_one_more_attempt_due_now(base_url, sent):
@@ -282,7 +301,7 @@ def test_reopen_gives_an_exhausted_event_one_more_attempt_due_now(base_url, sent
     row = event(event_id)
     assert (row.status, row.attempts_made, row.attempts_allowed) == (DeliveryStatus.PENDING, 3, 4)
     assert row.next_attempt_at <= utcnow()
-    assert webhook_outbox.due_event_ids() == [event_id]
+    assert due_event_ids() == [event_id]
     work = webhook_outbox.claim_attempt(event_id, LEASE)
     assert work is not None and work.attempt == 4
     assert webhook_outbox.record_attempt(work, status_code=500, error=None, duration_ms=1, at=utcnow()) == "FAILED"
@@ -298,7 +317,7 @@ def test_reopen_after_give_up_keeps_the_attempts_left(base_url, sent):
 
     row = event(event_id)
     assert (row.status, row.attempts_made, row.attempts_allowed) == (DeliveryStatus.PENDING, 1, len(SCHEDULE))
-    assert event_id in webhook_outbox.due_event_ids()
+    assert event_id in due_event_ids()
     work = webhook_outbox.claim_attempt(event_id, LEASE)
     assert work.attempt == 2
     assert webhook_outbox.record_attempt(work, status_code=204, error=None, duration_ms=1, at=utcnow()) == "DELIVERED"
@@ -365,3 +384,27 @@ def test_late_failure_does_not_undo_a_delivery(base_url, sent):
 
     row = event(event_id)
     assert (row.status, row.next_attempt_at) == (DeliveryStatus.DELIVERED, None)
+
+
+def test_an_event_already_queued_is_not_sent_again_unless_its_message_was_lost(base_url, sent):
+    _, event_id = finished_request(base_url)
+    assert sent == [("image_tasks.deliver_webhook", (event_id,))]
+    make_due(event_id)
+    # Sent when its request finished: every tick until a worker claims it leaves it alone.
+    assert webhook_outbox.take_due_events(lost_after_s=60) == []
+    assert webhook_outbox.take_due_events(lost_after_s=60) == []
+    db.session.execute(
+        update(WebhookEvent).where(WebhookEvent.id == event_id).values(queued_at=utcnow() - timedelta(minutes=2))
+    )
+    db.session.commit()
+    assert webhook_outbox.take_due_events(lost_after_s=60) == [event_id]
+    assert webhook_outbox.take_due_events(lost_after_s=60) == []
+
+
+def test_a_claimed_attempt_that_fails_is_queued_again_once_due(base_url, sent):
+    _, event_id = finished_request(base_url)
+    assert attempt_once(event_id, 500) == "PENDING"
+    assert webhook_outbox.take_due_events(lost_after_s=60) == []  # due in 5 s, not yet
+    make_due(event_id)
+    assert webhook_outbox.take_due_events(lost_after_s=60) == [event_id]
+    assert webhook_outbox.take_due_events(lost_after_s=60) == []

@@ -202,8 +202,8 @@ class Service:
         self.processes["api"] = ServiceProcess("api", launcher.commands(self.env)["api"], self.env, self.log_dir)
         wait_for(self.answers, 30, "the API to answer")
 
-    def start_worker(self, name: str = "worker") -> ServiceProcess:
-        argv = [*launcher.commands(self.env)["worker"], "--hostname", f"{name}-{time.monotonic_ns()}@%h"]
+    def start_worker(self, name: str = "worker", kind: str = "worker") -> ServiceProcess:
+        argv = [*launcher.commands(self.env)[kind], "--hostname", f"{name}-{time.monotonic_ns()}@%h"]
         worker = ServiceProcess(name, argv, self.env, self.log_dir)
         self.processes[name] = worker
         wait_for(lambda: "ready." in worker.log() or worker.process.poll() is not None, 60, f"{name} to be ready")
@@ -217,6 +217,7 @@ class Service:
     def start_all(self) -> None:
         self.start_api()
         self.start_worker()
+        self.start_worker("control", kind="control")
         self.start_beat()
 
     def start_launcher(self) -> ServiceProcess:

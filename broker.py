@@ -1,0 +1,59 @@
+"""Talking to the broker: the queues, sending a task by name, and how many messages a queue holds.
+
+Three queues, so that no kind of work waits behind another: images (the bulk), webhooks (each
+due within a second of a final status) and maintenance (the dispatcher's tick and the sweeper).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+
+log = logging.getLogger(__name__)
+
+IMAGES_QUEUE = "images"
+WEBHOOKS_QUEUE = "webhooks"
+MAINTENANCE_QUEUE = "maintenance"
+ALL_QUEUES = (IMAGES_QUEUE, WEBHOOKS_QUEUE, MAINTENANCE_QUEUE)
+
+TASK_ROUTES = {
+    "image_tasks.process_image": {"queue": IMAGES_QUEUE},
+    "image_tasks.deliver_webhook": {"queue": WEBHOOKS_QUEUE},
+    "image_tasks.dispatch": {"queue": MAINTENANCE_QUEUE},
+    "image_tasks.sweep": {"queue": MAINTENANCE_QUEUE},
+}
+
+
+def send(task_name: str, *args: object, **options: object) -> bool:
+    """Hand a task to the broker; False (logged) if the broker is unreachable."""
+    celery = current_app.extensions["celery"]
+    try:
+        celery.send_task(task_name, args=args, **options)
+        return True
+    except Exception:  # kombu raises many kinds; whatever this drops, the database still holds
+        log.warning("broker unreachable: %s%r not sent now", task_name, args, exc_info=True)
+        return False
+
+
+def messages_held(queue: str) -> int | None:
+    """Messages in ``queue`` plus those workers have reserved and not acknowledged; None if unknown.
+
+    Reserved messages are counted over every queue (the broker keeps them together), which can
+    only overstate what ``queue`` holds.
+    """
+    celery = current_app.extensions["celery"]
+    try:
+        with celery.connection_for_write() as connection:
+            channel = connection.default_channel
+            # Not passive: Redis keeps no empty lists, so a passive declare of an empty queue fails.
+            waiting = channel.queue_declare(queue=queue, durable=True, auto_delete=False).message_count
+            reserved = 0
+            client = getattr(channel, "client", None)
+            unacked_key = getattr(channel, "unacked_key", None)
+            if client is not None and unacked_key:
+                reserved = int(client.hlen(unacked_key))
+            return int(waiting) + reserved
+    except Exception:
+        log.warning("could not read the length of queue %s", queue, exc_info=True)
+        return None

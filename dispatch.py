@@ -1,0 +1,206 @@
+"""Handing images to the broker a window at a time, fairly, so that the queue stays short.
+
+The database decides what is queued: an image is marked queued (``queued_at``, by the database's
+clock) before its message is published, and at most ``depth`` images sit queued at once. So a small
+request uploaded behind a big one waits behind a short queue, not the big one's backlog; tenants
+and requests share the window in turn; cancelling costs no purge; and an image queued long ago and
+still not claimed can only mean a lost message (see ``release_lost_images``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text, update
+
+import broker
+from database import db_now
+from models import IN_FLIGHT_IMAGE, WAITING_IMAGE, Image, ImageStatus, Request, db
+from request_state import ACTIVE_REQUEST_STATUSES
+
+PROCESS_IMAGE_TASK = "image_tasks.process_image"
+# Any constant will do: it only has to be the same in every process.
+_DISPATCH_LOCK_ID = 0x1A9E5
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What the database holds as handed over: queued but unclaimed, and being processed."""
+
+    queued: int
+    processing: int
+
+
+def queue_state() -> QueueState:
+    """How many images are queued and how many are being processed, as the database sees it."""
+    rows = db.session.execute(
+        select(Image.status, func.count()).where(text(IN_FLIGHT_IMAGE)).group_by(Image.status)
+    ).all()
+    db.session.commit()
+    counts = dict(rows)
+    return QueueState(queued=counts.get(ImageStatus.PENDING, 0), processing=counts.get(ImageStatus.PROCESSING, 0))
+
+
+def take_images_to_queue(depth: int) -> list[int]:
+    """Mark waiting images queued until ``depth`` are queued; returns their ids, to publish now.
+
+    Slots go to the tenant with the fewest images in flight, and within it to the request with the
+    fewest, one at a time. One dispatcher at a time (an advisory lock on PostgreSQL, the write lock
+    on SQLite), so two never overfill the window.
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _DISPATCH_LOCK_ID})
+    in_flight_rows = db.session.execute(
+        select(Image.request_id, Image.status, func.count())
+        .where(text(IN_FLIGHT_IMAGE))
+        .group_by(Image.request_id, Image.status)
+    ).all()
+    queued = sum(count for _, status, count in in_flight_rows if status == ImageStatus.PENDING)
+    capacity = depth - queued
+    if capacity <= 0:
+        db.session.commit()
+        return []
+    in_flight: dict[uuid.UUID, int] = defaultdict(int)
+    for request_id, _status, count in in_flight_rows:
+        in_flight[request_id] += count
+    waiting_due = (
+        select(Image.id)
+        .where(
+            Image.request_id == Request.id,
+            text(WAITING_IMAGE),
+            (Image.not_before.is_(None)) | (Image.not_before <= db_now()),
+        )
+        .exists()
+    )
+    candidates = db.session.execute(
+        select(Request.id, Request.owner_key_hash, Request.created_at).where(
+            Request.status.in_(ACTIVE_REQUEST_STATUSES), waiting_due
+        )
+    ).all()
+    slots = _share_slots(capacity, candidates, in_flight)
+    taken: list[list[int]] = []
+    for request_id, count in slots.items():
+        chosen = (
+            select(Image.id)
+            .where(
+                Image.request_id == request_id,
+                text(WAITING_IMAGE),
+                (Image.not_before.is_(None)) | (Image.not_before <= db_now()),
+            )
+            .order_by(Image.id)
+            .limit(count)
+        )
+        ids = db.session.scalars(
+            update(Image)
+            .where(Image.id.in_(chosen.scalar_subquery()))
+            .values(queued_at=db_now())
+            .returning(Image.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        taken.append(sorted(ids))
+    db.session.commit()
+    # Interleaved, so the queue itself alternates between requests.
+    return [image_id for group in _interleave(taken) for image_id in group]
+
+
+def _share_slots(capacity: int, candidates, in_flight: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
+    by_owner: dict[str | None, list[tuple[int, object, uuid.UUID]]] = defaultdict(list)
+    for request_id, owner, created_at in candidates:
+        by_owner[owner].append((in_flight.get(request_id, 0), created_at, request_id))
+    owners = [
+        (sum(load for load, _, _ in requests), index, owner) for index, (owner, requests) in enumerate(by_owner.items())
+    ]
+    heapq.heapify(owners)
+    for requests in by_owner.values():
+        heapq.heapify(requests)
+    slots: dict[uuid.UUID, int] = defaultdict(int)
+    for _ in range(capacity):
+        if not owners:
+            break
+        owner_load, index, owner = heapq.heappop(owners)
+        load, created_at, request_id = heapq.heappop(by_owner[owner])
+        slots[request_id] += 1
+        heapq.heappush(by_owner[owner], (load + 1, created_at, request_id))
+        heapq.heappush(owners, (owner_load + 1, index, owner))
+    return slots
+
+
+def _interleave(groups: list[list[int]]) -> list[list[int]]:
+    rounds: list[list[int]] = []
+    for group in groups:
+        for position, image_id in enumerate(group):
+            if position == len(rounds):
+                rounds.append([])
+            rounds[position].append(image_id)
+    return rounds
+
+
+def unqueue(image_ids: list[int]) -> None:
+    """Put images whose message could not be published back to waiting."""
+    if not image_ids:
+        return
+    db.session.execute(
+        update(Image)
+        .where(Image.id.in_(image_ids), Image.status == ImageStatus.PENDING)
+        .values(queued_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def release_lost_images(stale_after_s: float, grace_s: float, broker_holds: int | None, limit: int = 5000) -> list[int]:
+    """Put queued images whose message was lost back to waiting; returns their ids.
+
+    Two tests, both by the database's clock. Exact: the broker holds ``broker_holds`` messages
+    (its queue plus what workers have reserved), so if more images are marked queued, the oldest
+    of the excess (queued more than ``grace_s`` ago, so a message being published is not mistaken)
+    were lost. Backstop, for a broker that cannot tell: queued longer than ``stale_after_s``. A
+    message that was only slow costs a duplicate, which the claim turns away.
+    """
+    released: list[int] = []
+    if broker_holds is not None:
+        queued = db.session.scalar(
+            select(func.count()).where(Image.status == ImageStatus.PENDING, Image.queued_at.is_not(None))
+        )
+        missing = min((queued or 0) - broker_holds, limit)
+        if missing > 0:
+            released += _release_queued(
+                select(Image.id)
+                .where(Image.status == ImageStatus.PENDING, Image.queued_at < db_now(-grace_s))
+                .order_by(Image.queued_at, Image.id)
+                .limit(missing)
+            )
+    released += _release_queued(
+        select(Image.id)
+        .where(Image.status == ImageStatus.PENDING, Image.queued_at < db_now(-stale_after_s))
+        .order_by(Image.id)
+        .limit(limit)
+    )
+    db.session.commit()
+    return released
+
+
+def _release_queued(chosen) -> list[int]:
+    return list(
+        db.session.scalars(
+            update(Image)
+            .where(Image.id.in_(chosen.scalar_subquery()), Image.status == ImageStatus.PENDING)
+            .values(queued_at=None, requeues=Image.requeues + 1, updated_at=db_now())
+            .returning(Image.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+    )
+
+
+def fill_queue(depth: int) -> int:
+    """Queue waiting images up to ``depth`` and publish them; returns how many were published."""
+    image_ids = take_images_to_queue(depth)
+    for sent, image_id in enumerate(image_ids):
+        if not broker.send(PROCESS_IMAGE_TASK, image_id):
+            # The broker is down: the rest would fail as slowly; they wait for the next fill.
+            unqueue(image_ids[sent:])
+            return sent
+    return len(image_ids)

@@ -1,0 +1,153 @@
+"""The dispatcher: a window of queued images, shared fairly, and lost messages told from slow ones.
+
+Called directly on this run's database; every message is recorded instead of sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+import dispatch
+import leases
+import request_state
+from csv_input import ProductRow
+from models import Image, ImageStatus, db, utcnow
+
+pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
+
+
+@pytest.fixture
+def base_url(quiet_service, sent) -> Iterator[str]:
+    with quiet_service.app.app_context():
+        try:
+            yield quiet_service.app.config["SETTINGS"].public_base_url
+        finally:
+            db.session.remove()
+
+
+def new_request(images: int, owner: str | None = None) -> uuid.UUID:
+    tag = uuid.uuid4().hex[:8]
+    rows = [ProductRow(n + 1, f"P{n}", (f"http://127.0.0.2:9/{tag}/{n}.jpg",), n + 2) for n in range(images)]
+    return request_state.create_request(rows, request_state.UploadOptions(owner_key_hash=owner)).id
+
+
+def request_of(image_ids: list[int]) -> Counter:
+    rows = db.session.execute(select(Image.request_id).where(Image.id.in_(image_ids))).scalars().all()
+    db.session.commit()
+    return Counter(rows)
+
+
+def sent_ids(sent) -> list[int]:
+    return [args[0] for name, args in sent if name == "image_tasks.process_image"]
+
+
+def test_the_window_holds_at_most_depth_queued_images(base_url, sent):
+    new_request(50)
+    assert dispatch.fill_queue(8) == 8
+    assert dispatch.fill_queue(8) == 0  # full: nothing more until a slot frees
+    assert len(set(sent_ids(sent))) == 8
+    queued = db.session.scalars(select(Image).where(Image.queued_at.is_not(None))).all()
+    assert sorted(i.id for i in queued) == sorted(sent_ids(sent))
+    assert all(i.status == ImageStatus.PENDING for i in queued)
+    db.session.commit()
+    # Claiming takes an image out of the queue, but it is still in flight: the window is the queue.
+    first = sent_ids(sent)[0]
+    assert request_state.claim_image(first, "t1", 5, base_url) is not None
+    assert dispatch.fill_queue(8) == 1
+    assert dispatch.queue_state() == dispatch.QueueState(queued=8, processing=1)
+
+
+def test_a_small_request_does_not_wait_behind_a_big_ones_backlog(base_url, sent):
+    big = new_request(500)
+    dispatch.fill_queue(10)
+    assert request_of(sent_ids(sent)) == {big: 10}
+    small = new_request(5)
+    for image_id in sent_ids(sent)[:4]:  # four of the big request's images start
+        request_state.claim_image(image_id, f"t{image_id}", 5, base_url)
+    sent.clear()
+    assert dispatch.fill_queue(10) == 4
+    assert request_of(sent_ids(sent)) == {small: 4}
+
+
+def test_two_tenants_share_the_window_equally(base_url, sent):
+    first = new_request(100, owner="a" * 64)
+    new_request(30, owner="b" * 64)
+    second_b = new_request(30, owner="b" * 64)
+    dispatch.fill_queue(12)
+    by_request = request_of(sent_ids(sent))
+    assert by_request[first] == 6
+    assert sum(by_request.values()) == 12
+    assert by_request[second_b] == 3  # tenant b's half, shared by its two requests
+
+
+def test_images_whose_publish_failed_wait_for_the_next_fill(base_url, monkeypatch):
+    import broker
+
+    new_request(5)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: False)
+    assert dispatch.fill_queue(10) == 0
+    assert db.session.scalars(select(Image.id).where(Image.queued_at.is_not(None))).all() == []
+    db.session.commit()
+
+
+def age_queue(by: timedelta) -> None:
+    db.session.execute(update(Image).where(Image.queued_at.is_not(None)).values(queued_at=utcnow() - by))
+    db.session.commit()
+
+
+def test_lost_messages_are_told_by_the_brokers_count_under_load(base_url, sent):
+    new_request(20)
+    dispatch.fill_queue(10)
+    age_queue(timedelta(seconds=30))
+    # The broker holds all ten: a busy queue, nothing lost, however long they have waited.
+    assert dispatch.release_lost_images(stale_after_s=300, grace_s=5, broker_holds=10) == []
+    # The broker restarted empty and has three new messages since: the seven oldest are lost.
+    lost = dispatch.release_lost_images(stale_after_s=300, grace_s=5, broker_holds=3)
+    assert len(lost) == 7
+    released = db.session.scalars(select(Image).where(Image.id.in_(lost))).all()
+    assert all((i.status, i.queued_at, i.requeues) == (ImageStatus.PENDING, None, 1) for i in released)
+    db.session.commit()
+    # Released once: an overlapping sweep finds nothing more.
+    assert dispatch.release_lost_images(stale_after_s=300, grace_s=5, broker_holds=3) == []
+    sent.clear()
+    assert sorted(sent_ids(sent)) == []
+    assert dispatch.fill_queue(10) == 7
+
+
+def test_messages_just_published_are_not_taken_for_lost(base_url, sent):
+    new_request(5)
+    dispatch.fill_queue(10)
+    assert dispatch.release_lost_images(stale_after_s=300, grace_s=5, broker_holds=0) == []
+
+
+def test_without_a_count_from_the_broker_only_the_backstop_releases(base_url, sent):
+    new_request(5)
+    dispatch.fill_queue(10)
+    age_queue(timedelta(seconds=60))
+    assert dispatch.release_lost_images(stale_after_s=300, grace_s=5, broker_holds=None) == []
+    age_queue(timedelta(seconds=600))
+    assert len(dispatch.release_lost_images(stale_after_s=300, grace_s=5, broker_holds=None)) == 5
+
+
+def test_one_sweep_at_a_time(base_url):
+    assert leases.try_acquire("sweep", "first", ttl_s=60)
+    assert not leases.try_acquire("sweep", "second", ttl_s=60)
+    leases.release("sweep", "second")  # not the holder: no effect
+    assert not leases.try_acquire("sweep", "second", ttl_s=60)
+    leases.release("sweep", "first")
+    assert leases.try_acquire("sweep", "second", ttl_s=60)
+    assert leases.try_acquire("other", "third", ttl_s=60)
+
+
+def test_an_expired_lease_can_be_taken_over(base_url):
+    assert leases.try_acquire("sweep", "crashed", ttl_s=0.2)
+    import time
+
+    time.sleep(0.5)
+    assert leases.try_acquire("sweep", "next", ttl_s=60)

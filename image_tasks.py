@@ -151,7 +151,8 @@ def deliver_webhook(event_id: str) -> str | None:
     if work is None:
         return None
     body = work.payload.encode()
-    headers = webhooks.signed_headers(current_app.extensions["webhook_secret"], work.event_id, body)
+    secret = webhooks.tenant_secret(current_app.extensions["webhook_secret"], webhook_outbox.owner_of_event(event_id))
+    headers = webhooks.signed_headers(secret, work.event_id, body)
     started_at, started = utcnow(), time.monotonic()
     status_code: int | None = None
     error: str | None = None

@@ -1,0 +1,97 @@
+"""What one caller can cost: images in flight per key, concurrent fetches per source host."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+from conftest import ApiServer
+from integration_support import csv_of, jpeg_bytes, upload, wait_final
+from loopback_servers import respond
+
+import image_tasks
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
+
+KEY_A, KEY_B = "tenant-a-" + uuid.uuid4().hex, "tenant-b-" + uuid.uuid4().hex
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def api_with(**overrides):
+    from app import create_app
+
+    server = ApiServer()
+    server.start(create_app({"public_base_url": server.base_url, **overrides}))
+    return server
+
+
+def unfetched(n: int) -> list[str]:
+    """URLs the test never lets a worker reach: their images stay PENDING."""
+    return [f"http://127.0.0.2:9/{uuid.uuid4().hex}.jpg" for _ in range(n)]
+
+
+def row_counts(service) -> dict[str, int]:
+    from models import db
+
+    with service.app.app_context():
+        counts = {
+            table.name: db.session.scalar(db.select(db.func.count()).select_from(table))
+            for table in db.metadata.sorted_tables
+        }
+        db.session.remove()
+    return counts
+
+
+def assert_quota_exceeded(response: requests.Response, active: int, requested: int, limit: int) -> None:
+    assert response.status_code == 429, response.text
+    error = response.json()["error"]
+    assert error["code"] == "quota_exceeded"
+    assert error["details"] == [{"active": active, "requested": requested, "limit": limit}]
+    assert f"{active}" in error["message"] and f"{requested}" in error["message"] and f"{limit}" in error["message"]
+
+
+def test_an_upload_past_the_keys_active_image_limit_is_refused(service, source_server, monkeypatch):
+    server = api_with(api_keys=(KEY_A, KEY_B), max_active_images_per_key=3)
+    try:
+        base = server.base_url
+        # Finished images are not in flight: a completed request of 3 costs nothing afterwards.
+        paths = [f"/{uuid.uuid4().hex}.jpg" for _ in range(3)]
+        for path in paths:
+            source_server.route(path, respond(200, jpeg_bytes((32, 32)), {"Content-Type": "image/jpeg"}))
+        done = upload(base, csv_of([(1, "A", [source_server.url(p) for p in paths])]), headers=bearer(KEY_A))
+        assert done.status_code == 202, done.text
+        assert wait_final(base, done.json()["request_id"], headers=bearer(KEY_A))["status"] == "COMPLETED"
+
+        # From here on nothing reaches the worker, so every new image stays PENDING.
+        monkeypatch.setattr(image_tasks, "send_safely", lambda task, *args, **options: True)
+        assert upload(base, csv_of([(1, "A", unfetched(2))]), headers=bearer(KEY_A)).status_code == 202
+        before = row_counts(service)
+        assert_quota_exceeded(upload(base, csv_of([(1, "A", unfetched(2))]), headers=bearer(KEY_A)), 2, 2, 3)
+        assert row_counts(service) == before  # nothing written
+
+        # A URL named twice is one image, as the workers see it.
+        [twice] = unfetched(1)
+        assert upload(base, csv_of([(1, "A", [twice]), (2, "B", [twice])]), headers=bearer(KEY_A)).status_code == 202
+        assert_quota_exceeded(upload(base, csv_of([(1, "A", unfetched(1))]), headers=bearer(KEY_A)), 3, 1, 3)
+        # The limit is per key: another tenant still has all of its own.
+        assert upload(base, csv_of([(1, "B", unfetched(3))]), headers=bearer(KEY_B)).status_code == 202
+        assert_quota_exceeded(upload(base, csv_of([(1, "B", unfetched(1))]), headers=bearer(KEY_B)), 3, 1, 3)
+    finally:
+        server.stop()
+
+
+def test_open_service_shares_one_active_image_limit_and_zero_means_unlimited(service, monkeypatch):
+    monkeypatch.setattr(image_tasks, "send_safely", lambda task, *args, **options: True)
+    limited = api_with(max_active_images_per_key=2)
+    unlimited = api_with(max_active_images_per_key=0)
+    try:
+        assert upload(limited.base_url, csv_of([(1, "A", unfetched(2))])).status_code == 202
+        assert_quota_exceeded(upload(limited.base_url, csv_of([(1, "A", unfetched(1))])), 2, 1, 2)
+        assert upload(unlimited.base_url, csv_of([(1, "A", unfetched(5))])).status_code == 202
+    finally:
+        limited.stop()
+        unlimited.stop()

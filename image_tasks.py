@@ -112,7 +112,7 @@ def process_image(self, image_id: int) -> str:
     if work is None:
         return "skipped"
     try:
-        data = fetcher.fetch_image(work.source_url, fetch_limits(settings))
+        data = fetcher.fetch_image(work.source_url, fetch_limits(settings), current_app.extensions["host_slots"])
         compressed = pipeline.compress(
             data, quality=work.quality, max_dimension=work.max_dimension, max_pixels=settings.max_image_pixels
         )

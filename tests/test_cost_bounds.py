@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import pytest
@@ -95,3 +97,71 @@ def test_open_service_shares_one_active_image_limit_and_zero_means_unlimited(ser
     finally:
         limited.stop()
         unlimited.stop()
+
+
+class InFlight:
+    """A source handler that serves an image slowly and records the most requests it had at once."""
+
+    def __init__(self, body: bytes, seconds: float) -> None:
+        self.body, self.seconds = body, seconds
+        self.now = self.peak = self.served = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request) -> None:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            time.sleep(self.seconds)
+        finally:
+            # Counted down before the answer goes out: the fetcher still holds its slot until it has it.
+            with self._lock:
+                self.now -= 1
+                self.served += 1
+        request.send(200, self.body, {"Content-Type": "image/jpeg"})
+
+
+@pytest.fixture
+def own_deployment(service, tmp_path, monkeypatch):
+    """An API and a worker of 4 processes with FETCH_MAX_PER_HOST=2, on a queue no other worker reads."""
+    from conftest import TEST_BROKER_URL, WorkerProcess
+
+    env = {**service.env, "INSTANCE_DIR": str(tmp_path / "instance"), "FETCH_MAX_PER_HOST": "2"}
+    if TEST_BROKER_URL:
+        env["BROKER_KEY_PREFIX"] = f"{service.env['BROKER_KEY_PREFIX']}own-{uuid.uuid4().hex[:6]}:"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    worker = WorkerProcess(env, tmp_path / "worker.log", concurrency=4, name="slots")
+    server = api_with()
+    try:
+        yield server.base_url
+    finally:
+        server.stop()
+        worker.stop()
+        # Creating an app made its Celery app the default one; the session's service sends with its own.
+        service.app.extensions["celery"].set_default()
+        service.app.extensions["celery"].set_current()
+        if TEST_BROKER_URL:
+            import redis
+
+            client = redis.Redis.from_url(TEST_BROKER_URL)
+            keys = list(client.scan_iter(match=f"{env['BROKER_KEY_PREFIX']}*"))
+            if keys:
+                client.delete(*keys)
+
+
+def test_no_more_than_fetch_max_per_host_downloads_from_one_host_at_once(own_deployment, source_server):
+    source = InFlight(jpeg_bytes((64, 48)), seconds=0.3)
+    prefix = f"/{uuid.uuid4().hex}"
+    for n in range(12):
+        source_server.route(f"{prefix}/{n}.jpg", source)
+    urls = [source_server.url(f"{prefix}/{n}.jpg") for n in range(12)]
+    created = upload(own_deployment, csv_of([(1, "A", urls[:6]), (2, "B", urls[6:])]))
+    assert created.status_code == 202, created.text
+
+    status = wait_final(own_deployment, created.json()["request_id"], timeout_s=60)
+
+    assert status["status"] == "COMPLETED", status
+    assert source.served == 12
+    # Four worker processes would have had four downloads going at once; the slots allow two.
+    assert source.peak == 2

@@ -30,7 +30,14 @@ from urllib3.exceptions import LocationParseError, NameResolutionError, NewConne
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
 from address_policy import Network
-from guarded_transport import BlockedAddressError, DnsResolutionError, GuardedAdapter, Watchdog, watched
+from guarded_transport import (
+    BlockedAddressError,
+    DnsResolutionError,
+    DnsTimeoutError,
+    GuardedAdapter,
+    Watchdog,
+    watched,
+)
 from host_slots import HostBusy, HostSlots
 
 log = logging.getLogger(__name__)
@@ -188,6 +195,8 @@ def _translate(exc: BaseException, watchdog: Watchdog, host: str) -> FetchError:
         return FetchError(
             "blocked_address", f"{host} points to an address this service does not connect to ({exc.reason})."
         )
+    if isinstance(exc, DnsTimeoutError):
+        return FetchError("dns_error", f"The host name {host} was not resolved within the time limit.", transient=True)
     if isinstance(exc, DnsResolutionError) or _caused_by(exc, NameResolutionError, socket.gaierror):
         return FetchError("dns_error", f"The host name {host} could not be resolved.", transient=True)
     if isinstance(exc, _INVALID_URL_ERRORS):

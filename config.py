@@ -122,6 +122,8 @@ class Settings:
     rate_limit_uploads: str = "30/minute"
     rate_limit_reads: str = "600/minute"
     rate_limit_storage_url: str = "memory://"
+    #: Wrong API keys one client address may present before it is refused without a look at its key.
+    rate_limit_auth_failures: str = "20/minute"
     #: Images in flight (PENDING or PROCESSING) one key may have; 0 is no limit. The default lets
     #: the largest upload the CSV limits allow (10,000 rows of 50 URLs) through, and no second one.
     max_active_images_per_key: int = 500_000
@@ -178,6 +180,7 @@ class Settings:
             rate_limit_uploads=env.get("RATE_LIMIT_UPLOADS") or "30/minute",
             rate_limit_reads=env.get("RATE_LIMIT_READS") or "600/minute",
             rate_limit_storage_url=_rate_limit_storage(env),
+            rate_limit_auth_failures=env.get("RATE_LIMIT_AUTH_FAILURES") or "20/minute",
             max_active_images_per_key=_int(env, "MAX_ACTIVE_IMAGES_PER_KEY", 500_000, 0),
             fetch_max_per_host=_int(env, "FETCH_MAX_PER_HOST", 8, 0),
             s3={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 
 import pytest
@@ -199,3 +200,31 @@ def test_behind_a_trusted_proxy_limits_key_on_the_forwarded_client(service):
 
     assert [read("203.0.113.7") for _ in range(3)] == [200, 200, 429]
     assert read("198.51.100.9") == 200  # another client behind the same proxy
+
+
+def test_failed_key_attempts_are_limited_per_client_address(service):
+    from app import create_app
+
+    # Behind a trusted proxy, so that the test client, all 127.0.0.1, can speak for several addresses.
+    app = create_app({"api_keys": (KEY_A,), "rate_limit_auth_failures": "3/2 seconds", "trusted_proxies": 1})
+    client = app.test_client()
+    suffix = uuid.uuid4().int % 200 + 1
+    attacker, neighbour, keyless = f"203.0.113.{suffix}", f"198.51.100.{suffix}", f"192.0.2.{suffix}"
+
+    def read(address: str, headers: dict[str, str]):
+        return client.get("/api/requests", headers={"X-Forwarded-For": address, **headers})
+
+    assert [read(attacker, bearer(f"guess-{n}")).status_code for n in range(3)] == [401, 401, 401]
+    blocked = read(attacker, bearer("guess-4"))
+    assert blocked.status_code == 429 and blocked.json["error"]["code"] == "rate_limited"
+    assert 0 < int(blocked.headers["Retry-After"]) <= 3
+    # Refused before the key is looked at, so a guess that happens to be right tells nothing either.
+    assert read(attacker, bearer(KEY_A)).status_code == 429
+    # Another address has its own attempts; a caller without a key is not guessing one.
+    assert read(neighbour, bearer(KEY_A)).status_code == 200
+    assert read(neighbour, bearer("guess")).status_code == 401
+    assert [read(keyless, {}).status_code for _ in range(5)] == [401] * 5
+    assert read(keyless, bearer(KEY_A)).status_code == 200
+
+    time.sleep(2.2)  # the window passes
+    assert read(attacker, bearer(KEY_A)).status_code == 200

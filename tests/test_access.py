@@ -228,3 +228,10 @@ def test_failed_key_attempts_are_limited_per_client_address(service):
 
     time.sleep(2.2)  # the window passes
     assert read(attacker, bearer(KEY_A)).status_code == 200
+
+
+def test_builtin_receiver_refuses_unsigned_bodies_of_any_shape(keyed_api):
+    receive = f"{keyed_api}/api/webhooks/receive"
+    for body in (b"", b"not json", b"\xff\xfe", b"[" * 100_000, b'{"data": {"request_id": "not-a-uuid"}}'):
+        answer = requests.post(receive, data=body, headers={"webhook-signature": "v1,AAAA"}, timeout=10)
+        assert_error(answer, 401, "invalid_signature")

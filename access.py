@@ -45,6 +45,8 @@ def _authenticate() -> None:
     hashes: tuple[str, ...] = current_app.extensions["api_key_hashes"]
     if not hashes or not request.path.startswith("/api/") or request.path in OPEN_PATHS:
         return
+    failures = current_app.extensions["auth_failures"]  # rate_limits' counter of wrong keys
+    failures.refuse_if_exhausted()
     presented = _presented_key()
     if presented is None:
         raise ApiError(
@@ -59,6 +61,7 @@ def _authenticate() -> None:
         if hmac.compare_digest(digest, candidate):
             matched = candidate
     if matched is None:
+        failures.count()
         raise ApiError(401, "unauthorized", "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
     g.owner_key_hash = matched
 

@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import access
 import broker
 import database
+import host_slots
 import image_tasks  # noqa: F401  (registers the shared tasks)
 import media_routes
 import page_routes
@@ -54,6 +55,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         database.configure_engine(db.engine)
     migrate.init_app(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
     app.extensions["storage"] = storage.from_settings(settings)
+    app.extensions["host_slots"] = host_slots.from_settings(settings)
     app.extensions["webhook_secret"] = webhooks.load_or_create_secret(settings)
     access.init_app(app, settings)
     rate_limits.init_app(app, settings)

@@ -125,6 +125,13 @@ class Settings:
     rate_limit_uploads: str = "30/minute"
     rate_limit_reads: str = "600/minute"
     rate_limit_storage_url: str = "memory://"
+    #: Wrong API keys one client address may present before it is refused without a look at its key.
+    rate_limit_auth_failures: str = "20/minute"
+    #: Images in flight (PENDING or PROCESSING) one key may have; 0 is no limit. The default lets
+    #: the largest upload the CSV limits allow (10,000 rows of 50 URLs) through, and no second one.
+    max_active_images_per_key: int = 500_000
+    #: Image fetches at once per source host, across all workers and machines; 0 is no limit.
+    fetch_max_per_host: int = 8
     s3: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -179,6 +186,9 @@ class Settings:
             rate_limit_uploads=env.get("RATE_LIMIT_UPLOADS") or "30/minute",
             rate_limit_reads=env.get("RATE_LIMIT_READS") or "600/minute",
             rate_limit_storage_url=_rate_limit_storage(env),
+            rate_limit_auth_failures=env.get("RATE_LIMIT_AUTH_FAILURES") or "20/minute",
+            max_active_images_per_key=_int(env, "MAX_ACTIVE_IMAGES_PER_KEY", 500_000, 0),
+            fetch_max_per_host=_int(env, "FETCH_MAX_PER_HOST", 8, 0),
             s3={
                 key: env[key]
                 for key in ("S3_BUCKET", "S3_ENDPOINT_URL", "S3_REGION", "S3_PUBLIC_BASE_URL")

@@ -19,6 +19,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -29,13 +30,23 @@ from urllib3.exceptions import LocationParseError, NameResolutionError, NewConne
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
 from address_policy import Network
-from guarded_transport import BlockedAddressError, DnsResolutionError, GuardedAdapter, Watchdog, watched
+from guarded_transport import (
+    BlockedAddressError,
+    DnsResolutionError,
+    DnsTimeoutError,
+    GuardedAdapter,
+    Watchdog,
+    watched,
+)
+from host_slots import HostBusy, HostSlots
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
 MAX_URL_LENGTH = 8192
 MAX_RETRY_AFTER_S = 60.0
+# A host slot's lease outlives the fetch's deadline by this much, for the release to arrive.
+SLOT_LEASE_GRACE_S = 10.0
 _ALLOWED_SCHEMES = ("http", "https")
 
 
@@ -184,6 +195,8 @@ def _translate(exc: BaseException, watchdog: Watchdog, host: str) -> FetchError:
         return FetchError(
             "blocked_address", f"{host} points to an address this service does not connect to ({exc.reason})."
         )
+    if isinstance(exc, DnsTimeoutError):
+        return FetchError("dns_error", f"The host name {host} was not resolved within the time limit.", transient=True)
     if isinstance(exc, DnsResolutionError) or _caused_by(exc, NameResolutionError, socket.gaierror):
         return FetchError("dns_error", f"The host name {host} could not be resolved.", transient=True)
     if isinstance(exc, _INVALID_URL_ERRORS):
@@ -247,11 +260,37 @@ def _timeouts(limits: FetchLimits, watchdog: Watchdog, host: str, read_timeout_s
 # --- public API --------------------------------------------------------------
 
 
-def fetch_image(url: str, limits: FetchLimits) -> bytes:
-    """GET url with every guard (address policy, redirects, size cap, deadline); raises FetchError."""
+@contextmanager
+def _host_slot(slots: HostSlots | None, host: str, watchdog: Watchdog) -> Iterator[None]:
+    if slots is None:
+        yield
+        return
+    try:
+        slot = slots.acquire(host, wait_s=watchdog.remaining(), lease_s=watchdog.remaining() + SLOT_LEASE_GRACE_S)
+    except HostBusy:
+        raise FetchError(
+            "host_busy",
+            f"{host} already had {slots.limit} downloads in progress for the whole time limit.",
+            transient=True,
+        ) from None
+    try:
+        yield
+    finally:
+        slots.release(slot)
+
+
+def fetch_image(url: str, limits: FetchLimits, slots: HostSlots | None = None) -> bytes:
+    """GET url with every guard (address policy, redirects, size cap, deadline); raises FetchError.
+
+    With ``slots``, the download first waits for one of its host's slots, within the same deadline.
+    """
     _check_url(url)
     current, host = url, _host_for_message(url)
-    with _build_session(limits) as session, watched(limits.total_timeout_s) as watchdog:
+    with (
+        _build_session(limits) as session,
+        watched(limits.total_timeout_s) as watchdog,
+        _host_slot(slots, host, watchdog),
+    ):
         try:
             for _hop in range(limits.max_redirects + 1):
                 host = _host_for_message(current)

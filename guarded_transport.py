@@ -8,11 +8,13 @@ subclasses ``HTTPAdapter`` rather than ``IPFilterAdapter`` because the latter's 
 own resolution and loopback-only policy, which would resolve twice.
 
 ``watched`` gives one call a deadline: a watchdog shuts its sockets down when the budget runs out,
-so a server dripping one byte per read timeout cannot hold a worker past it.
+so a server dripping one byte per read timeout cannot hold a worker past it. Name resolution, which
+no socket timeout covers, is waited for only as long as the deadline has left.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import ipaddress
 import logging
@@ -47,6 +49,10 @@ class BlockedAddressError(requests.exceptions.RequestException):
 
 class DnsResolutionError(requests.exceptions.RequestException):
     """Raised inside the adapter when a host does not resolve."""
+
+
+class DnsTimeoutError(DnsResolutionError):
+    """Raised inside the adapter when a host's resolution outlasts the call's deadline."""
 
 
 # --- deadline watchdog -------------------------------------------------------
@@ -144,6 +150,28 @@ class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
 # --- the guarded adapter -----------------------------------------------------
 
 
+def _getaddrinfo_within_deadline(host: str, port: int | None) -> list[Any]:
+    family = allowed_gai_family()
+    watchdog = _active_watchdog.get()
+    if watchdog is None:
+        return socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+    # getaddrinfo cannot be interrupted, so it runs in a thread of its own that is left behind if it
+    # outlasts the deadline; it ends when the resolver gives up.
+    answer: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
+
+    def lookup() -> None:
+        try:
+            answer.set_result(socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM))
+        except BaseException as exc:
+            answer.set_exception(exc)
+
+    threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    try:
+        return answer.result(timeout=max(watchdog.remaining(), 0.0))
+    except concurrent.futures.TimeoutError:
+        raise DnsTimeoutError(f"resolving {host!r} outlasted the deadline") from None
+
+
 def resolve_checked(host: str, port: int | None, allowed: tuple[Network, ...]) -> IPAddress:
     """Resolve host, raise BlockedAddressError if any address is blocked, and return the one to pin."""
     literal = literal_address(host)
@@ -152,7 +180,7 @@ def resolve_checked(host: str, port: int | None, allowed: tuple[Network, ...]) -
         addresses: list[IPAddress] = [literal]
     else:
         try:
-            infos = socket.getaddrinfo(host, port, family=allowed_gai_family(), type=socket.SOCK_STREAM)
+            infos = _getaddrinfo_within_deadline(host, port)
         except (socket.gaierror, UnicodeError) as exc:
             raise DnsResolutionError(f"cannot resolve {host!r}: {exc}") from exc
         addresses = [

@@ -83,7 +83,7 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
     if work is None:
         return "skipped"
     try:
-        data = fetcher.fetch_image(work.source_url, fetch_limits(settings))
+        data = fetcher.fetch_image(work.source_url, fetch_limits(settings), current_app.extensions["host_slots"])
         compressed = pipeline.compress(
             data, quality=work.quality, max_dimension=work.max_dimension, max_pixels=settings.max_image_pixels
         )
@@ -132,7 +132,8 @@ def deliver_webhook(event_id: str) -> str | None:
     if work is None:
         return None
     body = work.payload.encode()
-    headers = webhooks.signed_headers(current_app.extensions["webhook_secret"], work.event_id, body)
+    secret = webhooks.tenant_secret(current_app.extensions["webhook_secret"], webhook_outbox.owner_of_event(event_id))
+    headers = webhooks.signed_headers(secret, work.event_id, body)
     started_at, started = utcnow(), time.monotonic()
     status_code: int | None = None
     error: str | None = None

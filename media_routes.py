@@ -6,8 +6,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, send_file, send_from_directory
 
+import storage
 from errors import ApiError
-from storage import LocalStorage, StorageError
 
 bp = Blueprint("media", __name__)
 
@@ -18,16 +18,10 @@ SAMPLE_CSV_ORIGIN = "http://127.0.0.1:5000"
 
 @bp.get("/media/<path:key>")
 def get_media(key: str):
-    storage = current_app.extensions["storage"]
-    if not isinstance(storage, LocalStorage):
-        raise ApiError(404, "not_found", "Output images are served by the object store.")
-    try:
-        path = storage.path_for(key)
-    except StorageError:
-        raise ApiError(404, "not_found", "No such image.") from None
-    if not path.is_file() or path.name.startswith("."):
+    path = current_app.extensions["storage"].local_path(key)
+    if path is None:
         raise ApiError(404, "not_found", "No such image.")
-    return send_file(path, mimetype="image/jpeg", max_age=86400, conditional=True)
+    return send_file(path, mimetype=storage.media_type(key), max_age=86400, conditional=True)
 
 
 @bp.get("/samples/<path:name>")

@@ -1,13 +1,21 @@
-"""Rate limits per API key, or per client address when the service is open."""
+"""Rate limits per API key, or per client address when the service is open; failed keys per address."""
 
 from __future__ import annotations
 
+import logging
+import math
+import time
+
+import limits
 from flask import Flask, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 import access
-from config import Settings
+from config import Settings, SettingsError
+from errors import ApiError
+
+log = logging.getLogger(__name__)
 
 
 def client_key() -> str:
@@ -15,9 +23,11 @@ def client_key() -> str:
     return f"key:{owner}" if owner else f"ip:{get_remote_address()}"
 
 
+KEY_PREFIX = "imgsvc"
+
 # swallow_errors: an unreachable limiter store must not take the API down with it.
 limiter = Limiter(
-    key_func=client_key, headers_enabled=True, swallow_errors=True, key_prefix="imgsvc", strategy="moving-window"
+    key_func=client_key, headers_enabled=True, swallow_errors=True, key_prefix=KEY_PREFIX, strategy="moving-window"
 )
 
 #: Route decorators; the limits are read from the settings at request time.
@@ -25,6 +35,49 @@ upload_limit = limiter.limit(lambda: current_app.config["SETTINGS"].rate_limit_u
 read_limit = limiter.limit(lambda: current_app.config["SETTINGS"].rate_limit_reads)
 
 
+class AuthFailures:
+    """Wrong API keys presented per client address, counted in the limiter's store.
+
+    ``access`` asks before it looks at a key, and reports every wrong one: past the limit an address
+    is refused whatever it presents, so that guessing keys costs the window's length per few guesses.
+    """
+
+    def __init__(self, limit: str) -> None:
+        try:
+            self.limit = limits.parse(limit)
+        except ValueError as error:
+            raise SettingsError(f"RATE_LIMIT_AUTH_FAILURES: {error}") from None
+
+    @staticmethod
+    def _identity() -> tuple[str, str]:
+        return KEY_PREFIX, f"authfail:{get_remote_address()}"
+
+    def refuse_if_exhausted(self) -> None:
+        """Raises ApiError 429 ``rate_limited``, with ``Retry-After``, when the address has no attempts left."""
+        try:
+            if limiter.limiter.test(self.limit, *self._identity()):
+                return
+            reset_at, _remaining = limiter.limiter.get_window_stats(self.limit, *self._identity())
+        except Exception:  # like the limiter's own errors: the store being down must not lock everyone out
+            log.warning("auth-failure limit unavailable", exc_info=True)
+            return
+        retry_after = max(1, math.ceil(reset_at - time.time()))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Too many wrong API keys from this address; try again in {retry_after} seconds.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    def count(self) -> None:
+        """Record one wrong key from the caller's address."""
+        try:
+            limiter.limiter.hit(self.limit, *self._identity())
+        except Exception:
+            log.warning("auth-failure limit unavailable", exc_info=True)
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     app.config["RATELIMIT_STORAGE_URI"] = settings.rate_limit_storage_url
     limiter.init_app(app)
+    app.extensions["auth_failures"] = AuthFailures(settings.rate_limit_auth_failures)

@@ -3,15 +3,42 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from config import Settings
 
+#: The keys outputs are stored under: ``<request uuid4>/<image id>.<format>``, or content-addressed
+#: ``objects/<2 hex>/<sha-256 hex>.<format>``. Nothing else under the root is ever served.
+OUTPUT_KEY = re.compile(
+    r"(?:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/[0-9]{1,20}"
+    r"|objects/[0-9a-f]{2}/[0-9a-f]{64})"
+    r"\.(?P<format>jpg|webp|avif)"
+)
+MEDIA_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "avif": "image/avif"}
+
 
 class StorageError(Exception):
     """Storing or locating an object failed."""
+
+
+def is_output_key(key: str) -> bool:
+    """True if ``key`` has the shape of an output's key (which says nothing of whether it exists)."""
+    return OUTPUT_KEY.fullmatch(key) is not None
+
+
+def media_type(key: str) -> str:
+    """The content type of the output stored under ``key``, from its format.
+
+    Raises:
+        StorageError: the key is not an output's key.
+    """
+    match = OUTPUT_KEY.fullmatch(key)
+    if match is None:
+        raise StorageError(f"not an output key: {key!r}")
+    return MEDIA_TYPES[match["format"]]
 
 
 class Storage(Protocol):
@@ -20,6 +47,9 @@ class Storage(Protocol):
 
     def url_for(self, key: str) -> str:
         """The absolute URL a client fetches the object from."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The file the app itself serves for ``key``; None if it serves no such output (or none at all)."""
 
 
 class LocalStorage:
@@ -58,6 +88,16 @@ class LocalStorage:
     def url_for(self, key: str) -> str:
         return f"{self.public_base_url}/media/{key}"
 
+    def local_path(self, key: str) -> Path | None:
+        # Only outputs: the root may hold other files (temporary ones, or worse if it is the instance folder).
+        if not is_output_key(key):
+            return None
+        try:
+            path = self.path_for(key)
+        except StorageError:
+            return None
+        return path if path.is_file() else None
+
 
 class S3Storage:
     """An S3-compatible bucket; output URLs are the objects' URLs."""
@@ -78,6 +118,9 @@ class S3Storage:
 
     def url_for(self, key: str) -> str:
         return f"{self.public_base_url}/{key}"
+
+    def local_path(self, key: str) -> Path | None:
+        return None  # clients fetch the objects from the store itself
 
 
 def from_settings(settings: Settings) -> Storage:

@@ -10,6 +10,7 @@ import access
 import address_policy
 import csv_input
 import dispatch
+import quotas
 import rate_limits
 import request_state
 from config import Settings
@@ -44,6 +45,7 @@ def create_upload():
         max_url_length=settings.max_url_length,
     )
     rows = csv_input.parse_rows(data, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
+    quotas.check_active_images(options.owner_key_hash, rows, settings.max_active_images_per_key)
     created = request_state.create_request(rows, options)
     dispatch.fill_queue(settings.image_queue_depth)
     location = status_url(settings.public_base_url, created.id)

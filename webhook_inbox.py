@@ -24,6 +24,20 @@ def record(webhook_id: str, body: bytes) -> None:
     db.session.commit()
 
 
+def owner_of(body: bytes) -> str | None:
+    """The key hash owning the request a delivery's body names (``data.request_id``); None if none.
+
+    The body is not verified yet: this only picks the secret the signature must verify with.
+    """
+    try:
+        request_id = _request_id_of(json.loads(body))
+    except (ValueError, RecursionError):  # anyone may call the receiver: its body may be anything
+        return None
+    if request_id is None:
+        return None
+    return db.session.scalar(select(Request.owner_key_hash).where(Request.id == request_id))
+
+
 def list_received(owner_key_hash: str | None) -> list[dict[str, Any]]:
     """The kept deliveries, newest first; with API keys, only those about the caller's requests."""
     rows = db.session.scalars(select(ReceivedWebhook).order_by(ReceivedWebhook.id.desc()).limit(KEPT)).all()

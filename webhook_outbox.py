@@ -107,6 +107,17 @@ def claim_attempt(event_id: str, lease: timedelta) -> AttemptWork | None:
     return AttemptWork(event_id, url, payload, attempt)
 
 
+def owner_of_event(event_id: str) -> str | None:
+    """The key hash that owns the event's request, whose secret signs the event; None when open."""
+    owner = db.session.scalar(
+        select(Request.owner_key_hash)
+        .join(WebhookEvent, WebhookEvent.request_id == Request.id)
+        .where(WebhookEvent.id == event_id)
+    )
+    db.session.commit()  # the POST that follows must not hold a transaction open
+    return owner
+
+
 def record_attempt(
     work: AttemptWork,
     *,

@@ -16,6 +16,8 @@ from config import Settings
 log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (a format marker, not a secret)
+#: Separates tenant secrets from every other HMAC the service secret makes (webhook signatures).
+TENANT_SECRET_LABEL = b"tenant-webhook-secret:"
 TIMESTAMP_TOLERANCE_S = 300
 
 
@@ -60,6 +62,20 @@ def load_or_create_secret(settings: Settings) -> str:
         handle.write(secret)
     log.warning("WEBHOOK_SECRET is not set: generated one and kept it in %s", path)
     return secret
+
+
+def tenant_secret(service_secret: str, owner_key_hash: str | None) -> str:
+    """The secret that signs the webhooks of one API key's requests, and that its tenant verifies with.
+
+    ``whsec_`` + base64 of HMAC-SHA256 over the key's SHA-256 hash (what a request stores as its
+    owner), keyed by the service secret: nothing more to configure, and the worker can sign knowing
+    only the request row. A tenant's secret tells nothing about the service secret or another tenant's.
+    A request of the open service (no owner) is signed with the service secret itself.
+    """
+    if owner_key_hash is None:
+        return service_secret
+    derived = hmac.new(secret_key(service_secret), TENANT_SECRET_LABEL + owner_key_hash.encode(), hashlib.sha256)
+    return SECRET_PREFIX + base64.b64encode(derived.digest()).decode()
 
 
 def _read_secret(path: Path) -> str:

@@ -42,12 +42,22 @@ def resend_delivery(request_id: str):
     return {"request_id": str(found.id), "webhook_id": event_id, "status": "PENDING"}, 202
 
 
+@bp.get("/api/webhook-secret")
+@rate_limits.read_limit
+def get_webhook_secret():
+    secret = webhooks.tenant_secret(current_app.extensions["webhook_secret"], access.owner_key_hash())
+    return {"secret": secret}, 200, {"Cache-Control": "no-store"}
+
+
 @bp.post("/api/webhooks/receive")
 def receive_webhook():
     body = request.get_data(cache=False)
     headers = {name.lower(): value for name, value in request.headers.items()}
+    # A delivery about a tenant's request must carry that tenant's signature, or one tenant could
+    # plant entries that another is shown.
+    secret = webhooks.tenant_secret(current_app.extensions["webhook_secret"], webhook_inbox.owner_of(body))
     try:
-        webhook_id = webhooks.verify(current_app.extensions["webhook_secret"], headers, body)
+        webhook_id = webhooks.verify(secret, headers, body)
     except webhooks.InvalidSignature as error:
         raise ApiError(401, "invalid_signature", f"The webhook's signature does not verify: {error}.") from None
     try:

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -256,33 +257,58 @@ def clean_tables(service) -> Iterator[None]:
     yield
 
 
-class QuietService:
-    """The app on a database of its own, with no worker or beat: what a unit test calls runs alone."""
+class SeparateDatabase:
+    """A migrated database of its own (PostgreSQL when the run has one, else SQLite), dropped by ``drop``."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, backing_services: dict[str, str], instance: Path) -> None:
+        self._postgres = PostgresDatabase(TEST_DATABASE_URL) if TEST_DATABASE_URL else None
+        self.url = self._postgres.url if self._postgres else f"sqlite:///{instance / 'separate.db'}"
+        migrate({**backing_services, "INSTANCE_DIR": str(instance), "DATABASE_URL": self.url})
+
+    def drop(self) -> None:
+        if self._postgres is not None:
+            self._postgres.drop()
+
+
+class QuietService:
+    """The app on a database and a broker of its own, with no worker or beat: what a test calls runs alone."""
+
+    def __init__(self, app, overrides: dict[str, Any]) -> None:
         self.app = app
+        #: Settings overrides that put another app on the same database and broker.
+        self.overrides = overrides
 
 
 @pytest.fixture(scope="session")
 def quiet_service(backing_services, tmp_path_factory) -> Iterator[QuietService]:
     """For tests that call state changes directly: no dispatcher tick takes their images away."""
     instance = tmp_path_factory.mktemp("quiet")
-    database = PostgresDatabase(TEST_DATABASE_URL) if TEST_DATABASE_URL else None
-    url = database.url if database else f"sqlite:///{instance / 'quiet.db'}"
-    migrate({**backing_services, "INSTANCE_DIR": str(instance), "DATABASE_URL": url})
+    database = SeparateDatabase(backing_services, instance)
+    # A broker nobody reads: a message sent here can never reach the session's worker.
+    from address_policy import parse_networks
     from app import create_app
     from config import _database_url
 
-    quiet_app = create_app({"database_url": _database_url(url), "instance_dir": instance})
+    overrides = {
+        "database_url": _database_url(database.url),
+        "instance_dir": instance,
+        "broker_url": "filesystem://",
+        "broker_key_prefix": "",
+        "fetch_allowed_networks": parse_networks(f"{IMAGE_HOST}/32"),
+        "api_keys": (),
+        "rate_limit_storage_url": "memory://",
+        "rate_limit_uploads": "100000/minute",
+        "rate_limit_reads": "100000/minute",
+    }
+    quiet_app = create_app(overrides)
     try:
-        yield QuietService(quiet_app)
+        yield QuietService(quiet_app, overrides)
     finally:
         with quiet_app.app_context():
             from models import db
 
             db.engine.dispose()
-        if database is not None:
-            database.drop()
+        database.drop()
 
 
 @pytest.fixture

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import uuid
 
 import pytest
 import requests
 from conftest import ApiServer
 from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import respond
+from loopback_servers import respond, wait_until
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+import webhooks
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
@@ -117,22 +122,71 @@ def test_rate_limits_answer_429_with_retry_after(service, source_server):
         server.stop()
 
 
+def webhook_secret(base_url: str, key: str) -> str:
+    answer = requests.get(f"{base_url}/api/webhook-secret", headers=bearer(key), timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Cache-Control"] == "no-store"
+    return answer.json()["secret"]
+
+
+def about(request_id: str) -> bytes:
+    return json.dumps({"type": "request.completed", "data": {"request_id": request_id}}).encode()
+
+
+def received_ids(base_url: str, key: str) -> list[str]:
+    answer = requests.get(f"{base_url}/api/webhooks/received", headers=bearer(key), timeout=10)
+    assert answer.status_code == 200, answer.text
+    return [r["webhook_id"] for r in answer.json()["received"]]
+
+
 def test_received_webhooks_are_shown_only_to_their_requests_owner(keyed_api, service):
-    import json as json_module
-
-    import webhooks
-
     created = upload(keyed_api, csv_of([(1, "A", ["http://127.0.0.2:9/x.jpg"])]), headers=bearer(KEY_A))
-    request_id = created.json()["request_id"]
-    body = json_module.dumps({"type": "request.completed", "data": {"request_id": request_id}}).encode()
-    headers = webhooks.signed_headers(service.env["WEBHOOK_SECRET"], "msg_owned", body)
+    body = about(created.json()["request_id"])
+    headers = webhooks.signed_headers(webhook_secret(keyed_api, KEY_A), "msg_owned", body)
     # The receiver itself needs no key: the signature is what it checks.
     assert requests.post(f"{keyed_api}/api/webhooks/receive", data=body, headers=headers, timeout=10).ok
 
-    seen_by_a = requests.get(f"{keyed_api}/api/webhooks/received", headers=bearer(KEY_A), timeout=10).json()
-    seen_by_b = requests.get(f"{keyed_api}/api/webhooks/received", headers=bearer(KEY_B), timeout=10).json()
-    assert [r["webhook_id"] for r in seen_by_a["received"]] == ["msg_owned"]
-    assert seen_by_b["received"] == []
+    assert received_ids(keyed_api, KEY_A) == ["msg_owned"]
+    assert received_ids(keyed_api, KEY_B) == []
+
+
+def test_each_tenant_signs_and_verifies_with_a_secret_of_its_own(keyed_api, service, source_server, receiver):
+    path = f"/{uuid.uuid4().hex}.jpg"
+    source_server.route(path, respond(200, jpeg_bytes((64, 48)), {"Content-Type": "image/jpeg"}))
+    created = upload(
+        keyed_api, csv_of([(1, "A", [source_server.url(path)])]), headers=bearer(KEY_A), webhook_url=receiver.url
+    )
+    assert created.status_code == 202, created.text
+    wait_final(keyed_api, created.json()["request_id"], headers=bearer(KEY_A))
+    assert wait_until(lambda: len(receiver.deliveries()) == 1, timeout_s=20)
+    delivery = receiver.deliveries()[0]
+    headers = {k: v for k, v in delivery["headers"].items() if k.startswith("webhook-")}
+
+    secret_a, secret_b = webhook_secret(keyed_api, KEY_A), webhook_secret(keyed_api, KEY_B)
+    assert secret_a.startswith("whsec_") and secret_b.startswith("whsec_")
+    assert len({secret_a, secret_b, service.env["WEBHOOK_SECRET"]}) == 3
+    assert Webhook(secret_a).verify(delivery["body"], headers)["data"]["request_id"] == created.json()["request_id"]
+    for other in (secret_b, service.env["WEBHOOK_SECRET"]):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(other).verify(delivery["body"], headers)
+    assert_error(requests.get(f"{keyed_api}/api/webhook-secret", timeout=10), 401, "unauthorized")
+
+
+def test_builtin_receiver_refuses_a_webhook_forged_by_another_tenant(keyed_api, service):
+    created = upload(keyed_api, csv_of([(1, "B", ["http://127.0.0.2:9/x.jpg"])]), headers=bearer(KEY_B))
+    body = about(created.json()["request_id"])
+    receive = f"{keyed_api}/api/webhooks/receive"
+    # Tenant A signs a payload about B's request: with its own secret, and with the one secret every
+    # tenant used to hold.
+    for forger, secret in (("a", webhook_secret(keyed_api, KEY_A)), ("service", service.env["WEBHOOK_SECRET"])):
+        headers = webhooks.signed_headers(secret, f"msg_forged_by_{forger}", body)
+        assert_error(requests.post(receive, data=body, headers=headers, timeout=10), 401, "invalid_signature")
+    assert received_ids(keyed_api, KEY_B) == []
+
+    genuine = webhooks.signed_headers(webhook_secret(keyed_api, KEY_B), "msg_genuine", body)
+    assert requests.post(receive, data=body, headers=genuine, timeout=10).status_code == 200
+    assert received_ids(keyed_api, KEY_B) == ["msg_genuine"]
+    assert received_ids(keyed_api, KEY_A) == []
 
 
 def test_behind_a_trusted_proxy_limits_key_on_the_forwarded_client(service):
@@ -146,3 +200,38 @@ def test_behind_a_trusted_proxy_limits_key_on_the_forwarded_client(service):
 
     assert [read("203.0.113.7") for _ in range(3)] == [200, 200, 429]
     assert read("198.51.100.9") == 200  # another client behind the same proxy
+
+
+def test_failed_key_attempts_are_limited_per_client_address(service):
+    from app import create_app
+
+    # Behind a trusted proxy, so that the test client, all 127.0.0.1, can speak for several addresses.
+    app = create_app({"api_keys": (KEY_A,), "rate_limit_auth_failures": "3/2 seconds", "trusted_proxies": 1})
+    client = app.test_client()
+    suffix = uuid.uuid4().int % 200 + 1
+    attacker, neighbour, keyless = f"203.0.113.{suffix}", f"198.51.100.{suffix}", f"192.0.2.{suffix}"
+
+    def read(address: str, headers: dict[str, str]):
+        return client.get("/api/requests", headers={"X-Forwarded-For": address, **headers})
+
+    assert [read(attacker, bearer(f"guess-{n}")).status_code for n in range(3)] == [401, 401, 401]
+    blocked = read(attacker, bearer("guess-4"))
+    assert blocked.status_code == 429 and blocked.json["error"]["code"] == "rate_limited"
+    assert 0 < int(blocked.headers["Retry-After"]) <= 3
+    # Refused before the key is looked at, so a guess that happens to be right tells nothing either.
+    assert read(attacker, bearer(KEY_A)).status_code == 429
+    # Another address has its own attempts; a caller without a key is not guessing one.
+    assert read(neighbour, bearer(KEY_A)).status_code == 200
+    assert read(neighbour, bearer("guess")).status_code == 401
+    assert [read(keyless, {}).status_code for _ in range(5)] == [401] * 5
+    assert read(keyless, bearer(KEY_A)).status_code == 200
+
+    time.sleep(2.2)  # the window passes
+    assert read(attacker, bearer(KEY_A)).status_code == 200
+
+
+def test_builtin_receiver_refuses_unsigned_bodies_of_any_shape(keyed_api):
+    receive = f"{keyed_api}/api/webhooks/receive"
+    for body in (b"", b"not json", b"\xff\xfe", b"[" * 100_000, b'{"data": {"request_id": "not-a-uuid"}}'):
+        answer = requests.post(receive, data=body, headers={"webhook-signature": "v1,AAAA"}, timeout=10)
+        assert_error(answer, 401, "invalid_signature")

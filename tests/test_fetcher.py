@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import gzip
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -277,6 +278,29 @@ def test_dns_failure_is_a_transient_dns_error(monkeypatch: pytest.MonkeyPatch) -
     fake_dns(monkeypatch, {"nowhere.test": no_such_host})
     error, _ = expect_error("dns_error", lambda: fetch_image("http://nowhere.test/img.png", limits()))
     assert error.transient
+
+
+def test_a_slow_resolver_cannot_hold_a_fetch_past_its_deadline(
+    monkeypatch: pytest.MonkeyPatch, server: LoopbackHTTPServer
+) -> None:
+    server.route("/img.png", respond(200, PNG, {"Content-Type": "image/png"}))
+    answered = threading.Event()
+
+    def slow_resolver() -> list[str]:
+        answered.wait(10)  # far past the deadline; set at the end so the lookup thread ends too
+        return [SERVER_HOST]
+
+    fake_dns(monkeypatch, {"slow.test": slow_resolver})
+    try:
+        error, elapsed = expect_error(
+            "dns_error", lambda: fetch_image(f"http://slow.test:{server.port}/img.png", limits(total_timeout_s=1.0))
+        )
+    finally:
+        answered.set()
+    assert error.transient
+    assert "time limit" in error.message
+    assert elapsed < 1.5
+    assert server.hits() == 0
 
 
 # --- success paths -------------------------------------------------------------

@@ -225,3 +225,82 @@ def test_from_settings_defaults_to_local_storage_under_the_instance_folder(tmp_p
     assert backend.url_for("x.jpg") == "http://127.0.0.1:8080/media/x.jpg"
     backend.put("x.jpg", b"data")
     assert (tmp_path / "media" / "x.jpg").read_bytes() == b"data"
+
+
+# --- the shape of output keys, and how the storage serves them --------------------------------------
+
+DIGEST = "ab" + "0123456789abcdef" * 3 + "0123456789abcd"
+UUID4 = "6f1c0000-0000-4000-8000-000000000000"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [KEY, f"{UUID4}/1.webp", f"{UUID4}/7.avif", f"objects/ab/{DIGEST}.jpg", f"objects/00/{DIGEST}.webp"],
+)
+def test_is_output_key_accepts_the_shapes_the_storage_writes(key: str) -> None:
+    assert len(DIGEST) == 64
+    assert storage.is_output_key(key)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "webhook_secret",
+        "service.db",
+        "test.db-wal",
+        f"{UUID4}/.tmp-abc123.jpg",
+        f"{UUID4}/42.png",
+        f"{UUID4}/42.jpg.bak",
+        f"{UUID4}/42.JPG",
+        f"{UUID4}/-1.jpg",
+        f"{UUID4}/x.jpg",
+        f"{UUID4}//42.jpg",
+        f"{UUID4}/42.jpg\n",
+        f"{UUID4}/sub/42.jpg",
+        f"./{UUID4}/42.jpg",
+        f"x/../{UUID4}/42.jpg",
+        UUID4.upper() + "/42.jpg",
+        "6f1c0000-0000-1000-8000-000000000000/42.jpg",  # a version-1 UUID
+        "6f1c00000000400080000000000000000/42.jpg",
+        f"objects/ab/{DIGEST[:-1]}.jpg",
+        f"objects/AB/{DIGEST}.jpg",
+        f"objects/ab/{DIGEST.upper()}.jpg",
+        f"objects/abc/{DIGEST}.jpg",
+        f"objects/ab/{DIGEST}.jpg/x",
+        f"objects/ab/{DIGEST}",
+        "",
+    ],
+)
+def test_is_output_key_refuses_everything_else(key: str) -> None:
+    assert not storage.is_output_key(key)
+
+
+def test_local_path_is_the_file_of_a_stored_output(local: LocalStorage, root: Path) -> None:
+    local.put(KEY, b"jpeg")
+    assert local.local_path(KEY) == (root / KEY).resolve()
+    assert local.local_path(f"{UUID4}/43.jpg") is None  # not stored
+
+
+def test_local_path_refuses_files_that_are_not_outputs(local: LocalStorage, root: Path) -> None:
+    for name in ("webhook_secret", f"{UUID4}/.tmp-abc.jpg", f"{UUID4}/42.png", "../outside.jpg"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+        assert local.local_path(name) is None
+
+
+def test_local_path_refuses_an_output_key_that_is_a_folder(local: LocalStorage, root: Path) -> None:
+    (root / KEY).mkdir(parents=True)
+    assert local.local_path(KEY) is None
+
+
+def test_an_object_store_serves_its_own_objects() -> None:
+    s3 = storage.S3Storage("bucket", None, "us-east-1", None)
+    assert s3.local_path(KEY) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "media_type"),
+    [(KEY, "image/jpeg"), (f"{UUID4}/1.webp", "image/webp"), (f"objects/ab/{DIGEST}.avif", "image/avif")],
+)
+def test_media_type_follows_the_keys_format(key: str, media_type: str) -> None:
+    assert storage.media_type(key) == media_type

@@ -362,3 +362,43 @@ def test_load_or_create_secret_fails_on_a_malformed_whsec_value(tmp_path, malfor
 def test_load_or_create_secret_fails_on_whsec_values_with_non_base64_characters(tmp_path, malformed: str) -> None:
     with pytest.raises(ValueError):
         webhooks.load_or_create_secret(settings_for(tmp_path, WEBHOOK_SECRET=malformed))
+
+
+# --- tenant_secret --------------------------------------------------------------------------------
+
+OWNER_A = hashlib.sha256(b"tenant-a-key").hexdigest()
+OWNER_B = hashlib.sha256(b"tenant-b-key").hexdigest()
+
+
+def test_tenant_secret_is_stable_for_a_key() -> None:
+    assert webhooks.tenant_secret(SECRET, OWNER_A) == webhooks.tenant_secret(SECRET, OWNER_A)
+
+
+def test_tenant_secret_differs_per_key_and_from_the_service_secret() -> None:
+    secrets_ = {SECRET, webhooks.tenant_secret(SECRET, OWNER_A), webhooks.tenant_secret(SECRET, OWNER_B)}
+    assert len(secrets_) == 3
+
+
+def test_tenant_secret_depends_on_the_service_secret() -> None:
+    assert webhooks.tenant_secret(SECRET, OWNER_A) != webhooks.tenant_secret(OTHER_SECRET, OWNER_A)
+
+
+def test_tenant_secret_is_whsec_and_32_bytes_derived_from_the_key_hash() -> None:
+    secret = webhooks.tenant_secret(SECRET, OWNER_A)
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
+    expected = hmac.new(bytes(range(32)), b"tenant-webhook-secret:" + OWNER_A.encode(), hashlib.sha256).digest()
+    assert webhooks.secret_key(secret) == expected
+
+
+def test_tenant_secret_of_an_open_mode_request_is_the_service_secret() -> None:
+    assert webhooks.tenant_secret(SECRET, None) == SECRET
+
+
+def test_reference_library_verifies_a_tenant_signature_only_with_that_tenants_secret() -> None:
+    secret_a, secret_b = webhooks.tenant_secret(SECRET, OWNER_A), webhooks.tenant_secret(SECRET, OWNER_B)
+    headers = webhooks.signed_headers(secret_a, MSG_ID, BODY)
+    assert Webhook(secret_a).verify(BODY, headers) == json.loads(BODY)
+    for other in (secret_b, SECRET):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(other).verify(BODY, headers)

@@ -1,0 +1,177 @@
+"""At most N image fetches at once per source host, across every worker process and machine.
+
+A slot is held for one fetch. With a Redis broker the slots of a host are a sorted set in that Redis,
+each member a holder whose score is when its lease runs out, so the slot of a worker that died frees
+itself once the fetch's deadline has passed; a Lua script prunes, counts and adds in one step. Without
+Redis (the single-machine setup) they are N lock files per host in the instance folder, held with
+``flock``, which the kernel lets go of when the holder's process ends, however it ends.
+
+Waiting for a slot polls with a short sleep, for as long as the caller allows.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from config import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.05
+
+# KEYS[1]: the host's set; ARGV: limit, lease in ms, holder token. The clock is Redis's own, so the
+# workers' clocks need not agree.
+_ACQUIRE_SCRIPT = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local lease_ms = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now_ms + lease_ms, ARGV[3])
+if redis.call('PTTL', KEYS[1]) < lease_ms then
+  redis.call('PEXPIRE', KEYS[1], lease_ms)
+end
+return 1
+"""
+
+
+class HostBusy(Exception):
+    """Every slot of the host stayed taken for as long as the caller would wait."""
+
+    def __init__(self, host: str, limit: int) -> None:
+        super().__init__(f"all {limit} slots of {host} are taken")
+        self.host = host
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class Slot:
+    host: str
+    token: Any
+
+
+class HostSlots:
+    """A counting semaphore per host; subclasses say where the slots live."""
+
+    #: What the slots' store raises when it is unreachable; fetching then goes on without a slot.
+    store_errors: tuple[type[BaseException], ...] = (OSError,)
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a host needs at least one slot")
+        self.limit = limit
+
+    def acquire(self, host: str, wait_s: float, lease_s: float) -> Slot | None:
+        """Take one of the host's slots, waiting up to ``wait_s``; ``lease_s`` bounds how long it is held.
+
+        Returns None, logged, when the slots' store fails: the limit protects the source hosts,
+        and is not worth failing the fetch over.
+
+        Raises:
+            HostBusy: no slot freed within ``wait_s``.
+        """
+        host = host.lower()
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                token = self._try_acquire(host, lease_s)
+            except self.store_errors:
+                log.warning("host slots unavailable; fetching from %s without one", host, exc_info=True)
+                return None
+            if token is not None:
+                return Slot(host, token)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HostBusy(host, self.limit)
+            # Jitter keeps waiting workers from polling in step.
+            time.sleep(min(remaining, POLL_INTERVAL_S * random.uniform(0.5, 1.5)))
+
+    def release(self, slot: Slot | None) -> None:
+        """Give a slot back; a failure is logged, and the lease or the process's end frees it instead."""
+        if slot is None:
+            return
+        try:
+            self._release(slot)
+        except self.store_errors:
+            log.warning("could not release a slot of %s; it frees itself", slot.host, exc_info=True)
+
+    def _try_acquire(self, host: str, lease_s: float) -> Any | None:
+        raise NotImplementedError
+
+    def _release(self, slot: Slot) -> None:
+        raise NotImplementedError
+
+
+class RedisHostSlots(HostSlots):
+    """Slots shared by every machine using one Redis: a sorted set of leases per host."""
+
+    def __init__(self, url: str, limit: int, key_prefix: str = "") -> None:
+        import redis  # only needed with a Redis broker
+
+        super().__init__(limit)
+        self.store_errors = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.key_prefix = key_prefix
+        self._acquire_script = self.client.register_script(_ACQUIRE_SCRIPT)
+
+    def key(self, host: str) -> str:
+        return f"{self.key_prefix}host-slots:{host}"
+
+    def _try_acquire(self, host: str, lease_s: float) -> Any | None:
+        token = uuid.uuid4().hex
+        lease_ms = max(1, int(lease_s * 1000))
+        taken = self._acquire_script(keys=[self.key(host)], args=[self.limit, lease_ms, token])
+        return token if taken == 1 else None
+
+    def _release(self, slot: Slot) -> None:
+        self.client.zrem(self.key(slot.host), slot.token)
+
+
+class FileHostSlots(HostSlots):
+    """Slots shared by the processes of one machine: N lock files per host, held with ``flock``."""
+
+    def __init__(self, folder: Path, limit: int) -> None:
+        super().__init__(limit)
+        self.folder = folder
+
+    def _try_acquire(self, host: str, lease_s: float) -> Any | None:
+        # A hash names the folder: a host name may hold characters a file name may not.
+        folder = self.folder / hashlib.sha256(host.encode()).hexdigest()[:32]
+        folder.mkdir(parents=True, exist_ok=True)
+        first = random.randrange(self.limit)
+        for offset in range(self.limit):
+            fd = os.open(folder / f"slot-{(first + offset) % self.limit}", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        return None
+
+    def _release(self, slot: Slot) -> None:
+        os.close(slot.token)  # closing the only descriptor of the file releases its lock
+
+
+def from_settings(settings: Settings) -> HostSlots | None:
+    """The slots ``FETCH_MAX_PER_HOST`` asks for, in the broker's Redis if there is one; None if 0."""
+    if settings.fetch_max_per_host == 0:
+        return None
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        return RedisHostSlots(settings.broker_url, settings.fetch_max_per_host, settings.broker_key_prefix)
+    # Any other broker: the bound holds per machine only.
+    return FileHostSlots(settings.instance_dir / "host-slots", settings.fetch_max_per_host)

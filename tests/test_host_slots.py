@@ -1,0 +1,166 @@
+"""The per-host semaphore on both of its stores: Redis (leases in a sorted set) and lock files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import REQUIRE_SERVICES, ROOT
+
+import host_slots
+from config import Settings
+from host_slots import FileHostSlots, HostBusy, RedisHostSlots
+
+REDIS_URL = os.environ.get("TEST_BROKER_URL") or "redis://127.0.0.1:6379/0"
+HOST = "images.example.test"
+
+
+@pytest.fixture
+def redis_prefix():
+    import redis
+
+    prefix = f"imgsvc-test-slots-{uuid.uuid4().hex[:8]}:"
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"Redis at {REDIS_URL} cannot be reached: {error}", pytrace=False)
+        pytest.skip(f"Redis at {REDIS_URL} cannot be reached")
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(params=["redis", "file"])
+def make_slots(request, tmp_path):
+    """Builds slot sets that share one store, as the processes of a deployment do."""
+    if request.param == "redis":
+        prefix = request.getfixturevalue("redis_prefix")
+        return lambda limit: RedisHostSlots(REDIS_URL, limit, prefix)
+    return lambda limit: FileHostSlots(tmp_path / "host-slots", limit)
+
+
+def test_at_most_limit_slots_per_host_are_held(make_slots) -> None:
+    slots = make_slots(2)
+    first, second = slots.acquire(HOST, 0, 30), slots.acquire(HOST, 0, 30)
+    assert first is not None and second is not None
+    started = time.monotonic()
+    with pytest.raises(HostBusy):
+        slots.acquire(HOST, 0.3, 30)
+    assert 0.3 <= time.monotonic() - started < 2
+    # Another host has slots of its own; a host name's case does not make it another.
+    assert slots.acquire("other.example.test", 0, 30) is not None
+    with pytest.raises(HostBusy):
+        slots.acquire(HOST.upper(), 0, 30)
+
+    slots.release(first)
+    assert slots.acquire(HOST, 0, 30) is not None
+
+
+def test_processes_and_machines_share_the_slots_through_the_store(make_slots) -> None:
+    here, there = make_slots(1), make_slots(1)
+    held = here.acquire(HOST, 0, 30)
+    with pytest.raises(HostBusy):
+        there.acquire(HOST, 0.1, 30)
+    here.release(held)
+    assert there.acquire(HOST, 0, 30) is not None
+
+
+def test_a_waiting_acquire_takes_a_slot_as_soon_as_one_is_released(make_slots) -> None:
+    slots = make_slots(1)
+    held = slots.acquire(HOST, 0, 30)
+    threading.Timer(0.3, slots.release, args=[held]).start()
+    started = time.monotonic()
+    assert slots.acquire(HOST, 5, 30) is not None
+    assert 0.25 <= time.monotonic() - started < 2
+
+
+def test_contending_threads_never_hold_more_than_the_limit(make_slots) -> None:
+    slots = make_slots(2)
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0, "done": 0}
+
+    def work() -> None:
+        for _ in range(5):
+            slot = slots.acquire(HOST, 10, 30)
+            with lock:
+                state["now"] += 1
+                state["peak"] = max(state["peak"], state["now"])
+            time.sleep(0.02)
+            with lock:
+                state["now"] -= 1
+                state["done"] += 1
+            slots.release(slot)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert state["done"] == 30
+    assert state["peak"] == 2
+
+
+def test_a_redis_lease_frees_the_slot_of_a_holder_that_never_released(redis_prefix) -> None:
+    slots = RedisHostSlots(REDIS_URL, 1, redis_prefix)
+    assert slots.acquire(HOST, 0, lease_s=0.3) is not None  # a worker that then died
+    with pytest.raises(HostBusy):
+        slots.acquire(HOST, 0.1, 30)
+    started = time.monotonic()
+    assert slots.acquire(HOST, 3, 30) is not None
+    assert time.monotonic() - started < 1
+    # The set itself expires with its longest lease, so idle hosts leave no keys behind.
+    assert 0 < slots.client.pttl(slots.key(HOST.lower())) <= 30_000
+
+
+def test_a_lock_file_slot_frees_itself_when_its_process_dies(tmp_path: Path) -> None:
+    folder = tmp_path / "host-slots"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, host_slots; from pathlib import Path\n"
+            f"assert host_slots.FileHostSlots(Path({str(folder)!r}), 1).acquire({HOST!r}, 0, 30)\n"
+            "print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        slots = FileHostSlots(folder, 1)
+        with pytest.raises(HostBusy):
+            slots.acquire(HOST, 0.1, 30)
+        holder.kill()  # no release, no clean-up: the kernel drops the lock
+        holder.wait()
+        assert slots.acquire(HOST, 1, 30) is not None
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_an_unreachable_store_lets_the_fetch_go_on_without_a_slot(tmp_path: Path) -> None:
+    from loopback_servers import unused_port
+
+    slots = RedisHostSlots(f"redis://127.0.0.1:{unused_port()}/0", 1)
+    assert slots.acquire(HOST, 1, 30) is None
+    slots.release(None)
+
+
+def test_settings_choose_the_store(tmp_path: Path) -> None:
+    base = {"INSTANCE_DIR": str(tmp_path)}
+    assert isinstance(host_slots.from_settings(Settings.from_env(base)), FileHostSlots)
+    redis_settings = Settings.from_env({**base, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"})
+    assert isinstance(host_slots.from_settings(redis_settings), RedisHostSlots)
+    assert host_slots.from_settings(Settings.from_env({**base, "FETCH_MAX_PER_HOST": "0"})) is None
+    assert Settings.from_env(base).fetch_max_per_host == 8

@@ -1,0 +1,56 @@
+"""/readyz names a dependency that does not answer, and keeps its error text for the log."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import celery
+from loopback_servers import unused_port
+
+
+@contextmanager
+def app_on(tmp_path, database_url: str) -> Iterator:
+    """An app of its own on the given database and a local broker; no worker needed."""
+    from app import create_app
+
+    previous = celery.current_app._get_current_object()
+    try:
+        yield create_app(
+            {
+                "instance_dir": tmp_path,
+                "storage_root": tmp_path / "media",
+                "broker_url": "filesystem://",
+                "database_url": database_url,
+            }
+        )
+    finally:
+        # Creating an app made its Celery app the process's default; other tests send with theirs.
+        previous.set_default()
+        previous.set_current()
+
+
+def test_readiness_names_the_failing_dependency_and_logs_its_error(tmp_path, caplog):
+    port = unused_port()  # nothing listens there: the database is down
+    with (
+        app_on(tmp_path, f"postgresql+psycopg2://postgres@127.0.0.1:{port}/x") as app,
+        caplog.at_level(logging.WARNING, logger="status_routes"),
+    ):
+        answer = app.test_client().get("/readyz")
+
+    assert answer.status_code == 503
+    assert answer.json["error"]["code"] == "not_ready"
+    assert answer.json["error"]["details"] == [{"dependency": "database", "message": "not reachable"}]
+    text = answer.get_data(as_text=True)
+    for leak in (str(port), "127.0.0.1", "postgres", "OperationalError", "refused", "connection to server"):
+        assert leak not in text
+    # The detail is for the operator, in the log.
+    assert "database" in caplog.text and str(port) in caplog.text
+
+
+def test_readiness_is_ok_when_every_dependency_answers(tmp_path):
+    with app_on(tmp_path, f"sqlite:///{tmp_path / 'ready.db'}") as app:
+        answer = app.test_client().get("/readyz")
+    assert answer.status_code == 200
+    assert answer.json == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}

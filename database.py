@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from flask import Flask, g, request
 from sqlalchemy import Table, event, insert, literal, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
@@ -64,13 +65,19 @@ def read_only() -> Iterator[None]:
         _read_only.reset(token)
 
 
-def enter_read_only() -> contextvars.Token[bool]:
-    """``read_only`` for a scope that cannot use ``with`` (a Flask request); undo with ``leave_read_only``."""
-    return _read_only.set(True)
+def read_only_for_safe_methods(app: Flask) -> None:
+    """A GET or HEAD only reads: a status poll or a CSV download never takes SQLite's write lock."""
 
+    @app.before_request
+    def _begin_read_only() -> None:
+        if request.method in ("GET", "HEAD"):
+            g.read_only_token = _read_only.set(True)
 
-def leave_read_only(token: contextvars.Token[bool]) -> None:
-    _read_only.reset(token)
+    @app.teardown_request
+    def _end_read_only(_error: BaseException | None) -> None:
+        token = g.pop("read_only_token", None)
+        if token is not None:
+            _read_only.reset(token)
 
 
 class db_now(FunctionElement):

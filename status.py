@@ -170,7 +170,7 @@ def neutralize_formula(cell: str) -> str:
 
 
 def output_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
-    """The output CSV, a batch of products at a time, so a large request is never held whole."""
+    """The output CSV, a batch of products at a time, each batch read in a short transaction of its own."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
 
@@ -181,6 +181,7 @@ def output_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
         return text
 
     writer.writerow(["S. No.", "Product Name", "Input Image Urls", "Output Image Urls"])
+    db.session.rollback()
     yield flush()
     last_position = -1
     while True:
@@ -205,4 +206,6 @@ def output_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
                 ]
             )
         last_position = products[-1].position
+        # End the batch's transaction before the client reads it: a slow reader holds nothing.
+        db.session.rollback()
         yield flush()

@@ -73,14 +73,24 @@ class LocalStorage:
         return path
 
     def put(self, key: str, data: bytes, content_type: str = "image/jpeg") -> None:
+        """Write then rename: a crash mid-write leaves a temporary file, never a torn image.
+
+        Raises:
+            StorageError: the folder cannot be written (full, read-only, gone).
+        """
         path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename: a crash mid-write leaves a temporary file, never a torn image.
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        except OSError as error:
+            raise StorageError(f"cannot write under {path.parent}: {error.strerror or error}") from error
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp_name, path)
+        except OSError as error:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise StorageError(f"cannot write {path.name}: {error.strerror or error}") from error
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
@@ -104,17 +114,29 @@ class S3Storage:
 
     def __init__(self, bucket: str, endpoint_url: str | None, region: str | None, public_base_url: str | None) -> None:
         import boto3  # only needed when this backend is chosen
+        from botocore.config import Config
 
         self.bucket = bucket
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+        # Short timeouts and few retries here: a failed put is retried by the task, with back-off.
+        config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
         base = public_base_url or (
             f"{endpoint_url.rstrip('/')}/{bucket}" if endpoint_url else f"https://{bucket}.s3.amazonaws.com"
         )
         self.public_base_url = base.rstrip("/")
 
     def put(self, key: str, data: bytes, content_type: str = "image/jpeg") -> None:
-        # A PUT is atomic in S3: readers see the old object or the new one, never a part.
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        """A PUT is atomic in S3: readers see the old object or the new one, never a part.
+
+        Raises:
+            StorageError: the store did not take the object (an error answer, a timeout, no connection).
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"the object store did not take {key}: {error}") from error
 
     def url_for(self, key: str) -> str:
         return f"{self.public_base_url}/{key}"

@@ -211,6 +211,7 @@ def service(backing_services) -> Iterator[Service]:
         "FETCH_MAX_BYTES": str(5 * 1024 * 1024),
         "WEBHOOK_TIMEOUT_S": "3",
         "WEBHOOK_RETRY_SCHEDULE": "0,1,1,1",
+        "STORAGE_MAX_RETRIES": "2",
         "MAX_IMAGE_PIXELS": str(40_000_000),
         "API_KEYS": "",
         "SERVE_SAMPLES": "1",

@@ -86,7 +86,7 @@ def test_put_removes_its_temporary_file_when_the_rename_fails(
         raise OSError("disk full")
 
     monkeypatch.setattr(storage.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(storage.StorageError, match="disk full"):
         local.put(KEY, b"new")
     monkeypatch.undo()
     assert leftovers(root) == []
@@ -116,7 +116,7 @@ def test_put_removes_its_temporary_file_when_the_write_fails(
         return Failing()
 
     monkeypatch.setattr(storage.os, "fdopen", failing_fdopen)
-    with pytest.raises(OSError, match="write failed"):
+    with pytest.raises(storage.StorageError, match="write failed"):
         local.put(KEY, b"partial data")
     monkeypatch.undo()
     assert leftovers(root) == []

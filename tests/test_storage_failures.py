@@ -1,0 +1,180 @@
+"""Storage that fails mid-request: retried with back-off, then ``storage_error``; never stuck.
+
+Driven as an operator meets it: an object store on loopback stopped and started again under a
+running request, and a storage folder that turns read-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ApiServer, SeparateDatabase, WorkerProcess
+from integration_support import csv_of, jpeg_bytes, upload, wait_final
+from loopback_servers import wait_until
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "catalog-media"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class SlowImages:
+    """Images on 127.0.0.2 served with a little latency, so that a fault lands mid-request."""
+
+    def __init__(self, server, count: int, delay_s: float = 0.15) -> None:
+        self.image = jpeg_bytes((96, 64))
+        prefix = f"/storage-faults/{uuid.uuid4().hex}"
+        self.urls = []
+        for n in range(count):
+            path = f"{prefix}/{n}.jpg"
+            server.route(path, self._handle)
+            self.urls.append(server.url(path))
+        self.delay_s = delay_s
+
+    def _handle(self, request) -> None:
+        time.sleep(self.delay_s)
+        request.send(200, self.image, {"Content-Type": "image/jpeg"})
+
+
+def deliveries_for(receiver, request_id: str) -> list[dict]:
+    return [d for d in receiver.deliveries() if json.loads(d["body"])["data"]["request_id"] == request_id]
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """The folder refuses every write, for root too (an immutable inode), as a full or read-only disk would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
+
+
+@pytest.mark.usefixtures("clean_tables")
+def test_a_read_only_storage_folder_fails_images_with_storage_error_and_finishes(service, source_server, receiver):
+    images = SlowImages(source_server, 3, delay_s=0)
+    with read_only(Path(service.instance) / "media"):
+        created = upload(service.base_url, csv_of([(1, "A", images.urls)]), webhook_url=receiver.url)
+        assert created.status_code == 202, created.text
+        request_id = created.json()["request_id"]
+        status = wait_final(service.base_url, request_id, timeout_s=90)
+
+    assert status["status"] == "FAILED"
+    errors = [image["error"] for product in status["products"] for image in product["images"]]
+    assert [error["code"] for error in errors] == ["storage_error"] * 3
+    assert all("could not be stored after 3 tries" in error["message"] for error in errors)
+    wait_until(lambda: len(deliveries_for(receiver, request_id)) >= 1, 30)
+    time.sleep(2)  # a second delivery would have arrived by now
+    assert len(deliveries_for(receiver, request_id)) == 1
+
+
+@pytest.fixture
+def s3_deployment(service, backing_services, tmp_path, monkeypatch):
+    """A worker and an API storing in a moto S3 server on loopback, on a database and queue of their own."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    credentials = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    database = SeparateDatabase(backing_services, instance)
+    env = {
+        **service.env,
+        **credentials,
+        "INSTANCE_DIR": str(instance),
+        "DATABASE_URL": database.url,
+        "STORAGE_BACKEND": "s3",
+        "S3_BUCKET": BUCKET,
+        "S3_ENDPOINT_URL": endpoint,
+        "S3_REGION": "us-east-1",
+        "STORAGE_MAX_RETRIES": "6",
+    }
+    if "BROKER_KEY_PREFIX" in service.env:
+        env["BROKER_KEY_PREFIX"] = f"{service.env['BROKER_KEY_PREFIX']}s3-{uuid.uuid4().hex[:6]}:"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    processes = [
+        WorkerProcess(env, tmp_path / "worker.log", name="s3"),
+        WorkerProcess(env, tmp_path / "beat.log", kind="beat"),
+    ]
+    from app import create_app
+
+    api = ApiServer()
+    api.start(create_app({"public_base_url": api.base_url}))
+    state = {"moto": moto, "port": port}
+    try:
+        yield api.base_url, state, endpoint
+    finally:
+        api.stop()
+        for process in processes:
+            process.stop()
+        state["moto"].stop()
+        with api.server.app.app_context():
+            from models import db
+
+            db.engine.dispose()
+        database.drop()
+        service.app.extensions["celery"].set_default()
+        service.app.extensions["celery"].set_current()
+
+
+def test_an_object_store_stopped_mid_request_and_started_again_loses_no_image(s3_deployment, source_server):
+    from moto.server import ThreadedMotoServer
+
+    base_url, state, endpoint = s3_deployment
+    images = SlowImages(source_server, 30)
+    rows = [(n + 1, f"SKU{n}", images.urls[n * 3 : n * 3 + 3]) for n in range(10)]
+    created = upload(base_url, csv_of(rows))
+    assert created.status_code == 202, created.text
+    request_id = created.json()["request_id"]
+
+    def finished() -> int:
+        progress = requests.get(f"{base_url}/api/status/{request_id}?per_page=1", timeout=10).json()["progress"]
+        return progress["completed_images"] + progress["failed_images"]
+
+    wait_until(lambda: finished() >= 5, 60)
+    state["moto"].stop()
+    time.sleep(3)
+    state["moto"] = ThreadedMotoServer(ip_address="127.0.0.1", port=state["port"], verbose=False)
+    state["moto"].start()
+
+    status = wait_final(base_url, request_id, timeout_s=120)
+    assert status["status"] == "COMPLETED", json.dumps(status)[:2000]
+    outputs = [image["output_url"] for product in status["products"] for image in product["images"]]
+    assert len(outputs) == 30 and all(url.startswith(f"{endpoint}/{BUCKET}/") for url in outputs)
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    for url in outputs:
+        stored = client.get_object(Bucket=BUCKET, Key=url.split(f"/{BUCKET}/", 1)[1])["Body"].read()
+        assert stored[:2] == b"\xff\xd8"

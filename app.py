@@ -33,8 +33,9 @@ migrate = Migrate()
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the Flask app from the environment; ``overrides`` replace single settings (tests)."""
-    settings = Settings.from_env(**(overrides or {}))
+    # Before the settings are read, since reading them logs the time limits derived.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env(**(overrides or {}))
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
 
     app = Flask(__name__, instance_path=str(settings.instance_dir))

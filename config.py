@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,6 +13,13 @@ from typing import Any
 from address_policy import parse_networks
 
 DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+
+# The settings that must nest: soft < hard < visibility timeout, and hard < stale threshold.
+_SOFT, _HARD = "TASK_SOFT_TIME_LIMIT_S", "TASK_TIME_LIMIT_S"
+_VISIBILITY, _STALE = "BROKER_VISIBILITY_TIMEOUT_S", "STALE_IMAGE_AFTER_S"
+NESTED_DEFAULTS = {_SOFT: 120, _HARD: 150, _VISIBILITY: 900, _STALE: 300}
+
+log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -83,6 +91,99 @@ def _database_url(url: str) -> str:
     return url
 
 
+def _given_time_limits(env: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, int]:
+    """The time limits the user set, in the environment or as keyword overrides (which win)."""
+    given = {}
+    for name in NESTED_DEFAULTS:
+        if name.lower() in overrides:
+            given[name] = overrides[name.lower()]
+        elif env.get(name, "").strip():
+            given[name] = _int(env, name, 0, 1)
+    return given
+
+
+def _derived(name: str, value: int, source: str, source_value: int, relation: str) -> int:
+    log.warning(
+        "%s not set: derived %s from %s=%s (the default %s is not %s it)",
+        name,
+        value,
+        source,
+        source_value,
+        NESTED_DEFAULTS[name],
+        relation,
+    )
+    return value
+
+
+def _scaled(value: int, of: str, to: str) -> int:
+    """``value`` of setting ``of`` carried over to setting ``to`` in the proportion of their defaults."""
+    return value * NESTED_DEFAULTS[to] // NESTED_DEFAULTS[of]
+
+
+def _fit_hard_limit(given: Mapping[str, int]) -> int:
+    """The hard limit the user did not set: its default if that fits what they set, else derived."""
+    soft = given.get(_SOFT)
+    ceilings = {name: given[name] for name in (_VISIBILITY, _STALE) if name in given}
+    low = soft + 1 if soft is not None else 2  # leaves room for a soft limit of at least 1 s
+    high = min(ceilings.values()) - 1 if ceilings else None
+    if high is not None and low > high:
+        ceiling = min(ceilings, key=ceilings.__getitem__)
+        if soft is not None:
+            raise SettingsError(
+                f"{_SOFT}={soft} and {ceiling}={ceilings[ceiling]} leave no room for {_HARD} between them:"
+                f" lower {_SOFT} or raise {ceiling}"
+            )
+        raise SettingsError(
+            f"{ceiling}={ceilings[ceiling]} leaves no room below it for {_HARD} and {_SOFT} (at least 1 s"
+            f" each): raise {ceiling} to at least 3"
+        )
+    default = NESTED_DEFAULTS[_HARD]
+    below = {name: value for name, value in ceilings.items() if value <= default}
+    if below:
+        source = min(below, key=lambda name: _scaled(below[name], name, _HARD))
+        relation = "below"
+    elif soft is not None and soft >= default:
+        source, relation = _SOFT, "above"
+    else:
+        return default
+    value = max(low, _scaled(given[source], source, _HARD))
+    if high is not None:
+        value = min(high, value)
+    return _derived(_HARD, value, source, given[source], relation)
+
+
+def _nest_time_limits(given: Mapping[str, int]) -> dict[str, int]:
+    """The time limits the user set, and the others derived (and logged) to nest around them.
+
+    A derived limit keeps its default where that fits, else the proportion of the defaults to the
+    limit it must fit: the soft limit 4/5 of the hard one, the hard limit half the stale threshold and
+    a sixth of the visibility timeout.
+
+    Raises:
+        SettingsError: what the user set leaves no room for a limit they did not set.
+    """
+    limits = dict(given)
+    if _HARD not in limits:
+        limits[_HARD] = _fit_hard_limit(given)
+    hard = limits[_HARD]
+    if _SOFT not in limits:
+        if hard < 2:
+            raise SettingsError(
+                f"{_HARD}={hard} leaves no room below it for {_SOFT} (at least 1 s): raise {_HARD} to at least 2"
+            )
+        soft = NESTED_DEFAULTS[_SOFT]
+        if soft >= hard:
+            soft = _derived(_SOFT, max(1, _scaled(hard, _HARD, _SOFT)), _HARD, hard, "below")
+        limits[_SOFT] = soft
+    for name in (_VISIBILITY, _STALE):
+        if name not in limits:
+            value = NESTED_DEFAULTS[name]
+            if value <= hard:
+                value = _derived(name, _scaled(hard, _HARD, name), _HARD, hard, "above")
+            limits[name] = value
+    return limits
+
+
 @dataclass(frozen=True)
 class Settings:
     """The service's settings; ``from_env`` is the only constructor callers need."""
@@ -147,6 +248,7 @@ class Settings:
         backend = env.get("STORAGE_BACKEND", "local").strip() or "local"
         if backend not in {"local", "s3"}:
             raise SettingsError(f"STORAGE_BACKEND must be 'local' or 's3', got {backend!r}")
+        limits = _nest_time_limits(_given_time_limits(env, overrides))
         settings = cls(
             instance_dir=instance_dir,
             database_url=_database_url(env.get("DATABASE_URL") or f"sqlite:///{instance_dir / 'service.db'}"),
@@ -160,7 +262,7 @@ class Settings:
             webhook_retry_schedule=_schedule(env, "WEBHOOK_RETRY_SCHEDULE"),
             webhook_timeout_s=_float(env, "WEBHOOK_TIMEOUT_S", 15.0, 0.1),
             sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30, 1),
-            stale_image_after_s=_int(env, "STALE_IMAGE_AFTER_S", 300, 1),
+            stale_image_after_s=limits[_STALE],
             dispatch_interval_s=_float(env, "DISPATCH_INTERVAL_S", 1.0, 0.1),
             image_queue_depth=_int(env, "IMAGE_QUEUE_DEPTH", 32, 1),
             storage_max_retries=_int(env, "STORAGE_MAX_RETRIES", 5, 0, 20),
@@ -176,9 +278,9 @@ class Settings:
             fetch_max_retries=_int(env, "FETCH_MAX_RETRIES", 3, 0, 10),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 50_000_000, 1),
             image_max_attempts=_int(env, "IMAGE_MAX_ATTEMPTS", 5, 1),
-            task_soft_time_limit_s=_int(env, "TASK_SOFT_TIME_LIMIT_S", 120, 1),
-            task_time_limit_s=_int(env, "TASK_TIME_LIMIT_S", 150, 1),
-            broker_visibility_timeout_s=_int(env, "BROKER_VISIBILITY_TIMEOUT_S", 900, 1),
+            task_soft_time_limit_s=limits[_SOFT],
+            task_time_limit_s=limits[_HARD],
+            broker_visibility_timeout_s=limits[_VISIBILITY],
             serve_samples=env.get("SERVE_SAMPLES", "").strip().lower() in {"1", "true", "yes", "on"},
             broker_key_prefix=env.get("BROKER_KEY_PREFIX", ""),
             trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 10),
@@ -206,14 +308,17 @@ class Settings:
         Raises:
             SettingsError: the time limits and the visibility timeout do not nest.
         """
-        if self.task_soft_time_limit_s >= self.task_time_limit_s:
-            raise SettingsError("TASK_SOFT_TIME_LIMIT_S must be below TASK_TIME_LIMIT_S")
-        # On Redis a task still running past the visibility timeout is handed to a second worker.
-        if self.task_time_limit_s >= self.broker_visibility_timeout_s:
-            raise SettingsError("TASK_TIME_LIMIT_S must be below BROKER_VISIBILITY_TIMEOUT_S")
-        # The sweeper takes a PROCESSING image untouched this long as abandoned by a dead worker.
-        if self.task_time_limit_s >= self.stale_image_after_s:
-            raise SettingsError("TASK_TIME_LIMIT_S must be below STALE_IMAGE_AFTER_S")
+        soft, hard = self.task_soft_time_limit_s, self.task_time_limit_s
+        nesting = [
+            (_SOFT, soft, _HARD, hard),
+            # On Redis a task still running past the visibility timeout is handed to a second worker.
+            (_HARD, hard, _VISIBILITY, self.broker_visibility_timeout_s),
+            # The sweeper takes a PROCESSING image untouched this long as abandoned by a dead worker.
+            (_HARD, hard, _STALE, self.stale_image_after_s),
+        ]
+        for lower, low, upper, high in nesting:
+            if low >= high:
+                raise SettingsError(f"{lower}={low} must be below {upper}={high}: lower {lower} or raise {upper}")
         if not self.webhook_retry_schedule:
             raise SettingsError("WEBHOOK_RETRY_SCHEDULE must hold at least one delay")
         if self.storage_backend == "s3" and "S3_BUCKET" not in self.s3:

@@ -1,22 +1,40 @@
 """``make run``: migrate, then run the API, a worker and beat in the foreground until stopped.
 
 Single-machine mode: SQLite, the filesystem broker and local storage unless the environment says
-otherwise. Ctrl-C or SIGTERM stops every process started here.
+otherwise. Nothing started here outlives the launcher: Ctrl-C, SIGTERM, SIGHUP (the terminal closed)
+and SIGQUIT stop every process (SIGTERM, then SIGKILL after a grace); a child that dies stops the rest
+and the launcher exits 1; if the launcher itself is killed, the kernel signals its children.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).parent
 LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
 STOP_GRACE_S = 15
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+PR_SET_PDEATHSIG = 1
+# What each child gets from the kernel when the launcher dies without stopping it: a signal on which
+# it stops its own processes and that needs nobody to follow up. The worker's is a cold shutdown
+# because a warm one waits for running tasks, which are acknowledged late and so are redelivered or
+# swept back to PENDING.
+PARENT_DEATH_SIGNALS = {
+    "api": signal.SIGTERM,
+    "worker": signal.SIGQUIT,
+    "control": signal.SIGQUIT,
+    "beat": signal.SIGTERM,
+}
 
 log = logging.getLogger("launcher")
 
@@ -60,6 +78,8 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             # A 10 MiB CSV of 370,000 URLs takes about 11 s to validate and store on PostgreSQL.
             "--timeout",
             "120",
+            # The default control socket is one per user (~/.gunicorn): two services would share it.
+            "--no-control-socket",
         ],
         "worker": [
             str(bin_dir / "celery"),
@@ -107,49 +127,118 @@ def migrate(env: dict[str, str]) -> None:
     )
 
 
+def die_with_launcher(signum: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send ``signum`` to the child when the launcher dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    launcher_pid = os.getpid()
+
+    # Runs between fork and exec, which is safe because the launcher starts no threads; for the same
+    # reason the thread that forked, whose exit the kernel watches, is the launcher's main thread.
+    def set_parent_death_signal() -> None:
+        if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != launcher_pid:
+            os._exit(1)  # the launcher died before the signal was armed
+
+    return set_parent_death_signal
+
+
+def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start one child, leading a session and process group of its own."""
+    # A session of its own keeps the terminal's signals for the launcher alone, which makes each of
+    # them the same stop: closing the terminal would otherwise send SIGHUP to gunicorn (which reloads)
+    # and to celery (which restarts), and SIGQUIT would kill beat outright. The process group lets
+    # stop() reach the processes a child leaves behind (gunicorn's workers, celery's pool).
+    return subprocess.Popen(
+        argv,
+        env=env,
+        cwd=HERE,
+        start_new_session=True,
+        preexec_fn=die_with_launcher(PARENT_DEATH_SIGNALS[name]),
+    )
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Send ``signum`` to every process of the group, if any is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signum)
+
+
+def is_running(child: subprocess.Popen) -> bool:
+    """Whether the child, or any process it started in its process group, is alive."""
+    child.poll()  # reaps the child, so that an exited one no longer counts as a group member
+    try:
+        os.killpg(child.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop(children: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM every child, wait up to ``STOP_GRACE_S`` for them and their own processes, then kill."""
     for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
+        else:
+            # A child that died may have left its own processes behind, e.g. gunicorn's workers,
+            # which notice a dead master only every half --timeout and keep the port until then.
+            signal_group(child.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and any(is_running(child) for child in children.values()):
+        time.sleep(0.1)
     for name, child in children.items():
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if is_running(child):
             log.warning("%s did not stop in %ss: killing it", name, STOP_GRACE_S)
-            child.kill()
-            child.wait()
+            signal_group(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def terminal_hung_up(fd: int) -> bool:
+    """Whether the terminal open on ``fd`` was closed."""
+    poller = select.poll()
+    poller.register(fd, 0)  # hang-ups and errors are reported without being asked for
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
+
+
+def supervise(children: dict[str, subprocess.Popen], stop_signals: list[int]) -> int:
+    """Wait until a stop is asked for (0) or a child dies (1)."""
+    # When make, not a shell, leads the terminal's session (``ssh -t host make run``), closing the
+    # terminal sends SIGHUP to make alone, which then waits for the launcher: watch the terminal too.
+    terminal = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
+    while True:
+        if stop_signals:
+            log.info("%s: stopping", signal.Signals(stop_signals[0]).name)
+            return 0
+        if terminal is not None and terminal_hung_up(terminal):
+            log.info("the terminal hung up: stopping")
+            return 0
+        for name, child in children.items():
+            if child.poll() is not None:
+                log.error("%s exited with %s: stopping the service", name, child.returncode)
+                return 1
+        time.sleep(0.5)
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s launcher: %(message)s")
     env = service_environment()
     migrate(env)
-    stopping = False
-
-    def request_stop(signum, _frame) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    children = {
-        # start_new_session: a Ctrl-C reaches the launcher only, which then stops each child in order.
-        name: subprocess.Popen(argv, env=env, cwd=HERE, start_new_session=True)
-        for name, argv in commands(env).items()
-    }
-    base = env.get("PUBLIC_BASE_URL") or f"http://127.0.0.1:{env.get('PORT', '5000')}"
-    log.info("service starting at %s (API, worker, beat); Ctrl-C stops it", base)
-    exit_code = 0
-    while not stopping:
-        for name, child in children.items():
-            if child.poll() is not None:
-                log.error("%s exited with %s: stopping the service", name, child.returncode)
-                stopping, exit_code = True, 1
-        time.sleep(0.5)
-    log.info("stopping")
-    stop(children)
-    return exit_code
+    stop_signals: list[int] = []
+    for signum in STOP_SIGNALS:
+        # A signal ignored by whoever started the launcher stays ignored: ``nohup make run``.
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, lambda received, _frame: stop_signals.append(received))
+    children: dict[str, subprocess.Popen] = {}
+    try:
+        for name, argv in commands(env).items():
+            children[name] = start(name, argv, env)
+        base = env.get("PUBLIC_BASE_URL") or f"http://127.0.0.1:{env.get('PORT', '5000')}"
+        log.info("service starting at %s (API, workers, beat); Ctrl-C stops it", base)
+        return supervise(children, stop_signals)
+    finally:
+        stop(children)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 
 import pytest
 
-from config import DEFAULT_WEBHOOK_SCHEDULE, Settings, SettingsError
+from config import DEFAULT_WEBHOOK_SCHEDULE, NESTED_DEFAULTS, Settings, SettingsError
 
 
 def from_env(tmp_path: Path, **env: str) -> Settings:
     return Settings.from_env({"INSTANCE_DIR": str(tmp_path), **env})
+
+
+def time_limits(settings: Settings) -> tuple[int, int, int, int]:
+    """Soft and hard limits, visibility timeout, stale threshold."""
+    return (
+        settings.task_soft_time_limit_s,
+        settings.task_time_limit_s,
+        settings.broker_visibility_timeout_s,
+        settings.stale_image_after_s,
+    )
+
+
+def assert_nested(settings: Settings) -> None:
+    soft, hard, visibility, stale = time_limits(settings)
+    assert 1 <= soft < hard < visibility
+    assert hard < stale
 
 
 # --- defaults -------------------------------------------------------------------------------------
@@ -223,9 +240,9 @@ def test_task_time_limit_must_stay_below_the_visibility_timeout(tmp_path, hard: 
         from_env(tmp_path, TASK_TIME_LIMIT_S=hard, BROKER_VISIBILITY_TIMEOUT_S="900")
 
 
-def test_a_lower_visibility_timeout_is_refused_too(tmp_path) -> None:
-    with pytest.raises(SettingsError, match="BROKER_VISIBILITY_TIMEOUT_S"):
-        from_env(tmp_path, BROKER_VISIBILITY_TIMEOUT_S="150")  # equal to the default hard limit
+def test_a_visibility_timeout_set_below_a_hard_limit_set_is_refused(tmp_path) -> None:
+    with pytest.raises(SettingsError, match="BROKER_VISIBILITY_TIMEOUT_S=150"):
+        from_env(tmp_path, TASK_TIME_LIMIT_S="150", BROKER_VISIBILITY_TIMEOUT_S="150")
 
 
 def test_time_limits_just_nesting_are_accepted(tmp_path) -> None:
@@ -249,7 +266,74 @@ def test_soft_time_limit_must_stay_below_the_hard_one(tmp_path, soft: str, hard:
 @pytest.mark.parametrize("stale", ["150", "100"])
 def test_task_time_limit_must_stay_below_the_stale_image_threshold(tmp_path, stale: str) -> None:
     with pytest.raises(SettingsError, match=r"TASK_TIME_LIMIT_S.*STALE_IMAGE_AFTER_S"):
-        from_env(tmp_path, STALE_IMAGE_AFTER_S=stale)
+        from_env(tmp_path, TASK_TIME_LIMIT_S="150", STALE_IMAGE_AFTER_S=stale)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TASK_TIME_LIMIT_S": "400", "STALE_IMAGE_AFTER_S": "300"},
+            "TASK_TIME_LIMIT_S=400 must be below STALE_IMAGE_AFTER_S=300:"
+            " lower TASK_TIME_LIMIT_S or raise STALE_IMAGE_AFTER_S",
+        ),
+        (
+            {"TASK_TIME_LIMIT_S": "900", "BROKER_VISIBILITY_TIMEOUT_S": "600"},
+            "TASK_TIME_LIMIT_S=900 must be below BROKER_VISIBILITY_TIMEOUT_S=600:"
+            " lower TASK_TIME_LIMIT_S or raise BROKER_VISIBILITY_TIMEOUT_S",
+        ),
+        (
+            {"TASK_SOFT_TIME_LIMIT_S": "60", "TASK_TIME_LIMIT_S": "60"},
+            "TASK_SOFT_TIME_LIMIT_S=60 must be below TASK_TIME_LIMIT_S=60:"
+            " lower TASK_SOFT_TIME_LIMIT_S or raise TASK_TIME_LIMIT_S",
+        ),
+        (
+            {"TASK_SOFT_TIME_LIMIT_S": "100", "STALE_IMAGE_AFTER_S": "101"},
+            "TASK_SOFT_TIME_LIMIT_S=100 and STALE_IMAGE_AFTER_S=101 leave no room for TASK_TIME_LIMIT_S between"
+            " them: lower TASK_SOFT_TIME_LIMIT_S or raise STALE_IMAGE_AFTER_S",
+        ),
+        (
+            {"TASK_SOFT_TIME_LIMIT_S": "500", "BROKER_VISIBILITY_TIMEOUT_S": "400", "STALE_IMAGE_AFTER_S": "450"},
+            "TASK_SOFT_TIME_LIMIT_S=500 and BROKER_VISIBILITY_TIMEOUT_S=400 leave no room for TASK_TIME_LIMIT_S"
+            " between them: lower TASK_SOFT_TIME_LIMIT_S or raise BROKER_VISIBILITY_TIMEOUT_S",
+        ),
+    ],
+)
+def test_time_limits_set_that_contradict_each_other_are_refused(tmp_path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        from_env(tmp_path, **env)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "STALE_IMAGE_AFTER_S",
+            "2",
+            "STALE_IMAGE_AFTER_S=2 leaves no room below it for TASK_TIME_LIMIT_S and TASK_SOFT_TIME_LIMIT_S"
+            " (at least 1 s each): raise STALE_IMAGE_AFTER_S to at least 3",
+        ),
+        (
+            "BROKER_VISIBILITY_TIMEOUT_S",
+            "1",
+            "BROKER_VISIBILITY_TIMEOUT_S=1 leaves no room below it for TASK_TIME_LIMIT_S and TASK_SOFT_TIME_LIMIT_S"
+            " (at least 1 s each): raise BROKER_VISIBILITY_TIMEOUT_S to at least 3",
+        ),
+        (
+            "TASK_TIME_LIMIT_S",
+            "1",
+            "TASK_TIME_LIMIT_S=1 leaves no room below it for TASK_SOFT_TIME_LIMIT_S (at least 1 s):"
+            " raise TASK_TIME_LIMIT_S to at least 2",
+        ),
+    ],
+)
+def test_a_time_limit_too_low_to_fit_the_others_below_it_is_refused(
+    tmp_path, name: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        from_env(tmp_path, **{name: value})
+    assert str(refused.value) == message
 
 
 def test_s3_without_bucket_is_refused(tmp_path) -> None:
@@ -263,8 +347,95 @@ def test_s3_with_an_empty_bucket_is_refused(tmp_path) -> None:
 
 
 def test_overrides_are_checked_too(tmp_path) -> None:
-    with pytest.raises(SettingsError, match="TASK_SOFT_TIME_LIMIT_S"):
-        Settings.from_env({"INSTANCE_DIR": str(tmp_path)}, task_soft_time_limit_s=300)
+    with pytest.raises(SettingsError, match="TASK_SOFT_TIME_LIMIT_S=300 must be below TASK_TIME_LIMIT_S=200"):
+        Settings.from_env({"INSTANCE_DIR": str(tmp_path)}, task_soft_time_limit_s=300, task_time_limit_s=200)
+
+
+def test_overrides_count_as_set_by_the_user(tmp_path) -> None:
+    derived = Settings.from_env({"INSTANCE_DIR": str(tmp_path)}, stale_image_after_s=20)
+    assert time_limits(derived) == (8, 10, 900, 20)
+    with pytest.raises(SettingsError, match="TASK_TIME_LIMIT_S=30 must be below STALE_IMAGE_AFTER_S=20"):
+        Settings.from_env({"INSTANCE_DIR": str(tmp_path), "STALE_IMAGE_AFTER_S": "20"}, task_time_limit_s=30)
+
+
+# --- time limits the user did not set are derived from those they did ----------------------------
+
+
+def test_default_time_limits_when_none_is_set(tmp_path, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="config"):
+        settings = from_env(tmp_path)
+    assert time_limits(settings) == (120, 150, 900, 300)
+    assert NESTED_DEFAULTS == {
+        "TASK_SOFT_TIME_LIMIT_S": 120,
+        "TASK_TIME_LIMIT_S": 150,
+        "BROKER_VISIBILITY_TIMEOUT_S": 900,
+        "STALE_IMAGE_AFTER_S": 300,
+    }
+    assert [record for record in caplog.records if record.name == "config"] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected", "derived_from"),
+    [
+        # (soft, hard, visibility, stale); each derived setting with the setting it was derived from
+        (
+            "STALE_IMAGE_AFTER_S",
+            "20",
+            (8, 10, 900, 20),
+            {"TASK_TIME_LIMIT_S": "STALE_IMAGE_AFTER_S=20", "TASK_SOFT_TIME_LIMIT_S": "TASK_TIME_LIMIT_S=10"},
+        ),
+        (
+            "STALE_IMAGE_AFTER_S",
+            "3",
+            (1, 2, 900, 3),
+            {"TASK_TIME_LIMIT_S": "STALE_IMAGE_AFTER_S=3", "TASK_SOFT_TIME_LIMIT_S": "TASK_TIME_LIMIT_S=2"},
+        ),
+        (
+            "BROKER_VISIBILITY_TIMEOUT_S",
+            "100",
+            (12, 16, 100, 300),
+            {"TASK_TIME_LIMIT_S": "BROKER_VISIBILITY_TIMEOUT_S=100", "TASK_SOFT_TIME_LIMIT_S": "TASK_TIME_LIMIT_S=16"},
+        ),
+        (
+            "TASK_TIME_LIMIT_S",
+            "1000",
+            (120, 1000, 6000, 2000),
+            {"BROKER_VISIBILITY_TIMEOUT_S": "TASK_TIME_LIMIT_S=1000", "STALE_IMAGE_AFTER_S": "TASK_TIME_LIMIT_S=1000"},
+        ),
+        ("TASK_TIME_LIMIT_S", "100", (80, 100, 900, 300), {"TASK_SOFT_TIME_LIMIT_S": "TASK_TIME_LIMIT_S=100"}),
+        (
+            "TASK_SOFT_TIME_LIMIT_S",
+            "300",
+            (300, 375, 900, 750),
+            {"TASK_TIME_LIMIT_S": "TASK_SOFT_TIME_LIMIT_S=300", "STALE_IMAGE_AFTER_S": "TASK_TIME_LIMIT_S=375"},
+        ),
+    ],
+)
+def test_a_lone_time_limit_derives_the_others_and_says_so(
+    tmp_path, caplog, name: str, value: str, expected: tuple[int, ...], derived_from: dict[str, str]
+) -> None:
+    with caplog.at_level(logging.INFO, logger="config"):
+        settings = from_env(tmp_path, **{name: value})
+    assert time_limits(settings) == expected
+    records = [record for record in caplog.records if record.name == "config"]
+    notes = {record.getMessage().split()[0]: record.getMessage() for record in records}
+    assert notes.keys() == derived_from.keys()
+    for derived, source in derived_from.items():
+        assert f"derived {getattr(settings, derived.lower())} from {source}" in notes[derived]
+    assert all(record.levelno == logging.WARNING for record in records)
+
+
+@pytest.mark.parametrize("name", sorted(NESTED_DEFAULTS))
+@pytest.mark.parametrize("value", [3, 4, 10, 119, 120, 121, 149, 150, 151, 299, 300, 301, 899, 900, 901, 86_400])
+def test_any_lone_time_limit_is_kept_and_the_others_nest_around_it(tmp_path, name: str, value: int) -> None:
+    settings = from_env(tmp_path, **{name: str(value)})
+    assert getattr(settings, name.lower()) == value
+    assert_nested(settings)
+
+
+def test_time_limits_set_together_are_kept_and_the_rest_fit_between(tmp_path) -> None:
+    settings = from_env(tmp_path, TASK_SOFT_TIME_LIMIT_S="200", BROKER_VISIBILITY_TIMEOUT_S="240")
+    assert time_limits(settings) == (200, 239, 240, 300)
 
 
 def test_rate_limit_counters_share_the_brokers_redis_by_default(tmp_path) -> None:

@@ -63,6 +63,30 @@ def take_images_to_queue(depth: int) -> list[int]:
     if capacity <= 0:
         db.session.commit()
         return []
+    # An image whose message was lost, or whose worker died, was let in long ago: it keeps its place
+    # in line rather than queueing again behind whatever arrived since.
+    released = db.session.scalars(
+        update(Image)
+        .where(
+            Image.id.in_(
+                select(Image.id)
+                .join(Request, Request.id == Image.request_id)
+                .where(
+                    Image.status == ImageStatus.PENDING,
+                    Image.queued_at.is_(None),
+                    Image.requeues > 0,
+                    Request.status.in_(ACTIVE_REQUEST_STATUSES),
+                )
+                .order_by(Image.id)
+                .limit(capacity)
+                .scalar_subquery()
+            )
+        )
+        .values(queued_at=db_now())
+        .returning(Image.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    capacity -= len(released)
     in_flight: dict[uuid.UUID, int] = defaultdict(int)
     for request_id, _status, count in in_flight_rows:
         in_flight[request_id] += count
@@ -80,8 +104,8 @@ def take_images_to_queue(depth: int) -> list[int]:
             Request.status.in_(ACTIVE_REQUEST_STATUSES), waiting_due
         )
     ).all()
-    slots = _share_slots(capacity, candidates, in_flight)
-    taken: list[list[int]] = []
+    slots = _share_slots(capacity, candidates, in_flight) if capacity > 0 else {}
+    taken: list[list[int]] = [sorted(released)]
     for request_id, count in slots.items():
         chosen = (
             select(Image.id)

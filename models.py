@@ -124,6 +124,8 @@ class Product(db.Model):
 
 #: Images waiting for the dispatcher: pending and not handed to the broker.
 WAITING_IMAGE = "status = 'PENDING' AND queued_at IS NULL"
+#: Waiting images whose message was lost or whose worker died: they keep their place in line.
+RELEASED_IMAGE = "status = 'PENDING' AND queued_at IS NULL AND requeues > 0"
 #: Images the broker or a worker holds: handed over and not yet claimed, or being processed.
 IN_FLIGHT_IMAGE = "status = 'PROCESSING' OR (status = 'PENDING' AND queued_at IS NOT NULL)"
 
@@ -141,6 +143,7 @@ class Image(db.Model):
             postgresql_where=text(WAITING_IMAGE),
             sqlite_where=text(WAITING_IMAGE),
         ),
+        Index("ix_images_released", "id", postgresql_where=text(RELEASED_IMAGE), sqlite_where=text(RELEASED_IMAGE)),
         Index(
             "ix_images_in_flight",
             "request_id",

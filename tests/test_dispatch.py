@@ -151,3 +151,18 @@ def test_an_expired_lease_can_be_taken_over(base_url):
 
     time.sleep(0.5)
     assert leases.try_acquire("sweep", "next", ttl_s=60)
+
+
+def test_an_image_whose_message_was_lost_keeps_its_place_in_line(base_url, sent):
+    first = new_request(10)
+    dispatch.fill_queue(4)
+    age_queue(timedelta(seconds=30))
+    later = [new_request(4) for _ in range(3)]
+    lost = dispatch.release_lost_images(stale_after_s=300, grace_s=5, broker_holds=0)
+    assert len(lost) == 4
+    sent.clear()
+    assert dispatch.fill_queue(4) == 4
+    # Re-queued before the newer requests get their share: they were let in first.
+    assert sorted(sent_ids(sent)) == sorted(lost)
+    assert request_of(sent_ids(sent)) == {first: 4}
+    assert all(request_id not in request_of(sent_ids(sent)) for request_id in later)

@@ -15,6 +15,7 @@ branch_labels = None
 depends_on = None
 
 WAITING_IMAGE = "status = 'PENDING' AND queued_at IS NULL"
+RELEASED_IMAGE = "status = 'PENDING' AND queued_at IS NULL AND requeues > 0"
 IN_FLIGHT_IMAGE = "status = 'PROCESSING' OR (status = 'PENDING' AND queued_at IS NOT NULL)"
 
 
@@ -29,6 +30,13 @@ def upgrade():
         ["request_id", "id"],
         postgresql_where=sa.text(WAITING_IMAGE),
         sqlite_where=sa.text(WAITING_IMAGE),
+    )
+    op.create_index(
+        "ix_images_released",
+        "images",
+        ["id"],
+        postgresql_where=sa.text(RELEASED_IMAGE),
+        sqlite_where=sa.text(RELEASED_IMAGE),
     )
     op.create_index(
         "ix_images_in_flight",
@@ -57,6 +65,7 @@ def downgrade():
     with op.batch_alter_table("requests", schema=None) as batch_op:
         batch_op.add_column(sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True))
     op.drop_index("ix_images_in_flight", table_name="images")
+    op.drop_index("ix_images_released", table_name="images")
     op.drop_index("ix_images_waiting", table_name="images")
     with op.batch_alter_table("images", schema=None) as batch_op:
         batch_op.drop_column("not_before")

@@ -187,6 +187,12 @@ class Service:
         self.log_dir = log_dir
         self.base_url = env["PUBLIC_BASE_URL"]
         self.processes: dict[str, ServiceProcess] = {}
+        #: The API key the suite's own calls present, when a test turns API_KEYS on.
+        self.api_key: str | None = None
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def migrate(self) -> None:
         subprocess.run(
@@ -202,8 +208,9 @@ class Service:
         self.processes["api"] = ServiceProcess("api", launcher.commands(self.env)["api"], self.env, self.log_dir)
         wait_for(self.answers, 30, "the API to answer")
 
-    def start_worker(self, name: str = "worker", kind: str = "worker") -> ServiceProcess:
-        argv = [*launcher.commands(self.env)[kind], "--hostname", f"{name}-{time.monotonic_ns()}@%h"]
+    def start_worker(self, name: str = "worker", kind: str = "worker", wrapper: tuple[str, ...] = ()) -> ServiceProcess:
+        """A worker as the launcher starts it; ``wrapper`` runs it under another command (faketime)."""
+        argv = [*wrapper, *launcher.commands(self.env)[kind], "--hostname", f"{name}-{time.monotonic_ns()}@%h"]
         worker = ServiceProcess(name, argv, self.env, self.log_dir)
         self.processes[name] = worker
         wait_for(lambda: "ready." in worker.log() or worker.process.poll() is not None, 60, f"{name} to be ready")

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,14 +39,16 @@ def start_request(service, slow_source, receiver, images: int = IMAGES) -> tuple
     urls = slow_source.urls(images)
     rows = [(n + 1, f"SKU{n + 1}", urls[n : n + 4]) for n in range(0, images, 4)]
     started = time.monotonic()
-    response = upload(service.base_url, csv_of(rows), webhook_url=receiver.url)
+    response = upload(service.base_url, csv_of(rows), headers=service.auth, webhook_url=receiver.url)
     assert response.status_code == 202, response.text
     assert time.monotonic() - started < 10
     return response.json()["request_id"], urls
 
 
 def progress(service, request_id: str) -> dict:
-    return requests.get(f"{service.base_url}/api/status/{request_id}?per_page=1", timeout=10).json()
+    return requests.get(
+        f"{service.base_url}/api/status/{request_id}?per_page=1", headers=service.auth, timeout=10
+    ).json()
 
 
 def wait_progress(service, request_id: str, at_least: int, timeout_s: float = 60) -> int:
@@ -260,3 +263,85 @@ def test_poison_image_fails_after_bounded_attempts(service, database, loopback_s
         final=answer["status"],
         code=image["error"]["code"],
     )
+
+
+def test_redis_restarted_under_steady_traffic(service, database, redis_server, slow_source, receiver, report):
+    """Tenant A's big request runs while tenant B's small ones arrive every second, more than the workers keep
+    up with, so the queue is never empty; Redis dies and comes back empty. A's request finishes while the
+    traffic goes on, and every one of B's too."""
+    tenant_a, tenant_b = "tenant-a-key", "tenant-b-key"
+    service.env["API_KEYS"] = f"{tenant_a},{tenant_b}"
+    service.api_key = tenant_a
+    service.start_all()
+    big_id, big_urls = start_request(service, slow_source, receiver)
+    small_source = type(slow_source)(slow_source.server, delay_s=0.65)
+    small: list[tuple[str, list[str]]] = []
+    stop = threading.Event()
+
+    def upload_every_second() -> None:
+        while not stop.is_set():
+            urls = small_source.urls(4)
+            try:
+                answer = upload(
+                    service.base_url,
+                    csv_of([(1, "SMALL", urls)]),
+                    headers={"Authorization": f"Bearer {tenant_b}"},
+                    webhook_url=receiver.url,
+                )
+                if answer.status_code == 202:
+                    small.append((answer.json()["request_id"], urls))
+            except requests.RequestException:
+                pass
+            stop.wait(1.0)
+
+    traffic = threading.Thread(target=upload_every_second, daemon=True)
+    traffic.start()
+    try:
+        report["finished_before_fault"] = wait_progress(service, big_id, IMAGES // 4)
+        redis_server.stop()
+        time.sleep(2)
+        redis_server.start()
+        restarted_at = time.monotonic()
+        # Under steady traffic, not once it stops: that is what recovery must not wait for.
+        wait_final(service, big_id, timeout_s=120)
+        report["big_final_under_traffic_s"] = round(time.monotonic() - restarted_at, 1)
+        assert traffic.is_alive()
+    finally:
+        stop.set()
+        traffic.join(timeout=30)
+
+    assert len(small) >= 8
+    check_complete(service, database, slow_source, receiver, big_id, big_urls, report)
+    service.api_key = tenant_b
+    for request_id, _ in small:
+        assert wait_final(service, request_id, timeout_s=240)["status"] == "COMPLETED"
+    hits = [slow_source.downloads([url]) for url in big_urls] + [
+        small_source.downloads([url]) for _, urls in small for url in urls
+    ]
+    assert hits == [1] * len(hits), "every image downloaded exactly once"
+    report["fault"] = "Redis killed and restarted empty while small uploads kept the queue busy"
+    report["small_requests"] = len(small)
+
+
+def test_a_worker_whose_clock_runs_slow_keeps_its_claims(service, database, slow_source, receiver, report):
+    """Leases are judged by the database's clock: a worker ten minutes slow is not taken for dead."""
+    service.start_api()
+    service.start_worker(wrapper=("faketime", "-f", "-600s"))
+    service.start_worker("normal-clock")
+    service.start_worker("control", kind="control")
+    service.start_beat()
+    source = slow_source
+    source.delay_s = 0.6
+    request_id, urls = start_request(service, source, receiver, images=24)
+
+    answer = wait_final(service, request_id)
+
+    assert answer["status"] == "COMPLETED"
+    assert source.downloads(urls) == len(urls)
+    with database.connect() as connection:
+        requeues = connection.execute(
+            sqlalchemy.text("SELECT sum(requeues), sum(attempts) FROM images WHERE request_id = :id"),
+            {"id": request_id},
+        ).one()
+    assert tuple(requeues) == (0, len(urls))
+    report.update(fault="image worker's clock 600 s slow (faketime)", downloads=source.downloads(urls))

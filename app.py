@@ -19,6 +19,7 @@ import image_tasks  # noqa: F401  (registers the shared tasks)
 import media_routes
 import page_routes
 import rate_limits
+import status
 import status_routes
 import storage
 import upload_routes
@@ -57,6 +58,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     database.read_only_for_safe_methods(app)
     migrate.init_app(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
     app.extensions["storage"] = storage.from_settings(settings)
+    app.extensions["rendered_pages"] = status.RenderedPages()
     app.extensions["host_slots"] = host_slots.from_settings(settings)
     app.extensions["webhook_secret"] = webhooks.load_or_create_secret(settings)
     access.init_app(app, settings)
@@ -114,6 +116,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # A process that grew past this after a big image is replaced once its task ends.
+        "worker_max_memory_per_child": 200_000,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
         # An upload must answer at once even with the broker down; the sweeper re-sends later.

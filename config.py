@@ -264,7 +264,7 @@ class Settings:
             sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30, 1),
             stale_image_after_s=limits[_STALE],
             dispatch_interval_s=_float(env, "DISPATCH_INTERVAL_S", 1.0, 0.1),
-            image_queue_depth=_int(env, "IMAGE_QUEUE_DEPTH", 32, 1),
+            image_queue_depth=_int(env, "IMAGE_QUEUE_DEPTH", 64, 1),
             storage_max_retries=_int(env, "STORAGE_MAX_RETRIES", 5, 0, 20),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 10 * 1024 * 1024, 1024),
             max_rows=_int(env, "MAX_ROWS", 10_000, 1),

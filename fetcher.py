@@ -15,8 +15,10 @@ import datetime as dt
 import email.utils
 import http.client
 import logging
+import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,8 +89,28 @@ class PostResult:
     duration_ms: int
 
 
+_sessions = threading.local()
+
+
+def _session_for(limits: FetchLimits) -> requests.Session:
+    """This thread's kept-alive session for these limits, so downloads from one host reuse connections.
+
+    Pools are keyed by the pinned (host, address, port), and every request is resolved and checked
+    again before a pooled connection is taken, so keep-alive never bypasses the guard. A forked
+    child builds its own: sockets are never shared across processes.
+    """
+    cache = getattr(_sessions, "by_limits", None)
+    if cache is None or _sessions.pid != os.getpid():
+        cache = _sessions.by_limits = {}
+        _sessions.pid = os.getpid()
+    key = (limits.allowed_networks, limits.user_agent)
+    session = cache.get(key)
+    if session is None:
+        session = cache[key] = _build_session(limits)
+    return session
+
+
 def _build_session(limits: FetchLimits) -> requests.Session:
-    # One session per call: nothing to share across threads or forked Celery children.
     session = requests.Session()
     session.trust_env = False  # environment proxies or netrc must not bypass the guard
     session.proxies = {}
@@ -286,8 +308,8 @@ def fetch_image(url: str, limits: FetchLimits, slots: HostSlots | None = None) -
     """
     _check_url(url)
     current, host = url, _host_for_message(url)
+    session = _session_for(limits)
     with (
-        _build_session(limits) as session,
         watched(limits.total_timeout_s) as watchdog,
         _host_slot(slots, host, watchdog),
     ):

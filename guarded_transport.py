@@ -139,11 +139,20 @@ class _WatchedHTTPSConnection(HTTPSConnection):
         _register_with_watchdog(self.sock)
 
 
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+class _WatchedPoolMixin:
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        # A kept-alive connection was opened under an earlier call's watchdog: this call's must
+        # be able to cut it too, or a slow-drip server on a reused connection would outlive it.
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        _register_with_watchdog(getattr(conn, "sock", None))
+        return conn
+
+
+class _WatchedHTTPConnectionPool(_WatchedPoolMixin, HTTPConnectionPool):
     ConnectionCls = _WatchedHTTPConnection
 
 
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+class _WatchedHTTPSConnectionPool(_WatchedPoolMixin, HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 

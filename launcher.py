@@ -23,6 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
 STOP_GRACE_S = 15
+IMAGE_PROCESSES_PER_CORE = 8
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 PR_SET_PDEATHSIG = 1
 # What each child gets from the kernel when the launcher dies without stopping it: a signal on which
@@ -44,6 +45,8 @@ def service_environment() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("SERVE_SAMPLES", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # glibc's per-thread arenas fragment a long-running image worker's memory; two are plenty.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     if "FETCH_ALLOWED_NETWORKS" not in os.environ:
         env["FETCH_ALLOWED_NETWORKS"] = LOOPBACK_NETWORKS
         banner = "!" * 78
@@ -62,7 +65,9 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
     bin_dir = Path(sys.executable).parent
     port = env.get("PORT", "5000")
     host = env.get("HOST", "127.0.0.1")
-    concurrency = env.get("WORKER_CONCURRENCY", str(os.cpu_count() or 2))
+    # Most of an image's time is spent waiting on its source: many more processes than cores keep
+    # every core encoding while the others wait (bench/RESULTS.md has the figures).
+    concurrency = env.get("WORKER_CONCURRENCY", str(IMAGE_PROCESSES_PER_CORE * (os.cpu_count() or 2)))
     return {
         "api": [
             str(bin_dir / "gunicorn"),
@@ -71,6 +76,11 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             f"{host}:{port}",
             "--workers",
             env.get("WEB_CONCURRENCY", "2"),
+            # Threads, so that many pollers do not queue behind one another.
+            "--worker-class",
+            "gthread",
+            "--threads",
+            env.get("WEB_THREADS", "8"),
             "--access-logfile",
             "-",
             "--graceful-timeout",

@@ -180,10 +180,16 @@ def claim_image(image_id: int, task_id: str, max_attempts: int, public_base_url:
         db.session.commit()
         return None
     request_id, source_url, attempt, retries = claimed
+    # The request's updated_at moves with every change of its images: it versions the status page.
     db.session.execute(
         update(Request)
-        .where(Request.id == request_id, Request.status == RequestStatus.PENDING)
-        .values(status=RequestStatus.PROCESSING, updated_at=utcnow())
+        .where(Request.id == request_id)
+        .values(
+            status=case(
+                (Request.status == RequestStatus.PENDING, RequestStatus.PROCESSING.value), else_=Request.status
+            ),
+            updated_at=utcnow(),
+        )
     )
     quality, max_dimension = db.session.execute(
         select(Request.quality, Request.max_dimension).where(Request.id == request_id)
@@ -211,10 +217,16 @@ def schedule_retry(image_id: int, task_id: str, delay_s: float, code: str, messa
             error_message=message[:2000],
             updated_at=db_now(),
         )
-        .returning(Image.id)
+        .returning(Image.request_id)
     ).first()
+    if released is not None:
+        _touch_requests([released[0]])
     db.session.commit()
     return released is not None
+
+
+def _touch_requests(request_ids: list[uuid.UUID]) -> None:
+    db.session.execute(update(Request).where(Request.id.in_(set(request_ids))).values(updated_at=utcnow()))
 
 
 def complete_image(image_id: int, output_key: str, public_base_url: str) -> bool:
@@ -333,11 +345,13 @@ def release_stale_images(stale_after_s: float, limit: int = 5000) -> list[int]:
             requeues=Image.requeues + 1,
             updated_at=db_now(),
         )
-        .returning(Image.id)
+        .returning(Image.id, Image.request_id)
         .execution_options(synchronize_session=False)
     ).all()
+    if ids:
+        _touch_requests([request_id for _, request_id in ids])
     db.session.commit()
-    return list(ids)
+    return [image_id for image_id, _ in ids]
 
 
 def fail_exhausted_images(max_requeues: int, public_base_url: str) -> int:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +31,39 @@ class Page:
 
     def describe(self, total: int) -> dict[str, int]:
         return {"page": self.page, "per_page": self.per_page, "total": total, "pages": math.ceil(total / self.per_page)}
+
+
+def page_etag(request: Request, page: Page) -> str:
+    """A strong validator of one status page: it changes whenever the request or any of its images does."""
+    version = f"{request.id}:{request.updated_at.isoformat()}:{request.status}:{request.completed_images}:"
+    version += f"{request.failed_images}:{page.page}:{page.per_page}"
+    return '"' + hashlib.blake2b(version.encode(), digest_size=12).hexdigest() + '"'
+
+
+class RenderedPages:
+    """Status pages rendered once per version and served from memory, so polls cost a lookup, not a build.
+
+    Keyed by the page's ETag, so an entry is exact, never stale; bounded, oldest out first.
+    """
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.capacity = capacity
+        self._pages: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, etag: str) -> bytes | None:
+        with self._lock:
+            body = self._pages.get(etag)
+            if body is not None:
+                self._pages.move_to_end(etag)
+            return body
+
+    def put(self, etag: str, body: bytes) -> None:
+        with self._lock:
+            self._pages[etag] = body
+            self._pages.move_to_end(etag)
+            while len(self._pages) > self.capacity:
+                self._pages.popitem(last=False)
 
 
 def timestamp(value: datetime | None) -> str | None:

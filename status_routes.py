@@ -47,8 +47,18 @@ def load_request(request_id: str) -> Request:
 def get_status(request_id: str):
     page = _page()
     found = load_request(request_id)
-    settings = current_app.config["SETTINGS"]
-    return status.request_status(found, page, current_app.extensions["storage"], settings.public_base_url)
+    etag = status.page_etag(found, page)
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in request.if_none_match:
+        return Response(status=304, headers=headers)
+    pages: status.RenderedPages = current_app.extensions["rendered_pages"]
+    body = pages.get(etag)
+    if body is None:
+        settings = current_app.config["SETTINGS"]
+        answer = status.request_status(found, page, current_app.extensions["storage"], settings.public_base_url)
+        body = current_app.json.dumps(answer).encode()
+        pages.put(etag, body)
+    return Response(body, mimetype="application/json", headers=headers)
 
 
 @bp.get("/api/requests")

@@ -63,6 +63,8 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    #: The client's (address, port): requests on one kept-alive connection share it.
+    client: tuple = ()
 
 
 class RequestHandler(BaseHTTPRequestHandler):
@@ -76,7 +78,9 @@ class RequestHandler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         body = self.rfile.read(int(length)) if length and length.isdigit() else b""
         path = urlsplit(self.path).path
-        owner._record(RecordedRequest(self.command, self.path, dict(self.headers.items()), body))
+        owner._record(
+            RecordedRequest(self.command, self.path, dict(self.headers.items()), body, tuple(self.client_address))
+        )
         handler = owner.routes.get(path, owner.default)
         try:
             handler(self)

@@ -390,6 +390,24 @@ def test_server_that_accepts_and_never_answers_times_out() -> None:
     assert 0.4 < elapsed < 1.5
 
 
+def test_downloads_from_one_host_reuse_a_kept_alive_connection(server: LoopbackHTTPServer) -> None:
+    for n in range(3):
+        server.route(f"/k{n}.png", respond(200, PNG, {"Content-Type": "image/png"}))
+    fetch_limits = limits(user_agent=f"keep-alive-test-{time.monotonic_ns()}")
+    assert [fetch_image(server.url(f"/k{n}.png"), fetch_limits) for n in range(3)] == [PNG] * 3
+    assert len({r.client for r in server.requests}) == 1
+
+
+def test_a_kept_alive_connection_is_still_cut_at_the_deadline(server: LoopbackHTTPServer) -> None:
+    server.route("/first.png", respond(200, PNG, {"Content-Type": "image/png"}))
+    server.route("/drip.png", drip(b"z" * 200, interval_s=0.05))
+    fetch_limits = limits(read_timeout_s=1.0, total_timeout_s=0.7, user_agent=f"reuse-{time.monotonic_ns()}")
+    assert fetch_image(server.url("/first.png"), fetch_limits) == PNG
+    _, elapsed = expect_error("download_timeout", lambda: fetch_image(server.url("/drip.png"), fetch_limits))
+    assert len({r.client for r in server.requests}) == 1  # the second download reused the connection
+    assert 0.6 < elapsed < 1.3
+
+
 def test_slow_drip_body_hits_the_total_deadline(server: LoopbackHTTPServer) -> None:
     # Every byte arrives well inside the read timeout; only the whole-download deadline can stop it.
     server.route("/img.png", drip(b"z" * 200, interval_s=0.05))

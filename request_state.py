@@ -335,7 +335,7 @@ def release_stale_images(stale_after_s: float, limit: int = 5000) -> list[int]:
         .order_by(Image.id)
         .limit(limit)
     )
-    ids = db.session.scalars(
+    ids = db.session.execute(
         update(Image)
         .where(Image.id.in_(chosen.scalar_subquery()), Image.status == ImageStatus.PROCESSING)
         .values(

@@ -34,10 +34,10 @@ class Page:
 
 
 def page_etag(request: Request, page: Page) -> str:
-    """A strong validator of one status page: it changes whenever the request or any of its images does."""
+    """A strong validator (unquoted) of one status page: it changes whenever the request or any of its images does."""
     version = f"{request.id}:{request.updated_at.isoformat()}:{request.status}:{request.completed_images}:"
     version += f"{request.failed_images}:{page.page}:{page.per_page}"
-    return '"' + hashlib.blake2b(version.encode(), digest_size=12).hexdigest() + '"'
+    return hashlib.blake2b(version.encode(), digest_size=12).hexdigest()
 
 
 class RenderedPages:

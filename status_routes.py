@@ -48,8 +48,8 @@ def get_status(request_id: str):
     page = _page()
     found = load_request(request_id)
     etag = status.page_etag(found, page)
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag in request.if_none_match:
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache"}
+    if request.if_none_match.contains(etag):
         return Response(status=304, headers=headers)
     pages: status.RenderedPages = current_app.extensions["rendered_pages"]
     body = pages.get(etag)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -41,7 +42,7 @@ def test_a_status_page_is_revalidated_with_its_etag(quiet_service, quiet_api):
     assert other_page.status_code == 200  # another page is another resource
 
     with quiet_service.app.app_context():
-        first_image = image_ids_of(request_id)[0]
+        first_image = image_ids_of(uuid.UUID(request_id))[0]
         assert request_state.claim_image(first_image, "t1", 5, quiet_api) is not None
         db.session.remove()
     claimed = requests.get(url, headers={"If-None-Match": etag}, timeout=10)

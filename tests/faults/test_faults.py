@@ -271,10 +271,13 @@ def test_redis_restarted_under_steady_traffic(service, database, redis_server, s
     traffic goes on, and every one of B's too."""
     tenant_a, tenant_b = "tenant-a-key", "tenant-b-key"
     service.env["API_KEYS"] = f"{tenant_a},{tenant_b}"
+    # Long enough that the lost images do not count as stale before the traffic has refilled the queue:
+    # what recovers them must be the count, not the age.
+    service.env["STALE_IMAGE_AFTER_S"] = "30"
     service.api_key = tenant_a
     service.start_all()
     big_id, big_urls = start_request(service, slow_source, receiver)
-    small_source = type(slow_source)(slow_source.server, delay_s=0.65)
+    small_source = type(slow_source)(slow_source.server, delay_s=0.55)
     small: list[tuple[str, list[str]]] = []
     stop = threading.Event()
 

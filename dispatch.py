@@ -22,6 +22,8 @@ from models import IN_FLIGHT_IMAGE, WAITING_IMAGE, Image, ImageStatus, Request, 
 from request_state import ACTIVE_REQUEST_STATUSES
 
 PROCESS_IMAGE_TASK = "image_tasks.process_image"
+#: Queued images kept even with nothing in progress, so idle workers start at once.
+MIN_QUEUED = 4
 # Any constant will do: it only has to be the same in every process.
 _DISPATCH_LOCK_ID = 0x1A9E5
 
@@ -45,7 +47,7 @@ def queue_state() -> QueueState:
 
 
 def take_images_to_queue(depth: int) -> list[int]:
-    """Mark waiting images queued until ``depth`` are queued; returns their ids, to publish now.
+    """Mark waiting images queued, up to about one per image in progress and at most ``depth``; returns their ids.
 
     Slots go to the tenant with the fewest images in flight, and within it to the request with the
     fewest, one at a time. One dispatcher at a time (an advisory lock on PostgreSQL, the write lock
@@ -59,7 +61,11 @@ def take_images_to_queue(depth: int) -> list[int]:
         .group_by(Image.request_id, Image.status)
     ).all()
     queued = sum(count for _, status, count in in_flight_rows if status == ImageStatus.PENDING)
-    capacity = depth - queued
+    processing = sum(count for _, status, count in in_flight_rows if status == ImageStatus.PROCESSING)
+    # About one waiting message per busy worker process: enough that none waits for work, and short
+    # in time, so a request uploaded now waits behind one image per process, not behind a backlog.
+    target = min(depth, max(MIN_QUEUED, processing))
+    capacity = target - queued
     if capacity <= 0:
         db.session.commit()
         return []

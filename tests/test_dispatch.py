@@ -22,6 +22,12 @@ from models import Image, ImageStatus, db, utcnow
 pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 
 
+@pytest.fixture(autouse=True)
+def window_of_depth(monkeypatch) -> None:
+    """These tests size the window by ``depth`` alone; the one that follows the work in progress is below."""
+    monkeypatch.setattr(dispatch, "MIN_QUEUED", 10**6)
+
+
 @pytest.fixture
 def base_url(quiet_service, sent) -> Iterator[str]:
     with quiet_service.app.app_context():
@@ -166,3 +172,17 @@ def test_an_image_whose_message_was_lost_keeps_its_place_in_line(base_url, sent)
     assert sorted(sent_ids(sent)) == sorted(lost)
     assert request_of(sent_ids(sent)) == {first: 4}
     assert all(request_id not in request_of(sent_ids(sent)) for request_id in later)
+
+
+def test_the_window_follows_the_images_in_progress(base_url, sent, monkeypatch):
+    monkeypatch.setattr(dispatch, "MIN_QUEUED", 4)
+    new_request(100)
+    assert dispatch.fill_queue(64) == 4  # nothing in progress: a few, so idle workers start at once
+    for image_id in sent_ids(sent):
+        request_state.claim_image(image_id, f"t{image_id}", 5, base_url)
+    assert dispatch.fill_queue(64) == 4  # four in progress: about one waiting each
+    for image_id in sent_ids(sent)[4:]:
+        request_state.claim_image(image_id, f"t{image_id}", 5, base_url)
+    assert dispatch.fill_queue(64) == 8
+    assert dispatch.queue_state() == dispatch.QueueState(queued=8, processing=8)
+    assert dispatch.fill_queue(6) == 0  # never past depth

@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test test-faults lint bench migrate clean
+.PHONY: run test test-faults lint bench bench-pipeline migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +36,18 @@ test: $(DEV_STAMP)
 test-faults: $(DEV_STAMP)
 	$(BIN)/pytest -o addopts="-ra --strict-markers" tests/faults
 
+$(BENCH_STAMP): requirements.txt requirements-dev.txt requirements-bench.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	touch $(RUN_STAMP) $(DEV_STAMP) $@
+
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 
-bench: $(DEV_STAMP)
+## The benchmark suite: real processes, its own PostgreSQL and Redis; writes bench/RESULTS.md (BENCH_ARGS=--long).
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
+
+bench-pipeline: $(DEV_STAMP)
 	$(BIN)/python bench/bench_pipeline.py
 
 clean:

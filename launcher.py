@@ -237,9 +237,12 @@ def main() -> int:
     migrate(env)
     stop_signals: list[int] = []
     for signum in STOP_SIGNALS:
-        # A signal ignored by whoever started the launcher stays ignored: ``nohup make run``.
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, lambda received, _frame: stop_signals.append(received))
+        # A hang-up ignored by whoever started the launcher stays ignored: ``nohup make run``. The
+        # others always stop it, even when a shell without job control started it in the background
+        # with SIGINT ignored, as ``make run &`` in a script does.
+        if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
+            continue
+        signal.signal(signum, lambda received, _frame: stop_signals.append(received))
     children: dict[str, subprocess.Popen] = {}
     try:
         for name, argv in commands(env).items():

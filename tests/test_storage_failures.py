@@ -123,8 +123,10 @@ def s3_deployment(service, backing_services, tmp_path, monkeypatch):
         env["BROKER_KEY_PREFIX"] = f"{service.env['BROKER_KEY_PREFIX']}s3-{uuid.uuid4().hex[:6]}:"
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # As the service runs: the control worker's tick re-queues a retry once its back-off is over.
     processes = [
         WorkerProcess(env, tmp_path / "worker.log", name="s3"),
+        WorkerProcess(env, tmp_path / "control.log", name="s3-control", kind="control"),
         WorkerProcess(env, tmp_path / "beat.log", kind="beat"),
     ]
     from app import create_app

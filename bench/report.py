@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import platform
 import statistics
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cases import Polls, PoolMemory, SmallBehindBig, Tenants, Throughput, UploadTimes, percentile
+from cases import Polls, SmallBehindBig, Tenants, UploadTimes, percentile
+from throughput import PoolMemory, Throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +68,12 @@ def throughput_row(case: Throughput, target_ratio: float, deadline_s: float) -> 
         return Row(measure, setup, outcome + "; CPU limit not measured", f"ratio ≥ {target_ratio}", None)
     ratio = case.ratio or 0.0
     outcome += f"; CPU limit {case.cpu_limit:.1f} images/s; **ratio {ratio:.2f}**"
+    disturbed = max(case.others_share, case.cpu_limit_others_share)
+    if disturbed >= 0.05:
+        outcome += (
+            f" (other processes on the machine took {case.others_share:.0%} of the CPU during the case, "
+            f"{case.cpu_limit_others_share:.0%} during the CPU limit{': not comparable' if disturbed >= 0.2 else ''})"
+        )
     met = ratio >= target_ratio and case.failed == 0
     return Row(measure, setup, outcome, f"ratio ≥ {target_ratio}", met)
 
@@ -98,26 +103,15 @@ def scaling_row(one: Throughput, two: Throughput, per_core: int) -> Row:
         f"`WORKER_CONCURRENCY={one.workers}` pinned to one core (`taskset -c 0`) vs `{two.workers}` on both "
         f"(the launcher starts {per_core} per core), {one.images} distinct URLs, full size, "
         f"{one.latency_s * 1000:.0f} ms source latency",
-        f"1 core: {one.rate:.1f} images/s; 2 cores: {two.rate:.1f} images/s; **{ratio:.2f}x**",
+        f"1 core: {one.rate:.1f} images/s; 2 cores: {two.rate:.1f} images/s; **{ratio:.2f}x**"
+        + (
+            f" (other processes on the machine took {one.others_share:.0%} and {two.others_share:.0%} of the CPU)"
+            if max(one.others_share, two.others_share) >= 0.05
+            else ""
+        ),
         "≥ 1.8x",
         ratio >= 1.8,
     )
-
-
-def describe_commands(commands: dict[str, list[str]]) -> str:
-    """The processes' command lines, without the binaries' paths, the ports and the log options."""
-    skip = {"--bind", "--access-logfile", "--hostname", "--loglevel"}
-    parts = []
-    for kind, argv in commands.items():
-        words, index = [Path(argv[0]).name], 1
-        while index < len(argv):
-            if argv[index] in skip:
-                index += 2
-                continue
-            words.append(argv[index])
-            index += 1
-        parts.append(f"{kind}: `{' '.join(words)}`")
-    return "; ".join(parts)
 
 
 def upload_rows(times: UploadTimes) -> list[Row]:
@@ -181,7 +175,8 @@ def memory_rows(
                 "Image worker pool processes, peak RSS (VmHWM)",
                 f"sampled twice a second during the throughput cases ({images:,} images, {large:,} of them "
                 "8-12 MP); celery replaces a process that grew past `worker_max_memory_per_child` after its task",
-                f"{len(peaks)} processes seen ({during.replaced} replaced): **max {_mb(peaks[-1] * 1048576)}**, "
+                f"{len(peaks)} processes seen in {during.services} service start(s), {during.replaced} replaced by "
+                f"celery: **max {_mb(peaks[-1] * 1048576)}**, "
                 f"median {_mb(statistics.median(peaks) * 1048576)}; {over} at or over 150 MB",
                 "< 150 MB",
                 over == 0,
@@ -201,7 +196,7 @@ def memory_rows(
     before, after, count = long_run
     lived = [pid for pid in before.alive if pid in after.alive]
     growth = sorted((after.rss_mib[pid] - before.rss_mib[pid]) * 1048576 for pid in lived)
-    replaced = len(before.alive - after.alive) + len(set(after.peak_mib) - before.alive - after.alive)
+    replaced = after.replaced - before.replaced
     worst = growth[-1] if growth else 0.0
     typical = statistics.median(growth) if growth else 0.0
     rows.append(
@@ -264,83 +259,3 @@ def tenants_row(tenants: Tenants) -> Row:
         "≈ 1 (none set)",
         None,
     )
-
-
-def _read(command: list[str]) -> str:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=10, cwd=ROOT).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
-def machine_facts() -> dict[str, str]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        memory_kib = 0
-    import os
-
-    import PIL
-
-    commit = _read(["git", "rev-parse", "--short", "HEAD"])
-    dirty = _read(["git", "status", "--porcelain", "--untracked-files=no"])
-    return {
-        "CPU": f"{cpu}, {os.cpu_count()} cores",
-        "Memory": f"{memory_kib / 1024 / 1024:.0f} GiB",
-        "OS": f"{platform.system()} {platform.release()}",
-        "Python": platform.python_version(),
-        "Pillow": PIL.__version__,
-        "Commit": commit + (" with uncommitted changes in the work tree" if dirty else ""),
-    }
-
-
-def machine_busy_s() -> float:
-    """CPU seconds every process on the machine has used since boot (all cores, /proc/stat)."""
-    import os
-
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_s() -> float:
-    """CPU seconds of this process and of every child it has waited for (their own children included)."""
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
-def write_results(
-    path: Path,
-    *,
-    header: dict[str, str],
-    settings: list[str],
-    photos: str,
-    main_table: str,
-    encoders: str | None,
-    notes: list[str],
-) -> None:
-    lines = ["# Benchmark results", "", "Written by `make bench` (`bench/run_bench.py`); every run replaces it.", ""]
-    lines += [f"- **{name}:** {value}" for name, value in header.items()]
-    lines += ["", "## Settings", ""]
-    lines += [f"- {item}" for item in settings]
-    lines += [f"- Photos: {photos}", "", "## Results", "", main_table, ""]
-    if notes:
-        lines += ["Notes:", ""] + [f"- {note}" for note in notes] + [""]
-    if encoders:
-        lines += ["## Encoders for reference (`bench/bench_encoders.py`)", "", encoders, ""]
-    path.write_text("\n".join(lines))

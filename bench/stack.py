@@ -83,6 +83,22 @@ class BenchPostgres(PostgresCluster):
             return cursor.fetchone()[0]
 
 
+class BenchRedis(RedisServer):
+    """The fault suite's Redis, in a session of its own: a Ctrl-C at the terminal reaches the bench,
+    which stops the service first, and not Redis under the service's feet."""
+
+    def start(self) -> None:
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        argv += ["--dir", str(self.folder), "--maxmemory-policy", "noeviction"]
+        self.process = subprocess.Popen(
+            argv,
+            stdout=open(self.folder / "redis.log", "ab"),  # noqa: SIM115  (owned by the child)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(self.is_up, 20, "redis to accept connections")
+
+
 def tree_cpu_s(root: int) -> float:
     """CPU seconds of a process and all its descendants, with the children each has reaped.
 
@@ -134,6 +150,7 @@ class RunningService:
     instance_dir: Path
     database: str
     postgres: BenchPostgres
+    redis_pid: int | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     _connection: object | None = None
 
@@ -166,9 +183,10 @@ class RunningService:
         return len(sizes), sum(sizes)
 
     def cpu_by_process(self) -> dict[str, float]:
-        """CPU seconds so far of each of the service's processes (with its own children), and PostgreSQL's."""
+        """CPU seconds so far of each of the service's processes (with its own children), PostgreSQL's, Redis's."""
         used = {kind: tree_cpu_s(process.process.pid) for kind, process in self.processes.items()}
         used["postgresql"] = self.postgres.cpu_s(with_backends=True)
+        used["redis"] = tree_cpu_s(self.redis_pid) if self.redis_pid else 0.0
         return used
 
     def dead_processes(self) -> list[str]:
@@ -215,7 +233,7 @@ class Stack:
         try:
             self.postgres = BenchPostgres(self.work / "pg", self.fsync)
             self.postgres.start()
-            self.redis = RedisServer(self.work / "redis")
+            self.redis = BenchRedis(self.work / "redis")
             if self.redis.port in SHARED_PORTS:
                 raise RuntimeError(f"refusing port {self.redis.port}")
             self.redis.start()
@@ -295,7 +313,9 @@ class Stack:
         port = own_port()
         instance_dir = self.work / f"instance-{self._groups}-{name}"
         env = self._env(database, instance_dir, port, extra_env or {})
-        running = RunningService(name, env, f"http://127.0.0.1:{port}", instance_dir, database, self.postgres)
+        running = RunningService(
+            name, env, f"http://127.0.0.1:{port}", instance_dir, database, self.postgres, self.redis.process.pid
+        )
         try:
             for kind, argv in launcher.commands(env).items():
                 if kind == "worker":

@@ -92,6 +92,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     if settings.broker_key_prefix:
         transport_options["global_keyprefix"] = settings.broker_key_prefix
     if settings.broker_url.startswith("filesystem://"):
+        broker.publish_filesystem_messages_atomically()
         folder = settings.instance_dir / "broker"
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,11 @@ due within a second of a final status) and maintenance (the dispatcher's tick an
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import time
+import uuid
 
 from flask import current_app
 
@@ -57,3 +61,35 @@ def messages_held(queue: str) -> int | None:
     except Exception:
         log.warning("could not read the length of queue %s", queue, exc_info=True)
         return None
+
+
+def publish_filesystem_messages_atomically() -> None:
+    """Make the filesystem transport (the single-machine default) write each message whole, then rename it.
+
+    kombu creates the message file and then writes it, so a consumer polling the folder can take the
+    file while it is still empty: the message is lost and the worker dies of a ``JSONDecodeError``
+    (seen here, with the API, two workers and beat publishing at once). A file renamed into place is
+    complete when it appears; its temporary name matches no queue.
+    """
+    from kombu.transport import filesystem
+    from kombu.utils.encoding import str_to_bytes
+    from kombu.utils.json import dumps
+
+    if getattr(filesystem.Channel._put, "publishes_atomically", False):
+        return
+
+    def _put(self, queue, payload, **kwargs) -> None:
+        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        temporary = os.path.join(self.data_folder_out, f".{name}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(str_to_bytes(dumps(payload)))
+            os.replace(temporary, final)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise filesystem.ChannelError(f"Cannot add file {final!r} to directory") from error
+
+    _put.publishes_atomically = True  # type: ignore[attr-defined]
+    filesystem.Channel._put = _put

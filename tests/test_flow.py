@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from integration_support import csv_of, jpeg_bytes, png_with_alpha, upload, wait_final
-from loopback_servers import respond
+from loopback_servers import respond, wait_until
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
@@ -96,7 +96,13 @@ def test_upload_to_webhook(service, source_server, receiver):
     assert payload["data"]["request_id"] == request_id
     assert payload["data"]["status"] == "COMPLETED"
     assert payload["data"]["output_csv_url"] == body["output_csv_url"]
-    log = requests.get(f"{service.base_url}/api/requests/{request_id}/webhook-deliveries", timeout=10).json()
+
+    def delivery_log() -> dict:
+        return requests.get(f"{service.base_url}/api/requests/{request_id}/webhook-deliveries", timeout=10).json()
+
+    # The worker records the attempt once the receiver has answered: a moment after it arrived.
+    wait_until(lambda: [e["status"] for e in delivery_log()["events"]] == ["DELIVERED"], 10)
+    log = delivery_log()
     assert [e["status"] for e in log["events"]] == ["DELIVERED"]
     assert log["events"][0]["webhook_id"] == deliveries[0]["headers"]["webhook-id"]
     assert [(a["attempt"], a["status_code"]) for a in log["events"][0]["attempts"]] == [(1, 200)]

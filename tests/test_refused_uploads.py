@@ -293,7 +293,10 @@ CASES = [
 
 
 def row_counts(service) -> dict[str, int]:
-    """Rows in every table of the schema, read through the API's own engine."""
+    """Rows in every table an upload could write, read through the API's own engine.
+
+    The sweep's lease row comes and goes with the sweeper, whatever the API does: it is left out.
+    """
     from sqlalchemy import func, select
 
     from models import db
@@ -303,6 +306,7 @@ def row_counts(service) -> dict[str, int]:
             return {
                 table.name: db.session.execute(select(func.count()).select_from(table)).scalar_one()
                 for table in db.metadata.sorted_tables
+                if table.name != "leases"
             }
         finally:
             db.session.remove()

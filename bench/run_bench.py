@@ -45,7 +45,7 @@ def run_encoders() -> str | None:
     log("encoders: bench/bench_encoders.py --markdown")
     try:
         done = subprocess.run(
-            [sys.executable, str(HERE / "bench_encoders.py"), "--markdown", "--seconds", "1"],
+            [sys.executable, str(HERE / "bench_encoders.py"), "--markdown", "--seconds", "0.75"],
             capture_output=True,
             text=True,
             timeout=240,

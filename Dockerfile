@@ -8,4 +8,6 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 USER service
 EXPOSE 5000
-CMD ["gunicorn", "app:create_app()", "--bind", "0.0.0.0:5000", "--workers", "4", "--timeout", "120", "--access-logfile", "-"]
+# One role per container, with the command line `make run` uses for it (`python launcher.py ROLE`).
+ENV HOST=0.0.0.0
+CMD ["python", "launcher.py", "api"]

@@ -58,7 +58,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     database.read_only_for_safe_methods(app)
     migrate.init_app(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
     app.extensions["storage"] = storage.from_settings(settings)
-    app.extensions["rendered_pages"] = status.RenderedPages()
+    app.extensions["rendered_pages"] = status.RenderedPages(max_lag_s=settings.status_max_lag_s)
     app.extensions["host_slots"] = host_slots.from_settings(settings)
     app.extensions["webhook_secret"] = webhooks.load_or_create_secret(settings)
     access.init_app(app, settings)

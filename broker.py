@@ -1,7 +1,8 @@
 """Talking to the broker: the queues, sending a task by name, and how many messages a queue holds.
 
-Three queues, so that no kind of work waits behind another: images (the bulk), webhooks (each
-due within a second of a final status) and maintenance (the dispatcher's tick and the sweeper).
+Four queues, so that no kind of work waits behind another: images (the bulk), imports (writing the
+rows of a big upload, served by the image workers), webhooks (each due within a second of a final
+status) and maintenance (the dispatcher's tick and the sweeper).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ log = logging.getLogger(__name__)
 IMAGES_QUEUE = "images"
 WEBHOOKS_QUEUE = "webhooks"
 MAINTENANCE_QUEUE = "maintenance"
-ALL_QUEUES = (IMAGES_QUEUE, WEBHOOKS_QUEUE, MAINTENANCE_QUEUE)
+IMPORTS_QUEUE = "imports"
+ALL_QUEUES = (IMAGES_QUEUE, IMPORTS_QUEUE, WEBHOOKS_QUEUE, MAINTENANCE_QUEUE)
 
 TASK_ROUTES = {
     "image_tasks.process_image": {"queue": IMAGES_QUEUE},
+    "image_tasks.import_request": {"queue": IMPORTS_QUEUE},
     "image_tasks.deliver_webhook": {"queue": WEBHOOKS_QUEUE},
     "image_tasks.dispatch": {"queue": MAINTENANCE_QUEUE},
     "image_tasks.sweep": {"queue": MAINTENANCE_QUEUE},

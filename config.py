@@ -203,6 +203,8 @@ class Settings:
     stale_image_after_s: int
     dispatch_interval_s: float
     image_queue_depth: int
+    import_after_urls: int
+    status_max_lag_s: float
     storage_max_retries: int
     max_upload_bytes: int
     max_rows: int
@@ -265,6 +267,8 @@ class Settings:
             stale_image_after_s=limits[_STALE],
             dispatch_interval_s=_float(env, "DISPATCH_INTERVAL_S", 1.0, 0.1),
             image_queue_depth=_int(env, "IMAGE_QUEUE_DEPTH", 64, 1),
+            import_after_urls=_int(env, "IMPORT_AFTER_URLS", 2000, 0),
+            status_max_lag_s=_float(env, "STATUS_MAX_LAG_S", 0.5, 0.0),
             storage_max_retries=_int(env, "STORAGE_MAX_RETRIES", 5, 0, 20),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 10 * 1024 * 1024, 1024),
             max_rows=_int(env, "MAX_ROWS", 10_000, 1),

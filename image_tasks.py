@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 WEBHOOK_LOST_AFTER_S = 60.0
 # Messages being published when the sweeper counts the queue are not mistaken for lost ones.
 QUEUE_GRACE_S = 5.0
+# An import not done this long after it was sent is sent again (a running one is skipped).
+IMPORT_LOST_AFTER_S = 60.0
+IMPORT_TASK = "image_tasks.import_request"
 
 
 def _settings() -> Settings:
@@ -123,6 +126,23 @@ def retry_delay(retries: int, retry_after: float | None) -> float:
     return max(backoff, min(retry_after or 0.0, 60.0))
 
 
+@shared_task(
+    name=IMPORT_TASK,
+    autoretry_for=DATABASE_ERRORS,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=20,
+    soft_time_limit=None,
+    time_limit=None,
+)
+def import_request(request_id: str) -> bool:
+    """Write the products and images of a big upload, then refill the image queue."""
+    imported = request_state.import_rows(uuid.UUID(request_id))
+    if imported:
+        dispatch.fill_queue(_settings().image_queue_depth)
+    return imported
+
+
 @shared_task(name="image_tasks.deliver_webhook")
 def deliver_webhook(event_id: str) -> str | None:
     """Make the event's next attempt if it is due; returns the event's status afterwards."""
@@ -182,6 +202,10 @@ def sweep() -> dict[str, int] | None:
                 )
             ),
             "finalized": request_state.finalize_finished_requests(base_url),
+            "imports": sum(
+                broker.send(IMPORT_TASK, str(request_id))
+                for request_id in request_state.imports_to_resend(IMPORT_LOST_AFTER_S)
+            ),
         }
         report["queued"] = dispatch.fill_queue(settings.image_queue_depth)
     finally:

@@ -1,4 +1,7 @@
-"""``make run``: migrate, then run the API, a worker and beat in the foreground until stopped.
+"""``make run``: migrate, then run the API, the workers and beat in the foreground until stopped.
+
+``launcher.py ROLE`` runs one of them alone (``api``, ``worker``, ``control``, ``beat``) or applies
+the migrations (``migrate``): what a container or another machine runs.
 
 Single-machine mode: SQLite, the filesystem broker and local storage unless the environment says
 otherwise. Nothing started here outlives the launcher: Ctrl-C, SIGTERM, SIGHUP (the terminal closed)
@@ -24,6 +27,7 @@ HERE = Path(__file__).parent
 LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
 STOP_GRACE_S = 15
 IMAGE_PROCESSES_PER_CORE = 8
+IMAGE_WORKER_NICENESS = 10
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 PR_SET_PDEATHSIG = 1
 # What each child gets from the kernel when the launcher dies without stopping it: a signal on which
@@ -36,6 +40,8 @@ PARENT_DEATH_SIGNALS = {
     "control": signal.SIGQUIT,
     "beat": signal.SIGTERM,
 }
+
+ROLES = ("api", "worker", "control", "beat", "migrate")
 
 log = logging.getLogger("launcher")
 
@@ -99,7 +105,7 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             "--loglevel",
             "INFO",
             "--queues",
-            "images",
+            "images,imports",
             "--concurrency",
             concurrency,
             "--hostname",
@@ -137,25 +143,42 @@ def migrate(env: dict[str, str]) -> None:
     )
 
 
-def die_with_launcher(signum: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the kernel send ``signum`` to the child when the launcher dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
+def niceness(name: str, env: dict[str, str]) -> int:
+    """How much lower than the launcher's the child's CPU priority is.
+
+    Image work lowers its own so that on a shared machine an upload or a poll never waits for a core
+    behind an encode: the encodes still take every core the API leaves idle.
+    """
+    if name != "worker":
+        return 0
+    raw = env.get("IMAGE_WORKER_NICENESS", str(IMAGE_WORKER_NICENESS))
+    if not raw.strip().isdigit() or not 0 <= int(raw) <= 19:
+        raise SystemExit(f"IMAGE_WORKER_NICENESS must be an integer from 0 to 19, got {raw!r}")
+    return int(raw)
+
+
+def child_setup(signum: int, nice: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that lowers the child's priority by ``nice`` and, on Linux, has the kernel
+    send ``signum`` to the child when the launcher dies."""
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
     launcher_pid = os.getpid()
 
     # Runs between fork and exec, which is safe because the launcher starts no threads; for the same
     # reason the thread that forked, whose exit the kernel watches, is the launcher's main thread.
-    def set_parent_death_signal() -> None:
+    def set_up_child() -> None:
+        if nice:
+            os.nice(nice)
+        if libc is None:
+            return
         if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
         if os.getppid() != launcher_pid:
             os._exit(1)  # the launcher died before the signal was armed
 
-    return set_parent_death_signal
+    return set_up_child
 
 
-def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+def start(name: str, argv: list[str], env: dict[str, str], nice: int = 0) -> subprocess.Popen:
     """Start one child, leading a session and process group of its own."""
     # A session of its own keeps the terminal's signals for the launcher alone, which makes each of
     # them the same stop: closing the terminal would otherwise send SIGHUP to gunicorn (which reloads)
@@ -166,7 +189,7 @@ def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         env=env,
         cwd=HERE,
         start_new_session=True,
-        preexec_fn=die_with_launcher(PARENT_DEATH_SIGNALS[name]),
+        preexec_fn=child_setup(PARENT_DEATH_SIGNALS[name], nice),
     )
 
 
@@ -231,9 +254,30 @@ def supervise(children: dict[str, subprocess.Popen], stop_signals: list[int]) ->
         time.sleep(0.5)
 
 
+def run_one(role: str) -> int:
+    """Run one role in the foreground, as a container or a process manager on another machine does.
+
+    The same command line as ``make run`` starts for that role, with the environment as given: none of
+    the single-machine defaults, the migrations left to ``migrate``.
+    """
+    env = dict(os.environ)
+    if role == "migrate":
+        migrate(env)
+        return 0
+    argv = commands(env)[role]
+    os.nice(niceness(role, env))
+    os.execve(argv[0], argv, env)  # noqa: S606  (the role's own fixed command line)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s launcher: %(message)s")
+    if len(sys.argv) > 1:
+        if sys.argv[1] not in ROLES:
+            raise SystemExit(f"usage: launcher.py [{'|'.join(ROLES)}]  (no argument: the whole service)")
+        return run_one(sys.argv[1])
     env = service_environment()
+    to_start = commands(env)
+    nice = {name: niceness(name, env) for name in to_start}
     migrate(env)
     stop_signals: list[int] = []
     for signum in STOP_SIGNALS:
@@ -245,8 +289,8 @@ def main() -> int:
         signal.signal(signum, lambda received, _frame: stop_signals.append(received))
     children: dict[str, subprocess.Popen] = {}
     try:
-        for name, argv in commands(env).items():
-            children[name] = start(name, argv, env)
+        for name, argv in to_start.items():
+            children[name] = start(name, argv, env, nice[name])
         base = env.get("PUBLIC_BASE_URL") or f"http://127.0.0.1:{env.get('PORT', '5000')}"
         log.info("service starting at %s (API, workers, beat); Ctrl-C stops it", base)
         return supervise(children, stop_signals)

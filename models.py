@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -108,6 +109,20 @@ class Request(db.Model):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: The products and images are still being written by the import task (a big upload).
+    importing: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+
+
+class RequestImport(db.Model):
+    """The validated rows of an upload too big to store before answering, until the import task stores them."""
+
+    __tablename__ = "request_imports"
+
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), primary_key=True)
+    #: zlib-compressed JSON of the rows, as ``request_state.encode_rows`` writes them.
+    rows: Mapped[bytes] = mapped_column(LargeBinary)
+    #: When the import task was last sent; the sweeper sends it again if it never finished.
+    queued_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class Product(db.Model):

@@ -12,14 +12,19 @@ IN_FLIGHT = (ImageStatus.PENDING, ImageStatus.PROCESSING)
 
 
 def active_image_count(owner_key_hash: str | None) -> int:
-    """Images of the owner's requests that are queued or processing; None counts every open-mode request."""
+    """Images of the owner's requests that are queued or processing, or still being imported; None counts
+    every open-mode request."""
     owner = Request.owner_key_hash.is_(None) if owner_key_hash is None else Request.owner_key_hash == owner_key_hash
     # One query on the images' (status, ...) and requests' owner indexes.
-    return db.session.scalar(
+    stored = db.session.scalar(
         select(func.count(Image.id))
         .join(Request, Request.id == Image.request_id)
         .where(Image.status.in_(IN_FLIGHT), owner)
     )
+    importing = db.session.scalar(
+        select(func.coalesce(func.sum(Request.total_images), 0)).where(Request.importing.is_(True), owner)
+    )
+    return stored + importing
 
 
 def check_active_images(owner_key_hash: str | None, rows: list[ProductRow], limit: int) -> None:

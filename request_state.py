@@ -6,8 +6,11 @@ workers finishing at once) changes nothing the second time.
 
 from __future__ import annotations
 
+import json
 import uuid
+import zlib
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import and_, case, or_, select, update
 
@@ -21,6 +24,7 @@ from models import (
     Product,
     ProductImage,
     Request,
+    RequestImport,
     RequestStatus,
     db,
     utcnow,
@@ -43,6 +47,8 @@ class CreatedRequest:
     id: uuid.UUID
     products: int
     images: int
+    #: The rows are left to the import task, which must be sent.
+    importing: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,15 +65,18 @@ class ImageWork:
     max_dimension: int | None
 
 
-def create_request(rows: list[ProductRow], options: UploadOptions) -> CreatedRequest:
-    """Write a request, its products and its images in one transaction, with bulk inserts."""
+def create_request(
+    rows: list[ProductRow], options: UploadOptions, *, import_after_urls: int | None = None
+) -> CreatedRequest:
+    """Write a request and, up to ``import_after_urls`` URLs (None: any), its products and images, in one transaction.
+
+    A bigger upload is answered sooner: its validated rows are stored whole beside the request, and
+    ``import_rows`` (the import task) writes them out, so that a request is never half-written.
+    """
     request_id = uuid.uuid4()
     now = utcnow()
-    occurrences: dict[str, int] = {}
-    for row in rows:
-        for url in row.image_urls:
-            occurrences[url] = occurrences.get(url, 0) + 1
-    total = sum(occurrences.values())
+    total = sum(len(row.image_urls) for row in rows)
+    importing = import_after_urls is not None and total > import_after_urls
     db.session.add(
         Request(
             id=request_id,
@@ -82,9 +91,69 @@ def create_request(rows: list[ProductRow], options: UploadOptions) -> CreatedReq
             failed_images=0,
             created_at=now,
             updated_at=now,
+            importing=importing,
         )
     )
-    db.session.flush()
+    if importing:
+        db.session.add(RequestImport(request_id=request_id, rows=encode_rows(rows), queued_at=now))
+    else:
+        db.session.flush()
+        _write_rows(request_id, rows, now)
+    db.session.commit()
+    return CreatedRequest(id=request_id, products=len(rows), images=total, importing=importing)
+
+
+def import_rows(request_id: uuid.UUID) -> bool:
+    """Write the products and images of an upload left to the import task; False if there is none to write.
+
+    The import row is locked for the transaction (another import of the same request skips it on
+    PostgreSQL, waits for it on SQLite) and deleted in it, so the rows are written exactly once.
+    """
+    pending = db.session.scalars(
+        select(RequestImport).where(RequestImport.request_id == request_id).with_for_update(skip_locked=True)
+    ).first()
+    if pending is None:
+        db.session.rollback()
+        return False
+    now = utcnow()
+    _write_rows(request_id, decode_rows(pending.rows), now)
+    db.session.delete(pending)
+    db.session.execute(update(Request).where(Request.id == request_id).values(importing=False, updated_at=now))
+    db.session.commit()
+    return True
+
+
+def imports_to_resend(lost_after_s: float) -> list[uuid.UUID]:
+    """Imports sent at least ``lost_after_s`` ago and still not done, marked sent again now."""
+    ids = db.session.scalars(
+        update(RequestImport)
+        .where(RequestImport.queued_at < db_now(-lost_after_s))
+        .values(queued_at=db_now())
+        .returning(RequestImport.request_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    db.session.commit()
+    return list(ids)
+
+
+def encode_rows(rows: list[ProductRow]) -> bytes:
+    records = [[row.serial_number, row.product_name, list(row.image_urls), row.row] for row in rows]
+    return zlib.compress(json.dumps(records, separators=(",", ":")).encode(), 1)
+
+
+def decode_rows(data: bytes) -> list[ProductRow]:
+    return [
+        ProductRow(serial_number=serial, product_name=name, image_urls=tuple(urls), row=line)
+        for serial, name, urls, line in json.loads(zlib.decompress(data))
+    ]
+
+
+def _write_rows(request_id: uuid.UUID, rows: list[ProductRow], now: datetime) -> None:
+    """Bulk-insert the products, their distinct images and the links between them."""
+    occurrences: dict[str, int] = {}
+    for row in rows:
+        for url in row.image_urls:
+            occurrences[url] = occurrences.get(url, 0) + 1
     connection = db.session.connection()
     product_ids = database.bulk_insert(
         connection,
@@ -131,8 +200,6 @@ def create_request(rows: list[ProductRow], options: UploadOptions) -> CreatedReq
         ],
         new_ids=False,
     )
-    db.session.commit()
-    return CreatedRequest(id=request_id, products=len(rows), images=total)
 
 
 def claim_image(image_id: int, task_id: str, max_attempts: int, public_base_url: str) -> ImageWork | None:

@@ -7,15 +7,16 @@ import hashlib
 import io
 import math
 import threading
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 
 from models import FINAL_REQUEST_STATUSES, Image, ImageStatus, Product, ProductImage, Request, RequestStatus, db
 from storage import Storage
@@ -36,34 +37,66 @@ class Page:
 def page_etag(request: Request, page: Page) -> str:
     """A strong validator (unquoted) of one status page: it changes whenever the request or any of its images does."""
     version = f"{request.id}:{request.updated_at.isoformat()}:{request.status}:{request.completed_images}:"
-    version += f"{request.failed_images}:{page.page}:{page.per_page}"
+    version += f"{request.failed_images}:{request.importing}:{page.page}:{page.per_page}"
     return hashlib.blake2b(version.encode(), digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True)
+class RenderedPage:
+    etag: str
+    body: bytes
+    status: str
+    rendered_at: float
 
 
 class RenderedPages:
     """Status pages rendered once per version and served from memory, so polls cost a lookup, not a build.
 
-    Keyed by the page's ETag, so an entry is exact, never stale; bounded, oldest out first.
+    While a request runs, each image it finishes is a new version; rendering every one of them for
+    every poller would cost more than the images. So while the request's status stays the same and
+    is not final, a page rendered at most ``max_lag_s`` ago is served, under its own ETag; a change of
+    status (the final one above all) always shows at once. Concurrent polls of one page wait for one
+    render instead of each making their own. Bounded, least recently used out first.
     """
 
-    def __init__(self, capacity: int = 256) -> None:
+    def __init__(self, capacity: int = 256, max_lag_s: float = 0.5) -> None:
         self.capacity = capacity
-        self._pages: OrderedDict[str, bytes] = OrderedDict()
+        self.max_lag_s = max_lag_s
+        self._pages: OrderedDict[tuple[Any, ...], RenderedPage] = OrderedDict()
         self._lock = threading.Lock()
+        self._render_locks = [threading.Lock() for _ in range(64)]
 
-    def get(self, etag: str) -> bytes | None:
-        with self._lock:
-            body = self._pages.get(etag)
-            if body is not None:
-                self._pages.move_to_end(etag)
-            return body
+    def serve(self, key: tuple[Any, ...], etag: str, status: str, render: Callable[[], bytes]) -> RenderedPage:
+        """The page for ``key`` at version ``etag`` (``status``), or a recent one as above."""
+        found = self._usable(key, etag, status)
+        if found is not None:
+            return found
+        with self._render_locks[hash(key) % len(self._render_locks)]:
+            found = self._usable(key, etag, status)
+            if found is not None:
+                return found
+            rendered = RenderedPage(etag, render(), status, time.monotonic())
+            with self._lock:
+                self._pages[key] = rendered
+                self._pages.move_to_end(key)
+                while len(self._pages) > self.capacity:
+                    self._pages.popitem(last=False)
+            return rendered
 
-    def put(self, etag: str, body: bytes) -> None:
+    def _usable(self, key: tuple[Any, ...], etag: str, status: str) -> RenderedPage | None:
         with self._lock:
-            self._pages[etag] = body
-            self._pages.move_to_end(etag)
-            while len(self._pages) > self.capacity:
-                self._pages.popitem(last=False)
+            page = self._pages.get(key)
+            if page is None:
+                return None
+            recent = (
+                page.status == status
+                and status not in FINAL_REQUEST_STATUSES
+                and time.monotonic() - page.rendered_at <= self.max_lag_s
+            )
+            if page.etag != etag and not recent:
+                return None
+            self._pages.move_to_end(key)
+            return page
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -147,24 +180,34 @@ def request_status(request: Request, page: Page, storage: Storage, public_base_u
         "max_dimension": request.max_dimension,
         "webhook_url": request.webhook_url,
         "output_csv_url": output_csv_url(public_base_url, request.id),
+        "importing": request.importing,
         "products": [_product_answer(product, images_by_product.get(product.id, []), storage) for product in products],
         "pagination": page.describe(request.product_count),
     }
 
 
-def _images_of(products: list[Product]) -> dict[int, list[Image]]:
+def _images_of(products: Sequence[Product]) -> dict[int, list[Row]]:
+    """Each product's images, in input order: only the columns an answer shows, no ORM objects."""
     if not products:
         return {}
     rows = db.session.execute(
-        select(ProductImage.product_id, Image)
+        select(
+            ProductImage.product_id,
+            Image.source_url,
+            Image.output_key,
+            Image.status,
+            Image.attempts,
+            Image.error_code,
+            Image.error_message,
+        )
         .join(Image, Image.id == ProductImage.image_id)
         .where(ProductImage.product_id.in_([p.id for p in products]))
         .order_by(ProductImage.product_id, ProductImage.position)
     ).all()
-    return {pid: [image for _, image in group] for pid, group in groupby(rows, key=lambda r: r[0])}
+    return {pid: list(group) for pid, group in groupby(rows, key=lambda r: r.product_id)}
 
 
-def _product_answer(product: Product, images: list[Image], storage: Storage) -> dict[str, Any]:
+def _product_answer(product: Product, images: list[Row], storage: Storage) -> dict[str, Any]:
     return {
         "serial_number": product.serial_number,
         "product_name": product.name,
@@ -173,7 +216,7 @@ def _product_answer(product: Product, images: list[Image], storage: Storage) -> 
     }
 
 
-def _image_answer(image: Image, storage: Storage) -> dict[str, Any]:
+def _image_answer(image: Row, storage: Storage) -> dict[str, Any]:
     error = {"code": image.error_code, "message": image.error_message} if image.status == ImageStatus.FAILED else None
     return {
         "input_url": image.source_url,

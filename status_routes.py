@@ -48,17 +48,23 @@ def get_status(request_id: str):
     page = _page()
     found = load_request(request_id)
     etag = status.page_etag(found, page)
-    headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache"}
     if request.if_none_match.contains(etag):
-        return Response(status=304, headers=headers)
-    pages: status.RenderedPages = current_app.extensions["rendered_pages"]
-    body = pages.get(etag)
-    if body is None:
-        settings = current_app.config["SETTINGS"]
+        return Response(status=304, headers=_validators(etag))
+    settings = current_app.config["SETTINGS"]
+
+    def render() -> bytes:
         answer = status.request_status(found, page, current_app.extensions["storage"], settings.public_base_url)
-        body = current_app.json.dumps(answer).encode()
-        pages.put(etag, body)
-    return Response(body, mimetype="application/json", headers=headers)
+        return current_app.json.dumps(answer).encode()
+
+    pages: status.RenderedPages = current_app.extensions["rendered_pages"]
+    served = pages.serve((found.id, page.page, page.per_page), etag, found.status, render)
+    if request.if_none_match.contains(served.etag):
+        return Response(status=304, headers=_validators(served.etag))
+    return Response(served.body, mimetype="application/json", headers=_validators(served.etag))
+
+
+def _validators(etag: str) -> dict[str, str]:
+    return {"ETag": f'"{etag}"', "Cache-Control": "no-cache"}
 
 
 @bp.get("/api/requests")

@@ -8,8 +8,10 @@ from flask import Blueprint, current_app, request
 
 import access
 import address_policy
+import broker
 import csv_input
 import dispatch
+import image_tasks
 import quotas
 import rate_limits
 import request_state
@@ -46,8 +48,11 @@ def create_upload():
     )
     rows = csv_input.parse_rows(data, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
     quotas.check_active_images(options.owner_key_hash, rows, settings.max_active_images_per_key)
-    created = request_state.create_request(rows, options)
-    dispatch.fill_queue(settings.image_queue_depth)
+    created = request_state.create_request(rows, options, import_after_urls=settings.import_after_urls)
+    if created.importing:
+        broker.send(image_tasks.IMPORT_TASK, str(created.id))
+    else:
+        dispatch.fill_queue(settings.image_queue_depth)
     location = status_url(settings.public_base_url, created.id)
     answer = {
         "request_id": str(created.id),

@@ -367,7 +367,8 @@ def _is_celery_worker(argv: list[str]) -> bool:
 
 
 def _is_image_worker(argv: list[str]) -> bool:
-    return _is_celery_worker(argv) and "images" in argv
+    queues = argv[argv.index("--queues") + 1].split(",") if "--queues" in argv[:-1] else []
+    return _is_celery_worker(argv) and "images" in queues
 
 
 def _processes() -> dict[int, tuple[list[str], dict[str, str]]]:

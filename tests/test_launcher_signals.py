@@ -314,3 +314,57 @@ def test_nothing_outlives_a_closed_terminal_that_make_leads(tmp_path, terminal: 
         assert run.process.wait(timeout=5) >= 0
     finally:
         run.kill_left_over()
+
+
+def nice_value(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+
+def test_image_work_yields_the_cpu_to_the_api(launcher_run: LauncherRun) -> None:
+    """The image worker and its pool run at a lower priority; the API, control worker and beat do not."""
+    launcher_run.wait_ready()
+    own = nice_value(os.getpid())
+    by_role = {role: launcher_run.child(word) for role, word in (("api", "gunicorn"), ("beat", " beat"))}
+    by_role["worker"] = launcher_run.child("--queues images")
+    by_role["control"] = launcher_run.child("--queues webhooks")
+    pool = [info for info in launcher_run.recorded if info.ppid == by_role["worker"].pid]
+    assert pool, describe(launcher_run.recorded)
+    assert {pid: nice_value(pid) for pid in [by_role["worker"].pid, *(info.pid for info in pool)]} == dict.fromkeys(
+        [by_role["worker"].pid, *(info.pid for info in pool)], min(own + 10, 19)
+    )
+    assert {role: nice_value(info.pid) for role, info in by_role.items() if role != "worker"} == {
+        "api": own,
+        "beat": own,
+        "control": own,
+    }
+
+
+def test_one_role_runs_alone_with_its_own_command_line(tmp_path) -> None:
+    """``launcher.py worker`` becomes the image worker itself: same pid, celery's command line, lower priority."""
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "INSTANCE_DIR": str(instance),
+        "WORKER_CONCURRENCY": "1",
+        "FETCH_ALLOWED_NETWORKS": "",
+    }
+    subprocess.run([sys.executable, "launcher.py", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen([sys.executable, "launcher.py", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while b"ready." not in log_path.read_bytes() and time.monotonic() < deadline:
+            assert worker.poll() is None, log_path.read_text()
+            time.sleep(0.2)
+        info = read_process(worker.pid)
+        assert info is not None and "celery" in info.cmdline and "--queues images,imports" in info.cmdline
+        assert nice_value(worker.pid) == min(nice_value(os.getpid()) + 10, 19)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    refused = subprocess.run([sys.executable, "launcher.py", "everything"], cwd=ROOT, env=env, capture_output=True)
+    assert refused.returncode != 0 and b"usage: launcher.py" in refused.stderr

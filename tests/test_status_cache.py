@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
@@ -52,5 +54,62 @@ def test_a_status_page_is_revalidated_with_its_etag(quiet_service, quiet_api):
     with quiet_service.app.app_context():
         request_state.complete_image(first_image, f"{request_id}/{first_image}.jpg", quiet_api)
         db.session.remove()
+    # Still PROCESSING: the page may lag by STATUS_MAX_LAG_S, under the older version's ETag.
+    lagging = requests.get(url, headers={"If-None-Match": claimed.headers["ETag"]}, timeout=10)
+    assert lagging.status_code in (200, 304)
+    if lagging.status_code == 200:
+        assert lagging.json()["progress"]["completed_images"] == 1
+    time.sleep(0.6)
     done = requests.get(url, headers={"If-None-Match": claimed.headers["ETag"]}, timeout=10)
     assert done.status_code == 200 and done.json()["progress"]["completed_images"] == 1
+
+    with quiet_service.app.app_context():
+        request_state.fail_image(image_ids_of(uuid.UUID(request_id))[1], "http_404", "gone", quiet_api)
+        db.session.remove()
+    final = requests.get(url, headers={"If-None-Match": done.headers["ETag"]}, timeout=10)
+    assert final.status_code == 200 and final.json()["status"] == "COMPLETED_WITH_ERRORS"  # at once, no lag
+
+
+def page(etag: str, status: str = "PROCESSING") -> tuple[str, str, Callable[[], bytes]]:
+    return etag, status, lambda: f"{etag}:{status}".encode()
+
+
+def test_a_running_request_is_served_a_recent_render_but_never_a_stale_status(monkeypatch):
+    from status import RenderedPages
+
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    pages = RenderedPages(max_lag_s=0.5)
+    key = ("r", 1, 100)
+    assert pages.serve(key, *page("v1")).body == b"v1:PROCESSING"
+    clock[0] += 0.4
+    assert pages.serve(key, *page("v2")).etag == "v1"  # within the lag: the recent render, its own ETag
+    clock[0] += 0.2
+    assert pages.serve(key, *page("v2")).body == b"v2:PROCESSING"  # past it: the current version
+    clock[0] += 0.1
+    assert pages.serve(key, *page("v3", "COMPLETED")).body == b"v3:COMPLETED"  # a new status shows at once
+    assert pages.serve(key, *page("v4", "COMPLETED")).etag == "v4"  # a final request never lags
+    assert pages.serve(key, *page("v5", "PROCESSING")).etag == "v5"  # nor does a status going back
+    assert pages.serve(("r", 2, 100), *page("v5")).etag == "v5"  # each page on its own
+
+
+def test_concurrent_polls_of_a_new_version_render_it_once():
+    from status import RenderedPages
+
+    pages = RenderedPages(max_lag_s=0)
+    renders = []
+    gate = threading.Event()
+
+    def render() -> bytes:
+        renders.append(1)
+        gate.wait(5)
+        return b"body"
+
+    threads = [threading.Thread(target=pages.serve, args=(("r", 1, 100), "v1", "PROCESSING", render)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(renders) == 1

@@ -225,8 +225,8 @@ class Settings:
     broker_key_prefix: str = ""
     trusted_proxies: int = 0
     api_keys: tuple[str, ...] = ()
-    rate_limit_uploads: str = "30/minute"
-    rate_limit_reads: str = "600/minute"
+    rate_limit_uploads: str = "600/minute"
+    rate_limit_reads: str = "60000/minute"
     rate_limit_storage_url: str = "memory://"
     #: Wrong API keys one client address may present before it is refused without a look at its key.
     rate_limit_auth_failures: str = "20/minute"
@@ -289,8 +289,8 @@ class Settings:
             broker_key_prefix=env.get("BROKER_KEY_PREFIX", ""),
             trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 10),
             api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
-            rate_limit_uploads=env.get("RATE_LIMIT_UPLOADS") or "30/minute",
-            rate_limit_reads=env.get("RATE_LIMIT_READS") or "600/minute",
+            rate_limit_uploads=env.get("RATE_LIMIT_UPLOADS") or "600/minute",
+            rate_limit_reads=env.get("RATE_LIMIT_READS") or "60000/minute",
             rate_limit_storage_url=_rate_limit_storage(env),
             rate_limit_auth_failures=env.get("RATE_LIMIT_AUTH_FAILURES") or "20/minute",
             max_active_images_per_key=_int(env, "MAX_ACTIVE_IMAGES_PER_KEY", 500_000, 0),

@@ -25,10 +25,20 @@ def client_key() -> str:
 
 KEY_PREFIX = "imgsvc"
 
-# swallow_errors: an unreachable limiter store must not take the API down with it.
+# swallow_errors: an unreachable limiter store must not take the API down with it. A sliding window
+# keeps two counters per key where a moving window keeps a timestamp per request: one cheap round
+# trip per call, whatever the limit.
 limiter = Limiter(
-    key_func=client_key, headers_enabled=True, swallow_errors=True, key_prefix=KEY_PREFIX, strategy="moving-window"
+    key_func=client_key,
+    headers_enabled=True,
+    swallow_errors=True,
+    key_prefix=KEY_PREFIX,
+    strategy="sliding-window-counter",
 )
+
+# How long one API process trusts that an address has wrong-key attempts left, between asking the
+# store: at most this long of guesses past the limit, for each API process.
+AUTH_CHECK_TTL_S = 1.0
 
 #: Route decorators; the limits are read from the settings at request time.
 upload_limit = limiter.limit(lambda: current_app.config["SETTINGS"].rate_limit_uploads)
@@ -47,6 +57,7 @@ class AuthFailures:
             self.limit = limits.parse(limit)
         except ValueError as error:
             raise SettingsError(f"RATE_LIMIT_AUTH_FAILURES: {error}") from None
+        self._allowed_until: dict[str, float] = {}
 
     @staticmethod
     def _identity() -> tuple[str, str]:
@@ -54,8 +65,15 @@ class AuthFailures:
 
     def refuse_if_exhausted(self) -> None:
         """Raises ApiError 429 ``rate_limited``, with ``Retry-After``, when the address has no attempts left."""
+        address = get_remote_address()
+        now = time.monotonic()
+        if self._allowed_until.get(address, 0.0) > now:
+            return
         try:
             if limiter.limiter.test(self.limit, *self._identity()):
+                if len(self._allowed_until) > 10_000:
+                    self._allowed_until.clear()
+                self._allowed_until[address] = now + AUTH_CHECK_TTL_S
                 return
             reset_at, _remaining = limiter.limiter.get_window_stats(self.limit, *self._identity())
         except Exception:  # like the limiter's own errors: the store being down must not lock everyone out
@@ -71,6 +89,7 @@ class AuthFailures:
 
     def count(self) -> None:
         """Record one wrong key from the caller's address."""
+        self._allowed_until.pop(get_remote_address(), None)
         try:
             limiter.limiter.hit(self.limit, *self._identity())
         except Exception:

@@ -320,6 +320,10 @@ class Stack:
             for kind, argv in launcher.commands(env).items():
                 if kind == "worker":
                     argv = [*worker_wrapper, *argv]
+                # The priority make run gives each role (the image worker yields the CPU to the API).
+                nice = launcher.niceness(kind, env) if hasattr(launcher, "niceness") else 0
+                if nice:
+                    argv = ["nice", "-n", str(nice), *argv]
                 running.processes[kind] = ServiceProcess(f"{self._groups}-{name}-{kind}", argv, env, self.log_dir)
             _wait_ready(running)
             yield running

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import celery
+import pytest
 from loopback_servers import unused_port
 
 
@@ -54,3 +55,38 @@ def test_readiness_is_ok_when_every_dependency_answers(tmp_path):
         answer = app.test_client().get("/readyz")
     assert answer.status_code == 200
     assert answer.json == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_a_pooled_connection_killed_while_idle_is_replaced_unseen(quiet_service, monkeypatch):
+    """The server ends an idle pooled connection (a restart, an idle timeout): the next use gets a new one."""
+    import psycopg2
+    import sqlalchemy
+    from sqlalchemy import text
+
+    import database
+
+    url = quiet_service.app.config["SETTINGS"].database_url
+    if not url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's pool only: SQLite has no server to lose")
+    engine = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, **database.engine_options(url))
+    database.configure_engine(engine)
+    admin = psycopg2.connect(engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
+    admin.autocommit = True
+
+    def backend_after_killing_the_pooled_one() -> int:
+        with engine.connect() as connection:
+            pooled = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (pooled,))
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT pg_backend_pid()")).scalar()
+
+    try:
+        monkeypatch.setattr(database, "PING_AFTER_IDLE_S", 0.0)
+        assert backend_after_killing_the_pooled_one()
+        monkeypatch.setattr(database, "PING_AFTER_IDLE_S", 3600.0)  # not pinged: the dead connection is used
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            backend_after_killing_the_pooled_one()
+    finally:
+        admin.close()
+        engine.dispose()

@@ -130,15 +130,26 @@ class WorkerProcess:
     """A real Celery process (the image worker, the control worker or beat), started as the service starts it."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, concurrency: int = 2, name: str = "w", kind: str = "worker"
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int = 2,
+        name: str = "w",
+        kind: str = "worker",
+        cwd: Path | None = None,
     ) -> None:
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115  (closed in stop)
         worker_env = {**os.environ, **env, "WORKER_CONCURRENCY": str(concurrency)}
+        if cwd is not None:
+            # Run from a folder of its own, as on another machine: the code is found on the path instead.
+            worker_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), worker_env.get("PYTHONPATH")]))
         argv = launcher.commands(worker_env)[kind]
         if kind != "beat":
             argv = [*argv, "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@%h"]
-        self.process = subprocess.Popen(argv, env=worker_env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            argv, env=worker_env, cwd=cwd or ROOT, stdout=self.log, stderr=subprocess.STDOUT
+        )
         self._wait_ready(b"beat: Starting" if kind == "beat" else b"ready.")
 
     def _wait_ready(self, marker: bytes, timeout: float = 60) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 import requests
@@ -107,3 +109,87 @@ def image_ids_of(request_id) -> list[int]:
     ids = db.session.scalars(select(Image.id).where(Image.request_id == request_id).order_by(Image.id)).all()
     db.session.commit()
     return list(ids)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on just now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class SlowImages:
+    """Images on 127.0.0.2 served with a little latency, so that work overlaps and faults land mid-request."""
+
+    def __init__(self, server, count: int, delay_s: float = 0.15, prefix: str = "storage-faults") -> None:
+        self.image = jpeg_bytes((96, 64))
+        base = f"/{prefix}/{uuid.uuid4().hex}"
+        self.urls = []
+        for n in range(count):
+            path = f"{base}/{n}.jpg"
+            server.route(path, self._handle)
+            self.urls.append(server.url(path))
+        self.delay_s = delay_s
+
+    def _handle(self, request) -> None:
+        time.sleep(self.delay_s)
+        request.send(200, self.image, {"Content-Type": "image/jpeg"})
+
+
+class MotoS3:
+    """A moto S3 server on 127.0.0.1 for one bucket; ``stop`` then ``start`` again keeps its port.
+
+    Every moto server of the test process shares one in-process backend, which also keeps the objects
+    across a restart: a bucket name of the test's own keeps tests from seeing each other's objects.
+    """
+
+    CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    REGION = "us-east-1"
+
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = None
+
+    def start(self) -> MotoS3:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.REGION,
+            aws_access_key_id=self.CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def create_bucket(self) -> None:
+        self.client().create_bucket(Bucket=self.bucket)
+
+    def settings(self) -> dict[str, str]:
+        """The environment that points the service's S3 storage at this server."""
+        return {
+            **self.CREDENTIALS,
+            "STORAGE_BACKEND": "s3",
+            "S3_BUCKET": self.bucket,
+            "S3_ENDPOINT_URL": self.endpoint,
+            "S3_REGION": self.REGION,
+        }
+
+    def key_of(self, output_url: str) -> str:
+        """The object key an output URL names; fails if the URL is not one of this bucket's."""
+        prefix = f"{self.endpoint}/{self.bucket}/"
+        assert output_url.startswith(prefix), output_url
+        return output_url[len(prefix) :]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -19,36 +18,12 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ApiServer, SeparateDatabase, WorkerProcess
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
+from integration_support import MotoS3, SlowImages, csv_of, upload, wait_final
 from loopback_servers import wait_until
 
 pytestmark = pytest.mark.integration
 
 BUCKET = "catalog-media"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class SlowImages:
-    """Images on 127.0.0.2 served with a little latency, so that a fault lands mid-request."""
-
-    def __init__(self, server, count: int, delay_s: float = 0.15) -> None:
-        self.image = jpeg_bytes((96, 64))
-        prefix = f"/storage-faults/{uuid.uuid4().hex}"
-        self.urls = []
-        for n in range(count):
-            path = f"{prefix}/{n}.jpg"
-            server.route(path, self._handle)
-            self.urls.append(server.url(path))
-        self.delay_s = delay_s
-
-    def _handle(self, request) -> None:
-        time.sleep(self.delay_s)
-        request.send(200, self.image, {"Content-Type": "image/jpeg"})
 
 
 def deliveries_for(receiver, request_id: str) -> list[dict]:
@@ -93,30 +68,18 @@ def test_a_read_only_storage_folder_fails_images_with_storage_error_and_finishes
 @pytest.fixture
 def s3_deployment(service, backing_services, tmp_path, monkeypatch):
     """A worker and an API storing in a moto S3 server on loopback, on a database and queue of their own."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    credentials = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-    for name, value in credentials.items():
+    moto = MotoS3(BUCKET).start()
+    for name, value in MotoS3.CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    import boto3
-
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    moto.create_bucket()
     instance = tmp_path / "instance"
     instance.mkdir()
     database = SeparateDatabase(backing_services, instance)
     env = {
         **service.env,
-        **credentials,
+        **moto.settings(),
         "INSTANCE_DIR": str(instance),
         "DATABASE_URL": database.url,
-        "STORAGE_BACKEND": "s3",
-        "S3_BUCKET": BUCKET,
-        "S3_ENDPOINT_URL": endpoint,
-        "S3_REGION": "us-east-1",
         "STORAGE_MAX_RETRIES": "6",
     }
     if "BROKER_KEY_PREFIX" in service.env:
@@ -133,14 +96,13 @@ def s3_deployment(service, backing_services, tmp_path, monkeypatch):
 
     api = ApiServer()
     api.start(create_app({"public_base_url": api.base_url}))
-    state = {"moto": moto, "port": port}
     try:
-        yield api.base_url, state, endpoint
+        yield api.base_url, moto
     finally:
         api.stop()
         for process in processes:
             process.stop()
-        state["moto"].stop()
+        moto.stop()
         with api.server.app.app_context():
             from models import db
 
@@ -151,9 +113,7 @@ def s3_deployment(service, backing_services, tmp_path, monkeypatch):
 
 
 def test_an_object_store_stopped_mid_request_and_started_again_loses_no_image(s3_deployment, source_server):
-    from moto.server import ThreadedMotoServer
-
-    base_url, state, endpoint = s3_deployment
+    base_url, moto = s3_deployment
     images = SlowImages(source_server, 30)
     rows = [(n + 1, f"SKU{n}", images.urls[n * 3 : n * 3 + 3]) for n in range(10)]
     created = upload(base_url, csv_of(rows))
@@ -165,18 +125,15 @@ def test_an_object_store_stopped_mid_request_and_started_again_loses_no_image(s3
         return progress["completed_images"] + progress["failed_images"]
 
     wait_until(lambda: finished() >= 5, 60)
-    state["moto"].stop()
+    moto.stop()
     time.sleep(3)
-    state["moto"] = ThreadedMotoServer(ip_address="127.0.0.1", port=state["port"], verbose=False)
-    state["moto"].start()
+    moto.start()
 
     status = wait_final(base_url, request_id, timeout_s=120)
     assert status["status"] == "COMPLETED", json.dumps(status)[:2000]
     outputs = [image["output_url"] for product in status["products"] for image in product["images"]]
-    assert len(outputs) == 30 and all(url.startswith(f"{endpoint}/{BUCKET}/") for url in outputs)
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    assert len(outputs) == 30 and all(url.startswith(f"{moto.endpoint}/{BUCKET}/") for url in outputs)
+    client = moto.client()
     for url in outputs:
-        stored = client.get_object(Bucket=BUCKET, Key=url.split(f"/{BUCKET}/", 1)[1])["Body"].read()
+        stored = client.get_object(Bucket=BUCKET, Key=moto.key_of(url))["Body"].read()
         assert stored[:2] == b"\xff\xd8"

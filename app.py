@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import worker_init
 from flask import Flask
 from flask_migrate import Migrate
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -78,6 +79,13 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
         def __call__(self, *args: object, **kwargs: object) -> object:
             with app.app_context():
                 return self.run(*args, **kwargs)
+
+    def relax_workers_commits(**_kwargs: object) -> None:
+        with app.app_context():
+            database.relax_commit_durability(db.engine)
+
+    # In a worker's main process, before its pool forks; the API keeps durable commits.
+    worker_init.connect(relax_workers_commits, weak=False)
 
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.config_from_object(celery_settings(settings))

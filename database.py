@@ -58,6 +58,27 @@ def _ping_idle_connections(engine: Engine) -> None:
             raise exc.DisconnectionError(str(error)) from error  # the pool replaces it and tries again
 
 
+def relax_commit_durability(engine: Engine) -> None:
+    """Commit without waiting for the write-ahead log to reach the disk, on this engine's connections.
+
+    For the workers: a commit is then a round trip, not a disk flush, and the hot rows (a request's
+    counters) are held for that much less. Only a crash of the PostgreSQL server itself can lose the
+    last few hundred milliseconds of commits, never a worker's crash, and every worker change is
+    redone if lost: a lost claim or result leaves the image to be processed again (its output key is
+    fixed), a lost final status is set again with its webhook event. Uploads, on the API, stay durable.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record) -> None:
+        with contextlib.closing(dbapi_connection.cursor()) as cursor:
+            cursor.execute("SET synchronous_commit TO off")
+        dbapi_connection.commit()
+
+    engine.dispose()  # connections made before this point would keep the default
+
+
 def configure_engine(engine: Engine) -> None:
     """Make SQLite safe for an API, workers and beat writing at once; ping PostgreSQL's idle connections."""
     if engine.dialect.name != "sqlite":

@@ -46,14 +46,26 @@ def queue_state() -> QueueState:
     return QueueState(queued=counts.get(ImageStatus.PENDING, 0), processing=counts.get(ImageStatus.PROCESSING, 0))
 
 
-def take_images_to_queue(depth: int) -> list[int]:
+def take_images_to_queue(depth: int, *, lazy: bool = False) -> list[int]:
     """Mark waiting images queued, up to about one per image in progress and at most ``depth``; returns their ids.
 
     Slots go to the tenant with the fewest images in flight, and within it to the request with the
     fewest, one at a time. One dispatcher at a time (an advisory lock on PostgreSQL, the write lock
-    on SQLite), so two never overfill the window.
+    on SQLite), so two never overfill the window. ``lazy`` (a worker after each image) does nothing
+    until a quarter of the window is free, nor while another dispatcher is at work: that one fills it.
     """
-    if db.session.get_bind().dialect.name == "postgresql":
+    postgresql = db.session.get_bind().dialect.name == "postgresql"
+    if lazy:
+        state = queue_state()
+        target = min(depth, max(MIN_QUEUED, state.processing))
+        if target - state.queued < max(1, target // 4):
+            return []
+        if postgresql and not db.session.scalar(
+            text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": _DISPATCH_LOCK_ID}
+        ):
+            db.session.commit()
+            return []
+    elif postgresql:
         db.session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _DISPATCH_LOCK_ID})
     in_flight_rows = db.session.execute(
         select(Image.request_id, Image.status, func.count())
@@ -225,9 +237,9 @@ def _release_queued(chosen) -> list[int]:
     )
 
 
-def fill_queue(depth: int) -> int:
+def fill_queue(depth: int, *, lazy: bool = False) -> int:
     """Queue waiting images up to ``depth`` and publish them; returns how many were published."""
-    image_ids = take_images_to_queue(depth)
+    image_ids = take_images_to_queue(depth, lazy=lazy)
     for sent, image_id in enumerate(image_ids):
         if not broker.send(PROCESS_IMAGE_TASK, image_id):
             # The broker is down: the rest would fail as slowly; they wait for the next fill.

@@ -76,7 +76,7 @@ def process_image(self, image_id: int) -> str:
     """Download, compress and store one image, record the outcome, and refill the queue."""
     settings = _settings()
     outcome = _process(self.request.id, image_id, settings)
-    dispatch.fill_queue(settings.image_queue_depth)
+    dispatch.fill_queue(settings.image_queue_depth, lazy=True)
     return outcome
 
 

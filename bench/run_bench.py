@@ -63,6 +63,7 @@ def main() -> int:
     parser.add_argument("--long", action="store_true", help="also measure worker RSS over 5,000 images")
     parser.add_argument("--skip-encoders", action="store_true")
     parser.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups (RESULTS.md is not written)")
+    parser.add_argument("--set", action="append", metavar="NAME=VALUE", help="a service setting to try (repeatable)")
     parser.add_argument("--quick", action="store_true", help="a tenth of the images, to check the bench itself")
     parser.add_argument("--images", type=int, help=f"distinct URLs per throughput case (default {Counts.throughput})")
     parser.add_argument(

@@ -78,6 +78,8 @@ class Bench:
         self.errors: list[str] = []
         concurrency = os.environ.get("BENCH_WORKER_CONCURRENCY", "").strip()
         self.worker_env = {"WORKER_CONCURRENCY": concurrency} if concurrency else {}
+        # --set NAME=VALUE: a setting of the service's to try (RESULTS.md lists it under the settings).
+        self.worker_env.update(dict(item.split("=", 1) for item in getattr(args, "set", None) or []))
         self.processes = os.cpu_count() or 2
         self.service_env: dict[str, str] | None = None  #: the throughput group's, for the settings
         self.throughput: list[throughput.Throughput] = []

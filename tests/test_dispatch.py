@@ -186,3 +186,31 @@ def test_the_window_follows_the_images_in_progress(base_url, sent, monkeypatch):
     assert dispatch.fill_queue(64) == 8
     assert dispatch.queue_state() == dispatch.QueueState(queued=8, processing=8)
     assert dispatch.fill_queue(6) == 0  # never past depth
+
+
+def test_a_worker_refills_only_once_a_quarter_of_the_window_is_free(base_url, sent):
+    new_request(100)
+    assert dispatch.fill_queue(16) == 16
+    claimed = sent_ids(sent)[:3]
+    for image_id in claimed:
+        request_state.claim_image(image_id, f"t{image_id}", 5, base_url)
+    assert dispatch.fill_queue(16, lazy=True) == 0  # 3 of 16 free: not worth a dispatcher's pass yet
+    request_state.claim_image(sent_ids(sent)[3], "t-fourth", 5, base_url)
+    assert dispatch.fill_queue(16, lazy=True) == 4  # a quarter free: refilled to the brim
+    assert dispatch.queue_state() == dispatch.QueueState(queued=16, processing=4)
+
+
+def test_a_lazy_refill_leaves_the_window_to_a_dispatcher_at_work(quiet_service, base_url, sent):
+    from sqlalchemy import text
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the dispatcher's advisory lock is PostgreSQL's; SQLite's write lock serialises them")
+    new_request(40)
+    with db.engine.connect() as other:
+        other.execute(text("SELECT pg_advisory_lock(:id)"), {"id": dispatch._DISPATCH_LOCK_ID})
+        try:
+            assert dispatch.fill_queue(16, lazy=True) == 0
+        finally:
+            other.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": dispatch._DISPATCH_LOCK_ID})
+            other.commit()
+    assert dispatch.fill_queue(16, lazy=True) == 16

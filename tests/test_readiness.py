@@ -90,3 +90,33 @@ def test_a_pooled_connection_killed_while_idle_is_replaced_unseen(quiet_service,
     finally:
         admin.close()
         engine.dispose()
+
+
+def test_workers_commit_without_waiting_for_the_disk_and_the_api_waits(quiet_service):
+    import sqlalchemy
+    from celery.signals import worker_init
+    from sqlalchemy import text
+
+    import database
+    from app import create_app
+    from models import db
+
+    url = quiet_service.app.config["SETTINGS"].database_url
+    if not url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL setting")
+    with quiet_service.app.app_context():
+        assert db.session.execute(text("SHOW synchronous_commit")).scalar() == "on"  # the API's
+        db.session.remove()
+    engine = sqlalchemy.create_engine(url, **database.engine_options(url))
+    database.relax_commit_durability(engine)
+    with engine.connect() as connection:
+        assert connection.execute(text("SHOW synchronous_commit")).scalar() == "off"
+    engine.dispose()
+
+    worker_app = create_app(quiet_service.overrides)
+    worker_init.send(sender=None)  # what a worker's main process sends before its pool forks
+    with worker_app.app_context():
+        assert db.session.execute(text("SHOW synchronous_commit")).scalar() == "off"
+        db.session.remove()
+        db.engine.dispose()
+    quiet_service.app.extensions["celery"].set_default()

@@ -152,14 +152,14 @@ def test_event_not_due_at_once_is_left_to_the_sweeper(quiet_service, sent, monke
 def test_claim_attempt_leases_the_event(base_url, sent):
     _, event_id = finished_request(base_url)
 
-    before = utcnow()
+    before = utcnow() - timedelta(milliseconds=1)  # SQLite keeps the database clock to the millisecond
     work = webhook_outbox.claim_attempt(event_id, LEASE)
     assert work is not None
     assert (work.event_id, work.url, work.attempt) == (event_id, WEBHOOK_URL, 1)
     assert work.payload == event(event_id).payload
     leased = event(event_id)
     assert (leased.status, leased.attempts_made) == (DeliveryStatus.PENDING, 1)
-    assert before + LEASE <= leased.next_attempt_at <= utcnow() + LEASE
+    assert before + LEASE <= leased.next_attempt_at <= utcnow() + LEASE + timedelta(milliseconds=1)
 
     assert webhook_outbox.claim_attempt(event_id, LEASE) is None
     assert event(event_id).attempts_made == 1

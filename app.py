@@ -8,7 +8,6 @@ from typing import Any
 
 from celery import Celery, Task
 from flask import Flask
-from flask_migrate import Migrate
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import access
@@ -29,11 +28,12 @@ from config import Settings
 from errors import register_error_handlers
 from models import db
 
-migrate = Migrate()
 
+def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = True) -> Flask:
+    """Build the Flask app from the environment; ``overrides`` replace single settings (tests).
 
-def create_app(overrides: dict[str, Any] | None = None) -> Flask:
-    """Build the Flask app from the environment; ``overrides`` replace single settings (tests)."""
+    ``migrations`` adds the ``flask db`` commands, which Celery's processes do without.
+    """
     # Before the settings are read, since reading them logs the time limits derived.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env(**(overrides or {}))
@@ -56,7 +56,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         database.configure_engine(db.engine)
     database.read_only_for_safe_methods(app)
-    migrate.init_app(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
+    if migrations:
+        # Alembic (with Mako and Pygments) adds about 10 MB to every process that imports it.
+        from flask_migrate import Migrate
+
+        Migrate(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
     app.extensions["storage"] = storage.from_settings(settings)
     app.extensions["rendered_pages"] = status.RenderedPages()
     app.extensions["host_slots"] = host_slots.from_settings(settings)
@@ -143,7 +147,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
 
 @functools.cache
 def _celery_for_cli() -> Celery:
-    return create_app().extensions["celery"]
+    return create_app(migrations=False).extensions["celery"]
 
 
 def __getattr__(name: str) -> Any:

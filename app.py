@@ -121,7 +121,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # A process that grew past this after a big image is replaced once its task ends.
+        # Billiard compares it with the process's peak RSS (ru_maxrss) after each task: a process
+        # that passed it on a big image is replaced once that task ends; the peak is not prevented.
         "worker_max_memory_per_child": 200_000,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,

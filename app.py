@@ -9,7 +9,6 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_init
 from flask import Flask
-from flask_migrate import Migrate
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import access
@@ -30,11 +29,12 @@ from config import Settings
 from errors import register_error_handlers
 from models import db
 
-migrate = Migrate()
 
+def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = True) -> Flask:
+    """Build the Flask app from the environment; ``overrides`` replace single settings (tests).
 
-def create_app(overrides: dict[str, Any] | None = None) -> Flask:
-    """Build the Flask app from the environment; ``overrides`` replace single settings (tests)."""
+    ``migrations`` adds the ``flask db`` commands, which Celery's processes do without.
+    """
     # Before the settings are read, since reading them logs the time limits derived.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env(**(overrides or {}))
@@ -57,7 +57,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         database.configure_engine(db.engine)
     database.read_only_for_safe_methods(app)
-    migrate.init_app(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
+    if migrations:
+        # Alembic (with Mako and Pygments) adds about 10 MB to every process that imports it.
+        from flask_migrate import Migrate
+
+        Migrate(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
     app.extensions["storage"] = storage.from_settings(settings)
     app.extensions["rendered_pages"] = status.RenderedPages(max_lag_s=settings.status_max_lag_s)
     app.extensions["host_slots"] = host_slots.from_settings(settings)
@@ -125,7 +129,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # A process that grew past this after a big image is replaced once its task ends.
+        # Billiard compares it with the process's peak RSS (ru_maxrss) after each task: a process
+        # that passed it on a big image is replaced once that task ends; the peak is not prevented.
         "worker_max_memory_per_child": 200_000,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
@@ -151,7 +156,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
 
 @functools.cache
 def _celery_for_cli() -> Celery:
-    return create_app().extensions["celery"]
+    return create_app(migrations=False).extensions["celery"]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import http.client
+import io
 import logging
 import os
 import re
@@ -257,19 +258,21 @@ def _read_capped(response: requests.Response, limits: FetchLimits, watchdog: Wat
     declared = _declared_length(response)
     if declared is not None and declared > limits.max_bytes:
         raise too_large
-    body = bytearray()
+    # Not a bytearray: BytesIO hands over its buffer as the bytes, where bytes(bytearray) would
+    # hold the body twice for a moment.
+    body = io.BytesIO()
     # iter_content decodes any Content-Encoding the server sent anyway, so the
     # cap applies to decoded bytes.
     for chunk in response.iter_content(CHUNK_SIZE):
         if watchdog.expired():
             raise _timeout_error(host)
-        if len(body) + len(chunk) > limits.max_bytes:
+        if body.tell() + len(chunk) > limits.max_bytes:
             raise too_large
-        body += chunk
+        body.write(chunk)
     if watchdog.fired:
         # The watchdog's shutdown can look like a clean end of a close-delimited body.
         raise _timeout_error(host)
-    return bytes(body)
+    return body.getvalue()
 
 
 def _timeouts(limits: FetchLimits, watchdog: Watchdog, host: str, read_timeout_s: float) -> tuple[float, float]:

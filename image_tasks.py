@@ -86,11 +86,13 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
     if work is None:
         return "skipped"
     try:
-        data = fetcher.fetch_image(work.source_url, fetch_limits(settings), current_app.extensions["host_slots"])
+        # Handed over, not kept in a variable: compress frees the download once it is decoded.
         compressed = pipeline.compress(
-            data, quality=work.quality, max_dimension=work.max_dimension, max_pixels=settings.max_image_pixels
+            fetcher.fetch_image(work.source_url, fetch_limits(settings), current_app.extensions["host_slots"]),
+            quality=work.quality,
+            max_dimension=work.max_dimension,
+            max_pixels=settings.max_image_pixels,
         )
-        del data
         key = output_key(work.request_id, work.image_id)
         current_app.extensions["storage"].put(key, compressed.data)
     except fetcher.FetchError as error:

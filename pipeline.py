@@ -84,6 +84,9 @@ def compress(
     Raises ImageProcessingError with code ``not_an_image``, ``too_many_pixels`` or
     ``corrupt_image``; ValueError for out-of-range arguments. MemoryError and exceptions
     that are not decoder errors (e.g. task time limits) propagate.
+
+    A caller that passes the only reference to ``data`` has its memory back as soon as the
+    pixels are decoded, before the resize and the encoding.
     """
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 95:
         raise ValueError(f"quality must be an int in 1..95, got {quality!r}")
@@ -105,7 +108,9 @@ def compress(
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            source = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            stream = io.BytesIO(data)
+            del data
+            source = Image.open(stream, formats=ALLOWED_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise _too_many_pixels(str(exc)) from None
         except UnidentifiedImageError:
@@ -118,14 +123,16 @@ def compress(
 
         with source:
             try:
-                return _process(source, quality, max_dimension, max_pixels)
+                return _process(source, stream, quality, max_dimension, max_pixels)
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 raise _too_many_pixels(str(exc)) from None
             except _DECODE_ERRORS as exc:
                 raise _corrupt(exc) from None
 
 
-def _process(source: Image.Image, quality: int, max_dimension: int | None, max_pixels: int) -> CompressedImage:
+def _process(
+    source: Image.Image, stream: io.BytesIO, quality: int, max_dimension: int | None, max_pixels: int
+) -> CompressedImage:
     width, height = source.size
     if width <= 0 or height <= 0:
         raise ImageProcessingError("not_an_image", "The image has no pixels.")
@@ -150,6 +157,9 @@ def _process(source: Image.Image, quality: int, max_dimension: int | None, max_p
     icc = source.info.get("icc_profile")
     # A gray or CMYK source's profile does not describe the RGB output.
     keep_icc = icc if source.mode in _RGB_MODES and _is_rgb_profile(icc) else None
+    # Pillow keeps its file open after load() (TIFF reads EXIF from it); nothing reads it from
+    # here on, and closing it frees the source bytes while a resize needs the most memory.
+    stream.close()
 
     im = _replace(source, _to_working_mode(source))
     if target is not None and im.size != target:

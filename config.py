@@ -294,7 +294,7 @@ class Settings:
             rate_limit_storage_url=_rate_limit_storage(env),
             rate_limit_auth_failures=env.get("RATE_LIMIT_AUTH_FAILURES") or "20/minute",
             max_active_images_per_key=_int(env, "MAX_ACTIVE_IMAGES_PER_KEY", 500_000, 0),
-            fetch_max_per_host=_int(env, "FETCH_MAX_PER_HOST", 8, 0),
+            fetch_max_per_host=_int(env, "FETCH_MAX_PER_HOST", 32, 0),
             s3={
                 key: env[key]
                 for key in ("S3_BUCKET", "S3_ENDPOINT_URL", "S3_REGION", "S3_PUBLIC_BASE_URL")

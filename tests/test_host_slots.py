@@ -163,4 +163,4 @@ def test_settings_choose_the_store(tmp_path: Path) -> None:
     redis_settings = Settings.from_env({**base, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"})
     assert isinstance(host_slots.from_settings(redis_settings), RedisHostSlots)
     assert host_slots.from_settings(Settings.from_env({**base, "FETCH_MAX_PER_HOST": "0"})) is None
-    assert Settings.from_env(base).fetch_max_per_host == 8
+    assert Settings.from_env(base).fetch_max_per_host == 32

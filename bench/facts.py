@@ -99,6 +99,10 @@ def write_results(
         lines += ["Notes:", ""] + [f"- {note}" for note in notes] + [""]
     if encoders:
         lines += ["## Encoders for reference (`bench/bench_encoders.py`)", "", encoders, ""]
+    gaps = path.parent / "GAPS.md"
+    if gaps.exists():
+        # Written by hand from a profile (make bench BENCH_ARGS="--profile 0"), kept beside the code.
+        lines += [gaps.read_text().strip(), ""]
     path.write_text("\n".join(lines))
 
 

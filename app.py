@@ -19,6 +19,7 @@ import image_tasks  # noqa: F401  (registers the shared tasks)
 import media_routes
 import page_routes
 import rate_limits
+import request_routes
 import status
 import status_routes
 import storage
@@ -71,7 +72,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
     celery_init_app(app, settings)
     register_error_handlers(app)
 
-    for module in (upload_routes, status_routes, webhooks_routes, media_routes, page_routes):
+    for module in (upload_routes, status_routes, request_routes, webhooks_routes, media_routes, page_routes):
         app.register_blueprint(module.bp)
     return app
 

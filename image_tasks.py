@@ -25,7 +25,7 @@ import request_state
 import webhook_outbox
 import webhooks
 from config import Settings
-from models import utcnow
+from models import ImageStatus, utcnow
 from storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,19 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
             image_id, "processing_timeout", "Processing took longer than the time limit.", base_url
         )
         return "processing_timeout"
-    request_state.complete_image(image_id, key, base_url)
-    return "completed"
+    figures = request_state.ImageFigures(
+        compressed.source_bytes, len(compressed.data), compressed.width, compressed.height
+    )
+    if request_state.complete_image(image_id, key, base_url, figures):
+        return "completed"
+    if request_state.image_status(image_id) == ImageStatus.CANCELLED:
+        # Cancelled while in flight: the output is dropped, not left behind unreferenced.
+        try:
+            current_app.extensions["storage"].delete(key)
+        except StorageError as error:
+            log.warning("image %s: the output of a cancelled image was not removed: %s", image_id, error)
+        return "cancelled"
+    return "already_final"
 
 
 def retry_delay(retries: int, retry_after: float | None) -> float:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
     text,
 )
@@ -69,12 +70,14 @@ class RequestStatus(StrEnum):
     COMPLETED = "COMPLETED"
     COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
 FINAL_REQUEST_STATUSES = (
     RequestStatus.COMPLETED,
     RequestStatus.COMPLETED_WITH_ERRORS,
     RequestStatus.FAILED,
+    RequestStatus.CANCELLED,
 )
 
 
@@ -83,6 +86,7 @@ class ImageStatus(StrEnum):
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
 class DeliveryStatus(StrEnum):
@@ -106,6 +110,15 @@ class Request(db.Model):
     total_images: Mapped[int]
     completed_images: Mapped[int] = mapped_column(default=0)
     failed_images: Mapped[int] = mapped_column(default=0)
+    cancelled_images: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    #: Sizes of the distinct images completed so far: downloaded, and stored.
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    #: The uploaded header record as it was written, and the file's line ending and byte order mark,
+    #: so that the output CSV is the upload with one column added. None for older requests.
+    csv_header: Mapped[str | None] = mapped_column(Text)
+    csv_line_end: Mapped[str | None] = mapped_column(String(2))
+    csv_bom: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -135,6 +148,8 @@ class Product(db.Model):
     position: Mapped[int]
     serial_number: Mapped[int] = mapped_column(BigInteger)
     name: Mapped[str] = mapped_column(Text)
+    #: The product's record as uploaded, every column and cell as written, without its line ending.
+    source_record: Mapped[str | None] = mapped_column(Text)
 
 
 #: Images waiting for the dispatcher: pending and not handed to the broker.
@@ -188,9 +203,32 @@ class Image(db.Model):
     output_key: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    #: The download's and the stored output's sizes, and the output's pixels, once completed.
+    bytes_in: Mapped[int | None] = mapped_column(BigInteger)
+    bytes_out: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class IdempotencyKey(db.Model):
+    """An upload's ``Idempotency-Key``: the request it made, and the answer to give it again."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("owner", "key", name="uq_idempotency_keys_owner_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: The caller: its API key's SHA-256, or "" when the service is open.
+    owner: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    #: SHA-256 of the file and the options: the same key with another body is refused.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    #: The JSON body of the first answer.
+    response: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
 class ProductImage(db.Model):

@@ -70,6 +70,8 @@ class CompressedImage:
     width: int
     height: int
     source_format: str
+    #: The size of the file it was decoded from.
+    source_bytes: int
 
 
 def compress(
@@ -109,6 +111,7 @@ def compress(
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             stream = io.BytesIO(data)
+            source_bytes = len(data)
             del data
             source = Image.open(stream, formats=ALLOWED_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -123,7 +126,7 @@ def compress(
 
         with source:
             try:
-                return _process(source, stream, quality, max_dimension, max_pixels)
+                return _process(source, stream, source_bytes, quality, max_dimension, max_pixels)
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 raise _too_many_pixels(str(exc)) from None
             except _DECODE_ERRORS as exc:
@@ -131,7 +134,12 @@ def compress(
 
 
 def _process(
-    source: Image.Image, stream: io.BytesIO, quality: int, max_dimension: int | None, max_pixels: int
+    source: Image.Image,
+    stream: io.BytesIO,
+    source_bytes: int,
+    quality: int,
+    max_dimension: int | None,
+    max_pixels: int,
 ) -> CompressedImage:
     width, height = source.size
     if width <= 0 or height <= 0:
@@ -175,7 +183,7 @@ def _process(
     # Deliberately no optimize/progressive (+25-150% CPU). Metadata is passed explicitly
     # empty because Pillow falls back to the source's im.info for some of it (comment).
     im.save(out, "JPEG", quality=quality, icc_profile=keep_icc, exif=b"", xmp=b"", comment=b"")
-    result = CompressedImage(out.getvalue(), im.width, im.height, source_format)
+    result = CompressedImage(out.getvalue(), im.width, im.height, source_format, source_bytes)
     im.close()
     return result
 

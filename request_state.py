@@ -52,6 +52,16 @@ class CreatedRequest:
 
 
 @dataclass(frozen=True)
+class ImageFigures:
+    """What a completed image measured: the download's size, the output's, and its pixels."""
+
+    bytes_in: int
+    bytes_out: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class ImageWork:
     """What a worker needs to process one image, read in the claim's transaction."""
 
@@ -103,6 +113,116 @@ def create_request(
     return CreatedRequest(id=request_id, products=len(rows), images=total, importing=importing)
 
 
+@dataclass(frozen=True)
+class RetryOutcome:
+    """What a retry did: the images put back in line, and the image occurrences they stand for."""
+
+    images: int
+    occurrences: int
+
+
+def cancel_request(request_id: uuid.UUID, public_base_url: str) -> bool:
+    """End an active request as CANCELLED: its unfinished images are cancelled where they stand.
+
+    Nothing is sent to the workers: a queued message finds its image cancelled and does nothing,
+    and a worker that finishes an image in flight finds it cancelled and drops its output. Images
+    are locked before the request, in the order the workers lock them, so the two never deadlock.
+    Returns False if the request is already final (or gone).
+    """
+    now = utcnow()
+    cancelled = dict(
+        status=RequestStatus.CANCELLED,
+        cancelled_images=Request.total_images - Request.completed_images - Request.failed_images,
+        completed_at=now,
+        updated_at=now,
+    )
+    # A request still being imported has no images yet; the import writes them cancelled.
+    ended = db.session.execute(
+        update(Request)
+        .where(Request.id == request_id, Request.status.in_(ACTIVE_REQUEST_STATUSES), Request.importing.is_(True))
+        .values(cancelled)
+        .returning(Request.id)
+    ).first()
+    if ended is None:
+        db.session.execute(
+            update(Image)
+            .where(Image.request_id == request_id, Image.status.in_(ACTIVE_IMAGE_STATUSES))
+            .values(status=ImageStatus.CANCELLED, claimed_by=None, finished_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        ended = db.session.execute(
+            update(Request)
+            .where(Request.id == request_id, Request.status.in_(ACTIVE_REQUEST_STATUSES))
+            .values(cancelled)
+            .returning(Request.id)
+        ).first()
+    if ended is None:
+        db.session.rollback()
+        return False
+    _write_final_event(request_id, public_base_url)
+    db.session.commit()
+    return True
+
+
+def retry_failed_images(request_id: uuid.UUID, error_codes: frozenset[str] | None = None) -> RetryOutcome | None:
+    """Put a final request's FAILED images (only those with ``error_codes``, if given) back in line.
+
+    The images start afresh (attempts, retries and requeues back to 0) and the request is
+    PROCESSING again, to end in a new final status with a new webhook event; completed images are
+    not touched. Returns None if the request is not final with failures to retry (or is CANCELLED).
+    """
+    now = utcnow()
+    retried_request = db.session.execute(
+        update(Request)
+        .where(
+            Request.id == request_id,
+            Request.status.in_((RequestStatus.COMPLETED_WITH_ERRORS, RequestStatus.FAILED)),
+        )
+        .values(status=RequestStatus.PROCESSING, completed_at=None, updated_at=now)
+        .returning(Request.id)
+    ).first()
+    if retried_request is None:
+        db.session.rollback()
+        return None
+    chosen = [Image.request_id == request_id, Image.status == ImageStatus.FAILED]
+    if error_codes is not None:
+        chosen.append(Image.error_code.in_(sorted(error_codes)))
+    occurrences = db.session.scalars(
+        update(Image)
+        .where(*chosen)
+        .values(
+            status=ImageStatus.PENDING,
+            attempts=0,
+            retries=0,
+            requeues=0,
+            queued_at=None,
+            not_before=None,
+            claimed_by=None,
+            output_key=None,
+            error_code=None,
+            error_message=None,
+            finished_at=None,
+            updated_at=now,
+        )
+        .returning(Image.occurrences)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not occurrences:
+        db.session.rollback()
+        return None
+    db.session.execute(
+        update(Request).where(Request.id == request_id).values(failed_images=Request.failed_images - sum(occurrences))
+    )
+    db.session.commit()
+    return RetryOutcome(images=len(occurrences), occurrences=sum(occurrences))
+
+
+def image_status(image_id: int) -> str | None:
+    status = db.session.scalar(select(Image.status).where(Image.id == image_id))
+    db.session.rollback()
+    return status
+
+
 def import_rows(request_id: uuid.UUID) -> bool:
     """Write the products and images of an upload left to the import task; False if there is none to write.
 
@@ -116,7 +236,10 @@ def import_rows(request_id: uuid.UUID) -> bool:
         db.session.rollback()
         return False
     now = utcnow()
-    _write_rows(request_id, decode_rows(pending.rows), now)
+    # Locked, so that a cancel either comes first (and the images are written cancelled) or waits.
+    request_status = db.session.scalar(select(Request.status).where(Request.id == request_id).with_for_update())
+    image_status = ImageStatus.CANCELLED if request_status == RequestStatus.CANCELLED else ImageStatus.PENDING
+    _write_rows(request_id, decode_rows(pending.rows), now, image_status)
     db.session.delete(pending)
     db.session.execute(update(Request).where(Request.id == request_id).values(importing=False, updated_at=now))
     db.session.commit()
@@ -148,7 +271,9 @@ def decode_rows(data: bytes) -> list[ProductRow]:
     ]
 
 
-def _write_rows(request_id: uuid.UUID, rows: list[ProductRow], now: datetime) -> None:
+def _write_rows(
+    request_id: uuid.UUID, rows: list[ProductRow], now: datetime, image_status: ImageStatus = ImageStatus.PENDING
+) -> None:
     """Bulk-insert the products, their distinct images and the links between them."""
     occurrences: dict[str, int] = {}
     for row in rows:
@@ -178,7 +303,7 @@ def _write_rows(request_id: uuid.UUID, rows: list[ProductRow], now: datetime) ->
                 "request_id": request_id,
                 "source_url": url,
                 "occurrences": occurrences[url],
-                "status": ImageStatus.PENDING.value,
+                "status": image_status.value,
                 "attempts": 0,
                 "retries": 0,
                 "requeues": 0,
@@ -296,9 +421,9 @@ def _touch_requests(request_ids: list[uuid.UUID]) -> None:
     db.session.execute(update(Request).where(Request.id.in_(set(request_ids))).values(updated_at=utcnow()))
 
 
-def complete_image(image_id: int, output_key: str, public_base_url: str) -> bool:
-    """Record an image's output; returns False if it was already final."""
-    changed = _finish_image(image_id, ImageStatus.COMPLETED, public_base_url, output_key=output_key)
+def complete_image(image_id: int, output_key: str, public_base_url: str, figures: ImageFigures | None = None) -> bool:
+    """Record an image's output; returns False if it was already final (or cancelled)."""
+    changed = _finish_image(image_id, ImageStatus.COMPLETED, public_base_url, output_key=output_key, figures=figures)
     db.session.commit()
     return changed
 
@@ -316,6 +441,7 @@ def _finish_image(
     public_base_url: str,
     output_key: str | None = None,
     error: tuple[str, str] | None = None,
+    figures: ImageFigures | None = None,
 ) -> bool:
     now = utcnow()
     finished = db.session.execute(
@@ -326,6 +452,10 @@ def _finish_image(
             output_key=output_key,
             error_code=error[0] if error else None,
             error_message=error[1][:2000] if error else None,
+            bytes_in=figures.bytes_in if figures else None,
+            bytes_out=figures.bytes_out if figures else None,
+            width=figures.width if figures else None,
+            height=figures.height if figures else None,
             finished_at=now,
             updated_at=now,
         )
@@ -335,9 +465,10 @@ def _finish_image(
         return False
     request_id, occurrences = finished
     counter = Request.completed_images if status == ImageStatus.COMPLETED else Request.failed_images
-    db.session.execute(
-        update(Request).where(Request.id == request_id).values({counter: counter + occurrences, "updated_at": now})
-    )
+    changes = {counter: counter + occurrences, "updated_at": now}
+    if figures is not None:
+        changes |= {"bytes_in": Request.bytes_in + figures.bytes_in, "bytes_out": Request.bytes_out + figures.bytes_out}
+    db.session.execute(update(Request).where(Request.id == request_id).values(changes))
     finalize_request(request_id, public_base_url)
     return True
 
@@ -367,10 +498,14 @@ def finalize_request(request_id: uuid.UUID, public_base_url: str) -> str | None:
     ).first()
     if row is None:
         return None
+    _write_final_event(request_id, public_base_url)
+    return row[0]
+
+
+def _write_final_event(request_id: uuid.UUID, public_base_url: str) -> None:
     request = db.session.get(Request, request_id, populate_existing=True)
     if request is not None and request.webhook_url:
         webhook_outbox.create_event(request, public_base_url)
-    return row[0]
 
 
 def finalize_finished_requests(public_base_url: str) -> int:

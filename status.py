@@ -37,7 +37,7 @@ class Page:
 def page_etag(request: Request, page: Page) -> str:
     """A strong validator (unquoted) of one status page: it changes whenever the request or any of its images does."""
     version = f"{request.id}:{request.updated_at.isoformat()}:{request.status}:{request.completed_images}:"
-    version += f"{request.failed_images}:{request.importing}:{page.page}:{page.per_page}"
+    version += f"{request.failed_images}:{request.cancelled_images}:{request.importing}:{page.page}:{page.per_page}"
     return hashlib.blake2b(version.encode(), digest_size=12).hexdigest()
 
 
@@ -107,15 +107,18 @@ def timestamp(value: datetime | None) -> str | None:
 def progress(request: Request) -> dict[str, Any]:
     """Counts from the request row itself, so a poll never counts image rows."""
     total = request.total_images
-    done = request.completed_images + request.failed_images
+    done = request.completed_images + request.failed_images + request.cancelled_images
     percent = 100.0 if request.status in FINAL_REQUEST_STATUSES else round(100.0 * done / total, 1) if total else 0.0
-    return {
+    counts: dict[str, Any] = {
         "total_images": total,
         "completed_images": request.completed_images,
         "failed_images": request.failed_images,
-        "pending_images": total - done,
-        "percent": percent,
     }
+    if request.cancelled_images:
+        # Only then: the contract's progress has exactly five counts.
+        counts["cancelled_images"] = request.cancelled_images
+    counts |= {"pending_images": total - done, "percent": percent}
+    return counts
 
 
 def derive_status(statuses: list[str]) -> str:
@@ -124,6 +127,8 @@ def derive_status(statuses: list[str]) -> str:
         return RequestStatus.PENDING
     if any(s in (ImageStatus.PENDING, ImageStatus.PROCESSING) for s in statuses):
         return RequestStatus.PROCESSING
+    if any(s == ImageStatus.CANCELLED for s in statuses):
+        return RequestStatus.CANCELLED
     failed = sum(s == ImageStatus.FAILED for s in statuses)
     if failed == 0:
         return RequestStatus.COMPLETED

@@ -45,6 +45,9 @@ class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str = "image/jpeg") -> None:
         """Store ``data`` under ``key``, replacing what was there; a reader never sees half of it."""
 
+    def delete(self, key: str) -> None:
+        """Remove the object under ``key``; nothing happens if there is none."""
+
     def url_for(self, key: str) -> str:
         """The absolute URL a client fetches the object from."""
 
@@ -95,6 +98,17 @@ class LocalStorage:
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
+    def delete(self, key: str) -> None:
+        """Remove the file, if there is one.
+
+        Raises:
+            StorageError: the file exists and cannot be removed.
+        """
+        try:
+            self.path_for(key).unlink(missing_ok=True)
+        except OSError as error:
+            raise StorageError(f"cannot remove {key}: {error.strerror or error}") from error
+
     def url_for(self, key: str) -> str:
         return f"{self.public_base_url}/media/{key}"
 
@@ -137,6 +151,19 @@ class S3Storage:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"the object store did not take {key}: {error}") from error
+
+    def delete(self, key: str) -> None:
+        """Remove the object (S3 answers success for a missing one).
+
+        Raises:
+            StorageError: the store did not answer, or refused.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"the object store did not delete {key}: {error}") from error
 
     def url_for(self, key: str) -> str:
         return f"{self.public_base_url}/{key}"

@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session
 
 import broker
 from database import db_now
-from models import DeliveryStatus, Request, WebhookAttempt, WebhookEvent, db, utcnow
+from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
 from status import output_csv_url, progress, timestamp
 
 EVENT_TYPE = "request.completed"
+#: The event of a request that a user cancelled.
+CANCELLED_EVENT_TYPE = "request.cancelled"
 DELIVER_TASK = "image_tasks.deliver_webhook"
 #: Session.info key of the events created in the open transaction, sent once it commits.
 NEW_EVENTS_KEY = "webhook_events_to_send"
@@ -37,11 +39,15 @@ class AttemptWork:
 
 
 def create_event(request: Request, public_base_url: str) -> str:
-    """Write the event of a request's final status; it is sent after the transaction commits."""
+    """Write the event of a request's final status; it is sent after the transaction commits.
+
+    Each final status gets its own event: a request re-run after its failures ends with another.
+    """
     schedule = _schedule()
     now = utcnow()
+    event_type = CANCELLED_EVENT_TYPE if request.status == RequestStatus.CANCELLED else EVENT_TYPE
     payload = {
-        "type": EVENT_TYPE,
+        "type": event_type,
         "timestamp": timestamp(request.completed_at or now),
         "data": {
             "request_id": str(request.id),
@@ -55,7 +61,7 @@ def create_event(request: Request, public_base_url: str) -> str:
         WebhookEvent(
             id=event_id,
             request_id=request.id,
-            type=EVENT_TYPE,
+            type=event_type,
             url=request.webhook_url,
             payload=json.dumps(payload, separators=(",", ":")),
             status=DeliveryStatus.PENDING,

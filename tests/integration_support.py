@@ -14,7 +14,7 @@ import requests
 from loopback_servers import LoopbackHTTPServer, RequestHandler
 from PIL import Image
 
-FINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED"}
+FINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED"}
 
 
 def jpeg_bytes(size: tuple[int, int] = (640, 480), color: tuple[int, int, int] = (200, 40, 40), **save: Any) -> bytes:

@@ -94,8 +94,12 @@ def test_plain_strings_are_accepted_like_the_enum() -> None:
 # --- progress -------------------------------------------------------------------------------------
 
 
-def request_like(status: str = RequestStatus.PROCESSING, total: int = 3, completed: int = 0, failed: int = 0):
-    return SimpleNamespace(status=status, total_images=total, completed_images=completed, failed_images=failed)
+def request_like(
+    status: str = RequestStatus.PROCESSING, total: int = 3, completed: int = 0, failed: int = 0, cancelled: int = 0
+):
+    return SimpleNamespace(
+        status=status, total_images=total, completed_images=completed, failed_images=failed, cancelled_images=cancelled
+    )
 
 
 def test_progress_reports_counts_and_pending() -> None:
@@ -166,7 +170,7 @@ def test_progress_of_an_empty_request_is_zero() -> None:
 
 def test_progress_reads_only_the_counters_of_the_row() -> None:
     # A SimpleNamespace without images proves no image rows are counted.
-    row = SimpleNamespace(status="PROCESSING", total_images=4, completed_images=1, failed_images=1)
+    row = SimpleNamespace(status="PROCESSING", total_images=4, completed_images=1, failed_images=1, cancelled_images=0)
     assert progress(row)["pending_images"] == 2
 
 
@@ -253,3 +257,21 @@ def test_describe_carries_the_page_and_total() -> None:
 
 def test_a_page_past_the_last_is_still_described() -> None:
     assert Page(page=9, per_page=100).describe(2) == {"page": 9, "per_page": 100, "total": 2, "pages": 1}
+
+
+def test_progress_of_a_cancelled_request_counts_the_cancelled_images_apart() -> None:
+    answer = progress(request_like(status=RequestStatus.CANCELLED, total=5, completed=2, failed=1, cancelled=2))
+    assert answer == {
+        "total_images": 5,
+        "completed_images": 2,
+        "failed_images": 1,
+        "cancelled_images": 2,
+        "pending_images": 0,
+        "percent": 100.0,
+    }
+
+
+def test_a_product_with_a_cancelled_image_and_none_running_is_cancelled() -> None:
+    assert derive_status([COMPLETED, "CANCELLED"]) == RequestStatus.CANCELLED
+    assert derive_status([FAILED, "CANCELLED"]) == RequestStatus.CANCELLED
+    assert derive_status([PROCESSING, "CANCELLED"]) == RequestStatus.PROCESSING

@@ -121,6 +121,12 @@ def progress(request: Request) -> dict[str, Any]:
     return counts
 
 
+def totals(request: Request) -> dict[str, Any]:
+    """What the completed images weigh: downloaded, stored, and the share saved, in percent."""
+    saved = round(100.0 * (1 - request.bytes_out / request.bytes_in), 1) if request.bytes_in else None
+    return {"bytes_in": request.bytes_in, "bytes_out": request.bytes_out, "saved_percent": saved}
+
+
 def derive_status(statuses: list[str]) -> str:
     """A product's status from its images', by the same rule as a request's."""
     if all(s == ImageStatus.PENDING for s in statuses):
@@ -186,6 +192,7 @@ def request_status(request: Request, page: Page, storage: Storage, public_base_u
         "webhook_url": request.webhook_url,
         "output_csv_url": output_csv_url(public_base_url, request.id),
         "importing": request.importing,
+        "totals": totals(request),
         "products": [_product_answer(product, images_by_product.get(product.id, []), storage) for product in products],
         "pagination": page.describe(request.product_count),
     }
@@ -204,6 +211,10 @@ def _images_of(products: Sequence[Product]) -> dict[int, list[Row]]:
             Image.attempts,
             Image.error_code,
             Image.error_message,
+            Image.bytes_in,
+            Image.bytes_out,
+            Image.width,
+            Image.height,
         )
         .join(Image, Image.id == ProductImage.image_id)
         .where(ProductImage.product_id.in_([p.id for p in products]))
@@ -229,6 +240,10 @@ def _image_answer(image: Row, storage: Storage) -> dict[str, Any]:
         "status": image.status,
         "attempts": image.attempts,
         "error": error,
+        "bytes_in": image.bytes_in,
+        "bytes_out": image.bytes_out,
+        "width": image.width,
+        "height": image.height,
     }
 
 

@@ -206,6 +206,8 @@ class Settings:
     import_after_urls: int
     status_max_lag_s: float
     storage_max_retries: int
+    #: How long an upload's Idempotency-Key answers with the request it made.
+    idempotency_key_ttl_s: float
     max_upload_bytes: int
     max_rows: int
     max_urls_per_product: int
@@ -270,6 +272,7 @@ class Settings:
             import_after_urls=_int(env, "IMPORT_AFTER_URLS", 2000, 0),
             status_max_lag_s=_float(env, "STATUS_MAX_LAG_S", 0.5, 0.0),
             storage_max_retries=_int(env, "STORAGE_MAX_RETRIES", 5, 0, 20),
+            idempotency_key_ttl_s=_float(env, "IDEMPOTENCY_KEY_TTL_S", 24 * 3600.0, 1.0),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 10 * 1024 * 1024, 1024),
             max_rows=_int(env, "MAX_ROWS", 10_000, 1),
             max_urls_per_product=_int(env, "MAX_URLS_PER_PRODUCT", 50, 1),

@@ -19,6 +19,7 @@ from flask import current_app
 import broker
 import dispatch
 import fetcher
+import idempotency
 import leases
 import pipeline
 import request_state
@@ -215,6 +216,7 @@ def sweep() -> dict[str, int] | None:
                 )
             ),
             "finalized": request_state.finalize_finished_requests(base_url),
+            "expired_keys": idempotency.delete_expired(settings.idempotency_key_ttl_s),
             "imports": sum(
                 broker.send(IMPORT_TASK, str(request_id))
                 for request_id in request_state.imports_to_resend(IMPORT_LOST_AFTER_S)

@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import and_, case, or_, select, update
 
 import database
+import idempotency
 import webhook_outbox
 from csv_input import ProductRow
 from database import db_now
@@ -76,14 +77,21 @@ class ImageWork:
 
 
 def create_request(
-    rows: list[ProductRow], options: UploadOptions, *, import_after_urls: int | None = None
+    rows: list[ProductRow],
+    options: UploadOptions,
+    *,
+    import_after_urls: int | None = None,
+    request_id: uuid.UUID | None = None,
+    idempotency_key: idempotency.KeyToStore | None = None,
 ) -> CreatedRequest:
     """Write a request and, up to ``import_after_urls`` URLs (None: any), its products and images, in one transaction.
 
     A bigger upload is answered sooner: its validated rows are stored whole beside the request, and
     ``import_rows`` (the import task) writes them out, so that a request is never half-written.
+    An ``idempotency_key`` is stored in the same transaction: if another upload holds the key, this
+    raises IntegrityError, nothing is written, and the session must be rolled back.
     """
-    request_id = uuid.uuid4()
+    request_id = request_id or uuid.uuid4()
     now = utcnow()
     total = sum(len(row.image_urls) for row in rows)
     importing = import_after_urls is not None and total > import_after_urls
@@ -104,6 +112,11 @@ def create_request(
             importing=importing,
         )
     )
+    if idempotency_key is not None:
+        # First, so that an upload racing with the same key waits here, before writing any rows.
+        db.session.flush()
+        idempotency.remember(idempotency_key, request_id)
+        db.session.flush()
     if importing:
         db.session.add(RequestImport(request_id=request_id, rows=encode_rows(rows), queued_at=now))
     else:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from urllib.parse import urlsplit
 
+import sqlalchemy.exc
 from flask import Blueprint, current_app, request
 
 import access
@@ -11,12 +13,14 @@ import address_policy
 import broker
 import csv_input
 import dispatch
+import idempotency
 import image_tasks
 import quotas
 import rate_limits
 import request_state
 from config import Settings
 from errors import ApiError
+from models import db
 from status import output_csv_url, status_url
 
 bp = Blueprint("upload", __name__)
@@ -41,6 +45,11 @@ def create_upload():
         webhook_url=_webhook_url_field(settings),
         owner_key_hash=access.owner_key_hash(),
     )
+    claim = _idempotency_claim(data, options)
+    if claim is not None:
+        replay = idempotency.find_replay(claim, settings.idempotency_key_ttl_s)
+        if replay is not None:
+            return _replayed(replay)
     limits = csv_input.CsvLimits(
         max_rows=settings.max_rows,
         max_urls_per_product=settings.max_urls_per_product,
@@ -48,21 +57,56 @@ def create_upload():
     )
     rows = csv_input.parse_rows(data, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
     quotas.check_active_images(options.owner_key_hash, rows, settings.max_active_images_per_key)
-    created = request_state.create_request(rows, options, import_after_urls=settings.import_after_urls)
+    request_id = uuid.uuid4()
+    location = status_url(settings.public_base_url, request_id)
+    answer = {
+        "request_id": str(request_id),
+        "status": "PENDING",
+        "products": len(rows),
+        "images": sum(len(row.image_urls) for row in rows),
+        "status_url": location,
+        "output_csv_url": output_csv_url(settings.public_base_url, request_id),
+    }
+    key_to_store = None if claim is None else idempotency.KeyToStore(claim, answer, settings.idempotency_key_ttl_s)
+    try:
+        created = request_state.create_request(
+            rows,
+            options,
+            import_after_urls=settings.import_after_urls,
+            request_id=request_id,
+            idempotency_key=key_to_store,
+        )
+    except sqlalchemy.exc.IntegrityError:
+        db.session.rollback()
+        # Another upload with the same key committed first: this one is its replay.
+        replay = idempotency.find_replay(claim, settings.idempotency_key_ttl_s) if claim is not None else None
+        if replay is None:
+            raise
+        return _replayed(replay)
     if created.importing:
         broker.send(image_tasks.IMPORT_TASK, str(created.id))
     else:
         dispatch.fill_queue(settings.image_queue_depth)
-    location = status_url(settings.public_base_url, created.id)
-    answer = {
-        "request_id": str(created.id),
-        "status": "PENDING",
-        "products": created.products,
-        "images": created.images,
-        "status_url": location,
-        "output_csv_url": output_csv_url(settings.public_base_url, created.id),
-    }
     return answer, 202, {"Location": location}
+
+
+def _idempotency_claim(data: bytes, options: request_state.UploadOptions) -> idempotency.KeyClaim | None:
+    key = idempotency.key_from_header(request.headers.get(idempotency.HEADER))
+    if key is None:
+        return None
+    described = {
+        "quality": options.quality,
+        "max_dimension": options.max_dimension,
+        "webhook_url": options.webhook_url,
+    }
+    return idempotency.KeyClaim(
+        idempotency.owner_of(options.owner_key_hash), key, idempotency.fingerprint(data, described)
+    )
+
+
+def _replayed(replay: idempotency.Replay):
+    headers = {"Location": replay.body["status_url"], idempotency.REPLAYED_HEADER: "true"}
+    return replay.body, 200, headers
 
 
 def _is_blocked(settings: Settings, host: str) -> bool:

@@ -235,3 +235,22 @@ def test_builtin_receiver_refuses_unsigned_bodies_of_any_shape(keyed_api):
     for body in (b"", b"not json", b"\xff\xfe", b"[" * 100_000, b'{"data": {"request_id": "not-a-uuid"}}'):
         answer = requests.post(receive, data=body, headers={"webhook-signature": "v1,AAAA"}, timeout=10)
         assert_error(answer, 401, "invalid_signature")
+
+
+def test_an_idempotency_key_belongs_to_its_caller(keyed_api, source_server):
+    path = f"/{uuid.uuid4().hex}.jpg"
+    source_server.route(path, respond(200, jpeg_bytes(), {"Content-Type": "image/jpeg"}))
+    csv_bytes = csv_of([(1, "A", [source_server.url(path)])])
+    same_key = {"Idempotency-Key": "nightly-import"}
+
+    first_a = upload(keyed_api, csv_bytes, headers={**bearer(KEY_A), **same_key})
+    first_b = upload(keyed_api, csv_bytes, headers={**bearer(KEY_B), **same_key})
+    again_a = upload(keyed_api, csv_bytes, headers={**bearer(KEY_A), **same_key})
+
+    assert (first_a.status_code, first_b.status_code, again_a.status_code) == (202, 202, 200)
+    assert first_b.json()["request_id"] != first_a.json()["request_id"]
+    assert again_a.json()["request_id"] == first_a.json()["request_id"]
+    other = requests.post(
+        f"{keyed_api}/api/requests/{first_a.json()['request_id']}/cancel", headers=bearer(KEY_B), timeout=10
+    )
+    assert_error(other, 404, "request_not_found")

@@ -46,9 +46,9 @@ def create_upload():
         max_urls_per_product=settings.max_urls_per_product,
         max_url_length=settings.max_url_length,
     )
-    rows = csv_input.parse_rows(data, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
+    rows, layout = csv_input.parse_csv(data, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
     quotas.check_active_images(options.owner_key_hash, rows, settings.max_active_images_per_key)
-    created = request_state.create_request(rows, options, import_after_urls=settings.import_after_urls)
+    created = request_state.create_request(rows, options, import_after_urls=settings.import_after_urls, layout=layout)
     if created.importing:
         broker.send(image_tasks.IMPORT_TASK, str(created.id))
     else:

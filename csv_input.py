@@ -8,8 +8,8 @@ import io
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from errors import ApiError
@@ -23,10 +23,15 @@ _SERIAL = "sno"
 _NAME = "productname"
 _URLS = "inputimageurls"
 _REQUIRED = {_SERIAL: "S. No.", _NAME: "Product Name", _URLS: "Input Image Urls"}
+#: The column the output CSV adds; an upload that already has it (an output uploaded again) gets it filled in.
+OUTPUT_COLUMN = "Output Image Urls"
+_OUTPUT = "outputimageurls"
+_NAMED = {**_REQUIRED, _OUTPUT: OUTPUT_COLUMN}
 
 # C0 controls but tab, LF and CR; DEL; C1 controls.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
+_LINE_END_RE = re.compile(r"(\r\n|\r|\n)\Z")
 _NOT_ALNUM_RE = re.compile(r"[^a-z0-9]")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _URL_BAD_CHAR_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
@@ -59,6 +64,22 @@ class ProductRow:
     product_name: str
     image_urls: tuple[str, ...]
     row: int
+    #: The record as uploaded, every cell as written, without its line ending; None for rows made elsewhere.
+    source_record: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """What the output CSV keeps of the file as a whole: its header record as written, line ending and BOM."""
+
+    header_record: str
+    line_end: str
+    bom: bool
+
+
+class ParsedCsv(NamedTuple):
+    rows: list[ProductRow]
+    layout: CsvLayout
 
 
 def parse_rows(
@@ -67,15 +88,30 @@ def parse_rows(
     is_blocked_host: Callable[[str], bool] | None = None,
 ) -> list[ProductRow]:
     """Validate the CSV in ``data`` and return its product rows; raises ApiError on any problem."""
+    return parse_csv(data, limits, is_blocked_host).rows
+
+
+def parse_csv(
+    data: bytes,
+    limits: CsvLimits = CsvLimits(),
+    is_blocked_host: Callable[[str], bool] | None = None,
+) -> ParsedCsv:
+    """Validate the CSV in ``data``: its product rows, each with its record as written, and its layout.
+
+    Raises ApiError on any problem.
+    """
     text = _decode(data)
     _check_characters(text)
     _ensure_field_size_limit(len(text) + 1)
 
-    records = _records(csv.reader(io.StringIO(text, newline=""), strict=True))
+    lines = _RecordedLines(text)
+    records = _records(csv.reader(lines, strict=True), lines)
     header = next(records, None)
     if header is None:
         raise ApiError(400, "csv_empty", "The CSV is empty; it needs a header row and at least one product row.")
-    header_row, header_cells = header
+    header_row, header_cells, header_text = header
+    header_record, line_end = _without_line_end(header_text)
+    layout = CsvLayout(header_record, line_end or "\r\n", data.startswith(codecs.BOM_UTF8))
     columns = _locate_columns(header_row, header_cells)
     width = len(header_cells)
     serial_index, name_index, urls_index = columns[_SERIAL], columns[_NAME], columns[_URLS]
@@ -87,7 +123,7 @@ def parse_rows(
     products: list[ProductRow] = []
     first_row_of_serial: dict[int, int] = {}
     count = 0
-    for row, cells in records:
+    for row, cells, record_text in records:
         count += 1
         if count > limits.max_rows:
             raise ApiError(
@@ -127,13 +163,60 @@ def parse_rows(
         urls = _check_urls(cells[urls_index], row, urls_column, limits, is_blocked_host, problems)
 
         if not problems.total and isinstance(serial, int):
-            products.append(ProductRow(serial, name, urls, row))
+            products.append(ProductRow(serial, name, urls, row, _without_line_end(record_text)[0]))
 
     if count == 0:
         raise ApiError(422, "csv_no_rows", "The CSV has a header but no product rows.")
     if problems.total:
         raise problems.error()
-    return products
+    return ParsedCsv(products, layout)
+
+
+def split_record(record: str) -> list[str]:
+    """The cells of one record this module accepted, each as written (quotes and all): joined by ``,``
+    they are the record again.
+
+    Only for accepted records: the reader ran with ``strict``, so a quoted cell's closing quote is
+    followed by a comma or the end, and a quote inside an unquoted cell is an ordinary character.
+    """
+    cells: list[str] = []
+    start = 0
+    while True:
+        if record.startswith('"', start):
+            end = start + 1
+            while True:
+                end = record.index('"', end) + 1
+                if not record.startswith('"', end):
+                    break
+                end += 1
+        else:
+            end = record.find(",", start)
+            if end < 0:
+                end = len(record)
+        cells.append(record[start:end])
+        if end >= len(record):
+            return cells
+        start = end + 1
+
+
+def cell_value(written: str) -> str:
+    """What one cell of ``split_record`` holds."""
+    if written.startswith('"'):
+        return written[1:-1].replace('""', '"')
+    return written
+
+
+def column_index(header_record: str, name: str) -> int | None:
+    """Where the header names the column ``name`` (matched as the required columns are), if it does."""
+    key = _column_key(name)
+    for index, written in enumerate(split_record(header_record)):
+        if _column_key(cell_value(written)) == key:
+            return index
+    return None
+
+
+def _column_key(header_cell: str) -> str:
+    return _NOT_ALNUM_RE.sub("", header_cell.lower())
 
 
 class _Problems:
@@ -213,8 +296,33 @@ def _ensure_field_size_limit(size: int) -> None:
             csv.field_size_limit(size)
 
 
-def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line the record starts on, cells) for each non-blank record."""
+class _RecordedLines:
+    """The lines of ``text`` (CRLF, LF or CR ended) for csv.reader, each kept until ``take``.
+
+    The reader asks for a line only when the record it is reading goes on, so what it took for one
+    record is exactly that record as written, a quoted cell's line breaks included.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._lines = io.StringIO(text, newline="")
+        self._taken: list[str] = []
+
+    def __iter__(self) -> _RecordedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._taken.append(line)
+        return line
+
+    def take(self) -> str:
+        text = "".join(self._taken)
+        self._taken.clear()
+        return text
+
+
+def _records(reader: Any, lines: _RecordedLines) -> Iterator[tuple[int, list[str], str]]:
+    """Yield (line the record starts on, cells, the record as written) for each non-blank record."""
     previous_end = 0
     while True:
         start = previous_end + 1
@@ -225,8 +333,17 @@ def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
         except csv.Error as exc:
             raise _malformed(start, exc) from None
         previous_end = reader.line_num
+        text = lines.take()
         if any(cell.strip() for cell in cells):
-            yield start, cells
+            yield start, cells, text
+
+
+def _without_line_end(record_text: str) -> tuple[str, str]:
+    """The record without its line ending, and the ending ("" at the end of a file without one)."""
+    match = _LINE_END_RE.search(record_text)
+    if match is None:
+        return record_text, ""
+    return record_text[: match.start()], match.group()
 
 
 def _malformed(row: int, exc: csv.Error) -> ApiError:
@@ -246,13 +363,13 @@ def _malformed(row: int, exc: csv.Error) -> ApiError:
 
 
 def _locate_columns(row: int, cells: list[str]) -> dict[str, int]:
-    found: dict[str, list[int]] = {key: [] for key in _REQUIRED}
+    found: dict[str, list[int]] = {key: [] for key in _NAMED}
     for index, cell in enumerate(cells):
-        key = _NOT_ALNUM_RE.sub("", cell.lower())
+        key = _column_key(cell)
         if key in found:
             found[key].append(index)
 
-    missing = [_REQUIRED[key] for key, indexes in found.items() if not indexes]
+    missing = [_REQUIRED[key] for key, indexes in found.items() if not indexes and key in _REQUIRED]
     if missing:
         names = " and ".join(f"'{name}'" for name in missing)
         plural = "column" if len(missing) == 1 else "columns"
@@ -265,20 +382,20 @@ def _locate_columns(row: int, cells: list[str]) -> dict[str, int]:
 
     doubled = {key: indexes for key, indexes in found.items() if len(indexes) > 1}
     if doubled:
-        names = " and ".join(f"'{_REQUIRED[key]}'" for key in doubled)
+        names = " and ".join(f"'{_NAMED[key]}'" for key in doubled)
         plural = "column" if len(doubled) == 1 else "columns"
         details = [
             {
                 "row": row,
                 "column": cells[indexes[1]],
-                "message": f"column '{_REQUIRED[key]}' is given {len(indexes)} times: "
+                "message": f"column '{_NAMED[key]}' is given {len(indexes)} times: "
                 + ", ".join(_quote(cells[index]) for index in indexes),
             }
             for key, indexes in doubled.items()
         ]
         raise ApiError(422, "csv_duplicate_columns", f"The CSV has the {plural} {names} more than once.", details)
 
-    return {key: indexes[0] for key, indexes in found.items()}
+    return {key: indexes[0] for key, indexes in found.items() if indexes}
 
 
 def _parse_serial(cell: str) -> int | str:

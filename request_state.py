@@ -17,7 +17,7 @@ from sqlalchemy import and_, case, or_, select, update
 import database
 import idempotency
 import webhook_outbox
-from csv_input import ProductRow
+from csv_input import CsvLayout, ProductRow
 from database import db_now
 from models import (
     Image,
@@ -81,6 +81,7 @@ def create_request(
     options: UploadOptions,
     *,
     import_after_urls: int | None = None,
+    layout: CsvLayout | None = None,
     request_id: uuid.UUID | None = None,
     idempotency_key: idempotency.KeyToStore | None = None,
 ) -> CreatedRequest:
@@ -88,6 +89,8 @@ def create_request(
 
     A bigger upload is answered sooner: its validated rows are stored whole beside the request, and
     ``import_rows`` (the import task) writes them out, so that a request is never half-written.
+    With the upload's ``layout`` (and each row's record), the output CSV is the upload with a column
+    added; without it, the four columns of the contract.
     An ``idempotency_key`` is stored in the same transaction: if another upload holds the key, this
     raises IntegrityError, nothing is written, and the session must be rolled back.
     """
@@ -110,6 +113,9 @@ def create_request(
             created_at=now,
             updated_at=now,
             importing=importing,
+            csv_header=layout.header_record if layout else None,
+            csv_line_end=layout.line_end if layout else None,
+            csv_bom=layout.bom if layout else False,
         )
     )
     if idempotency_key is not None:
@@ -273,14 +279,21 @@ def imports_to_resend(lost_after_s: float) -> list[uuid.UUID]:
 
 
 def encode_rows(rows: list[ProductRow]) -> bytes:
-    records = [[row.serial_number, row.product_name, list(row.image_urls), row.row] for row in rows]
+    records = [[row.serial_number, row.product_name, list(row.image_urls), row.row, row.source_record] for row in rows]
     return zlib.compress(json.dumps(records, separators=(",", ":")).encode(), 1)
 
 
 def decode_rows(data: bytes) -> list[ProductRow]:
+    """The rows ``encode_rows`` wrote, including those written before it kept each row's record."""
     return [
-        ProductRow(serial_number=serial, product_name=name, image_urls=tuple(urls), row=line)
-        for serial, name, urls, line in json.loads(zlib.decompress(data))
+        ProductRow(
+            serial_number=record[0],
+            product_name=record[1],
+            image_urls=tuple(record[2]),
+            row=record[3],
+            source_record=record[4] if len(record) > 4 else None,
+        )
+        for record in json.loads(zlib.decompress(data))
     ]
 
 
@@ -302,6 +315,7 @@ def _write_rows(
                 "position": position,
                 "serial_number": row.serial_number,
                 "name": row.product_name,
+                "source_record": row.source_record,
             }
             for position, row in enumerate(rows)
         ],

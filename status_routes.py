@@ -1,4 +1,4 @@
-"""Reading requests back: status, the request list, the output CSV, and the service's health."""
+"""Reading requests back: status, the request list, the output CSV, the per-image report, the service's health."""
 
 from __future__ import annotations
 
@@ -84,6 +84,19 @@ def get_output_csv(request_id: str):
         stream_with_context(lines),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{found.id}-output.csv"'},
+    )
+
+
+@bp.get("/api/requests/<request_id>/report.csv")
+@rate_limits.read_limit
+def get_report_csv(request_id: str):
+    # At any status, unlike the output CSV: while the request runs it shows how far each image got.
+    found = load_request(request_id)
+    lines = status.report_csv_lines(found, current_app.extensions["storage"])
+    return Response(
+        stream_with_context(lines),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{found.id}-report.csv"'},
     )
 
 

@@ -55,7 +55,7 @@ def create_upload():
         max_urls_per_product=settings.max_urls_per_product,
         max_url_length=settings.max_url_length,
     )
-    rows = csv_input.parse_rows(data, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
+    rows, layout = csv_input.parse_csv(data, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
     quotas.check_active_images(options.owner_key_hash, rows, settings.max_active_images_per_key)
     request_id = uuid.uuid4()
     location = status_url(settings.public_base_url, request_id)
@@ -73,6 +73,7 @@ def create_upload():
             rows,
             options,
             import_after_urls=settings.import_after_urls,
+            layout=layout,
             request_id=request_id,
             idempotency_key=key_to_store,
         )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import itertools
 from collections.abc import Callable
 
 import pytest
 
 import csv_input
-from csv_input import CsvLimits, ProductRow, parse_rows
+from csv_input import CsvLimits, ProductRow, parse_csv, parse_rows
 from errors import ApiError
 
 HEADER = "S. No.,Product Name,Input Image Urls"
@@ -661,3 +663,89 @@ def test_fast_path_matches_full_validation(url: str, monkeypatch: pytest.MonkeyP
     fast = csv_input._url_problem(url, 2048)
     monkeypatch.setattr(csv_input, "_PLAIN_URL_RE", csv_input.re.compile(r"(?!)"))
     assert csv_input._url_problem(url, 2048) == fast
+
+
+# --- each record as written (the output CSV keeps them) ---------------------------------------
+
+
+def records_of(data: bytes) -> list[str | None]:
+    return [product.source_record for product in parse_csv(data).rows]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_each_record_is_kept_as_written_without_its_line_end(newline: str) -> None:
+    lines = [f'007,"Shirt, red","{A},{B}",x', f'8, SKU8 ,{C},"1,299.00"']
+    data = make_csv(*lines, header=f'{HEADER},"Variant Price"', newline=newline)
+    parsed = parse_csv(data)
+    assert records_of(data) == lines
+    assert parsed.layout == csv_input.CsvLayout(f'{HEADER},"Variant Price"', newline, False)
+    assert [p.serial_number for p in parsed.rows] == [7, 8]
+
+
+def test_a_quoted_cell_keeps_its_line_breaks_whatever_they_are() -> None:
+    first = f'1,"SKU\n1","{A},\r\n{B}"'
+    second = f'2,"two\rlines",{C}'
+    data = make_csv(first, "", second, row(3), newline="\r\n")
+    assert records_of(data) == [first, second, row(3)]
+    assert parse_csv(data).layout.line_end == "\r\n"
+    assert [p.row for p in parse_csv(data).rows] == [2, 6, 8]
+
+
+def test_a_cr_only_file_with_line_breaks_in_cells() -> None:
+    data = f'{HEADER}\r1,"a\rb",{A}\r\r2,SKU2,"{A},{B}"\r'.encode()
+    parsed = parse_csv(data)
+    assert records_of(data) == [f'1,"a\rb",{A}', f'2,SKU2,"{A},{B}"']
+    assert [(p.serial_number, p.product_name, p.row) for p in parsed.rows] == [(1, "a\rb", 2), (2, "SKU2", 5)]
+    assert parsed.layout == csv_input.CsvLayout(HEADER, "\r", False)
+
+
+def test_blank_lines_and_rows_of_empty_cells_are_not_part_of_any_record() -> None:
+    data = f"\n\r\n{HEADER}\n\n{row(1)}\n   \n , , \n\n{row(2)}\r\n\r\n{row(3)}".encode()
+    parsed = parse_csv(data)
+    assert parsed.layout.header_record == HEADER and parsed.layout.line_end == "\n"
+    assert records_of(data) == [row(1), row(2), row(3)]  # the last one had no line end
+
+
+def test_the_byte_order_mark_is_noted_and_not_part_of_the_header() -> None:
+    with_bom = parse_csv(b"\xef\xbb\xbf" + make_csv(row(), header='"S. No.",Product Name,Input Image Urls'))
+    without = parse_csv(make_csv(row()))
+    assert with_bom.layout == csv_input.CsvLayout('"S. No.",Product Name,Input Image Urls', "\n", True)
+    assert without.layout.bom is False
+    assert with_bom.rows[0].source_record == row()
+
+
+def test_the_record_does_not_count_in_equality_and_parse_rows_still_answers_rows() -> None:
+    assert ProductRow(1, "x", (A,), 2, "1,x,a") == ProductRow(1, "x", (A,), 2)
+    assert parse_rows(make_csv(row())) == parse_csv(make_csv(row())).rows
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "a,b,c",
+        ',"",x,',
+        '"a,b","c""d",e',
+        '12" pizza,"x""",y',
+        ' "a,b" ,c',
+        '"line\nbreak","cr\rlf\r\n",""""',
+        ",,",
+        "=1+2,'x,@y",
+    ],
+)
+def test_split_record_gives_the_cells_as_written(record: str) -> None:
+    written = csv_input.split_record(record)
+    assert ",".join(written) == record
+    assert [csv_input.cell_value(cell) for cell in written] == next(csv.reader(io.StringIO(record, newline="")))
+
+
+def test_column_index_matches_as_the_required_columns_do() -> None:
+    header = 'Handle,"S. No.", output image URLS ,Product Name'
+    assert csv_input.column_index(header, csv_input.OUTPUT_COLUMN) == 2
+    assert csv_input.column_index(header, "S. No.") == 1
+    assert csv_input.column_index(HEADER, csv_input.OUTPUT_COLUMN) is None
+
+
+def test_an_output_column_given_twice_is_refused() -> None:
+    error = fail(make_csv(f"{row()},,", header=f"{HEADER},Output Image Urls,output_image_urls"))
+    assert (error.status, error.code) == (422, "csv_duplicate_columns")
+    assert only_detail(error)["column"] == "output_image_urls"

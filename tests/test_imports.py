@@ -8,8 +8,10 @@ through the real worker.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import uuid
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -118,6 +120,18 @@ def test_rows_survive_their_encoding_exactly():
         ProductRow(10**12, "x" * 500, ("http://127.0.0.2:9/a.jpg",), 4),
     ]
     assert request_state.decode_rows(request_state.encode_rows(rows)) == rows
+
+
+@pytest.mark.usefixtures("quiet_db")
+def test_each_rows_record_survives_the_encoding_and_older_encodings_still_decode():
+    rows = [ProductRow(7, "N", ("http://127.0.0.2:9/a.jpg",), 3, 'x,007,N,"http://127.0.0.2:9/a.jpg",\n')]
+    assert [row.source_record for row in request_state.decode_rows(request_state.encode_rows(rows))] == [
+        'x,007,N,"http://127.0.0.2:9/a.jpg",\n'
+    ]
+    # As encode_rows wrote them before it kept each row's record: four fields.
+    older = zlib.compress(json.dumps([[7, "N", ["http://127.0.0.2:9/a.jpg"], 3]]).encode())
+    assert request_state.decode_rows(older) == [ProductRow(7, "N", ("http://127.0.0.2:9/a.jpg",), 3)]
+    assert request_state.decode_rows(older)[0].source_record is None
 
 
 @pytest.mark.usefixtures("quiet_db")

@@ -18,6 +18,8 @@ import host_slots
 import image_tasks  # noqa: F401  (registers the shared tasks)
 import media_routes
 import page_routes
+import progress_events
+import progress_routes
 import rate_limits
 import request_routes
 import status
@@ -69,10 +71,20 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
     app.extensions["webhook_secret"] = webhooks.load_or_create_secret(settings)
     access.init_app(app, settings)
     rate_limits.init_app(app, settings)
+    progress_events.init_app(app, settings)
     celery_init_app(app, settings)
     register_error_handlers(app)
 
-    for module in (upload_routes, status_routes, request_routes, webhooks_routes, media_routes, page_routes):
+    blueprints = (
+        upload_routes,
+        status_routes,
+        progress_routes,
+        request_routes,
+        webhooks_routes,
+        media_routes,
+        page_routes,
+    )
+    for module in blueprints:
         app.register_blueprint(module.bp)
     return app
 

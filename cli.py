@@ -8,11 +8,14 @@ Both take ``--base-url`` (default: ``$IMAGE_SERVICE_URL``, else http://127.0.0.1
 ``--api-key`` (default: ``$IMAGE_SERVICE_API_KEY``), sent as ``Authorization: Bearer <key>``.
 
 ``upload`` prints the request id on stdout (the whole JSON answer with ``--json``); ``status``
-prints the status (the JSON answer with ``--json``). With ``--wait`` both poll until the request
-is final, with progress lines on stderr; ``--output`` (which implies ``--wait``) saves the output CSV.
+prints the status (the JSON answer with ``--json``). With ``--wait`` both follow the request's
+progress stream (``/api/status/<id>/events``; polling the status API when the stream cannot be had)
+until the request is final, with progress lines on stderr; ``--output`` (which implies ``--wait``)
+saves the output CSV.
 
 Exit codes: 0 COMPLETED (or not final and not waited for), 2 COMPLETED_WITH_ERRORS, 3 FAILED,
-1 an error (the service's error message and details go to stderr).
+1 an error (the service's error message and details go to stderr), a request cancelled while waited
+for included.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -30,10 +35,15 @@ import requests
 
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 FINAL_EXIT_CODES = {"COMPLETED": 0, "COMPLETED_WITH_ERRORS": 2, "FAILED": 3}
+FINAL_STATUSES = {*FINAL_EXIT_CODES, "CANCELLED"}
 EXIT_ERROR = 1
 HTTP_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 1.0
 TRANSIENT_STATUSES = {429, 502, 503, 504}
+# The service sends a comment every 15 s on an idle stream: this long without a byte, it is dead.
+STREAM_SILENCE_S = 60.0
+# Breaks of the progress stream in a row, each followed by a reconnect, before the CLI polls instead.
+STREAM_MAX_BREAKS = 3
 
 
 class CliError(Exception):
@@ -56,6 +66,10 @@ class CliError(Exception):
     def transient(self) -> bool:
         """No answer at all, or one that says to try again later."""
         return self.status_code is None or self.status_code in TRANSIENT_STATUSES
+
+
+class WaitExpired(CliError):
+    """The request was not final by the end of ``--timeout``."""
 
 
 class Client:
@@ -87,8 +101,65 @@ class Client:
         params = {"per_page": per_page} if per_page else {}
         return self._call("GET", f"/api/status/{quote(request_id, safe='')}", params=params).json()
 
+    def events(self, request_id: str, last_event_id: str | None, read_timeout_s: float) -> Iterator[ServerEvent]:
+        """The request's progress stream, each event (and each keep-alive comment) as it comes.
+
+        Raises:
+            CliError: the stream could not be opened (with the service's answer when it sent one).
+            requests.RequestException: the stream broke after it was opened.
+        """
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        url = f"{self.base_url}/api/status/{quote(request_id, safe='')}/events"
+        try:
+            response = self.session.get(url, headers=headers, stream=True, timeout=(10, read_timeout_s))
+        except requests.RequestException as error:
+            raise CliError(f"cannot reach the service at {self.base_url}: {error}") from error
+        with response:
+            if response.status_code >= 400:
+                raise api_error(response)
+            if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                raise CliError(f"the events endpoint answered {response.headers.get('Content-Type')!r}")
+            # Small reads: each event is written as one chunk, and must be seen when it is sent.
+            yield from parse_events(line.decode("utf-8", "replace") for line in response.iter_lines(chunk_size=1024))
+
     def output_csv(self, request_id: str) -> bytes:
         return self._call("GET", f"/api/requests/{quote(request_id, safe='')}/output.csv").content
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """One Server-Sent Event; ``name`` is None for a comment (a keep-alive) or a bare ``retry:``."""
+
+    name: str | None
+    event_id: str | None = None
+    data: str = ""
+    retry_ms: int | None = None
+
+
+def parse_events(lines: Iterable[str]) -> Iterator[ServerEvent]:
+    """Server-Sent Events from the stream's lines, as the HTML standard parses them."""
+    name, event_id, data, retry_ms = "message", None, [], None
+    for line in lines:
+        if not line:
+            if data or retry_ms is not None:
+                yield ServerEvent(name if data else None, event_id, "\n".join(data), retry_ms)
+            name, data, retry_ms = "message", [], None
+            continue
+        if line.startswith(":"):
+            yield ServerEvent(None)
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            event_id = value
+        elif field == "retry" and value.isdigit():
+            retry_ms = int(value)
 
 
 def api_error(response: requests.Response) -> CliError:
@@ -129,14 +200,88 @@ def progress_line(status: dict[str, Any]) -> str:
     )
 
 
+class ProgressPrinter:
+    """Prints a progress line to stderr whenever it differs from the last one."""
+
+    def __init__(self) -> None:
+        self.last_line = ""
+        self.state = "unknown"
+
+    def show(self, status: dict[str, Any]) -> None:
+        self.state, line = status["status"], progress_line(status)
+        if line != self.last_line:
+            print(line, file=sys.stderr, flush=True)
+            self.last_line = line
+
+
+class StreamUnavailable(Exception):
+    """The progress stream cannot be followed; polling takes over."""
+
+
 def wait_final(client: Client, request_id: str, timeout_s: float) -> dict[str, Any]:
-    """Poll until the request is final, printing a line to stderr whenever its progress changes.
+    """Follow the request until it is final, printing a line to stderr whenever its progress changes.
+
+    The progress stream first; if it cannot be opened, or breaks again and again, the status API is
+    polled for the rest of the wait.
+    """
+    deadline = time.monotonic() + timeout_s
+    printer = ProgressPrinter()
+    try:
+        return follow_events(client, request_id, deadline, timeout_s, printer)
+    except StreamUnavailable as error:
+        print(f"progress stream unavailable ({error}): polling instead", file=sys.stderr, flush=True)
+    return poll_final(client, request_id, deadline, timeout_s, printer)
+
+
+def follow_events(
+    client: Client, request_id: str, deadline: float, timeout_s: float, printer: ProgressPrinter
+) -> dict[str, Any]:
+    """Read the progress stream to its ``final`` event, reconnecting with ``Last-Event-ID`` after a break.
+
+    Raises:
+        StreamUnavailable: the stream could not be opened, or broke ``STREAM_MAX_BREAKS`` times in a row.
+        WaitExpired: the deadline passed.
+    """
+    last_event_id, breaks, reconnect_s = None, 0, 3.0
+    while True:
+        try:
+            # Never read past the deadline: a quiet stream would hold the CLI a heartbeat too long.
+            read_timeout_s = max(1.0, min(STREAM_SILENCE_S, deadline - time.monotonic() + 0.5))
+            for event in client.events(request_id, last_event_id, read_timeout_s):
+                if event.retry_ms is not None:
+                    reconnect_s = event.retry_ms / 1000
+                if event.name in ("progress", "final"):
+                    breaks = 0
+                    last_event_id = event.event_id
+                    status = json.loads(event.data)
+                    printer.show(status)
+                    if event.name == "final":
+                        return status
+                if time.monotonic() >= deadline:
+                    raise WaitExpired(f"request {request_id} is still {printer.state} after {timeout_s:g} s")
+            problem = "the stream ended before the request was final"
+        except WaitExpired:
+            raise
+        except CliError as error:
+            raise StreamUnavailable(error.message) from error
+        except (requests.RequestException, ValueError, KeyError) as error:
+            problem = f"the stream broke: {error}"
+        breaks += 1
+        if breaks >= STREAM_MAX_BREAKS:
+            raise StreamUnavailable(problem)
+        if time.monotonic() + reconnect_s >= deadline:
+            raise WaitExpired(f"request {request_id} is still {printer.state} after {timeout_s:g} s")
+        time.sleep(reconnect_s)
+
+
+def poll_final(
+    client: Client, request_id: str, deadline: float, timeout_s: float, printer: ProgressPrinter
+) -> dict[str, Any]:
+    """Poll until the request is final.
 
     Transient failures (no answer, 429, 502-504) are retried until the deadline: the request is
     already accepted, so a restarting service or a rate limit should not fail a long wait.
     """
-    deadline = time.monotonic() + timeout_s
-    last_line, state = "", "unknown"
     while True:
         delay = POLL_INTERVAL_S
         try:
@@ -147,14 +292,11 @@ def wait_final(client: Client, request_id: str, timeout_s: float) -> dict[str, A
             print(f"retrying: {error.message}", file=sys.stderr, flush=True)
             delay = max(delay, error.retry_after_s or 0.0)
         else:
-            state, line = status["status"], progress_line(status)
-            if line != last_line:
-                print(line, file=sys.stderr, flush=True)
-                last_line = line
-            if state in FINAL_EXIT_CODES:
+            printer.show(status)
+            if status["status"] in FINAL_STATUSES:
                 return status
         if time.monotonic() >= deadline:
-            raise CliError(f"request {request_id} is still {state} after {timeout_s:g} s")
+            raise WaitExpired(f"request {request_id} is still {printer.state} after {timeout_s:g} s")
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
 
 
@@ -168,6 +310,8 @@ def finish(client: Client, request_id: str, args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     status = wait_final(client, request_id, args.timeout)
+    if status["status"] not in FINAL_EXIT_CODES:
+        raise CliError(f"request {request_id} was {status['status']}")
     if args.output:
         save_output(client, request_id, args.output)
     return FINAL_EXIT_CODES[status["status"]]
@@ -227,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("IMAGE_SERVICE_API_KEY") or None,
         help="sent as 'Authorization: Bearer <key>' (default: $IMAGE_SERVICE_API_KEY)",
     )
-    common.add_argument("--wait", action="store_true", help="poll until the request is final")
+    common.add_argument("--wait", action="store_true", help="follow the request until it is final")
     common.add_argument("--output", type=Path, help="save the output CSV here (implies --wait)")
     common.add_argument("--timeout", type=positive_float, default=600.0, help="seconds --wait waits (default 600)")
     common.add_argument("--json", action="store_true", help="print the service's JSON answer")

@@ -13,6 +13,9 @@ from typing import Any
 from address_policy import parse_networks
 
 DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+#: Progress streams one API process serves at once; the launcher gives each process this many threads
+#: and more, so that streams never take the threads ordinary calls need.
+DEFAULT_EVENTS_MAX_STREAMS = 64
 
 # The settings that must nest: soft < hard < visibility timeout, and hard < stale threshold.
 _SOFT, _HARD = "TASK_SOFT_TIME_LIMIT_S", "TASK_TIME_LIMIT_S"
@@ -237,6 +240,12 @@ class Settings:
     max_active_images_per_key: int = 500_000
     #: Image fetches at once per source host, across all workers and machines; 0 is no limit.
     fetch_max_per_host: int = 8
+    #: How often each API process reads the rows of the requests its progress streams watch.
+    events_poll_interval_s: float = 0.5
+    #: Seconds between the comments a progress stream sends while nothing changes, for proxies.
+    events_heartbeat_s: float = 15.0
+    #: Progress streams at once per API process; past it the endpoint answers 503.
+    events_max_streams: int = DEFAULT_EVENTS_MAX_STREAMS
     s3: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -298,6 +307,9 @@ class Settings:
             rate_limit_auth_failures=env.get("RATE_LIMIT_AUTH_FAILURES") or "20/minute",
             max_active_images_per_key=_int(env, "MAX_ACTIVE_IMAGES_PER_KEY", 500_000, 0),
             fetch_max_per_host=_int(env, "FETCH_MAX_PER_HOST", 32, 0),
+            events_poll_interval_s=_float(env, "EVENTS_POLL_INTERVAL_S", 0.5, 0.1),
+            events_heartbeat_s=_float(env, "EVENTS_HEARTBEAT_S", 15.0, 0.1),
+            events_max_streams=_int(env, "EVENTS_MAX_STREAMS", DEFAULT_EVENTS_MAX_STREAMS, 0),
             s3={
                 key: env[key]
                 for key in ("S3_BUCKET", "S3_ENDPOINT_URL", "S3_REGION", "S3_PUBLIC_BASE_URL")

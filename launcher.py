@@ -23,11 +23,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from config import DEFAULT_EVENTS_MAX_STREAMS
+
 HERE = Path(__file__).parent
 LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
 STOP_GRACE_S = 15
 IMAGE_PROCESSES_PER_CORE = 8
 IMAGE_WORKER_NICENESS = 10
+# Threads of each API process for ordinary calls, on top of the ones its progress streams may park.
+ORDINARY_WEB_THREADS = 16
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 PR_SET_PDEATHSIG = 1
 # What each child gets from the kernel when the launcher dies without stopping it: a signal on which
@@ -67,6 +71,26 @@ def service_environment() -> dict[str, str]:
     return env
 
 
+def web_threads(env: dict[str, str]) -> str:
+    """Each API process's threads: enough for every progress stream it may serve, and the ordinary calls.
+
+    A stream parks its thread until the request is final; ``EVENTS_MAX_STREAMS`` caps them so that
+    polls and uploads always find a thread.
+    """
+    raw_streams = env.get("EVENTS_MAX_STREAMS", "").strip() or str(DEFAULT_EVENTS_MAX_STREAMS)
+    if not raw_streams.isdigit():
+        raise SystemExit(f"EVENTS_MAX_STREAMS must be an integer of at least 0, got {raw_streams!r}")
+    raw = env.get("WEB_THREADS", "").strip()
+    if not raw:
+        return str(int(raw_streams) + ORDINARY_WEB_THREADS)
+    if not raw.isdigit() or int(raw) <= int(raw_streams):
+        raise SystemExit(
+            f"WEB_THREADS={raw!r} must be an integer above EVENTS_MAX_STREAMS={raw_streams}: progress streams"
+            " would take every thread and starve the API's other calls"
+        )
+    return raw
+
+
 def commands(env: dict[str, str]) -> dict[str, list[str]]:
     bin_dir = Path(sys.executable).parent
     port = env.get("PORT", "5000")
@@ -86,7 +110,7 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             "--worker-class",
             "gthread",
             "--threads",
-            env.get("WEB_THREADS", "8"),
+            web_threads(env),
             "--access-logfile",
             "-",
             "--graceful-timeout",

@@ -193,3 +193,40 @@ class MotoS3:
         prefix = f"{self.endpoint}/{self.bucket}/"
         assert output_url.startswith(prefix), output_url
         return output_url[len(prefix) :]
+
+
+class EventStream:
+    """A text/event-stream answer read frame by frame: each event, comment and ``retry:`` as it arrives."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, read_timeout_s: float = 30) -> None:
+        self.response = requests.get(url, headers=headers or {}, stream=True, timeout=(5, read_timeout_s))
+        self._lines = self.response.iter_lines(chunk_size=1024)
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.response.close()
+
+    def frames(self):
+        """Each frame as a dict: ``event``, ``id``, ``data`` (parsed JSON), ``retry``, ``comment``, ``at``."""
+        frame: dict[str, Any] = {}
+        for raw in self._lines:
+            line = raw.decode()
+            if line:
+                field, _, value = line.partition(":")
+                frame.setdefault(field or "comment", value.removeprefix(" "))
+                continue
+            if frame:
+                if "data" in frame:
+                    frame["data"] = json.loads(frame["data"])
+                frame["at"] = time.monotonic()
+                yield frame
+            frame = {}
+
+    def events(self):
+        """Only the events (``progress``, ``final``), in order."""
+        return (frame for frame in self.frames() if "event" in frame)

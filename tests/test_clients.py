@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
+from integration_support import SlowImages, csv_of, jpeg_bytes, upload, wait_final
 from loopback_servers import respond
 from PIL import Image
 
@@ -224,3 +224,88 @@ def test_cli_without_a_reachable_service_exits_1():
 
     assert result.returncode == 1
     assert "cannot reach the service" in result.stderr
+
+
+# --- the CLI's --wait over the progress stream ---------------------------------------------------
+
+
+def test_cli_wait_follows_the_progress_stream(service, source_server, tmp_path):
+    slow = SlowImages(source_server, 12, delay_s=0.3, prefix="cli-events")
+    missing = source_server.url(f"/{uuid.uuid4().hex}/missing.jpg")
+    products = tmp_path / "products.csv"
+    rows = [(n + 1, f"SKU{n}", slow.urls[n * 3 : n * 3 + 3]) for n in range(4)] + [(5, "X", [missing])]
+    products.write_bytes(csv_of(rows))
+    hub = service.app.extensions["progress_hub"]
+    opened = hub.streams_opened
+
+    result = run_cli("upload", str(products), "--base-url", service.base_url, "--wait", "--timeout", "120")
+
+    assert result.returncode == 2, result.stderr
+    assert "polling instead" not in result.stderr
+    assert hub.streams_opened > opened  # the wait was a stream, not polls
+    lines = [line for line in result.stderr.splitlines() if "% (" in line]
+    assert len(lines) >= 2 and len(set(lines)) == len(lines), result.stderr  # each change once
+    assert lines[-1] == "COMPLETED_WITH_ERRORS: 100.0% (12 completed, 1 failed, 0 pending of 13)"
+
+
+def test_cli_wait_polls_when_the_stream_is_refused(service, source_server, tmp_path):
+    from conftest import ApiServer
+
+    from app import create_app
+
+    server = ApiServer()
+    server.start(create_app({"public_base_url": server.base_url, "events_max_streams": 0}))  # every stream: 503
+    try:
+        products = tmp_path / "products.csv"
+        products.write_bytes(csv_of([(1, "SKU1", [serve(source_server, jpeg_bytes())])]))
+        result = run_cli("upload", str(products), "--base-url", server.base_url, "--wait", "--timeout", "120")
+    finally:
+        server.stop()
+
+    assert result.returncode == 0, result.stderr
+    assert "progress stream unavailable (too_many_streams" in result.stderr and "polling instead" in result.stderr
+    assert "COMPLETED: 100.0% (1 completed, 0 failed, 0 pending of 1)" in result.stderr
+
+
+def test_cli_wait_on_a_request_cancelled_meanwhile_exits_1(service, source_server, tmp_path):
+    slow = SlowImages(source_server, 20, delay_s=1.0, prefix="cli-cancel")
+    products = tmp_path / "products.csv"
+    products.write_bytes(csv_of([(n + 1, f"SKU{n}", [slow.urls[n]]) for n in range(20)]))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SERVICE_")}
+    cli = subprocess.Popen(
+        [sys.executable, str(CLI), "upload", str(products), "--base-url", service.base_url, "--wait"],
+        env=clean,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        request_id = cli.stdout.readline().strip()
+        cancelled = requests.post(service.url(f"/api/requests/{request_id}/cancel"), timeout=10)
+        assert cancelled.status_code == 200, cancelled.text
+        _, stderr = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+
+    assert cli.returncode == 1, stderr
+    assert f"error: request {request_id} was CANCELLED" in stderr
+    assert "polling instead" not in stderr
+
+
+def test_cli_parses_server_sent_events():
+    sys.path.insert(0, str(ROOT))
+    import cli
+
+    lines = ["retry: 3000", "", ": keep-alive", "", "id: a1", "event: progress", 'data: {"x":', "data: 1}", ""]
+    lines += ["event: final", "data:{}", ""]
+    events = list(cli.parse_events(lines))
+
+    assert [(e.name, e.event_id, e.data, e.retry_ms) for e in events] == [
+        (None, None, "", 3000),
+        (None, None, "", None),
+        ("progress", "a1", '{"x":\n1}', None),
+        ("final", "a1", "{}", None),  # the last id holds until another is sent
+    ]

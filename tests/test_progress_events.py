@@ -463,3 +463,33 @@ def test_an_unread_stream_body_gives_its_slot_back_when_closed():
     stream.close()  # the server closes a body nobody read: the client left before the first byte
     stream.close()
     assert hub.open_streams == 0
+
+
+def test_the_api_gets_threads_for_its_streams_and_its_ordinary_calls():
+    import launcher
+
+    assert launcher.web_threads({}) == str(progress_events_default_streams() + launcher.ORDINARY_WEB_THREADS)
+    assert launcher.web_threads({"EVENTS_MAX_STREAMS": "10"}) == "26"
+    assert launcher.web_threads({"EVENTS_MAX_STREAMS": "10", "WEB_THREADS": "11"}) == "11"
+    for env in ({"WEB_THREADS": "8"}, {"EVENTS_MAX_STREAMS": "10", "WEB_THREADS": "10"}, {"EVENTS_MAX_STREAMS": "x"}):
+        with pytest.raises(SystemExit):
+            launcher.web_threads(env)
+    argv = launcher.commands({})["api"]
+    assert argv[argv.index("--threads") + 1] == launcher.web_threads({})
+
+
+def test_the_event_settings_are_read_and_checked():
+    from config import Settings, SettingsError
+
+    settings = Settings.from_env(
+        {"EVENTS_POLL_INTERVAL_S": "0.25", "EVENTS_HEARTBEAT_S": "5", "EVENTS_MAX_STREAMS": "3"}
+    )
+    assert (settings.events_poll_interval_s, settings.events_heartbeat_s, settings.events_max_streams) == (0.25, 5, 3)
+    with pytest.raises(SettingsError, match="EVENTS_POLL_INTERVAL_S"):
+        Settings.from_env({"EVENTS_POLL_INTERVAL_S": "0.01"})
+
+
+def progress_events_default_streams() -> int:
+    from config import DEFAULT_EVENTS_MAX_STREAMS
+
+    return DEFAULT_EVENTS_MAX_STREAMS

@@ -1,0 +1,185 @@
+"""The web page in a real browser (Debian's chromium, driven by Playwright) against the real service.
+
+Chromium missing is a failure, not a skip, when TEST_REQUIRE_SERVICES=1 (as in CI, which installs it).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REQUIRE_SERVICES
+from integration_support import SlowImages, csv_of, jpeg_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
+
+CHROMIUM = Path("/usr/bin/chromium")
+FINAL_WAIT_MS = 90_000
+
+# Every text the page writes into #percent, in order: what arrived, event after event.
+RECORD_PROGRESS = """
+window.__percents = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const percent = document.getElementById("percent");
+  new MutationObserver(() => window.__percents.push(percent.textContent))
+    .observe(percent, { childList: true, characterData: true, subtree: true });
+});
+"""
+
+
+def _missing(message: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        _missing(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed: pip install -r requirements-dev.txt")
+    with sync_playwright() as playwright:
+        # As root (CI, containers) chromium runs only without its sandbox; the pages are our own.
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+class PageUnderTest:
+    """One browser page on the service, counting its calls to the events endpoint and the status API."""
+
+    def __init__(self, browser, service) -> None:
+        self.context = browser.new_context()
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(FINAL_WAIT_MS)
+        self.page.add_init_script(RECORD_PROGRESS)
+        self.event_streams: list[str] = []
+        self.status_polls: list[str] = []
+        self.page.on("request", self._count)
+        self.page.goto(service.url("/"))
+
+    def _count(self, request) -> None:
+        if re.search(r"/api/status/[^/?]+/events", request.url):
+            self.event_streams.append(request.url)
+        elif re.search(r"/api/status/[^/?]+\?per_page=1$", request.url):
+            self.status_polls.append(request.url)  # the fallback's polls (the details use per_page=100)
+
+    def upload(self, csv_bytes: bytes) -> str:
+        self.page.set_input_files("#file", files=[{"name": "p.csv", "mimeType": "text/csv", "buffer": csv_bytes}])
+        self.page.click("#submit")
+        self.page.wait_for_selector("#request-id:not(:empty)")
+        return self.page.text_content("#request-id")
+
+    def wait_status(self, status: str) -> None:
+        from playwright.sync_api import expect
+
+        expect(self.page.locator("#status")).to_have_text(status, timeout=FINAL_WAIT_MS)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def page(browser, service) -> Iterator[PageUnderTest]:
+    under_test = PageUnderTest(browser, service)
+    yield under_test
+    under_test.close()
+
+
+def test_the_page_follows_progress_over_the_event_stream(page, service, source_server):
+    from playwright.sync_api import expect
+
+    slow = SlowImages(source_server, 12, delay_s=0.4, prefix="page-events")
+    missing = source_server.url(f"/{uuid.uuid4().hex}/missing.jpg")
+    rows = [(n + 1, f"SKU{n}", slow.urls[n * 3 : n * 3 + 3]) for n in range(4)] + [(5, "Gone", [missing])]
+
+    page.upload(csv_of(rows))
+    expect(page.page.locator("#channel")).to_have_text("live (event stream)")
+    page.wait_status("COMPLETED_WITH_ERRORS")
+
+    assert page.event_streams and page.status_polls == []  # progress came over the stream, not by polling
+    percents = page.page.evaluate("window.__percents")
+    assert len(set(percents)) >= 3 and percents[-1] == "100.0%", percents  # states on the way, then the end
+    assert page.page.text_content("#counts").startswith("12 completed, 1 failed")
+    assert re.fullmatch(r"[\d.]+ (bytes|KiB|MiB)", page.page.text_content("#bytes-in"))
+    assert re.fullmatch(r"[\d.]+ (bytes|KiB|MiB)", page.page.text_content("#bytes-out"))
+    assert re.fullmatch(r"-?[\d.]+%", page.page.text_content("#saved"))
+    failures = page.page.locator("#failures tbody tr")
+    expect(failures).to_have_count(1)
+    cells = failures.first.locator("td").all_text_contents()
+    assert cells[0] == "5. Gone" and cells[1] == missing and cells[2] == "http_404" and cells[3]
+    expect(page.page.locator("#retry")).to_be_visible()
+    expect(page.page.locator("#cancel")).to_be_hidden()
+    expect(page.page.locator("#announce")).to_have_text("COMPLETED_WITH_ERRORS, 100.0% done")
+
+
+def test_cancel_on_a_slow_request_shows_cancelled(page, service, source_server):
+    from playwright.sync_api import expect
+
+    slow = SlowImages(source_server, 20, delay_s=1.5, prefix="page-cancel")
+    page.upload(csv_of([(n + 1, f"SKU{n}", [slow.urls[n]]) for n in range(20)]))
+    cancel = page.page.locator("#cancel")
+    expect(cancel).to_be_visible()
+
+    cancel.click()
+
+    page.wait_status("CANCELLED")
+    expect(page.page.locator("#counts")).to_contain_text("cancelled")  # the final event, from the stream
+    expect(cancel).to_be_hidden()
+    expect(page.page.locator("#retry")).to_be_hidden()
+    expect(page.page.locator("#request-error")).to_be_hidden()
+    assert page.event_streams and page.status_polls == []
+
+
+def test_retry_after_the_sources_are_fixed_ends_completed(page, service, source_server):
+    from playwright.sync_api import expect
+
+    fixed = threading.Event()
+    image = jpeg_bytes((120, 80))
+
+    def flaky(request) -> None:
+        if fixed.is_set():
+            request.send(200, image, {"Content-Type": "image/jpeg"})
+        else:
+            request.send(404, b"not yet")
+
+    paths = [f"/{uuid.uuid4().hex}/{n}.jpg" for n in range(2)]
+    for path in paths:
+        source_server.route(path, flaky)
+    good = SlowImages(source_server, 1, delay_s=0, prefix="page-retry")
+    page.upload(
+        csv_of([(1, "A", [good.urls[0], source_server.url(paths[0])]), (2, "B", [source_server.url(paths[1])])])
+    )
+    page.wait_status("COMPLETED_WITH_ERRORS")
+    expect(page.page.locator("#failures tbody tr")).to_have_count(2)
+    streams_before = len(page.event_streams)
+
+    fixed.set()
+    page.page.click("#retry")
+
+    page.wait_status("COMPLETED")
+    expect(page.page.locator("#failures")).to_be_hidden()
+    expect(page.page.locator("#retry")).to_be_hidden()
+    assert page.page.text_content("#counts").startswith("3 completed, 0 failed")
+    assert len(page.event_streams) > streams_before  # the retried run was followed over a new stream
+    assert page.status_polls == []
+
+
+def test_a_refused_stream_falls_back_to_polling(page, service, source_server):
+    from playwright.sync_api import expect
+
+    page.page.route(re.compile(r".*/api/status/[^/?]+/events"), lambda route: route.abort())
+    slow = SlowImages(source_server, 2, delay_s=0.2, prefix="page-poll")
+    page.upload(csv_of([(1, "A", slow.urls)]))
+
+    page.wait_status("COMPLETED")
+    expect(page.page.locator("#channel")).to_have_text("polling the status API")
+    assert len(page.event_streams) == 3  # three tries, then polling
+    assert page.status_polls

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import REQUIRE_SERVICES
 from integration_support import SlowImages, csv_of, jpeg_bytes
 
@@ -118,6 +119,10 @@ def test_the_page_follows_progress_over_the_event_stream(page, service, source_s
     expect(page.page.locator("#retry")).to_be_visible()
     expect(page.page.locator("#cancel")).to_be_hidden()
     expect(page.page.locator("#announce")).to_have_text("COMPLETED_WITH_ERRORS, 100.0% done")
+    report_href = page.page.get_attribute("#report-link", "href")
+    expect(page.page.locator("#report-link")).to_be_visible()
+    report = requests.get(report_href, timeout=10)
+    assert report.status_code == 200 and report.text.count("http_404") == 1
 
 
 def test_cancel_on_a_slow_request_shows_cancelled(page, service, source_server):
@@ -135,6 +140,7 @@ def test_cancel_on_a_slow_request_shows_cancelled(page, service, source_server):
     expect(cancel).to_be_hidden()
     expect(page.page.locator("#retry")).to_be_hidden()
     expect(page.page.locator("#request-error")).to_be_hidden()
+    expect(page.page.locator("#output-link")).to_be_visible()  # a cancelled request's CSV is there too
     assert page.event_streams and page.status_polls == []
 
 

@@ -1,0 +1,236 @@
+"""Pick the lowest JPEG quality whose perceptual score against the source meets a target.
+
+The score is SSIM on luma (Wang et al. 2004: Gaussian window sigma 1.5, K1 0.01, K2 0.03) between the
+image and its decoded trial encode, 1.0 meaning identical. ``bench/bench_quality_metric.py`` calibrates a
+target against SSIMULACRA2 and ``bench/QUALITY.md`` gives the figures.
+
+Cost: the search scores trial encodes of a *mosaic of tiles* cut from the image on the 16 px JPEG MCU grid
+(a twentieth of its 64 px tiles, at least 24, at full resolution, so that their luma blocks quantise exactly as
+in the full encode), then encodes the whole image once at the chosen quality. The image is converted to luma
+once. Needs numpy.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+#: The qualities searched: 30, 35, ..., 90. A bisection over these 13 takes at most 4 trials, plus one final
+#: full-size encode at the chosen quality.
+QUALITY_MIN = 30
+QUALITY_MAX = 90
+QUALITY_STEP = 5
+
+_MCU = 16  # 4:2:0 JPEG's minimum coded unit
+_C1 = (0.01 * 255) ** 2
+_C2 = (0.03 * 255) ** 2
+_SIGMA = 1.5
+_RADIUS = 3  # 7 taps; a wider window changes the score by < 0.001 on the bench's photos
+_TAPS = np.exp(-0.5 * (np.arange(-_RADIUS, _RADIUS + 1) / _SIGMA) ** 2)
+_TAPS = (_TAPS / _TAPS.sum()).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen quality, its score (as measured by the search) and the full-size JPEG."""
+
+    quality: int
+    score: float
+    data: bytes
+    #: Every (quality, score) the search measured, in order; the final full-size encode is not a trial.
+    trials: tuple[tuple[int, float], ...] = field(default=())
+
+
+def luma(image: Image.Image) -> np.ndarray:
+    """BT.601 luma as float32 (what JPEG's Y channel is), from any mode Pillow can convert to RGB."""
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    return np.asarray(image.convert("L") if image.mode == "RGB" else image, dtype=np.float32)
+
+
+def _blur(a: np.ndarray) -> np.ndarray:
+    """Separable 7-tap Gaussian over the last two axes, 'valid' region only (each tile on its own)."""
+    r = _RADIUS
+    h, w = a.shape[-2:]
+    rows = _TAPS[0] * a[..., : w - 2 * r]
+    for i in range(1, 2 * r + 1):
+        rows += _TAPS[i] * a[..., i : w - 2 * r + i]
+    out = _TAPS[0] * rows[..., : h - 2 * r, :]
+    for i in range(1, 2 * r + 1):
+        out += _TAPS[i] * rows[..., i : h - 2 * r + i, :]
+    return out
+
+
+def _window_matrix(n: int) -> np.ndarray:
+    """(n, n') float32: column j sums the 8 px of window j, windows offset by 4 px."""
+    count = (n - 4) // 8
+    m = np.zeros((n, count), np.float32)
+    for j in range(count):
+        m[4 + 8 * j : 12 + 8 * j, j] = 1 / 8
+    return m
+
+
+def _block_means(a: np.ndarray) -> np.ndarray:
+    """Means over 8x8 windows offset by 4 px (each straddles a corner of JPEG's 8x8 blocks), per tile.
+
+    Columns are summed with one matrix product (BLAS), rows with a reshape of the 8x smaller result.
+    """
+    h, w = a.shape[-2:]
+    if a.ndim == 2:  # one big plane: a reshape (a copy of the crop) is cheaper than a w x w/8 product
+        a = a[4 : 4 + (h - 4) // 8 * 8, 4 : 4 + (w - 4) // 8 * 8]
+        return a.reshape(a.shape[0] // 8, 8, a.shape[1] // 8, 8).mean(axis=(1, 3))
+    cols = a.reshape(-1, w) @ _window_matrix(w)  # (..., h, w')
+    cols = cols.reshape(*a.shape[:-1], -1)[..., 4 : 4 + (h - 4) // 8 * 8, :]
+    lead = cols.shape[:-2]
+    return cols.reshape(*lead, cols.shape[-2] // 8, 8, cols.shape[-1]).sum(axis=-2) * np.float32(1 / 8)
+
+
+class SsimReference:
+    """A source's luma with its local means and variances, computed once for many comparisons.
+
+    ``window`` "block": SSIM over non-overlapping 8x8 windows offset by 4 px (cheap: one pass per map, and
+    each window sees block edges, where JPEG's blocking shows); "gauss": the classic overlapping Gaussian
+    window (sigma 1.5, 7 taps), ~10x the CPU.
+    """
+
+    def __init__(self, y: np.ndarray, window: str = "block") -> None:
+        if window not in ("block", "gauss"):
+            raise ValueError(f"window must be 'block' or 'gauss', got {window!r}")
+        if y.ndim not in (2, 3) or min(y.shape[-2:]) < 12:
+            raise ValueError(f"need a luma plane (or a stack of tiles) of at least 12x12 px, got {y.shape}")
+        self.window = window
+        self._local = _block_means if window == "block" else _blur
+        self.y = y
+        self.mu = self._local(y)
+        self.mu_sq = self.mu * self.mu
+        self.var = self._local(y * y) - self.mu_sq
+
+    def score(self, other: np.ndarray) -> float:
+        """Mean SSIM of ``other`` (same shape) against the reference."""
+        if other.shape != self.y.shape:
+            raise ValueError(f"shape {other.shape} != reference {self.y.shape}")
+        mu2 = self._local(other)
+        mu12 = self.mu * mu2
+        mu2_sq = mu2 * mu2
+        var2 = self._local(other * other) - mu2_sq
+        cov = self._local(self.y * other) - mu12
+        num = (2 * mu12 + _C1) * (2 * cov + _C2)
+        den = (self.mu_sq + mu2_sq + _C1) * (self.var + var2 + _C2)
+        return float(np.mean(num / den, dtype=np.float64))
+
+
+def ssim_luma(reference: Image.Image, distorted: Image.Image, window: str = "block") -> float:
+    """Mean SSIM on luma of two images of the same size."""
+    return SsimReference(luma(reference), window).score(luma(distorted))
+
+
+def decoded_luma(data: bytes) -> np.ndarray:
+    """The Y plane of a JPEG, decoded as grayscale (libjpeg skips chroma upsampling and colour conversion)."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.draft("L", im.size)
+        return luma(im)
+
+
+TILE = 64
+_MAX_TILES = 1000
+
+
+def tile_mosaic(image: Image.Image, fraction: float = 0.05, min_tiles: int = 24) -> tuple[Image.Image, int]:
+    """A mosaic of TILE-px tiles cut on the MCU grid, spread evenly over ``image``: ``fraction`` of its tiles,
+    at least ``min_tiles``.
+
+    Returns the mosaic (one column of tiles, so that its luma reshapes to a stack without a copy) and how
+    many tiles it holds (at most 1000: JPEG's 65535 px height). A JPEG of
+    the mosaic quantises each tile's luma blocks exactly as a JPEG of the whole image does: the tiles start on
+    16 px boundaries and luma blocks are coded independently. (a copy of image, 0) when tiling would save little.
+    """
+    width, height = image.size
+    cols, rows = width // TILE, height // TILE
+    total = cols * rows
+    wanted = max(min_tiles, round(total * fraction))
+    if total < 16 or wanted * 2 > total:
+        return image.copy(), 0
+    wanted = min(wanted, _MAX_TILES)
+    stride = total / wanted  # an even pick over the tile grid, offset so that neither edge is favoured
+    mosaic = Image.new(image.mode, (TILE, wanted * TILE))
+    for n in range(wanted):
+        index = int(stride * (n + 0.5))
+        x, y = (index % cols) * TILE, (index // cols) * TILE
+        mosaic.paste(image.crop((x, y, x + TILE, y + TILE)), (0, n * TILE))
+    return mosaic, wanted
+
+
+def as_tiles(y: np.ndarray, count: int) -> np.ndarray:
+    """A mosaic's luma as a (count, TILE, TILE) stack (a view); ``y`` itself if count is 0."""
+    return y.reshape(count, TILE, TILE) if count else y
+
+
+def _encode(image: Image.Image, quality: int, **save_kwargs) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, **save_kwargs)
+    return out.getvalue()
+
+
+def choose_quality(
+    image: Image.Image,
+    target: float,
+    *,
+    low: int = QUALITY_MIN,
+    high: int = QUALITY_MAX,
+    step: int = QUALITY_STEP,
+    sample: str = "tiles",
+    fraction: float = 0.05,
+    min_tiles: int = 24,
+    window: str = "block",
+    encode: Callable[[Image.Image, int], bytes] | None = None,
+) -> Choice:
+    """The lowest quality in ``low..high`` (by ``step``) whose SSIM-luma score meets ``target``.
+
+    Bisection, assuming the score rises with quality: at most ceil(log2(n)) trial encodes of the scoring
+    image for n candidate qualities (4 for the default 13), then one encode of ``image`` at the chosen
+    quality. ``sample`` is "tiles" (score a mosaic of full-resolution tiles, ``fraction`` of the image, see
+    tile_mosaic) or "full" (score the whole image); ``window`` is SsimReference's. ``image`` must be RGB or
+    L (what pipeline.compress encodes); ``encode`` makes the JPEG bytes (default: Pillow, baseline, no extra
+    metadata). When even ``high`` misses the target the result is ``high`` with its score below ``target``.
+    """
+    if image.mode not in ("RGB", "L"):
+        raise ValueError(f"image must be RGB or L, got {image.mode}")
+    if not 1 <= low <= high <= 95 or step < 1:
+        raise ValueError(f"bad quality range {low}..{high} step {step}")
+    if sample not in ("tiles", "full"):
+        raise ValueError(f"sample must be 'tiles' or 'full', got {sample!r}")
+    encoder = encode or _encode
+    scored, count = tile_mosaic(image, fraction, min_tiles) if sample == "tiles" else (image, 0)
+    reference = SsimReference(as_tiles(luma(scored), count), window)
+    candidates = list(range(low, high + 1, step))
+    if candidates[-1] != high:
+        candidates.append(high)
+
+    trials: list[tuple[int, float]] = []
+    data_of: dict[int, bytes] = {}
+
+    def measure(quality: int) -> float:
+        data = encoder(scored, quality)
+        if not count:  # the whole image was scored: its trial is the output
+            data_of[quality] = data
+        value = reference.score(as_tiles(decoded_luma(data), count))
+        trials.append((quality, value))
+        return value
+
+    lo, hi = 0, len(candidates) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if measure(candidates[mid]) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    quality = candidates[lo]
+    score = dict(trials).get(quality)
+    if score is None:  # the top candidate, reached only by failing every probe below it
+        score = measure(quality)
+    data = data_of.get(quality) or encoder(image, quality)
+    return Choice(quality, score, data, tuple(trials))

@@ -174,7 +174,22 @@ def main() -> None:
     parser.add_argument("--max-mp", type=float, default=2.5, help="skip bench photos larger than this")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "quality_metric.json")
     parser.add_argument("--no-package", action="store_true", help="skip the slow pure-Python ssimulacra2")
+    parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="keep the metrics and sweeps of --out, measure choose_quality again at $TARGET_SSIM, report",
+    )
     args = parser.parse_args()
+    if args.cost_only:
+        results = json.loads(args.out.read_text())
+        images = dict(load_images(args.max_mp))
+        for row in results:
+            full = images[row["image"]]
+            row["choose"] = choose_costs(row["image"], full, shrink(full))
+            row["target_ssim"] = TARGET_SSIM
+        args.out.write_text(json.dumps(results, indent=1))
+        report(results)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="qmetric-"))
     metrics = Metrics(tmp)
     results = []
@@ -229,6 +244,7 @@ def main() -> None:
             }
         row["scores"] = sweep
         row["choose"] = choose_costs(name, full, small)
+        row["target_ssim"] = TARGET_SSIM
         results.append(row)
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,11 +274,10 @@ def choose_costs(name: str, full: Image.Image, small: Image.Image, target: float
                 repeat=3,
             )
             entry["compress_q50_ms"] = round(task * 1000, 2)
-        for sample in ("tiles", "full"):
-            seconds, choice = timed(
-                lambda im, s=sample: perceptual.choose_quality(im, target, sample=s), image, repeat=3
-            )
-            entry[sample] = {
+        variants = {"tiles": {}, "full": {"sample": "full"}, "tiles_step10": {"step": 10}}
+        for variant, kwargs in variants.items():
+            seconds, choice = timed(lambda im, kw=kwargs: perceptual.choose_quality(im, target, **kw), image, repeat=3)
+            entry[variant] = {
                 "ms": round(seconds * 1000, 2),
                 "ratio": round(seconds / base, 2),
                 "quality": choice.quality,
@@ -270,7 +285,7 @@ def choose_costs(name: str, full: Image.Image, small: Image.Image, target: float
                 "trials": len(choice.trials),
             }
             if source is not None:  # the task with auto: compress's decode + resize, then choose instead of encode
-                entry[sample]["task_ratio"] = round((task - base + seconds) / task, 2)
+                entry[variant]["task_ratio"] = round((task - base + seconds) / task, 2)
         costs[label] = entry
     return costs
 
@@ -309,6 +324,36 @@ def report(results: list[dict]) -> None:
             s2_at = sw["s2_fast"][QUALITIES.index(q_ss)] if q_ss else None
             cells.append(f"{q_s2} / {q_ss} ({s2_at})")
         print(f"| {row['image']} | " + " | ".join(cells) + " |")
+    print("\n## CPU per comparison (ms, one core; q50 vs source; SSIM includes both luma conversions)\n")
+    keys = sorted({k for row in results for k in row["time_ms"]})
+    print("| image | size | " + " | ".join(keys) + " |")
+    print("| --- | --- |" + " --- |" * len(keys))
+    for row in results:
+        size = "x".join(map(str, row["size"]))
+        print(f"| {row['image']} | {size} | " + " | ".join(str(row["time_ms"].get(k, "")) for k in keys) + " |")
+    checks = [(row["image"], q, v) for row in results for q, v in row.get("s2_check", {}).items()]
+    if checks:
+        print("\n## ssimulacra2_fast.py vs the ssimulacra2 package (1024 px)\n")
+        print("| image | quality | package | port |")
+        print("| --- | --- | --- | --- |")
+        for name, q, (package, port) in checks:
+            print(f"| {name} | {q} | {package} | {port} |")
+    print("\n## choose_quality at SSIM-luma target", results[0].get("target_ssim"), "\n")
+    print(
+        "| image | size | q50 encode ms | tiles: ms (x encode) | q, trials | full: ms (x encode) | q "
+        "| task x (compress q50 -> auto) | S2 at tiles q (1024) | step 10: ms (x encode), q |"
+    )
+    print("| --- |" + " --- |" * 9)
+    for row in results:
+        for label, c in row["choose"].items():
+            t, f = c["tiles"], c["full"]
+            s2 = "" if label != "1024" else row["scores"]["s2_fast"][QUALITIES.index(t["quality"])]
+            size = "x".join(map(str, row["size"] if label == "full" else row["small"]))
+            print(
+                f"| {row['image']} | {size} | {c['q50_ms']} | {t['ms']} ({t['ratio']}x) | {t['quality']}, "
+                f"{t['trials']} | {f['ms']} ({f['ratio']}x) | {f['quality']} | {t.get('task_ratio', '')} | {s2} "
+                f"| {c['tiles_step10']['ms']} ({c['tiles_step10']['ratio']}x), {c['tiles_step10']['quality']} |"
+            )
 
 
 TARGET_SSIM = float(os.environ.get("TARGET_SSIM", "0.95"))  # replaced by the fitted value in QUALITY.md

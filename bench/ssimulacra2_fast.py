@@ -1,4 +1,4 @@
-"""SSIMULACRA2 in vectorised float32 numpy + scipy: the `ssimulacra2` package's algorithm, ~10x faster.
+"""SSIMULACRA2 in vectorised float32 numpy + scipy: the `ssimulacra2` package's algorithm, 2-3x faster.
 
 The package (0.3.0, pure Python) loops over edge pixels in Python and works in float64; this port keeps its
 steps (sRGB -> linear -> XYB, 6 scales, sigma 1.5 blur with zero padding top/bottom and reflection left/right,

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
+from PIL import Image
 
-np = pytest.importorskip("numpy")  # requirements-quality.txt; the service's own requirements have no numpy yet
-
-from PIL import Image  # noqa: E402
-
-import perceptual  # noqa: E402
+import perceptual
 
 
 def flat(size: int = 768) -> Image.Image:

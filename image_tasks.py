@@ -197,6 +197,17 @@ def dispatch_tick() -> dict[str, int]:
     return report
 
 
+# Looking for orphaned temporary files lists every output folder: once an hour is enough.
+TEMPORARIES_EVERY_S = 3600.0
+
+
+def _delete_orphaned_temporaries(settings: Settings) -> int:
+    # The lease is left to expire, not released: it spaces the scans out, across every sweeper.
+    if not leases.try_acquire("temporaries", f"sweep-{uuid.uuid4().hex}", ttl_s=TEMPORARIES_EVERY_S):
+        return 0
+    return current_app.extensions["storage"].delete_orphaned_temporaries(settings.task_time_limit_s + 60.0)
+
+
 @shared_task(name="image_tasks.sweep")
 def sweep() -> dict[str, int] | None:
     """Recover what was lost: abandoned and lost images, unfinalised requests. One sweep at a time."""
@@ -217,6 +228,7 @@ def sweep() -> dict[str, int] | None:
             ),
             "finalized": request_state.finalize_finished_requests(base_url),
             "expired_keys": idempotency.delete_expired(settings.idempotency_key_ttl_s),
+            "temporaries": _delete_orphaned_temporaries(settings),
             "imports": sum(
                 broker.send(IMPORT_TASK, str(request_id))
                 for request_id in request_state.imports_to_resend(IMPORT_LOST_AFTER_S)

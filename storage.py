@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -47,6 +48,9 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object under ``key``; nothing happens if there is none."""
+
+    def delete_orphaned_temporaries(self, older_than_s: float) -> int:
+        """Remove what a writer killed mid-write left behind, older than ``older_than_s``; returns how many."""
 
     def url_for(self, key: str) -> str:
         """The absolute URL a client fetches the object from."""
@@ -109,6 +113,21 @@ class LocalStorage:
         except OSError as error:
             raise StorageError(f"cannot remove {key}: {error.strerror or error}") from error
 
+    def delete_orphaned_temporaries(self, older_than_s: float) -> int:
+        """Every ``put`` runs inside a task, and no task outlives its hard time limit: a temporary
+        file older than that was left by a worker killed between the write and the rename.
+        """
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self.root.glob("*/.tmp-*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # renamed or removed meanwhile
+        return removed
+
     def url_for(self, key: str) -> str:
         return f"{self.public_base_url}/media/{key}"
 
@@ -164,6 +183,9 @@ class S3Storage:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"the object store did not delete {key}: {error}") from error
+
+    def delete_orphaned_temporaries(self, older_than_s: float) -> int:
+        return 0  # a PUT to the store is whole or nothing: it leaves no temporary object
 
     def url_for(self, key: str) -> str:
         return f"{self.public_base_url}/{key}"

@@ -304,3 +304,20 @@ def test_an_object_store_serves_its_own_objects() -> None:
 )
 def test_media_type_follows_the_keys_format(key: str, media_type: str) -> None:
     assert storage.media_type(key) == media_type
+
+
+def test_orphaned_temporary_files_older_than_a_task_are_removed(local: LocalStorage, root: Path) -> None:
+    local.put(KEY, b"jpeg")
+    folder = (root / KEY).parent
+    orphan = folder / ".tmp-killed.jpg"
+    recent = folder / ".tmp-writing.jpg"
+    for path in (orphan, recent):
+        path.write_bytes(b"half")
+    old = os.path.getmtime(orphan) - 1000
+    os.utime(orphan, (old, old))
+
+    assert local.delete_orphaned_temporaries(older_than_s=210) == 1
+
+    assert not orphan.exists()
+    assert recent.exists() and (root / KEY).read_bytes() == b"jpeg"
+    assert local.delete_orphaned_temporaries(older_than_s=210) == 0

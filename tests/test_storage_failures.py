@@ -137,3 +137,27 @@ def test_an_object_store_stopped_mid_request_and_started_again_loses_no_image(s3
     for url in outputs:
         stored = client.get_object(Bucket=BUCKET, Key=moto.key_of(url))["Body"].read()
         assert stored[:2] == b"\xff\xd8"
+
+
+@pytest.mark.usefixtures("clean_tables")
+def test_the_sweep_removes_a_temporary_file_left_by_a_killed_writer(service):
+    import image_tasks
+    from models import db
+
+    folder = service.instance / "media" / str(uuid.uuid4())
+    folder.mkdir(parents=True)
+    orphan, kept = folder / ".tmp-killed.jpg", folder / "7.jpg"
+    orphan.write_bytes(b"half an image")
+    kept.write_bytes(b"an image")
+    old = time.time() - 3600
+    os.utime(orphan, (old, old))
+
+    def swept() -> bool:
+        # The control worker's own sweep may come first (then this one finds the sweep lease held).
+        with service.app.app_context():
+            image_tasks.sweep()
+            db.session.remove()
+        return not orphan.exists()
+
+    assert wait_until(swept, 30)
+    assert not orphan.exists() and kept.read_bytes() == b"an image"

@@ -8,6 +8,7 @@ SQLite and the filesystem broker in a temporary folder.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import secrets
 import subprocess
@@ -256,6 +257,13 @@ def service(backing_services) -> Iterator[Service]:
             db.engine.dispose()
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture
+def import_every_upload(service, monkeypatch) -> None:
+    """The running API leaves every upload of more than two URLs to the import task."""
+    settings = service.app.config["SETTINGS"]
+    monkeypatch.setitem(service.app.config, "SETTINGS", dataclasses.replace(settings, import_after_urls=2))
 
 
 @pytest.fixture

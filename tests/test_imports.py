@@ -7,7 +7,6 @@ through the real worker.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import uuid
@@ -149,12 +148,6 @@ def test_images_being_imported_count_against_the_callers_quota():
     request_state.create_request(rows_of(1, 2), request_state.UploadOptions(owner_key_hash=owner))
     assert quotas.active_image_count(owner) == 8
     assert quotas.active_image_count("b" * 64) == 0
-
-
-@pytest.fixture
-def import_every_upload(service, monkeypatch) -> None:
-    settings = service.app.config["SETTINGS"]
-    monkeypatch.setitem(service.app.config, "SETTINGS", dataclasses.replace(settings, import_after_urls=2))
 
 
 @pytest.mark.integration

@@ -7,7 +7,6 @@ test fails on any byte the service changes that it should have kept.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import threading
 import uuid
@@ -146,12 +145,6 @@ def test_an_output_uploaded_again_gets_its_output_column_filled_in_where_it_stan
 
     url = final["products"][0]["images"][0]["output_url"]
     assert output.decode() == f"{header}\r1,A,{image},{url},keep me\r2,B,{image},{url},also kept\r"
-
-
-@pytest.fixture
-def import_every_upload(service, monkeypatch) -> None:
-    settings = service.app.config["SETTINGS"]
-    monkeypatch.setitem(service.app.config, "SETTINGS", dataclasses.replace(settings, import_after_urls=2))
 
 
 @pytest.mark.integration

@@ -5,6 +5,9 @@ actually connected to. Redirects are followed here by hand, so every hop is a ne
 checked again; webhook POSTs never follow them. Bodies are streamed up to ``max_bytes`` and the
 whole call runs under a deadline (``guarded_transport.watched``).
 
+``fetch_image_revalidated`` sends the ``ETag`` and ``Last-Modified`` of an earlier answer back as
+``If-None-Match`` and ``If-Modified-Since``, on every hop, so an unchanged image costs a 304 and no body.
+
 DNS failures are reported as ``dns_error`` with ``transient=True``: resolvers fail temporarily
 often enough that a few retries are worth their cost.
 """
@@ -51,6 +54,10 @@ MAX_RETRY_AFTER_S = 60.0
 # A host slot's lease outlives the fetch's deadline by this much, for the release to arrive.
 SLOT_LEASE_GRACE_S = 10.0
 _ALLOWED_SCHEMES = ("http", "https")
+# Validators go back out in a request header, so a value the server sent is kept only if it is short
+# and visible ASCII (inner spaces allowed, for an HTTP-date); anything else counts as absent.
+MAX_VALIDATOR_LENGTH = 1024
+_VALIDATOR = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
 
 class FetchError(Exception):
@@ -82,6 +89,24 @@ class FetchLimits:
     max_redirects: int = 5
     allowed_networks: tuple[Network, ...] = ()
     user_agent: str = "catalog-image-service/1.0"
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What identifies the version of a URL's image fetched before: its ETag and Last-Modified, as sent."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchedImage:
+    """A download's outcome: the body, or ``not_modified`` and no body; and the validators to send next time."""
+
+    #: None when the server answered 304 Not Modified.
+    data: bytes | None
+    validators: Validators
+    not_modified: bool
 
 
 @dataclass(frozen=True)
@@ -153,6 +178,28 @@ def _check_url(url: str) -> None:
         raise FetchError("invalid_url", f"Only http and https URLs can be fetched, not {scheme!r}.")
     if not parts.hostname:
         raise FetchError("invalid_url", "The URL has no host.")
+
+
+def _clean_validator(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip(" \t")  # the whitespace around a field value is no part of it (RFC 9110, 5.5)
+    if len(value) > MAX_VALIDATOR_LENGTH or not _VALIDATOR.fullmatch(value):
+        return None
+    return value
+
+
+def _clean_validators(etag: str | None, last_modified: str | None) -> Validators:
+    return Validators(etag=_clean_validator(etag), last_modified=_clean_validator(last_modified))
+
+
+def _conditional_headers(validators: Validators) -> dict[str, str]:
+    headers = {}
+    if validators.etag is not None:
+        headers["If-None-Match"] = validators.etag
+    if validators.last_modified is not None:
+        headers["If-Modified-Since"] = validators.last_modified
+    return headers
 
 
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
@@ -309,7 +356,27 @@ def fetch_image(url: str, limits: FetchLimits, slots: HostSlots | None = None) -
 
     With ``slots``, the download first waits for one of its host's slots, within the same deadline.
     """
+    fetched = fetch_image_revalidated(url, limits, slots)
+    assert fetched.data is not None  # an unconditional GET answered 304 raises http_304
+    return fetched.data
+
+
+def fetch_image_revalidated(
+    url: str, limits: FetchLimits, slots: HostSlots | None = None, validators: Validators | None = None
+) -> FetchedImage:
+    """``fetch_image``, conditional on ``validators``: a 304 to them is ``not_modified`` and reads no body.
+
+    The validators go out on every redirect hop, since they belong to what url led to last time. A stored
+    value that is not short visible ASCII is not sent. On a 304 the answer's validators replace the ones
+    given, field by field, as a cache freshens a stored response (RFC 9111, 4.3.4).
+
+    Raises:
+        FetchError: as ``fetch_image``; ``http_304`` when a GET that sent no validators is answered 304.
+    """
     _check_url(url)
+    given = validators or Validators()
+    sent = _clean_validators(given.etag, given.last_modified)
+    conditional = _conditional_headers(sent)
     current, host = url, _host_for_message(url)
     session = _session_for(limits)
     with (
@@ -321,7 +388,7 @@ def fetch_image(url: str, limits: FetchLimits, slots: HostSlots | None = None) -
                 host = _host_for_message(current)
                 response = session.get(
                     current,
-                    headers={"Accept": "image/*,*/*;q=0.8"},
+                    headers={"Accept": "image/*,*/*;q=0.8", **conditional},
                     stream=True,
                     allow_redirects=False,
                     timeout=_timeouts(limits, watchdog, host, limits.read_timeout_s),
@@ -332,9 +399,22 @@ def fetch_image(url: str, limits: FetchLimits, slots: HostSlots | None = None) -
                         current = urljoin(response.url, target)
                         _check_url(current)
                         continue
+                    answered = _clean_validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
+                    if response.status_code == 304 and conditional:
+                        # Nothing of a 304 is read, not even to keep the connection: http.client would
+                        # follow a chunked "body" sent after it as far as the server cares to stream.
+                        return FetchedImage(
+                            data=None,
+                            validators=Validators(
+                                etag=answered.etag or sent.etag,
+                                last_modified=answered.last_modified or sent.last_modified,
+                            ),
+                            not_modified=True,
+                        )
                     if not 200 <= response.status_code < 300:
                         raise _http_error(response, host)
-                    return _read_capped(response, limits, watchdog, host)
+                    data = _read_capped(response, limits, watchdog, host)
+                    return FetchedImage(data=data, validators=answered, not_modified=False)
         except FetchError:
             raise
         except _NETWORK_ERRORS as exc:

@@ -34,7 +34,18 @@ from loopback_servers import (
 
 import guarded_transport
 from address_policy import parse_networks
-from fetcher import FetchError, FetchLimits, PostResult, fetch_image, parse_retry_after, post_json
+from fetcher import (
+    MAX_VALIDATOR_LENGTH,
+    FetchedImage,
+    FetchError,
+    FetchLimits,
+    PostResult,
+    Validators,
+    fetch_image,
+    fetch_image_revalidated,
+    parse_retry_after,
+    post_json,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -513,6 +524,246 @@ def test_invalid_urls_are_refused(url: str) -> None:
     assert not error.transient
     assert elapsed < QUICK_S
     expect_error("invalid_url", lambda: post_json(url, b"{}", {}, limits()))
+
+
+# --- conditional revalidation ------------------------------------------------------
+
+ETAG = '"v1-5f3a"'
+LAST_MODIFIED = "Wed, 21 Oct 2015 07:28:00 GMT"
+STORED = Validators(etag=ETAG, last_modified=LAST_MODIFIED)
+
+
+def revalidating(
+    etag: str | None, on_change: Callable[[RequestHandler], None], headers_304: dict[str, str] | None = None
+) -> Callable[[RequestHandler], None]:
+    """Answers 304 (no body) when If-None-Match is etag, else hands over to on_change."""
+
+    def handler(request: RequestHandler) -> None:
+        if etag is not None and request.headers.get("If-None-Match") == etag:
+            request.send(304, b"", headers_304)
+        else:
+            on_change(request)
+
+    return handler
+
+
+def conditional_headers_sent(server: LoopbackHTTPServer) -> list[tuple[str | None, str | None]]:
+    return [(r.headers.get("If-None-Match"), r.headers.get("If-Modified-Since")) for r in server.requests]
+
+
+def test_revalidation_sends_the_stored_validators_exactly(server: LoopbackHTTPServer) -> None:
+    server.route("/img.png", respond(304))
+    fetched = fetch_image_revalidated(server.url("/img.png"), limits(), validators=STORED)
+    assert fetched == FetchedImage(data=None, validators=STORED, not_modified=True)
+    assert conditional_headers_sent(server) == [(ETAG, LAST_MODIFIED)]
+    assert server.requests[-1].headers["Accept"] == "image/*,*/*;q=0.8"
+
+
+@pytest.mark.parametrize(
+    "validators",
+    [Validators(etag=ETAG), Validators(last_modified=LAST_MODIFIED)],
+    ids=["etag-only", "last-modified-only"],
+)
+def test_only_the_validators_given_are_sent(validators: Validators, server: LoopbackHTTPServer) -> None:
+    server.route("/img.png", respond(304))
+    assert fetch_image_revalidated(server.url("/img.png"), limits(), validators=validators).not_modified
+    assert conditional_headers_sent(server) == [(validators.etag, validators.last_modified)]
+
+
+@pytest.mark.parametrize("validators", [None, Validators(), Validators(etag="", last_modified="")])
+def test_without_validators_the_get_is_unconditional(validators: Validators | None, server: LoopbackHTTPServer) -> None:
+    server.route("/img.png", respond(200, PNG))
+    fetched = fetch_image_revalidated(server.url("/img.png"), limits(), validators=validators)
+    assert fetched == FetchedImage(data=PNG, validators=Validators(), not_modified=False)
+    assert fetch_image(server.url("/img.png"), limits()) == PNG
+    assert conditional_headers_sent(server) == [(None, None)] * 2
+
+
+def test_not_modified_never_asks_for_the_endless_body(server: LoopbackHTTPServer) -> None:
+    full_answers = []
+
+    def endless(request: RequestHandler) -> None:
+        full_answers.append(request.path)
+        endless_body()(request)
+
+    server.route("/img.png", revalidating(ETAG, endless))
+    started = time.monotonic()
+    fetched = fetch_image_revalidated(server.url("/img.png"), limits(), validators=STORED)
+    assert time.monotonic() - started < QUICK_S
+    assert fetched.not_modified
+    assert fetched.data is None
+    assert full_answers == []
+    assert server.hits() == 1
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_bytes_a_server_sends_after_a_304_are_not_read(framing: str, server: LoopbackHTTPServer) -> None:
+    # http.client reads no body after a 304 unless it claims to be chunked; it must not be asked to.
+    def body_after_304(request: RequestHandler) -> None:
+        request.send_response(304)
+        if framing == "chunked":
+            request.send_header("Transfer-Encoding", "chunked")
+        else:
+            request.send_header("Content-Length", "100000000")
+        request.end_headers()
+        request.close_connection = True
+        chunk = b"\0" * 65536
+        framed = b"%x\r\n%s\r\n" % (len(chunk), chunk) if framing == "chunked" else chunk
+        while not request.stopping.is_set():
+            request.wfile.write(framed)
+
+    server.route("/img.png", body_after_304)
+    started = time.monotonic()
+    fetched = fetch_image_revalidated(server.url("/img.png"), limits(max_bytes=1000), validators=STORED)
+    assert time.monotonic() - started < QUICK_S
+    assert fetched == FetchedImage(data=None, validators=STORED, not_modified=True)
+
+
+def test_changed_content_returns_the_new_data_and_validators(server: LoopbackHTTPServer) -> None:
+    new_png = PNG + b"v2"
+    new_headers = {"ETag": '"v2"', "Last-Modified": "Thu, 22 Oct 2015 08:00:00 GMT"}
+    server.route("/img.png", revalidating('"v2"', respond(200, new_png, new_headers)))
+    fetched = fetch_image_revalidated(server.url("/img.png"), limits(), validators=STORED)
+    assert fetched == FetchedImage(
+        data=new_png,
+        validators=Validators(etag='"v2"', last_modified="Thu, 22 Oct 2015 08:00:00 GMT"),
+        not_modified=False,
+    )
+    again = fetch_image_revalidated(server.url("/img.png"), limits(), validators=fetched.validators)
+    assert again == FetchedImage(data=None, validators=fetched.validators, not_modified=True)
+    assert conditional_headers_sent(server) == [(ETAG, LAST_MODIFIED), ('"v2"', "Thu, 22 Oct 2015 08:00:00 GMT")]
+
+
+def test_changed_content_without_validators_forgets_the_old_ones(server: LoopbackHTTPServer) -> None:
+    server.route("/img.png", respond(200, PNG))
+    fetched = fetch_image_revalidated(server.url("/img.png"), limits(), validators=STORED)
+    assert fetched == FetchedImage(data=PNG, validators=Validators(), not_modified=False)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"ETag": ETAG, "Last-Modified": LAST_MODIFIED}, STORED),
+        ({"ETag": ETAG}, Validators(etag=ETAG)),
+        ({"Last-Modified": LAST_MODIFIED}, Validators(last_modified=LAST_MODIFIED)),
+        ({}, Validators()),
+        ({"ETag": ""}, Validators()),
+    ],
+    ids=["both", "etag", "last-modified", "none", "empty"],
+)
+def test_validators_are_taken_from_a_200(
+    headers: dict[str, str], expected: Validators, server: LoopbackHTTPServer
+) -> None:
+    server.route("/img.png", respond(200, PNG, headers))
+    assert fetch_image_revalidated(server.url("/img.png"), limits()).validators == expected
+
+
+def test_whitespace_around_a_validator_is_no_part_of_it(server: LoopbackHTTPServer) -> None:
+    def padded(request: RequestHandler) -> None:
+        request.wfile.write(b'HTTP/1.1 200 OK\r\nContent-Length: 1\r\nETag:   "x"  \t\r\nConnection: close\r\n\r\nx')
+        request.close_connection = True
+
+    server.route("/img.png", padded)
+    assert fetch_image_revalidated(server.url("/img.png"), limits()).validators == Validators(etag='"x"')
+
+
+def test_a_weak_etag_round_trips(server: LoopbackHTTPServer) -> None:
+    server.route("/img.png", revalidating('W/"x"', respond(200, PNG, {"ETag": 'W/"x"'})))
+    first = fetch_image_revalidated(server.url("/img.png"), limits())
+    assert first == FetchedImage(data=PNG, validators=Validators(etag='W/"x"'), not_modified=False)
+    second = fetch_image_revalidated(server.url("/img.png"), limits(), validators=first.validators)
+    assert second == FetchedImage(data=None, validators=Validators(etag='W/"x"'), not_modified=True)
+    assert conditional_headers_sent(server) == [(None, None), ('W/"x"', None)]
+
+
+HOSTILE_VALIDATORS = [
+    '"a\x00b"',
+    '"a\x1b[31mb"',
+    '"a\x7fb"',
+    '"a\tb"',
+    '"caf\xe9"',
+    '"' + "a" * (MAX_VALIDATOR_LENGTH - 1) + '"',
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALIDATORS, ids=["nul", "escape", "del", "tab", "latin-1", "too-long"])
+def test_hostile_validators_from_a_server_are_dropped(value: str, server: LoopbackHTTPServer) -> None:
+    server.route("/img.png", respond(200, PNG, {"ETag": value, "Last-Modified": value}))
+    assert fetch_image_revalidated(server.url("/img.png"), limits()).validators == Validators()
+
+
+def test_a_validator_of_exactly_the_maximum_length_is_kept(server: LoopbackHTTPServer) -> None:
+    longest = '"' + "a" * (MAX_VALIDATOR_LENGTH - 2) + '"'
+    server.route("/img.png", revalidating(longest, respond(200, PNG, {"ETag": longest})))
+    first = fetch_image_revalidated(server.url("/img.png"), limits())
+    assert first.validators == Validators(etag=longest)
+    assert fetch_image_revalidated(server.url("/img.png"), limits(), validators=first.validators).not_modified
+
+
+@pytest.mark.parametrize(
+    "value", [*HOSTILE_VALIDATORS, '"a"\r\nX-Injected: 1', '"a"\nX-Injected: 1'], ids=lambda v: repr(v[:12])
+)
+def test_hostile_stored_validators_are_not_sent(value: str, server: LoopbackHTTPServer) -> None:
+    server.route("/img.png", respond(200, PNG))
+    fetched = fetch_image_revalidated(server.url("/img.png"), limits(), validators=Validators(value, value))
+    assert fetched == FetchedImage(data=PNG, validators=Validators(), not_modified=False)
+    assert conditional_headers_sent(server) == [(None, None)]
+    assert "X-Injected" not in server.requests[-1].headers
+
+
+@pytest.mark.parametrize("validators", [None, Validators(), Validators(etag="\x00")], ids=["none", "empty", "dropped"])
+def test_a_304_to_an_unconditional_get_is_an_http_304_error(
+    validators: Validators | None, server: LoopbackHTTPServer
+) -> None:
+    server.route("/img.png", respond(304))
+    url = server.url("/img.png")
+    error, _ = expect_error("http_304", lambda: fetch_image_revalidated(url, limits(), validators=validators))
+    assert not error.transient
+    assert error.status_code == 304
+    error, _ = expect_error("http_304", lambda: fetch_image(url, limits()))
+    assert not error.transient
+
+
+def test_the_validators_of_a_304_replace_the_given_ones_field_by_field(server: LoopbackHTTPServer) -> None:
+    server.route("/img.png", respond(304, b"", {"ETag": '"v1-renamed"'}))
+    fetched = fetch_image_revalidated(server.url("/img.png"), limits(), validators=STORED)
+    assert fetched == FetchedImage(
+        data=None, validators=Validators(etag='"v1-renamed"', last_modified=LAST_MODIFIED), not_modified=True
+    )
+
+
+def test_hostile_validators_of_a_304_keep_the_given_ones(server: LoopbackHTTPServer) -> None:
+    server.route("/img.png", respond(304, b"", {"ETag": '"a\x01"', "Last-Modified": "x" * 2000}))
+    fetched = fetch_image_revalidated(server.url("/img.png"), limits(), validators=STORED)
+    assert fetched == FetchedImage(data=None, validators=STORED, not_modified=True)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_validators_go_out_on_every_hop_and_a_redirect_then_304_is_not_modified(
+    status: int, server: LoopbackHTTPServer
+) -> None:
+    server.route("/old", redirect("/moved", status))
+    server.route("/moved", redirect(server.url("/img.png"), status))
+    server.route("/img.png", revalidating(ETAG, endless_body()))
+    fetched = fetch_image_revalidated(server.url("/old"), limits(), validators=STORED)
+    assert fetched == FetchedImage(data=None, validators=STORED, not_modified=True)
+    assert [r.path for r in server.requests] == ["/old", "/moved", "/img.png"]
+    assert conditional_headers_sent(server) == [(ETAG, LAST_MODIFIED)] * 3
+
+
+def test_revalidation_keeps_every_guard(server: LoopbackHTTPServer, victims: CanaryPair) -> None:
+    server.route("/go", redirect(f"http://127.0.0.1:{victims.port}/img.png"))
+    server.route("/big.png", respond(200, b"x" * 1001, {"ETag": '"big"'}))
+    server.route("/loop", redirect("/loop"))
+    expect_error("blocked_address", lambda: fetch_image_revalidated(server.url("/go"), limits(), validators=STORED))
+    expect_error(
+        "too_large",
+        lambda: fetch_image_revalidated(server.url("/big.png"), limits(max_bytes=1000), validators=STORED),
+    )
+    expect_error(
+        "too_many_redirects", lambda: fetch_image_revalidated(server.url("/loop"), limits(), validators=STORED)
+    )
+    assert victims.accepted == 0
 
 
 # --- post_json -------------------------------------------------------------------

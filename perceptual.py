@@ -53,7 +53,12 @@ class Choice:
 
 
 def luma(image: Image.Image) -> np.ndarray:
-    """BT.601 luma as float32 (what JPEG's Y channel is), from any mode Pillow can convert to RGB.
+    """BT.601 luma as float32 (what JPEG's Y channel is), from any mode Pillow can convert to RGB (see luma_uint8)."""
+    return luma_uint8(image).astype(np.float32)
+
+
+def luma_uint8(image: Image.Image) -> np.ndarray:
+    """BT.601 luma as uint8, from any mode Pillow can convert to RGB; SsimReference scores it as luma's float32.
 
     A colour JPEG that is not loaded yet is decoded as grayscale: libjpeg hands over its Y plane and skips the
     chroma upsampling and the colour conversion (``image`` then stays grayscale).
@@ -62,7 +67,7 @@ def luma(image: Image.Image) -> np.ndarray:
         image.draft("L", image.size)
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    return np.asarray(image.convert("L") if image.mode == "RGB" else image, dtype=np.float32)
+    return np.asarray(image.convert("L") if image.mode == "RGB" else image)
 
 
 def _blur(a: np.ndarray) -> np.ndarray:
@@ -97,7 +102,10 @@ def _block_means(a: np.ndarray) -> np.ndarray:
     h, w = a.shape[-2:]
     if a.ndim == 2:
         rows, cols = (h - 4) // 8, (w - 4) // 8
-        eight_rows = a[4 : 4 + rows * 8, 4 : 4 + cols * 8].reshape(rows, 8, cols * 8).sum(axis=1)
+        crop = a[4 : 4 + rows * 8, 4 : 4 + cols * 8].reshape(rows, 8, cols * 8)
+        # uint8 samples sum exactly in uint16; float32 ones are integers below 2**24 here, so they sum exactly
+        # too, and both kinds of input give the very same means.
+        eight_rows = crop.sum(axis=1) if a.dtype == np.float32 else crop.sum(axis=1, dtype=np.uint16).astype(np.float32)
         return (eight_rows.reshape(-1, 8) @ _SIXTY_FOURTHS).reshape(rows, cols)
     cols = a.reshape(-1, w) @ _window_matrix(w)  # (..., h, w')
     cols = cols.reshape(*a.shape[:-1], -1)[..., 4 : 4 + (h - 4) // 8 * 8, :]
@@ -105,12 +113,29 @@ def _block_means(a: np.ndarray) -> np.ndarray:
     return cols.reshape(*lead, cols.shape[-2] // 8, 8, cols.shape[-1]).sum(axis=-2) * np.float32(1 / 8)
 
 
+def _block_product_means(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """_block_means(a * b) of one plane, without the full-size product: one einsum sums 8 rows' products.
+
+    uint8 planes multiply and sum in uint32, float32 ones (integers here) in float32: both exactly.
+    """
+    h, w = a.shape
+    rows, cols = (h - 4) // 8, (w - 4) // 8
+    strips_a = a[4 : 4 + rows * 8, 4 : 4 + cols * 8].reshape(rows, 8, cols * 8)
+    strips_b = b[4 : 4 + rows * 8, 4 : 4 + cols * 8].reshape(rows, 8, cols * 8)
+    if a.dtype == np.uint8 and b.dtype == np.uint8:
+        eight_rows = np.einsum("rij,rij->rj", strips_a, strips_b, dtype=np.uint32, casting="safe")
+    else:
+        eight_rows = np.einsum("rij,rij->rj", strips_a, strips_b, dtype=np.float32)
+    return (eight_rows.astype(np.float32, copy=False).reshape(-1, 8) @ _SIXTY_FOURTHS).reshape(rows, cols)
+
+
 class SsimReference:
     """A source's luma with its local means and variances, computed once for many comparisons.
 
     ``window`` "block": SSIM over non-overlapping 8x8 windows offset by 4 px (cheap: one pass per map, and
     each window sees block edges, where JPEG's blocking shows); "gauss": the classic overlapping Gaussian
-    window (sigma 1.5, 7 taps), ~10x the CPU.
+    window (sigma 1.5, 7 taps), ~10x the CPU. A uint8 plane (luma_uint8) is scored in integers, exactly as
+    its float32 copy (luma) and with a quarter of the memory traffic.
     """
 
     def __init__(self, y: np.ndarray, window: str = "block") -> None:
@@ -118,31 +143,39 @@ class SsimReference:
             raise ValueError(f"window must be 'block' or 'gauss', got {window!r}")
         if y.ndim not in (2, 3) or min(y.shape[-2:]) < 12:
             raise ValueError(f"need a luma plane (or a stack of tiles) of at least 12x12 px, got {y.shape}")
+        if window == "gauss" or y.ndim == 3 or y.dtype != np.uint8:
+            y = y.astype(np.float32, copy=False)
         self.window = window
         self._local = _block_means if window == "block" else _blur
         self.y = y
         self.mu = self._local(y)
         self.mu_sq = self.mu * self.mu
-        self.var = self._local(y * y) - self.mu_sq
+        self.var = self._local_product(y, y) - self.mu_sq
 
     def score(self, other: np.ndarray) -> float:
         """Mean SSIM of ``other`` (same shape) against the reference."""
         if other.shape != self.y.shape:
             raise ValueError(f"shape {other.shape} != reference {self.y.shape}")
+        if self.y.dtype != np.uint8 or other.dtype != np.uint8:
+            other = other.astype(np.float32, copy=False)
         mu2 = self._local(other)
         mu12 = self.mu * mu2
         mu2_sq = mu2 * mu2
-        product = other * other
-        var2 = self._local(product) - mu2_sq
-        cov = self._local(np.multiply(self.y, other, out=product)) - mu12  # a second full-size buffer costs more
+        var2 = self._local_product(other, other) - mu2_sq
+        cov = self._local_product(self.y, other) - mu12
         num = (2 * mu12 + _C1) * (2 * cov + _C2)
         den = (self.mu_sq + mu2_sq + _C1) * (self.var + var2 + _C2)
         return float(np.mean(num / den, dtype=np.float64))
 
+    def _local_product(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if self.window == "block" and a.ndim == 2:
+            return _block_product_means(a, b)
+        return self._local(a * b)
+
 
 def ssim_luma(reference: Image.Image, distorted: Image.Image, window: str = "block") -> float:
     """Mean SSIM on luma of two images of the same size."""
-    return SsimReference(luma(reference), window).score(luma(distorted))
+    return SsimReference(luma_uint8(reference), window).score(luma_uint8(distorted))
 
 
 def decoded_luma(data: bytes) -> np.ndarray:

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError, features
 
 import jpeg_metadata
@@ -364,15 +365,20 @@ def _encode_auto(
     quality, data = choice.quality, choice.data
     if choice.scored_whole:
         return quality, choice.score, data
-    reference = perceptual.SsimReference(perceptual.luma(im))
-    score = reference.score(perceptual.decoded_luma(data))
+    reference = perceptual.SsimReference(perceptual.luma_uint8(im))
+    score = reference.score(_decoded_luma(data))
     for _ in range(AUTO_EXTRA_ENCODES):
         if score >= target or quality >= _QUALITY_CAP:
             break
         quality = min(quality + perceptual.QUALITY_STEP, _QUALITY_CAP)
         data = encode(im, quality)
-        score = reference.score(perceptual.decoded_luma(data))
+        score = reference.score(_decoded_luma(data))
     return quality, score, data
+
+
+def _decoded_luma(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return perceptual.luma_uint8(im)
 
 
 def _target_size(width: int, height: int, max_dimension: int | None) -> tuple[int, int] | None:

@@ -168,3 +168,20 @@ def test_tile_estimate_is_close_for_webp_and_avif(fmt: str) -> None:
         assert out.format == fmt
         whole = perceptual.ssim_luma(image, out)
     assert whole == pytest.approx(choice.score, abs=0.015)
+
+
+def test_uint8_and_float32_planes_score_exactly_alike() -> None:
+    image = detailed(300)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=40)
+    for window in ("block", "gauss"):
+        as_float = perceptual.SsimReference(perceptual.luma(image), window).score(
+            perceptual.decoded_luma(out.getvalue())
+        )
+        with Image.open(io.BytesIO(out.getvalue())) as decoded:
+            as_uint8 = perceptual.SsimReference(perceptual.luma_uint8(image), window).score(
+                perceptual.luma_uint8(decoded)
+            )
+        assert as_uint8 == as_float
+        with Image.open(io.BytesIO(out.getvalue())) as decoded:
+            assert perceptual.ssim_luma(image, decoded, window) == as_float

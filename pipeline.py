@@ -1,16 +1,38 @@
-"""Turn untrusted downloaded bytes into a small, metadata-free RGB JPEG."""
+"""Turn untrusted downloaded bytes into a small, metadata-free RGB JPEG, WebP or AVIF.
+
+``compress`` decodes, shrinks, orients and flattens (``prepare``), then encodes at a fixed quality or at the
+lowest one that meets an SSIM-luma target (``perceptual``); ``never_bigger`` keeps a JPEG source's own data,
+stripped of its metadata (``jpeg_metadata``), when re-encoding would not make it smaller.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import struct
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from PIL import Image, ImageCms, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageCms, UnidentifiedImageError, features
+
+import jpeg_metadata
+import perceptual
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+OUTPUT_FORMATS = ("jpeg", "webp", "avif")
+
+# Measured on the bench's photos at quality 50 (bench/RESULTS.md): each is where one step slower would cost
+# more than twice the CPU for under 10% fewer bytes. WebP method 2 -> 3 or 4: 2.3x the CPU, -8%; method 0 ->
+# 2: 1.9x, -15%. AVIF (libaom) speed 9 -> 8: 2.5x, -4%; speed 6: 8.7x, -12%; 10 is the same as 9.
+WEBP_METHOD = 2
+AVIF_SPEED = 9
+#: Full-size encodes quality=None may add after the search when the whole image misses the target.
+AUTO_EXTRA_ENCODES = 2
+_QUALITY_CAP = 95
+_WEBP_MAX_SIDE = 16383
 
 # Exceptions Pillow's decoders are known to raise on malformed input. Anything else
 # propagates untouched on purpose: MemoryError (the worker should fail loudly, not mark
@@ -54,7 +76,7 @@ _REDUCING_GAP = 3.0
 
 
 class ImageProcessingError(Exception):
-    """A file that cannot be turned into a JPEG; ``code`` is stable, ``message`` is for humans."""
+    """A file that cannot be turned into an output image; ``code`` is stable, ``message`` is for humans."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -64,7 +86,7 @@ class ImageProcessingError(Exception):
 
 @dataclass(frozen=True)
 class CompressedImage:
-    """The encoded JPEG and what it was made from."""
+    """The encoded image and what it was made from."""
 
     data: bytes
     width: int
@@ -72,48 +94,142 @@ class CompressedImage:
     source_format: str
     #: The size of the file it was decoded from.
     source_bytes: int
+    #: One of OUTPUT_FORMATS.
+    format: str
+    #: The quality it was encoded at; None when the source's own JPEG data was kept.
+    quality: int | None
+    #: SSIM on luma of ``data`` against the prepared image (see prepare), for quality=None only (1.0 when the
+    #: source was kept); None for a fixed quality.
+    score: float | None
+    #: Whether ``data`` is the source JPEG itself with its metadata removed (never_bigger).
+    kept_source: bool
+
+
+@dataclass
+class _Prepared:
+    image: Image.Image
+    source_format: str
+    source_bytes: int
+    #: The source's RGB profile, to embed in the output.
+    icc: bytes | None
+    #: The source file, held only when it is a JPEG that could be kept as it is (see compress).
+    source_jpeg: bytes | None
+
+
+def encodable_formats() -> frozenset[str]:
+    """The OUTPUT_FORMATS the installed Pillow can encode."""
+    return frozenset(name for name in OUTPUT_FORMATS if name == "jpeg" or features.check(name))
 
 
 def compress(
     data: bytes,
     *,
-    quality: int = 50,
+    quality: int | None = 50,
     max_dimension: int | None = None,
     max_pixels: int = 50_000_000,
+    output_format: str = "jpeg",
+    target_score: float | None = None,
+    never_bigger: bool = False,
 ) -> CompressedImage:
-    """Decode ``data``, shrink, orient and flatten it, and encode it as a baseline RGB JPEG.
+    """Decode ``data``, shrink, orient and flatten it (see prepare), and encode it as ``output_format``.
+
+    JPEG is baseline, 4:2:0; WebP and AVIF are lossy, 4:2:0. Only an RGB ICC profile is carried over, never
+    EXIF, XMP or comments. ``quality=None`` ("auto") encodes at the lowest quality whose SSIM-luma score
+    against the prepared image meets ``target_score`` (see _encode_auto). ``never_bigger`` hands back the
+    source's own JPEG data, without its metadata, when the output would be no smaller and the source needs
+    no change (a JPEG, RGB or gray, no resize, no rotation): same pixels, fewer bytes.
 
     Raises ImageProcessingError with code ``not_an_image``, ``too_many_pixels`` or
-    ``corrupt_image``; ValueError for out-of-range arguments. MemoryError and exceptions
-    that are not decoder errors (e.g. task time limits) propagate.
+    ``corrupt_image``; ValueError for out-of-range arguments or a format Pillow cannot encode here.
+    MemoryError and exceptions that are not decoder errors (e.g. task time limits) propagate.
 
     A caller that passes the only reference to ``data`` has its memory back as soon as the
-    pixels are decoded, before the resize and the encoding.
+    pixels are decoded, before the resize and the encoding (unless never_bigger may keep the source).
     """
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 95:
-        raise ValueError(f"quality must be an int in 1..95, got {quality!r}")
+    if quality is None:
+        if isinstance(target_score, bool) or not isinstance(target_score, (int, float)) or not 0 < target_score < 1:
+            raise ValueError(f"quality=None needs a target_score in (0, 1), got {target_score!r}")
+    elif isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 95:
+        raise ValueError(f"quality must be an int in 1..95 or None, got {quality!r}")
+    elif target_score is not None:
+        raise ValueError("target_score applies to quality=None only")
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
+    if output_format not in encodable_formats():
+        raise ValueError(f"this Pillow cannot encode {output_format}")
+    _check_limits(max_dimension, max_pixels)
+    keep_jpeg = bool(never_bigger) and output_format == "jpeg"
+    stream, source_bytes = _open_stream(data)
+    del data
+
+    with _image_errors():
+        prepared = _prepare(stream, source_bytes, max_dimension, max_pixels, keep_jpeg)
+        try:
+            im = prepared.image
+            encode = functools.partial(_encode, output_format=output_format, icc=prepared.icc)
+            score = None
+            if quality is None:
+                quality, score, encoded = _encode_auto(im, target_score, encode, output_format)
+            else:
+                encoded = encode(im, quality)
+            kept = _keep_source(prepared, len(encoded))
+            if kept is not None:
+                encoded, quality, score = kept, None, None if score is None else 1.0
+            return CompressedImage(
+                encoded,
+                im.width,
+                im.height,
+                prepared.source_format,
+                source_bytes,
+                format=output_format,
+                quality=quality,
+                score=score,
+                kept_source=kept is not None,
+            )
+        finally:
+            prepared.image.close()
+
+
+def prepare(data: bytes, *, max_dimension: int | None = None, max_pixels: int = 50_000_000) -> Image.Image:
+    """The RGB pixels compress encodes for ``data``: decoded, shrunk, oriented, flattened onto white.
+
+    Raises ImageProcessingError and ValueError as compress.
+    """
+    _check_limits(max_dimension, max_pixels)
+    stream, source_bytes = _open_stream(data)
+    del data
+    with _image_errors():
+        return _prepare(stream, source_bytes, max_dimension, max_pixels, keep_jpeg=False).image
+
+
+def _check_limits(max_dimension: object, max_pixels: object) -> None:
     if max_dimension is not None and (
         isinstance(max_dimension, bool) or not isinstance(max_dimension, int) or max_dimension < 1
     ):
         raise ValueError(f"max_dimension must be a positive int or None, got {max_dimension!r}")
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+
+
+def _open_stream(data: bytes) -> tuple[io.BytesIO, int]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     if not data:
         raise ImageProcessingError("not_an_image", "The file is empty.")
+    return io.BytesIO(data), len(data)
 
+
+@contextlib.contextmanager
+def _image_errors() -> Iterator[None]:
+    """Turn what Pillow raises on a bad file into ImageProcessingError, whichever step raised it."""
     # Pillow warns (rather than raises) between MAX_IMAGE_PIXELS and twice that; make it
-    # fatal. Our own max_pixels check below is the primary guard; this only matters when a
+    # fatal. Our own max_pixels check is the primary guard; this only matters when a
     # caller allows more pixels than Pillow's default limit, so the filter being
     # process-wide (not thread-safe) cannot weaken the limit.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            stream = io.BytesIO(data)
-            source_bytes = len(data)
-            del data
-            source = Image.open(stream, formats=ALLOWED_FORMATS)
+            yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise _too_many_pixels(str(exc)) from None
         except UnidentifiedImageError:
@@ -124,23 +240,26 @@ def compress(
         except _DECODE_ERRORS as exc:
             raise _corrupt(exc) from None
 
-        with source:
-            try:
-                return _process(source, stream, source_bytes, quality, max_dimension, max_pixels)
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                raise _too_many_pixels(str(exc)) from None
-            except _DECODE_ERRORS as exc:
-                raise _corrupt(exc) from None
+
+def _prepare(
+    stream: io.BytesIO, source_bytes: int, max_dimension: int | None, max_pixels: int, keep_jpeg: bool
+) -> _Prepared:
+    source = Image.open(stream, formats=ALLOWED_FORMATS)
+    try:
+        return _prepare_source(source, stream, source_bytes, max_dimension, max_pixels, keep_jpeg)
+    except BaseException:
+        source.close()
+        raise
 
 
-def _process(
+def _prepare_source(
     source: Image.Image,
     stream: io.BytesIO,
     source_bytes: int,
-    quality: int,
     max_dimension: int | None,
     max_pixels: int,
-) -> CompressedImage:
+    keep_jpeg: bool,
+) -> _Prepared:
     width, height = source.size
     if width <= 0 or height <= 0:
         raise ImageProcessingError("not_an_image", "The image has no pixels.")
@@ -152,6 +271,10 @@ def _process(
         raise ImageProcessingError("not_an_image", f"Unsupported image format {source.format!r}.")
 
     target = _target_size(width, height, max_dimension)
+    icc = source.info.get("icc_profile")
+    source_jpeg = None
+    if keep_jpeg and source_format == "JPEG" and target is None and _needs_no_change(source, icc):
+        source_jpeg = stream.getvalue()  # the very bytes object passed in, when it was bytes: no copy
     box: tuple[float, float, float, float] | None = None
     if target is not None:
         # JPEG only (a no-op elsewhere): let libjpeg decode at 1/2, 1/4 or 1/8 scale, still
@@ -162,7 +285,6 @@ def _process(
     source.load()
 
     orientation = _orientation(source)
-    icc = source.info.get("icc_profile")
     # A gray or CMYK source's profile does not describe the RGB output.
     keep_icc = icc if source.mode in _RGB_MODES and _is_rgb_profile(icc) else None
     # Pillow keeps its file open after load() (TIFF reads EXIF from it); nothing reads it from
@@ -178,14 +300,85 @@ def _process(
         im = _replace(im, _cmyk_to_rgb(im, icc))
     elif im.mode != "RGB":
         im = _replace(im, im.convert("RGB"))
+    # The encoders fall back to the source's info for some metadata (AVIF: the profile; JPEG: the comment).
+    im.info.clear()
+    return _Prepared(im, source_format, source_bytes, keep_icc, source_jpeg)
 
+
+def _needs_no_change(source: Image.Image, icc: object) -> bool:
+    """Whether the output's pixels would be the source's as they are: RGB or gray, opaque, upright, with no
+    profile or one for its colour space. Read from the header, before decoding."""
+    if source.mode == "RGB":
+        profile_fits = icc is None or _is_rgb_profile(icc)
+    elif source.mode == "L":
+        profile_fits = icc is None or (isinstance(icc, bytes) and _is_profile(icc, b"GRAY"))
+    else:
+        return False
+    return profile_fits and "transparency" not in source.info and _orientation(source) == 1
+
+
+def _keep_source(prepared: _Prepared, encoded_bytes: int) -> bytes | None:
+    """The source JPEG without its metadata, when it is held, valid and no larger than the encoded output."""
+    source, prepared.source_jpeg = prepared.source_jpeg, None
+    if source is None:
+        return None
+    try:
+        stripped = jpeg_metadata.strip_metadata(source)
+        frame = jpeg_metadata.frame_marker(stripped)
+    except jpeg_metadata.JpegStructureError:
+        return None  # a file Pillow decodes but the marker walk refuses: encode it normally
+    if len(stripped) > encoded_bytes or frame not in jpeg_metadata.WEB_FRAMES:
+        return None
+    with Image.open(io.BytesIO(stripped), formats=("JPEG",)) as kept:
+        same = kept.size == prepared.image.size and kept.mode in ("RGB", "L")
+    return stripped if same else None
+
+
+def _encode(im: Image.Image, quality: int, *, output_format: str, icc: bytes | None) -> bytes:
     out = io.BytesIO()
-    # Deliberately no optimize/progressive (+25-150% CPU). Metadata is passed explicitly
-    # empty because Pillow falls back to the source's im.info for some of it (comment).
-    im.save(out, "JPEG", quality=quality, icc_profile=keep_icc, exif=b"", xmp=b"", comment=b"")
-    result = CompressedImage(out.getvalue(), im.width, im.height, source_format, source_bytes)
-    im.close()
-    return result
+    if output_format == "jpeg":
+        # Deliberately no optimize/progressive (+25-150% CPU).
+        im.save(out, "JPEG", quality=quality, icc_profile=icc, exif=b"", xmp=b"", comment=b"")
+    elif output_format == "webp":
+        im.save(out, "WEBP", quality=quality, method=WEBP_METHOD, icc_profile=icc or b"", exif=b"", xmp=b"")
+    else:
+        # One thread: a worker process per core already keeps every core busy; threads only add overhead.
+        im.save(
+            out, "AVIF", quality=quality, speed=AVIF_SPEED, max_threads=1, icc_profile=icc or b"", exif=b"", xmp=b""
+        )
+    return out.getvalue()
+
+
+def _encode_auto(
+    im: Image.Image, target: float, encode: Callable[[Image.Image, int], bytes], output_format: str
+) -> tuple[int, float, bytes]:
+    """(quality, score, data): the lowest quality whose full-image SSIM-luma meets ``target``, as far as
+    perceptual.choose_quality's tile estimate and up to AUTO_EXTRA_ENCODES steps of its correction reach.
+
+    The search scores a mosaic of tiles (exact per tile for JPEG, an estimate for WebP and AVIF, whose blocks
+    predict from their neighbours); the chosen encode is then scored whole, and while it misses the target the
+    quality goes up by QUALITY_STEP, at most AUTO_EXTRA_ENCODES times and never past 95. The score returned
+    is always that of ``data`` against all of ``im``: when it misses the target, the top quality tried did.
+    """
+    max_tiles = perceptual.MAX_TILES if output_format != "webp" else _WEBP_MAX_SIDE // perceptual.TILE
+    choice = perceptual.choose_quality(im, target, encode=encode, max_tiles=max_tiles)
+    quality, data = choice.quality, choice.data
+    if choice.scored_whole:
+        return quality, choice.score, data
+    reference = perceptual.SsimReference(perceptual.luma_uint8(im))
+    score = reference.score(_decoded_luma(data))
+    for _ in range(AUTO_EXTRA_ENCODES):
+        if score >= target or quality >= _QUALITY_CAP:
+            break
+        quality = min(quality + perceptual.QUALITY_STEP, _QUALITY_CAP)
+        data = encode(im, quality)
+        score = reference.score(_decoded_luma(data))
+    return quality, score, data
+
+
+def _decoded_luma(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return perceptual.luma_uint8(im)
 
 
 def _target_size(width: int, height: int, max_dimension: int | None) -> tuple[int, int] | None:
@@ -258,7 +451,11 @@ def _srgb_profile() -> ImageCms.ImageCmsProfile:
 
 def _is_rgb_profile(icc: object) -> bool:
     """Whether ``icc`` looks like an ICC profile for RGB data (header checks only)."""
-    return isinstance(icc, bytes) and len(icc) >= 128 and icc[36:40] == b"acsp" and icc[16:20] == b"RGB "
+    return isinstance(icc, bytes) and _is_profile(icc, b"RGB ")
+
+
+def _is_profile(icc: bytes, colour_space: bytes) -> bool:
+    return len(icc) >= 128 and icc[36:40] == b"acsp" and icc[16:20] == colour_space
 
 
 def _replace(old: Image.Image, new: Image.Image) -> Image.Image:

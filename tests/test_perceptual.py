@@ -117,3 +117,71 @@ def test_identical_images_score_one_and_rejects_bad_arguments() -> None:
         perceptual.choose_quality(image, 0.9, sample="downscale")
     with pytest.raises(ValueError):
         perceptual.choose_quality(image, 0.9, low=60, high=40)
+
+
+def test_an_unloaded_jpeg_is_read_as_its_y_plane() -> None:
+    image = detailed(256)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=70)
+    with Image.open(io.BytesIO(out.getvalue())) as unloaded:
+        y = perceptual.luma(unloaded)
+        assert unloaded.mode == "L"
+    with Image.open(io.BytesIO(out.getvalue())) as loaded:
+        through_rgb = perceptual.luma(loaded.convert("RGB"))
+    assert np.array_equal(y, perceptual.decoded_luma(out.getvalue()))
+    assert np.abs(y - through_rgb).max() <= 3  # YCbCr -> RGB -> Y rounds; the mean barely moves
+    assert abs(float(y.mean() - through_rgb.mean())) < 0.5
+
+
+def test_block_means_of_a_plane_match_the_direct_definition() -> None:
+    rng = np.random.default_rng(3)
+    for h, w in [(12, 12), (100, 77), (517, 333)]:
+        y = (rng.random((h, w), dtype=np.float32) * 255).astype(np.float32)
+        rows, cols = (h - 4) // 8, (w - 4) // 8
+        direct = y[4 : 4 + rows * 8, 4 : 4 + cols * 8].reshape(rows, 8, cols, 8).astype(np.float64).mean(axis=(1, 3))
+        fast = perceptual.SsimReference(y).mu
+        assert fast.shape == (rows, cols)
+        assert np.abs(fast - direct).max() < 1e-3
+
+
+def test_the_mosaic_respects_max_tiles_and_whole_scoring_is_reported() -> None:
+    image = detailed(1024)
+    mosaic, count = perceptual.tile_mosaic(image, fraction=0.4, max_tiles=30)
+    assert count == 30 and mosaic.size == (perceptual.TILE, 30 * perceptual.TILE)
+    assert not perceptual.choose_quality(image, 0.95).scored_whole
+    assert perceptual.choose_quality(image, 0.95, sample="full").scored_whole
+    small = perceptual.choose_quality(detailed(128), 0.95)  # too few tiles to sample: scored whole
+    assert small.scored_whole
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "AVIF"])
+def test_tile_estimate_is_close_for_webp_and_avif(fmt: str) -> None:
+    image = detailed(1024)
+
+    def encode(im: Image.Image, quality: int) -> bytes:
+        out = io.BytesIO()
+        im.save(out, fmt, quality=quality, **({"method": 2} if fmt == "WEBP" else {"speed": 9, "max_threads": 1}))
+        return out.getvalue()
+
+    choice = perceptual.choose_quality(image, 0.95, encode=encode)
+    with Image.open(io.BytesIO(choice.data)) as out:
+        assert out.format == fmt
+        whole = perceptual.ssim_luma(image, out)
+    assert whole == pytest.approx(choice.score, abs=0.015)
+
+
+def test_uint8_and_float32_planes_score_exactly_alike() -> None:
+    image = detailed(300)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=40)
+    for window in ("block", "gauss"):
+        as_float = perceptual.SsimReference(perceptual.luma(image), window).score(
+            perceptual.decoded_luma(out.getvalue())
+        )
+        with Image.open(io.BytesIO(out.getvalue())) as decoded:
+            as_uint8 = perceptual.SsimReference(perceptual.luma_uint8(image), window).score(
+                perceptual.luma_uint8(decoded)
+            )
+        assert as_uint8 == as_float
+        with Image.open(io.BytesIO(out.getvalue())) as decoded:
+            assert perceptual.ssim_luma(image, decoded, window) == as_float

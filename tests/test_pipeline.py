@@ -9,9 +9,12 @@ import struct
 import time
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, PngImagePlugin
 
+import jpeg_metadata
+import perceptual
 import pipeline
 from pipeline import CompressedImage, ImageProcessingError, compress
 
@@ -644,7 +647,7 @@ def test_png_text_and_exif_are_stripped() -> None:
 # --- hostile input -------------------------------------------------------------------
 
 
-def raises(code: str, data: bytes, **kwargs: int) -> ImageProcessingError:
+def raises(code: str, data: bytes, **kwargs: object) -> ImageProcessingError:
     with pytest.raises(ImageProcessingError) as info:
         compress(data, **kwargs)
     assert info.value.code == code, info.value.message
@@ -771,3 +774,347 @@ def test_pillow_safety_settings_are_untouched() -> None:
 def test_error_carries_code_and_message() -> None:
     error = ImageProcessingError("corrupt_image", "broken")
     assert (error.code, error.message, str(error)) == ("corrupt_image", "broken", "broken")
+
+
+# --- output formats ------------------------------------------------------------------
+
+PILLOW_FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
+
+
+def photo_like(size: tuple[int, int] = (768, 512), seed: int = 1) -> Image.Image:
+    """Fine texture and grain everywhere, so that every quality step shows in the score."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : size[1], 0 : size[0]].astype(np.float32)
+    base = 128 + 40 * np.sin(xx * 0.9) * np.sin(yy * 0.7) + rng.normal(0, 16, (size[1], size[0]))
+    return Image.fromarray(np.stack([base, base * 0.9, base * 0.7 + 20], axis=2).clip(0, 255).astype(np.uint8))
+
+
+def flat_packshot(size: tuple[int, int] = (768, 512)) -> Image.Image:
+    im = Image.new("RGB", size, (250, 250, 250))
+    im.paste((40, 110, 200), (size[0] // 3, size[1] // 4, 2 * size[0] // 3, 3 * size[1] // 4))
+    return im
+
+
+def open_output(result: CompressedImage) -> Image.Image:
+    """Open the output, checking that its format and header agree with the result."""
+    im = Image.open(io.BytesIO(result.data))
+    assert im.format == PILLOW_FORMAT[result.format]
+    assert im.size == (result.width, result.height)
+    im.load()
+    return im
+
+
+def test_every_output_format_is_encodable_here() -> None:
+    assert pipeline.OUTPUT_FORMATS == ("jpeg", "webp", "avif")
+    assert pipeline.encodable_formats() == frozenset(pipeline.OUTPUT_FORMATS)
+
+
+@pytest.mark.parametrize("output_format", pipeline.OUTPUT_FORMATS)
+@pytest.mark.parametrize("max_dimension", [None, 200])
+def test_each_format_decodes_as_itself_at_its_size(output_format: str, max_dimension: int | None) -> None:
+    result = compress(
+        encode(corner_image((400, 300), 100), "PNG"), output_format=output_format, max_dimension=max_dimension
+    )
+    assert (result.format, result.quality, result.score, result.kept_source) == (output_format, 50, None, False)
+    out = open_output(result)
+    assert out.size == ((400, 300) if max_dimension is None else (200, 150))
+    assert_close(out.convert("RGB").getpixel((10, 10)), RED, 30)
+    assert_close(out.convert("RGB").getpixel((out.width - 10, out.height - 10)), BLUE, 30)
+
+
+@pytest.mark.parametrize("output_format", ["webp", "avif"])
+def test_webp_and_avif_get_the_flattened_pixels_the_rgb_profile_and_no_metadata(output_format: str) -> None:
+    icc = srgb_profile_bytes()
+    src = Image.new("RGBA", (64, 32), (0, 0, 0, 0))
+    src.paste((255, 0, 0, 255), (0, 0, 32, 32))
+    data = encode(src, "PNG", icc_profile=icc, exif=exif_bytes(1, tag_010f="SecretCam"))
+    result = compress(data, output_format=output_format)
+    out = open_output(result)
+    assert out.mode == "RGB"
+    assert out.info.get("icc_profile") == icc
+    assert not {"exif", "xmp"} & set(out.info)
+    assert b"SecretCam" not in result.data
+    assert_close(out.getpixel((8, 16)), RED, 20)
+    assert_close(out.getpixel((56, 16)), WHITE, 6)
+
+
+@pytest.mark.parametrize("output_format", ["webp", "avif"])
+def test_webp_and_avif_drop_the_source_exif_and_xmp(output_format: str) -> None:
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+    data = encode(Image.new("RGB", (64, 64), RED), "JPEG", exif=exif_bytes(1, tag_010f="SecretCam"), xmp=xmp)
+    result = compress(data, output_format=output_format)
+    assert not {"exif", "xmp"} & set(open_output(result).info)
+    assert b"SecretCam" not in result.data and b"xmpmeta" not in result.data
+
+
+@pytest.mark.parametrize("output_format", ["png", "JPEG", "gif", "", None, 3])
+def test_unknown_output_format_is_refused(output_format: object) -> None:
+    with pytest.raises(ValueError):
+        compress(encode(Image.new("RGB", (8, 8)), "PNG"), output_format=output_format)  # type: ignore[arg-type]
+
+
+def test_a_format_this_pillow_cannot_encode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline.features, "check", lambda name: name != "avif")
+    assert pipeline.encodable_formats() == frozenset({"jpeg", "webp"})
+    with pytest.raises(ValueError, match="avif"):
+        compress(encode(Image.new("RGB", (8, 8)), "PNG"), output_format="avif")
+
+
+# --- prepare -------------------------------------------------------------------------
+
+
+def test_prepare_returns_the_pixels_compress_encodes() -> None:
+    data = encode(corner_image((640, 320), 160), "JPEG", quality=95, exif=exif_bytes(6))
+    prepared = pipeline.prepare(data, max_dimension=160)
+    assert (prepared.mode, prepared.size) == ("RGB", (80, 160))
+    assert prepared.info == {}
+    result = compress(data, max_dimension=160, quality=95)
+    assert perceptual.ssim_luma(prepared, open_output(result)) > 0.97
+    assert_close(prepared.getpixel(corner_point(TR, prepared.size, 15)), RED, 30)
+
+
+def test_prepare_raises_as_compress_does() -> None:
+    with pytest.raises(ImageProcessingError) as info:
+        pipeline.prepare(png_header_only(8000, 8000))
+    assert info.value.code == "too_many_pixels"
+    with pytest.raises(ImageProcessingError) as info:
+        pipeline.prepare(b"<html>")
+    assert info.value.code == "not_an_image"
+    with pytest.raises(ValueError):
+        pipeline.prepare(b"x", max_dimension=0)
+
+
+# --- quality=None (auto) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("output_format", pipeline.OUTPUT_FORMATS)
+@pytest.mark.parametrize("target", [0.93, 0.965])
+def test_auto_reports_the_full_image_score_of_its_output(output_format: str, target: float) -> None:
+    data = encode(photo_like(), "PNG")
+    result = compress(data, quality=None, target_score=target, output_format=output_format)
+    assert result.quality is not None and perceptual.QUALITY_MIN <= result.quality <= 95
+    assert result.score is not None and result.score >= target
+    recomputed = perceptual.ssim_luma(pipeline.prepare(data), Image.open(io.BytesIO(result.data)))
+    assert result.score == recomputed
+    assert open_output(result).size == (768, 512)
+
+
+def test_auto_scores_the_resized_and_oriented_image() -> None:
+    data = encode(photo_like((1200, 800)), "JPEG", quality=95, exif=exif_bytes(6))
+    result = compress(data, quality=None, target_score=0.95, max_dimension=600)
+    assert (result.width, result.height) == (400, 600)
+    prepared = pipeline.prepare(data, max_dimension=600)
+    assert result.score == perceptual.ssim_luma(prepared, Image.open(io.BytesIO(result.data)))
+    assert result.score >= 0.95
+
+
+def test_auto_gives_a_flat_image_a_lower_quality_than_a_detailed_one() -> None:
+    flat = compress(encode(flat_packshot(), "PNG"), quality=None, target_score=0.965)
+    detailed = compress(encode(photo_like(), "PNG"), quality=None, target_score=0.965)
+    assert flat.quality is not None and detailed.quality is not None
+    assert flat.quality < detailed.quality
+    assert flat.score is not None and flat.score >= 0.965
+
+
+def test_auto_on_a_gray_source() -> None:
+    data = encode(photo_like().convert("L"), "JPEG", quality=95)
+    result = compress(data, quality=None, target_score=0.95)
+    assert result.score == perceptual.ssim_luma(pipeline.prepare(data), Image.open(io.BytesIO(result.data)))
+    assert result.score >= 0.95
+
+
+def test_auto_steps_up_when_the_whole_image_misses_the_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+    def optimistic(image: Image.Image, target: float, **kwargs: object) -> perceptual.Choice:
+        # the search's estimate overshoots: it claims the target at its lowest quality
+        data = kwargs["encode"](image, perceptual.QUALITY_MIN)  # type: ignore[operator]
+        return perceptual.Choice(perceptual.QUALITY_MIN, 0.999, data)
+
+    monkeypatch.setattr(perceptual, "choose_quality", optimistic)
+    data = encode(photo_like(), "PNG")
+    prepared = pipeline.prepare(data)
+    steps = [perceptual.QUALITY_MIN + n * perceptual.QUALITY_STEP for n in range(3)]
+    full = [perceptual.ssim_luma(prepared, open_output(compress(data, quality=q))) for q in steps]
+    assert full[0] < full[1] < full[2]
+
+    for target, expected in [((full[0] + full[1]) / 2, steps[1]), ((full[1] + full[2]) / 2, steps[2])]:
+        result = compress(data, quality=None, target_score=target)
+        assert (result.quality, result.score) == (expected, full[steps.index(expected)])
+        assert result.score >= target
+    # out of reach of two steps: the second step's output, its score honestly below the target
+    result = compress(data, quality=None, target_score=(full[2] + 1) / 2)
+    assert (result.quality, result.score) == (steps[2], full[2])
+
+
+def test_auto_never_goes_past_95(monkeypatch: pytest.MonkeyPatch) -> None:
+    def at_ninety(image: Image.Image, target: float, **kwargs: object) -> perceptual.Choice:
+        return perceptual.Choice(90, 0.0, kwargs["encode"](image, 90))  # type: ignore[operator]
+
+    monkeypatch.setattr(perceptual, "choose_quality", at_ninety)
+    result = compress(encode(photo_like(), "PNG"), quality=None, target_score=0.99999)
+    assert result.quality == 95
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"quality": None},
+        {"quality": None, "target_score": 0.0},
+        {"quality": None, "target_score": 1.0},
+        {"quality": None, "target_score": 1.5},
+        {"quality": None, "target_score": True},
+        {"quality": None, "target_score": "0.9"},
+        {"quality": 50, "target_score": 0.9},
+    ],
+)
+def test_auto_arguments_are_checked(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        compress(encode(Image.new("RGB", (8, 8)), "PNG"), **kwargs)  # type: ignore[arg-type]
+
+
+def test_auto_on_a_tiny_image_scores_the_whole_image() -> None:
+    data = encode(photo_like((96, 64)), "PNG")
+    result = compress(data, quality=None, target_score=0.9)
+    assert result.score == perceptual.ssim_luma(pipeline.prepare(data), Image.open(io.BytesIO(result.data)))
+
+
+# --- never_bigger --------------------------------------------------------------------
+
+
+def small_jpeg(**params: object) -> bytes:
+    """A photo-like JPEG saved at quality 40, with metadata: re-encoding it at 80 makes it bigger."""
+    params = {"quality": 40, "comment": b"secret-comment", **params}
+    if "exif" not in params:
+        params["exif"] = exif_bytes(1, tag_010f="SecretCam")
+    return encode(photo_like((320, 240)), "JPEG", **params)
+
+
+def decoded_pixels(data: bytes) -> tuple[str, tuple[int, int], bytes]:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.mode, im.size, im.tobytes()
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_never_bigger_keeps_a_smaller_source_as_it_is(progressive: bool) -> None:
+    source = small_jpeg(progressive=progressive, icc_profile=srgb_profile_bytes())
+    bigger = compress(source, quality=80)
+    assert len(bigger.data) > len(source) and not bigger.kept_source
+
+    result = compress(source, quality=80, never_bigger=True)
+    assert result.kept_source and result.format == "jpeg"
+    assert (result.quality, result.score) == (None, None)
+    assert len(result.data) <= len(source)
+    assert (result.width, result.height, result.source_bytes) == (320, 240, len(source))
+    assert decoded_pixels(result.data) == decoded_pixels(source)
+    with Image.open(io.BytesIO(result.data)) as out:
+        assert not {"exif", "xmp", "comment"} & set(out.info)
+        assert out.info.get("icc_profile") == srgb_profile_bytes()
+    assert b"SecretCam" not in result.data and b"secret-comment" not in result.data
+
+
+def test_never_bigger_under_auto_reports_a_perfect_score() -> None:
+    source = small_jpeg()
+    result = compress(source, quality=None, target_score=0.995, never_bigger=True)
+    assert result.kept_source and (result.quality, result.score) == (None, 1.0)
+    assert decoded_pixels(result.data) == decoded_pixels(source)
+
+
+def test_never_bigger_keeps_a_gray_source() -> None:
+    source = encode(photo_like((320, 240)).convert("L"), "JPEG", quality=40, comment=b"secret-comment")
+    result = compress(source, quality=90, never_bigger=True)
+    assert result.kept_source
+    assert decoded_pixels(result.data) == decoded_pixels(source)
+
+
+def test_never_bigger_keeps_only_the_first_picture_of_an_mpo() -> None:
+    first, second = photo_like((320, 240)), photo_like((320, 240), seed=2)
+    source = encode(first, "MPO", quality=40, save_all=True, append_images=[second])
+    result = compress(source, quality=85, never_bigger=True)
+    assert result.kept_source and result.source_format == "JPEG"
+    with Image.open(io.BytesIO(result.data)) as out, Image.open(io.BytesIO(source)) as mpo:
+        assert out.format == "JPEG" and getattr(out, "n_frames", 1) == 1
+        assert out.tobytes() == mpo.tobytes()
+
+
+def test_never_bigger_encodes_when_the_output_is_smaller() -> None:
+    source = encode(photo_like((320, 240)), "JPEG", quality=95)
+    result = compress(source, quality=50, never_bigger=True)
+    assert not result.kept_source and result.quality == 50
+    assert len(result.data) < len(source)
+
+
+def cmyk_jpeg() -> bytes:
+    return encode(photo_like((320, 240)).convert("CMYK"), "JPEG", quality=40)
+
+
+def rgba_png() -> bytes:
+    rgba = photo_like((320, 240)).convert("RGBA")
+    rgba.putalpha(200)
+    return encode(rgba, "PNG")
+
+
+@pytest.mark.parametrize(
+    ("source", "kwargs"),
+    [
+        (small_jpeg, {"max_dimension": 160}),
+        (lambda: small_jpeg(exif=exif_bytes(6)), {}),
+        (cmyk_jpeg, {}),
+        (rgba_png, {}),
+        (lambda: encode(photo_like((320, 240)), "PNG"), {}),
+        (lambda: encode(photo_like((320, 240)), "WEBP", quality=20), {}),
+        (small_jpeg, {"output_format": "webp", "quality": 95}),
+        (small_jpeg, {"output_format": "avif", "quality": 95}),
+        (lambda: small_jpeg(icc_profile=gray_profile_bytes()), {}),
+    ],
+    ids=["resize", "orientation-6", "cmyk", "alpha", "png", "webp-source", "webp-output", "avif-output", "gray-icc"],
+)
+def test_never_bigger_does_not_apply(source: object, kwargs: dict[str, object]) -> None:
+    data = source()  # type: ignore[operator]
+    kwargs = {"quality": 80, **kwargs}
+    result = compress(data, never_bigger=True, **kwargs)  # type: ignore[arg-type]
+    assert not result.kept_source and result.quality == kwargs["quality"]
+    assert open_output(result).mode == "RGB"
+
+
+def test_never_bigger_is_off_by_default() -> None:
+    assert not compress(small_jpeg(), quality=80).kept_source
+
+
+def test_never_bigger_encodes_a_source_the_marker_walk_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(data: bytes) -> bytes:
+        raise jpeg_metadata.JpegStructureError("refused")
+
+    monkeypatch.setattr(jpeg_metadata, "strip_metadata", refuse)
+    result = compress(small_jpeg(), quality=80, never_bigger=True)
+    assert not result.kept_source and result.quality == 80
+
+
+# --- hostile input on the new paths --------------------------------------------------
+
+NEW_PATHS = {
+    "webp": {"output_format": "webp"},
+    "avif": {"output_format": "avif"},
+    "auto": {"quality": None, "target_score": 0.965},
+    "auto-avif-never-bigger": {"quality": None, "target_score": 0.965, "output_format": "avif", "never_bigger": True},
+    "never-bigger": {"never_bigger": True},
+}
+
+
+def truncated_jpeg() -> bytes:
+    data = encode(Image.frombytes("RGB", (256, 256), random.Random(3).randbytes(256 * 256 * 3)), "JPEG")
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("path", list(NEW_PATHS))
+@pytest.mark.parametrize(
+    ("code", "data"),
+    [
+        ("not_an_image", NOT_IMAGES["garbage"]),
+        ("not_an_image", NOT_IMAGES["html"]),
+        ("too_many_pixels", png_header_only(8000, 8000)),
+        ("corrupt_image", truncated_jpeg()),
+    ],
+    ids=["garbage", "html", "bomb", "truncated-jpeg"],
+)
+def test_hostile_input_fails_the_same_way_on_every_path(path: str, code: str, data: bytes) -> None:
+    raises(code, data, **NEW_PATHS[path])  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ import database
 import host_slots
 import image_tasks  # noqa: F401  (registers the shared tasks)
 import media_routes
+import outputs
 import page_routes
 import progress_events
 import progress_routes
@@ -69,6 +70,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
     app.extensions["rendered_pages"] = status.RenderedPages(max_lag_s=settings.status_max_lag_s)
     app.extensions["host_slots"] = host_slots.from_settings(settings)
     app.extensions["webhook_secret"] = webhooks.load_or_create_secret(settings)
+    app.extensions["variant_secret"] = outputs.variant_secret(app.extensions["webhook_secret"])
     access.init_app(app, settings)
     rate_limits.init_app(app, settings)
     progress_events.init_app(app, settings)
@@ -160,6 +162,11 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
                 "task": "image_tasks.sweep",
                 "schedule": float(settings.sweep_interval_s),
                 "options": {"expires": float(settings.sweep_interval_s)},
+            },
+            "retention": {
+                "task": "image_tasks.apply_retention",
+                "schedule": settings.retention_interval_s,
+                "options": {"expires": settings.retention_interval_s},
             },
         },
         "beat_schedule_filename": str(settings.instance_dir / "celerybeat-schedule"),

@@ -1,6 +1,7 @@
 """Command-line client of the image service, for scripts and pipelines.
 
-    python cli.py upload products.csv [--webhook-url URL] [--quality N] [--max-dimension N]
+    python cli.py upload products.csv [--webhook-url URL] [--quality N|auto] [--target-score S]
+                                      [--format jpeg|webp|avif] [--no-never-bigger] [--max-dimension N]
                                       [--wait] [--output out.csv] [--timeout S] [--json]
     python cli.py status REQUEST_ID [--wait] [--output out.csv] [--timeout S] [--json]
 
@@ -325,6 +326,9 @@ def run_upload(client: Client, args: argparse.Namespace) -> int:
         for name, value in (
             ("webhook_url", args.webhook_url),
             ("quality", args.quality),
+            ("target_score", args.target_score),
+            ("format", args.format),
+            ("never_bigger", None if args.never_bigger is None else str(args.never_bigger).lower()),
             ("max_dimension", args.max_dimension),
         )
         if value not in (None, "")
@@ -359,6 +363,13 @@ def positive_float(raw: str) -> float:
     return value
 
 
+def quality_value(raw: str) -> str:
+    """A number or ``auto``; the service checks the range and answers with its own error."""
+    if raw.strip().lower() == "auto" or raw.strip().isdigit():
+        return raw.strip().lower()
+    raise argparse.ArgumentTypeError(f"must be a number (1-95) or auto, got {raw!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = ArgumentParser(add_help=False)
     common.add_argument(
@@ -381,7 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
     upload = commands.add_parser("upload", parents=[common], help="upload a CSV of products")
     upload.add_argument("csv", type=Path, help="the CSV: S. No., Product Name, Input Image Urls")
     upload.add_argument("--webhook-url", help="an http(s) URL to notify when the request is final")
-    upload.add_argument("--quality", type=int, help="output JPEG quality, 1-95 (the service's default: 50)")
+    upload.add_argument(
+        "--quality", type=quality_value, help="output quality, 1-95 or 'auto' (the service's default: 50)"
+    )
+    upload.add_argument("--target-score", type=float, help="with --quality auto: the SSIM each output must reach")
+    upload.add_argument("--format", choices=("jpeg", "webp", "avif"), help="output format (default: jpeg)")
+    upload.add_argument(
+        "--never-bigger",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep a source JPEG the encode would not shrink (the service's default: on)",
+    )
     upload.add_argument("--max-dimension", type=int, help="shrink so the longest side is at most this")
     status = commands.add_parser("status", parents=[common], help="show a request's status")
     status.add_argument("request_id")

@@ -246,6 +246,10 @@ class Settings:
     events_heartbeat_s: float = 15.0
     #: Progress streams at once per API process; past it the endpoint answers 503.
     events_max_streams: int = DEFAULT_EVENTS_MAX_STREAMS
+    #: Requests older than this many days are deleted with their outputs; 0 keeps them forever.
+    retention_days: float = 30.0
+    #: How often the retention task runs.
+    retention_interval_s: float = 3600.0
     s3: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -310,6 +314,8 @@ class Settings:
             events_poll_interval_s=_float(env, "EVENTS_POLL_INTERVAL_S", 0.5, 0.1),
             events_heartbeat_s=_float(env, "EVENTS_HEARTBEAT_S", 15.0, 0.1),
             events_max_streams=_int(env, "EVENTS_MAX_STREAMS", DEFAULT_EVENTS_MAX_STREAMS, 0),
+            retention_days=_float(env, "RETENTION_DAYS", 30.0, 0.0),
+            retention_interval_s=_float(env, "RETENTION_INTERVAL_S", 3600.0, 1.0),
             s3={
                 key: env[key]
                 for key in ("S3_BUCKET", "S3_ENDPOINT_URL", "S3_REGION", "S3_PUBLIC_BASE_URL")

@@ -5,10 +5,12 @@ Every task takes ids, re-reads its rows, and is safe to run twice.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy.exc
@@ -21,8 +23,11 @@ import dispatch
 import fetcher
 import idempotency
 import leases
+import outputs
 import pipeline
 import request_state
+import retention
+import storage
 import webhook_outbox
 import webhooks
 from config import Settings
@@ -55,11 +60,6 @@ def fetch_limits(settings: Settings) -> fetcher.FetchLimits:
     )
 
 
-def output_key(request_id: uuid.UUID, image_id: int) -> str:
-    """Deterministic, so a rerun overwrites its own output instead of adding another."""
-    return f"{request_id}/{image_id}.jpg"
-
-
 # A database outage costs a retry with back-off, not the message: the claim has not happened yet,
 # or is held by this task id, which a retry keeps.
 DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
@@ -87,15 +87,7 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
     if work is None:
         return "skipped"
     try:
-        # Handed over, not kept in a variable: compress frees the download once it is decoded.
-        compressed = pipeline.compress(
-            fetcher.fetch_image(work.source_url, fetch_limits(settings), current_app.extensions["host_slots"]),
-            quality=work.quality,
-            max_dimension=work.max_dimension,
-            max_pixels=settings.max_image_pixels,
-        )
-        key = output_key(work.request_id, work.image_id)
-        current_app.extensions["storage"].put(key, compressed.data)
+        made = _make_output(work, settings)
     except fetcher.FetchError as error:
         if error.transient and work.retries < settings.fetch_max_retries:
             delay = retry_delay(work.retries, error.retry_after)
@@ -111,6 +103,10 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
         message = f"The output could not be stored after {work.retries + 1} tries: {error}"
         request_state.fail_image(image_id, "storage_error", message, base_url)
         return "storage_error"
+    except outputs.PeerStillEncoding as error:
+        # Not the image's fault, and bounded: a claim older than the hard time limit is taken over.
+        request_state.schedule_retry(image_id, task_id, retry_delay(0, None), "output_busy", str(error))
+        return "retry:output_busy"
     except pipeline.ImageProcessingError as error:
         request_state.fail_image(image_id, error.code, error.message, base_url)
         return error.code
@@ -119,19 +115,110 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
             image_id, "processing_timeout", "Processing took longer than the time limit.", base_url
         )
         return "processing_timeout"
-    figures = request_state.ImageFigures(
-        compressed.source_bytes, len(compressed.data), compressed.width, compressed.height
-    )
-    if request_state.complete_image(image_id, key, base_url, figures):
-        return "completed"
-    if request_state.image_status(image_id) == ImageStatus.CANCELLED:
-        # Cancelled while in flight: the output is dropped, not left behind unreferenced.
+    if request_state.complete_image(image_id, made.key, base_url, made.figures, output_id=made.output_id):
+        return "reused" if made.figures.reused else "completed"
+    if request_state.image_status(image_id) == ImageStatus.CANCELLED and not made.figures.reused:
+        # Cancelled while in flight: an output made for it alone is dropped, not left behind unreferenced.
         try:
-            current_app.extensions["storage"].delete(key)
+            unused = outputs.drop_if_unused(made.output_id)
+            if unused is not None:
+                current_app.extensions["storage"].delete(unused)
         except StorageError as error:
             log.warning("image %s: the output of a cancelled image was not removed: %s", image_id, error)
         return "cancelled"
     return "already_final"
+
+
+@dataclass(frozen=True)
+class MadeOutput:
+    """The output an image points at: made for it, or reused."""
+
+    key: str
+    output_id: int
+    figures: request_state.ImageFigures
+
+
+def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutput:
+    """Download (or revalidate) the source and find its output, or encode and store it.
+
+    The same bytes with the same options are encoded once per caller: an earlier output of their variant is
+    reused. A URL that sent validators is revalidated, when its last bytes' output exists: a 304 costs no
+    download and no encode.
+    """
+    secret = current_app.extensions["variant_secret"]
+    options = work.options
+    known = outputs.known_source(work.owner, work.source_url)
+    revalidated = None
+    if known is not None:
+        revalidated = outputs.find_stored(outputs.variant_key(secret, work.owner, known.content_sha256, options))
+    validators = fetcher.Validators(known.etag, known.last_modified) if known and revalidated else None
+    fetched = fetcher.fetch_image_revalidated(
+        work.source_url, fetch_limits(settings), current_app.extensions["host_slots"], validators
+    )
+    if fetched.not_modified and known is not None and revalidated is not None:
+        kept = fetched.validators
+        outputs.remember_source(work.owner, work.source_url, kept.etag, kept.last_modified, known.content_sha256)
+        return _reused(revalidated)
+    # The download's only reference is handed to compress, which frees it once the pixels are decoded.
+    download = [fetched.data or b""]
+    sent = fetched.validators
+    del fetched
+    content_sha256 = hashlib.sha256(download[0]).hexdigest()
+    outputs.remember_source(work.owner, work.source_url, sent.etag, sent.last_modified, content_sha256)
+    variant = outputs.variant_key(secret, work.owner, content_sha256, options)
+    found = outputs.claim_or_find(variant, options.output_format, stale_after_s=settings.task_time_limit_s + 60.0)
+    if isinstance(found, outputs.StoredOutput):
+        return _reused(found)
+    output_id, key = found
+    try:
+        compressed = pipeline.compress(
+            download.pop(),
+            quality=options.quality,
+            target_score=options.target_score,
+            output_format=options.output_format,
+            never_bigger=options.never_bigger,
+            max_dimension=options.max_dimension,
+            max_pixels=settings.max_image_pixels,
+        )
+        current_app.extensions["storage"].put(key, compressed.data, storage.media_type(key))
+    except BaseException:
+        _abandon(output_id)
+        raise
+    encoded = outputs.EncodedFigures(
+        bytes_in=compressed.source_bytes,
+        bytes_out=len(compressed.data),
+        width=compressed.width,
+        height=compressed.height,
+        quality=compressed.quality,
+        score=compressed.score,
+        kept_source=compressed.kept_source,
+    )
+    return MadeOutput(key, output_id, _figures(outputs.mark_stored(output_id, encoded), reused=False))
+
+
+def _reused(stored: outputs.StoredOutput) -> MadeOutput:
+    return MadeOutput(stored.storage_key, stored.id, _figures(stored, reused=True))
+
+
+def _figures(stored: outputs.StoredOutput, *, reused: bool) -> request_state.ImageFigures:
+    return request_state.ImageFigures(
+        bytes_in=stored.bytes_in,
+        bytes_out=stored.bytes_out,
+        width=stored.width,
+        height=stored.height,
+        quality=stored.quality,
+        score=stored.score,
+        kept_source=stored.kept_source,
+        reused=reused,
+    )
+
+
+def _abandon(output_id: int) -> None:
+    try:
+        outputs.abandon_output(output_id)
+    except DATABASE_ERRORS as error:
+        # The claim then looks like a dead worker's, and the next encode of the variant takes it over.
+        log.warning("output %s: the failed encode's claim was not removed: %s", output_id, error)
 
 
 def retry_delay(retries: int, retry_after: float | None) -> float:
@@ -197,6 +284,8 @@ def dispatch_tick() -> dict[str, int]:
     return report
 
 
+# A retention run stops after this long (well within the task's time limit); the next run goes on.
+RETENTION_BUDGET_S = 60.0
 # Looking for orphaned temporary files lists every output folder: once an hour is enough.
 TEMPORARIES_EVERY_S = 3600.0
 
@@ -206,6 +295,26 @@ def _delete_orphaned_temporaries(settings: Settings) -> int:
     if not leases.try_acquire("temporaries", f"sweep-{uuid.uuid4().hex}", ttl_s=TEMPORARIES_EVERY_S):
         return 0
     return current_app.extensions["storage"].delete_orphaned_temporaries(settings.task_time_limit_s + 60.0)
+
+
+@shared_task(name="image_tasks.apply_retention")
+def apply_retention() -> dict[str, int] | None:
+    """Delete the requests past ``RETENTION_DAYS`` and the outputs no image points at any more; one run at a time."""
+    settings = _settings()
+    if settings.retention_days <= 0:
+        return None
+    holder = f"retention-{uuid.uuid4().hex}"
+    budget_s = max(1.0, min(RETENTION_BUDGET_S, settings.task_soft_time_limit_s / 2))
+    if not leases.try_acquire("retention", holder, ttl_s=settings.task_time_limit_s + 60.0):
+        return None
+    try:
+        report = retention.apply(settings.retention_days, current_app.extensions["storage"], budget_s=budget_s)
+    finally:
+        leases.release("retention", holder)
+    figures = report.as_dict()
+    if any(figures.values()):
+        log.info("retention: %s", figures)
+    return figures
 
 
 @shared_task(name="image_tasks.sweep")

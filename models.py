@@ -100,8 +100,14 @@ class Request(db.Model):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     status: Mapped[str] = mapped_column(String(32), default=RequestStatus.PENDING)
-    quality: Mapped[int]
+    #: The fixed output quality; None when the quality is chosen per image (``quality=auto``).
+    quality: Mapped[int | None]
+    #: ``quality=auto``'s perceptual target: the SSIM on luma each output must reach.
+    target_score: Mapped[float | None]
     max_dimension: Mapped[int | None]
+    output_format: Mapped[str] = mapped_column(String(8), default="jpeg", server_default=text("'jpeg'"))
+    #: A source JPEG that needs no change is kept (without its metadata) when encoding would not shrink it.
+    never_bigger: Mapped[bool] = mapped_column(default=True, server_default=text("false"))
     webhook_url: Mapped[str | None] = mapped_column(Text)
     #: SHA-256 of the API key that created the request; None when the service is open.
     owner_key_hash: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -201,6 +207,10 @@ class Image(db.Model):
     #: Times the sweeper re-enqueued the image because it looked stuck.
     requeues: Mapped[int] = mapped_column(default=0)
     output_key: Mapped[str | None] = mapped_column(Text)
+    #: The shared output the image points at; None for outputs stored per request (before reuse).
+    output_id: Mapped[int | None] = mapped_column(ForeignKey("image_outputs.id"), index=True)
+    #: The output was made for an earlier image (of this request or another of the same caller).
+    reused: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     #: The download's and the stored output's sizes, and the output's pixels, once completed.
@@ -208,9 +218,70 @@ class Image(db.Model):
     bytes_out: Mapped[int | None] = mapped_column(BigInteger)
     width: Mapped[int | None]
     height: Mapped[int | None]
+    #: The quality the output was encoded at (None when the source was kept), and the score it reached.
+    quality: Mapped[int | None]
+    score: Mapped[float | None]
+    kept_source: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+#: An output a worker is encoding: not stored yet.
+ENCODING_OUTPUT = "stored_at IS NULL"
+
+
+class ImageOutput(db.Model):
+    """An encoded output, shared by every image of one caller with the same source bytes and options.
+
+    ``variant`` is an HMAC of (caller, the source's SHA-256, the options) under the service's secret:
+    equal variants are the same work. The stored object's key is derived from it and the row id, so it
+    cannot be guessed and no later row ever writes an object a deleted row's clean-up still removes.
+    """
+
+    __tablename__ = "image_outputs"
+    __table_args__ = (
+        # One encode of a variant at a time: a second worker waits for the first one's output.
+        Index(
+            "uq_image_outputs_variant_encoding",
+            "variant",
+            unique=True,
+            postgresql_where=text(ENCODING_OUTPUT),
+            sqlite_where=text(ENCODING_OUTPUT),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    variant: Mapped[str] = mapped_column(String(64), index=True)
+    storage_key: Mapped[str] = mapped_column(Text)
+    #: When the object was stored; None while it is being encoded.
+    stored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    bytes_in: Mapped[int | None] = mapped_column(BigInteger)
+    bytes_out: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    quality: Mapped[int | None]
+    score: Mapped[float | None]
+    kept_source: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: Raised by every lookup that may point an image at it; clean-up leaves recently used outputs alone.
+    last_used_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+
+
+class SourceVersion(db.Model):
+    """What a caller's URL answered last: its validators for a conditional GET, and its bytes' SHA-256."""
+
+    __tablename__ = "source_versions"
+    __table_args__ = (UniqueConstraint("owner", "url_hash", name="uq_source_versions_owner_url_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: The caller: its API key's SHA-256, or "" when the service is open.
+    owner: Mapped[str] = mapped_column(String(64))
+    url_hash: Mapped[str] = mapped_column(String(64))
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
 class IdempotencyKey(db.Model):

@@ -23,6 +23,11 @@ import perceptual
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 OUTPUT_FORMATS = ("jpeg", "webp", "avif")
+#: quality=auto's default target: SSIM on luma 0.965 matches SSIMULACRA2 70 on the bench's photos
+#: (bench/QUALITY.md). A target may be chosen from TARGET_SCORE_MIN to TARGET_SCORE_MAX.
+DEFAULT_TARGET_SCORE = 0.965
+TARGET_SCORE_MIN = 0.5
+TARGET_SCORE_MAX = 0.999
 
 # Measured on the bench's photos at quality 50 (bench/RESULTS.md): each is where one step slower would cost
 # more than twice the CPU for under 10% fewer bytes. WebP method 2 -> 3 or 4: 2.3x the CPU, -8%; method 0 ->

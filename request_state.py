@@ -16,6 +16,7 @@ from sqlalchemy import and_, case, or_, select, update
 
 import database
 import idempotency
+import outputs
 import webhook_outbox
 from csv_input import CsvLayout, ProductRow
 from database import db_now
@@ -37,10 +38,14 @@ ACTIVE_REQUEST_STATUSES = (RequestStatus.PENDING, RequestStatus.PROCESSING)
 
 @dataclass(frozen=True)
 class UploadOptions:
-    quality: int = 50
+    #: None: chosen per image to reach ``target_score`` (``quality=auto``).
+    quality: int | None = 50
     max_dimension: int | None = None
     webhook_url: str | None = None
     owner_key_hash: str | None = None
+    target_score: float | None = None
+    output_format: str = "jpeg"
+    never_bigger: bool = True
 
 
 @dataclass(frozen=True)
@@ -54,12 +59,16 @@ class CreatedRequest:
 
 @dataclass(frozen=True)
 class ImageFigures:
-    """What a completed image measured: the download's size, the output's, and its pixels."""
+    """What a completed image measured: the download's size, the output's, its pixels, how it was encoded."""
 
     bytes_in: int
     bytes_out: int
     width: int
     height: int
+    quality: int | None = None
+    score: float | None = None
+    kept_source: bool = False
+    reused: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,8 +81,9 @@ class ImageWork:
     attempt: int
     #: Transient failures already retried: the budget of further retries is what is left.
     retries: int
-    quality: int
-    max_dimension: int | None
+    #: The caller ("" for the open service): outputs are shared only among its own images.
+    owner: str
+    options: outputs.OutputOptions
 
 
 def create_request(
@@ -103,6 +113,9 @@ def create_request(
             id=request_id,
             status=RequestStatus.PENDING,
             quality=options.quality,
+            target_score=options.target_score,
+            output_format=options.output_format,
+            never_bigger=options.never_bigger,
             max_dimension=options.max_dimension,
             webhook_url=options.webhook_url,
             owner_key_hash=options.owner_key_hash,
@@ -218,6 +231,8 @@ def retry_failed_images(request_id: uuid.UUID, error_codes: frozenset[str] | Non
             not_before=None,
             claimed_by=None,
             output_key=None,
+            output_id=None,
+            reused=False,
             error_code=None,
             error_message=None,
             finished_at=None,
@@ -410,11 +425,27 @@ def claim_image(image_id: int, task_id: str, max_attempts: int, public_base_url:
             updated_at=utcnow(),
         )
     )
-    quality, max_dimension = db.session.execute(
-        select(Request.quality, Request.max_dimension).where(Request.id == request_id)
+    chosen = db.session.execute(
+        select(
+            Request.owner_key_hash,
+            Request.output_format,
+            Request.quality,
+            Request.target_score,
+            Request.max_dimension,
+            Request.never_bigger,
+        ).where(Request.id == request_id)
     ).one()
     db.session.commit()
-    return ImageWork(image_id, request_id, source_url, attempt, retries, quality, max_dimension)
+    options = outputs.OutputOptions(
+        output_format=chosen.output_format,
+        quality=chosen.quality,
+        target_score=chosen.target_score,
+        max_dimension=chosen.max_dimension,
+        never_bigger=chosen.never_bigger,
+    )
+    return ImageWork(
+        image_id, request_id, source_url, attempt, retries, outputs.owner_of(chosen.owner_key_hash), options
+    )
 
 
 def schedule_retry(image_id: int, task_id: str, delay_s: float, code: str, message: str) -> bool:
@@ -448,9 +479,18 @@ def _touch_requests(request_ids: list[uuid.UUID]) -> None:
     db.session.execute(update(Request).where(Request.id.in_(set(request_ids))).values(updated_at=utcnow()))
 
 
-def complete_image(image_id: int, output_key: str, public_base_url: str, figures: ImageFigures | None = None) -> bool:
-    """Record an image's output; returns False if it was already final (or cancelled)."""
-    changed = _finish_image(image_id, ImageStatus.COMPLETED, public_base_url, output_key=output_key, figures=figures)
+def complete_image(
+    image_id: int,
+    output_key: str,
+    public_base_url: str,
+    figures: ImageFigures | None = None,
+    output_id: int | None = None,
+) -> bool:
+    """Record an image's output (and the shared output it points at); returns False if it was already final
+    (or cancelled)."""
+    changed = _finish_image(
+        image_id, ImageStatus.COMPLETED, public_base_url, output_key=output_key, figures=figures, output_id=output_id
+    )
     db.session.commit()
     return changed
 
@@ -469,6 +509,7 @@ def _finish_image(
     output_key: str | None = None,
     error: tuple[str, str] | None = None,
     figures: ImageFigures | None = None,
+    output_id: int | None = None,
 ) -> bool:
     now = utcnow()
     finished = db.session.execute(
@@ -477,12 +518,17 @@ def _finish_image(
         .values(
             status=status,
             output_key=output_key,
+            output_id=output_id,
             error_code=error[0] if error else None,
             error_message=error[1][:2000] if error else None,
             bytes_in=figures.bytes_in if figures else None,
             bytes_out=figures.bytes_out if figures else None,
             width=figures.width if figures else None,
             height=figures.height if figures else None,
+            quality=figures.quality if figures else None,
+            score=figures.score if figures else None,
+            kept_source=figures.kept_source if figures else False,
+            reused=figures.reused if figures else False,
             finished_at=now,
             updated_at=now,
         )

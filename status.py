@@ -190,7 +190,10 @@ def request_status(request: Request, page: Page, storage: Storage, public_base_u
         "updated_at": timestamp(request.updated_at),
         "completed_at": timestamp(request.completed_at),
         "progress": progress(request),
-        "quality": request.quality,
+        "quality": request.quality if request.quality is not None else "auto",
+        "target_score": request.target_score,
+        "format": request.output_format,
+        "never_bigger": request.never_bigger,
         "max_dimension": request.max_dimension,
         "webhook_url": request.webhook_url,
         "output_csv_url": output_csv_url(public_base_url, request.id),
@@ -218,6 +221,10 @@ def _images_of(products: Sequence[Product | Row]) -> dict[int, list[Row]]:
             Image.bytes_out,
             Image.width,
             Image.height,
+            Image.quality,
+            Image.score,
+            Image.reused,
+            Image.kept_source,
         )
         .join(Image, Image.id == ProductImage.image_id)
         .where(ProductImage.product_id.in_([p.id for p in products]))
@@ -247,7 +254,20 @@ def _image_answer(image: Row, storage: Storage) -> dict[str, Any]:
         "bytes_out": image.bytes_out,
         "width": image.width,
         "height": image.height,
+        "saved_bytes": saved_bytes(image),
+        "quality": image.quality,
+        "score": image.score,
+        "kept_source": image.kept_source,
+        "reused": image.reused,
     }
+
+
+def saved_bytes(image: Row) -> int | None:
+    """What the output saved on the download, never below 0; 0 when the source itself was kept (its metadata
+    stripped, which is not counted as a saving)."""
+    if image.status != ImageStatus.COMPLETED or image.bytes_in is None or image.bytes_out is None:
+        return None
+    return 0 if image.kept_source else max(0, image.bytes_in - image.bytes_out)
 
 
 def list_requests(owner_key_hash: str | None, page: Page) -> dict[str, Any]:
@@ -376,6 +396,11 @@ REPORT_COLUMNS = (
     "Width",
     "Height",
     "Attempts",
+    "Saved Bytes",
+    "Quality",
+    "Score",
+    "Kept Source",
+    "Reused",
 )
 
 
@@ -405,9 +430,18 @@ def report_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
                     image.width,
                     image.height,
                     image.attempts,
+                    saved_bytes(image),
+                    image.quality,
+                    "" if image.score is None else f"{image.score:.4f}",
+                    _yes_no(image.kept_source, image.status),
+                    _yes_no(image.reused, image.status),
                 ]
                 rows.write([neutralize_formula("" if cell is None else str(cell)) for cell in cells])
         yield rows.take()
+
+
+def _yes_no(flag: bool, status: str) -> str:
+    return ("yes" if flag else "no") if status == ImageStatus.COMPLETED else ""
 
 
 def _serial_as_written(product: Row, serial_index: int | None) -> str:

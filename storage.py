@@ -11,11 +11,12 @@ from typing import Protocol
 
 from config import Settings
 
-#: The keys outputs are stored under: ``<request uuid4>/<image id>.<format>``, or content-addressed
-#: ``objects/<2 hex>/<sha-256 hex>.<format>``. Nothing else under the root is ever served.
+#: The keys outputs are stored under: ``<request uuid4>/<image id>.<format>`` (before outputs were
+#: shared), or by variant, ``objects/<2 hex>/<variant hex>-<output id>.<format>`` (``outputs``). Nothing
+#: else under the root is ever served.
 OUTPUT_KEY = re.compile(
     r"(?:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/[0-9]{1,20}"
-    r"|objects/[0-9a-f]{2}/[0-9a-f]{64})"
+    r"|objects/[0-9a-f]{2}/[0-9a-f]{64}-[0-9]{1,20})"
     r"\.(?P<format>jpg|webp|avif)"
 )
 MEDIA_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "avif": "image/avif"}
@@ -119,7 +120,7 @@ class LocalStorage:
         """
         cutoff = time.time() - older_than_s
         removed = 0
-        for path in self.root.glob("*/.tmp-*"):
+        for path in (*self.root.glob("*/.tmp-*"), *self.root.glob("objects/*/.tmp-*")):
             try:
                 if path.stat().st_mtime < cutoff:
                     path.unlink()

@@ -15,6 +15,7 @@ import csv_input
 import dispatch
 import idempotency
 import image_tasks
+import pipeline
 import quotas
 import rate_limits
 import request_state
@@ -39,8 +40,12 @@ def create_upload():
         data = request.form["file"].encode()
     else:
         raise ApiError(400, "missing_file", "The form has no field 'file' holding the CSV.")
+    quality, target_score = _quality_fields()
     options = request_state.UploadOptions(
-        quality=_int_field("quality", 1, 95, default=50),
+        quality=quality,
+        target_score=target_score,
+        output_format=_format_field(),
+        never_bigger=_flag_field("never_bigger", default=True),
         max_dimension=_int_field("max_dimension", 1, 10_000, default=None),
         webhook_url=_webhook_url_field(settings),
         owner_key_hash=access.owner_key_hash(),
@@ -97,6 +102,9 @@ def _idempotency_claim(data: bytes, options: request_state.UploadOptions) -> ide
         return None
     described = {
         "quality": options.quality,
+        "target_score": options.target_score,
+        "format": options.output_format,
+        "never_bigger": options.never_bigger,
         "max_dimension": options.max_dimension,
         "webhook_url": options.webhook_url,
     }
@@ -114,12 +122,67 @@ def _is_blocked(settings: Settings, host: str) -> bool:
     return address_policy.is_blocked_host_literal(host, settings.fetch_allowed_networks)
 
 
-def _int_field(name: str, low: int, high: int, default: int | None) -> int | None:
+def _quality_fields() -> tuple[int | None, float | None]:
+    """``quality`` (1..95, or ``auto``) and, for ``auto``, ``target_score``: (None, target) means auto."""
+    if request.form.get("quality", "").strip().lower() != "auto":
+        if request.form.get("target_score", "").strip():
+            raise ApiError(400, "invalid_target_score", "'target_score' applies only with quality=auto.")
+        return _int_field("quality", 1, 95, default=50, also="or 'auto'"), None
+    raw = request.form.get("target_score", "").strip()
+    if not raw:
+        return None, pipeline.DEFAULT_TARGET_SCORE
+    try:
+        target = float(raw) if raw.isascii() else None
+    except ValueError:
+        target = None
+    if target is None or not pipeline.TARGET_SCORE_MIN <= target <= pipeline.TARGET_SCORE_MAX:
+        raise ApiError(
+            400,
+            "invalid_target_score",
+            f"'target_score' must be a number from {pipeline.TARGET_SCORE_MIN} to {pipeline.TARGET_SCORE_MAX} "
+            f"(SSIM on luma; the default is {pipeline.DEFAULT_TARGET_SCORE}), got {raw[:50]!r}.",
+        )
+    return None, target
+
+
+def _format_field() -> str:
+    raw = request.form.get("format", "").strip().lower()
+    if not raw or raw == "jpg":
+        return "jpeg"
+    makeable = pipeline.encodable_formats()
+    if raw not in makeable:
+        names = ", ".join(name for name in pipeline.OUTPUT_FORMATS if name in makeable)
+        raise ApiError(
+            422,
+            "unsupported_format",
+            f"This service cannot make {raw[:20]!r} images; 'format' may be one of: {names}.",
+            details=[{"field": "format", "message": f"supported: {names}"}],
+        )
+    return raw
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _flag_field(name: str, default: bool) -> bool:
+    raw = request.form.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE or raw in _FALSE:
+        return raw in _TRUE
+    raise ApiError(400, f"invalid_{name}", f"'{name}' must be true or false, got {raw[:20]!r}.")
+
+
+def _int_field(name: str, low: int, high: int, default: int | None, also: str = "") -> int | None:
     raw = request.form.get(name, "").strip()
     if not raw:
         return default
     if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiError(400, f"invalid_{name}", f"'{name}' must be an integer from {low} to {high}, got {raw[:50]!r}.")
+        choice = f" {also}" if also else ""
+        raise ApiError(
+            400, f"invalid_{name}", f"'{name}' must be an integer from {low} to {high}{choice}, got {raw[:50]!r}."
+        )
     return int(raw)
 
 

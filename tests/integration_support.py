@@ -119,21 +119,25 @@ def free_port() -> int:
 
 
 class SlowImages:
-    """Images on 127.0.0.2 served with a little latency, so that work overlaps and faults land mid-request."""
+    """Images on 127.0.0.2 served with a little latency, so that work overlaps and faults land mid-request.
+
+    Each has bytes of its own, so that each is encoded and stored (equal bytes would share one output).
+    """
 
     def __init__(self, server, count: int, delay_s: float = 0.15, prefix: str = "storage-faults") -> None:
-        self.image = jpeg_bytes((96, 64))
         base = f"/{prefix}/{uuid.uuid4().hex}"
         self.urls = []
+        self.images: dict[str, bytes] = {}
         for n in range(count):
             path = f"{base}/{n}.jpg"
+            self.images[path] = jpeg_bytes((96, 64), comment=f"image {n}".encode())
             server.route(path, self._handle)
             self.urls.append(server.url(path))
         self.delay_s = delay_s
 
     def _handle(self, request) -> None:
         time.sleep(self.delay_s)
-        request.send(200, self.image, {"Content-Type": "image/jpeg"})
+        request.send(200, self.images[request.path.split("?")[0]], {"Content-Type": "image/jpeg"})
 
 
 class MotoS3:

@@ -254,3 +254,32 @@ def test_an_idempotency_key_belongs_to_its_caller(keyed_api, source_server):
         f"{keyed_api}/api/requests/{first_a.json()['request_id']}/cancel", headers=bearer(KEY_B), timeout=10
     )
     assert_error(other, 404, "request_not_found")
+
+
+def test_outputs_are_reused_within_a_tenant_and_never_across_tenants(keyed_api, source_server):
+    path = f"/{uuid.uuid4().hex}.jpg"
+    conditional: list[str | None] = []
+
+    def versioned(request) -> None:
+        conditional.append(request.headers.get("If-None-Match"))
+        if request.headers.get("If-None-Match") == '"v1"':
+            request.send(304, b"", {"ETag": '"v1"'})
+        else:
+            request.send(200, jpeg_bytes((320, 240)), {"Content-Type": "image/jpeg", "ETag": '"v1"'})
+
+    source_server.route(path, versioned)
+    body = csv_of([(1, "A", [source_server.url(path)])])
+
+    def image_of(key: str) -> dict:
+        created = upload(keyed_api, body, headers=bearer(key))
+        assert created.status_code == 202, created.text
+        final = wait_final(keyed_api, created.json()["request_id"], headers=bearer(key))
+        assert final["status"] == "COMPLETED", final
+        return final["products"][0]["images"][0]
+
+    first_a, first_b, second_b = image_of(KEY_A), image_of(KEY_B), image_of(KEY_B)
+
+    # B's first sighting knows nothing of A's: a plain download, its own encode, another unguessable URL.
+    assert conditional == [None, None, '"v1"']
+    assert (first_a["reused"], first_b["reused"], second_b["reused"]) == (False, False, True)
+    assert first_b["output_url"] != first_a["output_url"] and second_b["output_url"] == first_b["output_url"]

@@ -90,7 +90,7 @@ def test_pending_image_is_claimed_once_but_a_redelivery_of_the_same_task_takes_i
 
     assert work is not None
     assert (work.image_id, work.request_id, work.source_url, work.attempt) == (image_id, request_id, url("a"), 1)
-    assert (work.quality, work.max_dimension) == (50, None)
+    assert (work.options.quality, work.options.max_dimension, work.options.output_format) == (50, None, "jpeg")
     claimed = image(image_id)
     assert (claimed.status, claimed.attempts, claimed.claimed_by) == (ImageStatus.PROCESSING, 1, "t1")
     assert request_row(request_id).status == RequestStatus.PROCESSING

@@ -34,7 +34,8 @@ def test_media_serves_outputs_and_nothing_else_under_the_storage_root(service, s
         f"{request_id}/1.png": b"\x89PNG",
         f"{request_id}/1.jpg.bak": b"old",
         f"{request_id.upper()}/1.jpg": b"\xff\xd8",
-        f"objects/cd/{DIGEST}.jpg.tmp": b"\xff\xd8",
+        f"objects/cd/{DIGEST}-1.jpg.tmp": b"\xff\xd8",
+        f"objects/cd/{DIGEST}.jpg": b"\xff\xd8",
     }
     for name, data in planted.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +47,6 @@ def test_media_serves_outputs_and_nothing_else_under_the_storage_root(service, s
 
     # A key of the content-addressed shape is an output, in any of the formats.
     (root / "objects/cd").mkdir(parents=True, exist_ok=True)
-    (root / f"objects/cd/{DIGEST}.webp").write_bytes(b"RIFF....WEBP")
-    webp = requests.get(service.url(f"/media/objects/cd/{DIGEST}.webp"), timeout=10)
+    (root / f"objects/cd/{DIGEST}-7.webp").write_bytes(b"RIFF....WEBP")
+    webp = requests.get(service.url(f"/media/objects/cd/{DIGEST}-7.webp"), timeout=10)
     assert webp.status_code == 200 and webp.headers["Content-Type"] == "image/webp"

@@ -322,7 +322,14 @@ def test_the_report_matches_the_stored_files_the_sources_and_the_status_api(serv
             error["message"],
             *("" if image[k] is None else str(image[k]) for k in ("bytes_in", "bytes_out", "width", "height")),
             str(image["attempts"]),
-        ] == [row[column] for column in status.REPORT_COLUMNS[3:]]
+            "" if image["saved_bytes"] is None else str(image["saved_bytes"]),
+            "" if image["quality"] is None else str(image["quality"]),
+        ] == [row[column] for column in status.REPORT_COLUMNS[3:15]]
+        if image["status"] == "COMPLETED":
+            assert (row["Kept Source"], row["Reused"]) == (
+                "yes" if image["kept_source"] else "no",
+                "yes" if image["reused"] else "no",
+            )
 
 
 @pytest.mark.integration

@@ -235,7 +235,7 @@ UUID4 = "6f1c0000-0000-4000-8000-000000000000"
 
 @pytest.mark.parametrize(
     "key",
-    [KEY, f"{UUID4}/1.webp", f"{UUID4}/7.avif", f"objects/ab/{DIGEST}.jpg", f"objects/00/{DIGEST}.webp"],
+    [KEY, f"{UUID4}/1.webp", f"{UUID4}/7.avif", f"objects/ab/{DIGEST}-1.jpg", f"objects/00/{DIGEST}-42.webp"],
 )
 def test_is_output_key_accepts_the_shapes_the_storage_writes(key: str) -> None:
     assert len(DIGEST) == 64
@@ -262,12 +262,15 @@ def test_is_output_key_accepts_the_shapes_the_storage_writes(key: str) -> None:
         UUID4.upper() + "/42.jpg",
         "6f1c0000-0000-1000-8000-000000000000/42.jpg",  # a version-1 UUID
         "6f1c00000000400080000000000000000/42.jpg",
-        f"objects/ab/{DIGEST[:-1]}.jpg",
-        f"objects/AB/{DIGEST}.jpg",
-        f"objects/ab/{DIGEST.upper()}.jpg",
-        f"objects/abc/{DIGEST}.jpg",
-        f"objects/ab/{DIGEST}.jpg/x",
-        f"objects/ab/{DIGEST}",
+        f"objects/ab/{DIGEST[:-1]}-1.jpg",
+        f"objects/AB/{DIGEST}-1.jpg",
+        f"objects/ab/{DIGEST.upper()}-1.jpg",
+        f"objects/abc/{DIGEST}-1.jpg",
+        f"objects/ab/{DIGEST}-1.jpg/x",
+        f"objects/ab/{DIGEST}-1",
+        f"objects/ab/{DIGEST}.jpg",
+        f"objects/ab/{DIGEST}-.jpg",
+        f"objects/ab/{DIGEST}--1.jpg",
         "",
     ],
 )
@@ -300,7 +303,7 @@ def test_an_object_store_serves_its_own_objects() -> None:
 
 @pytest.mark.parametrize(
     ("key", "media_type"),
-    [(KEY, "image/jpeg"), (f"{UUID4}/1.webp", "image/webp"), (f"objects/ab/{DIGEST}.avif", "image/avif")],
+    [(KEY, "image/jpeg"), (f"{UUID4}/1.webp", "image/webp"), (f"objects/ab/{DIGEST}-3.avif", "image/avif")],
 )
 def test_media_type_follows_the_keys_format(key: str, media_type: str) -> None:
     assert storage.media_type(key) == media_type

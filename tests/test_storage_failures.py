@@ -32,19 +32,23 @@ def deliveries_for(receiver, request_id: str) -> list[dict]:
 
 @contextlib.contextmanager
 def read_only(folder: Path) -> Iterator[None]:
-    """The folder refuses every write, for root too (an immutable inode), as a full or read-only disk would."""
+    """The folder and every folder in it refuse every write, for root too (immutable inodes), as a full or
+    read-only disk would."""
     folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(folder)], check=True)
-    else:
-        folder.chmod(0o555)
+    folders = [folder, *(path for path in folder.rglob("*") if path.is_dir())]
+    for each in folders:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "+i", str(each)], check=True)
+        else:
+            each.chmod(0o555)
     try:
         yield
     finally:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-        else:
-            folder.chmod(0o755)
+        for each in folders:
+            if os.geteuid() == 0:
+                subprocess.run(["chattr", "-i", str(each)], check=True)
+            else:
+                each.chmod(0o755)
 
 
 @pytest.mark.usefixtures("clean_tables")

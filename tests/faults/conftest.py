@@ -41,27 +41,32 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 
 
 class SlowSource:
-    """Images served from 127.0.0.2 with a delay each, so that there is time to strike mid-request."""
+    """Images served from 127.0.0.2 with a delay each, so that there is time to strike mid-request.
+
+    Each has bytes of its own, so that each is encoded and stored (equal bytes would share one output).
+    """
 
     def __init__(self, server: LoopbackHTTPServer, delay_s: float) -> None:
         self.server = server
         self.delay_s = delay_s
-        self.image = jpeg_bytes((320, 240))
+        self.images: dict[str, bytes] = {}
         self.hits: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def urls(self, count: int) -> list[str]:
         prefix = f"/slow/{uuid.uuid4().hex}"
         paths = [f"{prefix}/{n}.jpg" for n in range(count)]
-        for path in paths:
+        for n, path in enumerate(paths):
+            self.images[path] = jpeg_bytes((320, 240), comment=f"image {n}".encode())
             self.server.route(path, self._handle)
         return [self.server.url(path) for path in paths]
 
     def _handle(self, request: RequestHandler) -> None:
+        path = request.path.split("?")[0]
         with self._lock:
             self.hits[request.path] = self.hits.get(request.path, 0) + 1
         time.sleep(self.delay_s)
-        request.send(200, self.image, {"Content-Type": "image/jpeg"})
+        request.send(200, self.images[path], {"Content-Type": "image/jpeg"})
 
     def downloads(self, urls: list[str]) -> int:
         with self._lock:

@@ -1118,3 +1118,17 @@ def truncated_jpeg() -> bytes:
 )
 def test_hostile_input_fails_the_same_way_on_every_path(path: str, code: str, data: bytes) -> None:
     raises(code, data, **NEW_PATHS[path])  # type: ignore[arg-type]
+
+
+def test_never_bigger_encodes_when_the_stripped_source_does_not_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jpeg_metadata, "strip_metadata", lambda data: b"\xff\xd8\xff\xd9")
+    monkeypatch.setattr(jpeg_metadata, "frame_marker", lambda data: 0xC0)
+    result = compress(small_jpeg(), quality=80, never_bigger=True)
+    assert not result.kept_source and result.quality == 80
+
+
+def test_auto_steps_up_past_the_search_on_a_tiny_image_too() -> None:
+    data = encode(photo_like((96, 64)), "PNG")
+    result = compress(data, quality=None, target_score=0.9999)  # out of reach: the search ends at its top, 90
+    assert result.quality == 95
+    assert result.score == perceptual.ssim_luma(pipeline.prepare(data), Image.open(io.BytesIO(result.data)))

@@ -24,9 +24,9 @@ import perceptual
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 OUTPUT_FORMATS = ("jpeg", "webp", "avif")
 
-# Measured on the bench's photos at quality 50 (bench/RESULTS.md): each is where one step slower would cost
-# more than twice the CPU for under 10% fewer bytes. WebP method 2 -> 3 or 4: 2.3x the CPU, -8%; method 0 ->
-# 2: 1.9x, -15%. AVIF (libaom) speed 9 -> 8: 2.5x, -4%; speed 6: 8.7x, -12%; 10 is the same as 9.
+# Measured on the bench's photos up to 4 MP at quality 50 (bench/bench_quality_auto.py, bench/RESULTS.md):
+# each is where one step slower costs over twice the CPU for under 10% fewer bytes. WebP method 2 -> 3:
+# 2.5x the CPU, -8% (0 -> 2 cost 1.5x for -15%); AVIF speed 9 -> 8: 2.2x, -4% (6: 9x, -12%; 10 is 9).
 WEBP_METHOD = 2
 AVIF_SPEED = 9
 #: Full-size encodes quality=None may add after the search when the whole image misses the target.

@@ -29,9 +29,9 @@ DEFAULT_TARGET_SCORE = 0.965
 TARGET_SCORE_MIN = 0.5
 TARGET_SCORE_MAX = 0.999
 
-# Measured on the bench's photos at quality 50 (bench/RESULTS.md): each is where one step slower would cost
-# more than twice the CPU for under 10% fewer bytes. WebP method 2 -> 3 or 4: 2.3x the CPU, -8%; method 0 ->
-# 2: 1.9x, -15%. AVIF (libaom) speed 9 -> 8: 2.5x, -4%; speed 6: 8.7x, -12%; 10 is the same as 9.
+# Measured on the bench's photos up to 4 MP at quality 50 (bench/bench_quality_auto.py, bench/RESULTS.md):
+# each is where one step slower costs over twice the CPU for under 10% fewer bytes. WebP method 2 -> 3:
+# 2.5x the CPU, -8% (0 -> 2 cost 1.5x for -15%); AVIF speed 9 -> 8: 2.2x, -4% (6: 9x, -12%; 10 is 9).
 WEBP_METHOD = 2
 AVIF_SPEED = 9
 #: Full-size encodes quality=None may add after the search when the whole image misses the target.
@@ -311,12 +311,14 @@ def _prepare_source(
 
 
 def _needs_no_change(source: Image.Image, icc: object) -> bool:
-    """Whether the output's pixels would be the source's as they are: RGB or gray, opaque, upright, with no
-    profile or one for its colour space. Read from the header, before decoding."""
+    """Whether the output's pixels would be the source's as they are (read from the header, before decoding).
+
+    That is: RGB or gray, opaque, upright, and with no profile or one for its colour space.
+    """
     if source.mode == "RGB":
-        profile_fits = icc is None or _is_rgb_profile(icc)
+        profile_fits = not icc or _is_rgb_profile(icc)
     elif source.mode == "L":
-        profile_fits = icc is None or (isinstance(icc, bytes) and _is_profile(icc, b"GRAY"))
+        profile_fits = not icc or (isinstance(icc, bytes) and _is_profile(icc, b"GRAY"))
     else:
         return False
     return profile_fits and "transparency" not in source.info and _orientation(source) == 1
@@ -334,8 +336,11 @@ def _keep_source(prepared: _Prepared, encoded_bytes: int) -> bytes | None:
         return None  # a file Pillow decodes but the marker walk refuses: encode it normally
     if len(stripped) > encoded_bytes or frame not in jpeg_metadata.WEB_FRAMES:
         return None
-    with Image.open(io.BytesIO(stripped), formats=("JPEG",)) as kept:
-        same = kept.size == prepared.image.size and kept.mode in ("RGB", "L")
+    try:
+        with Image.open(io.BytesIO(stripped), formats=("JPEG",)) as kept:
+            same = kept.size == prepared.image.size and kept.mode in ("RGB", "L")
+    except (UnidentifiedImageError, *_DECODE_ERRORS):
+        return None  # the source decoded, so the output it would have been is the safe answer
     return stripped if same else None
 
 
@@ -367,14 +372,16 @@ def _encode_auto(
     """
     max_tiles = perceptual.MAX_TILES if output_format != "webp" else _WEBP_MAX_SIDE // perceptual.TILE
     choice = perceptual.choose_quality(im, target, encode=encode, max_tiles=max_tiles)
-    quality, data = choice.quality, choice.data
-    if choice.scored_whole:
-        return quality, choice.score, data
-    reference = perceptual.SsimReference(perceptual.luma_uint8(im))
-    score = reference.score(_decoded_luma(data))
+    quality, score, data = choice.quality, choice.score, choice.data
+    reference = None
+    if not choice.scored_whole:
+        reference = perceptual.SsimReference(perceptual.luma_uint8(im))
+        score = reference.score(_decoded_luma(data))
     for _ in range(AUTO_EXTRA_ENCODES):
         if score >= target or quality >= _QUALITY_CAP:
             break
+        if reference is None:
+            reference = perceptual.SsimReference(perceptual.luma_uint8(im))
         quality = min(quality + perceptual.QUALITY_STEP, _QUALITY_CAP)
         data = encode(im, quality)
         score = reference.score(_decoded_luma(data))

@@ -103,7 +103,22 @@ def write_results(
     if gaps.exists():
         # Written by hand from a profile (make bench BENCH_ARGS="--profile 0"), kept beside the code.
         lines += [gaps.read_text().strip(), ""]
+    lines += [section, ""] if (section := _kept_section(path, KEPT_SECTION)) else []
     path.write_text("\n".join(lines))
+
+
+#: Written by another bench (``bench/bench_quality_auto.py --write``), which ``make bench`` does not run: kept.
+KEPT_SECTION = "## quality=auto and output formats (`bench/bench_quality_auto.py`)"
+
+
+def _kept_section(path: Path, heading: str) -> str | None:
+    """The section under ``heading`` in the file as it is, up to the next ``## `` heading."""
+    text = path.read_text() if path.exists() else ""
+    if heading not in text:
+        return None
+    rest = text.split(heading, 1)[1]
+    end = rest.find("\n## ")
+    return (heading + (rest if end < 0 else rest[:end])).strip()
 
 
 def settings(commands: str, pg_version: str, fsync: bool, redis_version: str, cpu_processes: int) -> list[str]:

@@ -179,6 +179,11 @@ def start_output(variant: str, output_format: str, stale_after_s: float) -> tupl
     except IntegrityError:
         db.session.rollback()
         return None
+    # An encode that finished after this worker looked for its output holds no claim any more: look again,
+    # after the insert, so that one of the two always sees the other.
+    if db.session.scalar(select(exists().where(ImageOutput.variant == variant, ImageOutput.stored_at.is_not(None)))):
+        db.session.rollback()
+        return None
     row.storage_key = _storage_key(variant, row.id, output_format)
     output_id, key = row.id, row.storage_key
     db.session.commit()

@@ -143,3 +143,14 @@ def test_a_source_version_is_kept_only_while_the_url_sends_validators(app):
     assert _count(SourceVersion) == 1
     outputs.remember_source("", "http://127.0.0.2/a.jpg", None, None, SHA)
     assert outputs.known_source("", "http://127.0.0.2/a.jpg") is None
+
+
+def test_a_claim_after_the_encode_finished_finds_the_output_instead(app):
+    variant = outputs.variant_key(SECRET, "", SHA, outputs.OutputOptions())
+    first, _ = outputs.start_output(variant, "jpeg", stale_after_s=300)
+    assert outputs.find_stored(variant) is None  # a second worker looks while the first still encodes
+    outputs.mark_stored(first, FIGURES)  # ... and the first one finishes before the second claims
+
+    assert outputs.start_output(variant, "jpeg", stale_after_s=300) is None
+    assert outputs.claim_or_find(variant, "jpeg", stale_after_s=300).id == first
+    assert _count(ImageOutput) == 1

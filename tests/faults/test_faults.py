@@ -89,11 +89,19 @@ def check_complete(service, database, slow_source, receiver, request_id: str, ur
             sqlalchemy.text("SELECT sum(attempts), sum(requeues) FROM images WHERE request_id = :id"),
             {"id": request_id},
         ).one()
+        output_keys = (
+            connection.execute(
+                sqlalchemy.text("SELECT output_key FROM images WHERE request_id = :id"), {"id": request_id}
+            )
+            .scalars()
+            .all()
+        )
     assert statuses == {"COMPLETED": len(urls)}
     assert events == 1
-    folder = Path(service.env["INSTANCE_DIR"]) / "media" / request_id
-    outputs = sorted(folder.glob("*.jpg"))
-    leftovers = sorted(folder.glob(".tmp-*"))
+    # Each image has bytes of its own: one output of its own, stored whole.
+    media = Path(service.env["INSTANCE_DIR"]) / "media"
+    outputs = sorted({media / key for key in output_keys if key and (media / key).is_file()})
+    leftovers = sorted(media.glob("objects/*/.tmp-*"))
     assert len(outputs) == len(urls)
     wait_for(lambda: len(_deliveries_for(receiver, request_id)) >= 1, 30, "the webhook")
     time.sleep(2)  # a second delivery would arrive by now

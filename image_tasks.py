@@ -157,14 +157,14 @@ def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutpu
     )
     if fetched.not_modified and known is not None and revalidated is not None:
         kept = fetched.validators
-        outputs.remember_source(work.owner, work.source_url, kept.etag, kept.last_modified, known.content_sha256)
+        _remember(work, known, outputs.KnownSource(kept.etag, kept.last_modified, known.content_sha256))
         return _reused(revalidated)
     # The download's only reference is handed to compress, which frees it once the pixels are decoded.
     download = [fetched.data or b""]
     sent = fetched.validators
     del fetched
     content_sha256 = hashlib.sha256(download[0]).hexdigest()
-    outputs.remember_source(work.owner, work.source_url, sent.etag, sent.last_modified, content_sha256)
+    _remember(work, known, outputs.KnownSource(sent.etag, sent.last_modified, content_sha256))
     variant = outputs.variant_key(secret, work.owner, content_sha256, options)
     found = outputs.claim_or_find(variant, options.output_format, stale_after_s=settings.task_time_limit_s + 60.0)
     if isinstance(found, outputs.StoredOutput):
@@ -194,6 +194,15 @@ def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutpu
         kept_source=compressed.kept_source,
     )
     return MadeOutput(key, output_id, _figures(outputs.mark_stored(output_id, encoded), reused=False))
+
+
+def _remember(work: request_state.ImageWork, known: outputs.KnownSource | None, seen: outputs.KnownSource) -> None:
+    """Keep what the URL answered for its next conditional GET; no write when nothing changed lately."""
+    if known is None and seen.etag is None and seen.last_modified is None:
+        return
+    if seen == known and known.is_fresh():
+        return
+    outputs.remember_source(work.owner, work.source_url, seen.etag, seen.last_modified, seen.content_sha256)
 
 
 def _reused(stored: outputs.StoredOutput) -> MadeOutput:

@@ -16,8 +16,8 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,6 +31,8 @@ _EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}
 #: How long a worker waits for another that is encoding the same variant, and how often it looks.
 WAIT_FOR_PEER_S = 30.0
 _PEER_POLL_S = 0.2
+#: A source version seen again unchanged is written again only this long after it was last written.
+SOURCE_REFRESH = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,11 @@ class KnownSource:
     etag: str | None
     last_modified: str | None
     content_sha256: str
+    #: When it was last written; retention forgets versions not written for RETENTION_DAYS.
+    updated_at: datetime | None = field(default=None, compare=False)
+
+    def is_fresh(self, within: timedelta = SOURCE_REFRESH) -> bool:
+        return self.updated_at is not None and self.updated_at > utcnow() - within
 
 
 def variant_key(secret: bytes, owner: str, content_sha256: str, options: OutputOptions) -> str:
@@ -275,12 +282,12 @@ def _url_hash(url: str) -> str:
 def known_source(owner: str, url: str) -> KnownSource | None:
     """What ``url`` answered this caller last, if it sent validators; None otherwise."""
     row = db.session.execute(
-        select(SourceVersion.etag, SourceVersion.last_modified, SourceVersion.content_sha256).where(
-            SourceVersion.owner == owner, SourceVersion.url_hash == _url_hash(url)
-        )
+        select(
+            SourceVersion.etag, SourceVersion.last_modified, SourceVersion.content_sha256, SourceVersion.updated_at
+        ).where(SourceVersion.owner == owner, SourceVersion.url_hash == _url_hash(url))
     ).first()
     db.session.rollback()
-    return KnownSource(row.etag, row.last_modified, row.content_sha256) if row is not None else None
+    return KnownSource(*row) if row is not None else None
 
 
 def remember_source(owner: str, url: str, etag: str | None, last_modified: str | None, content_sha256: str) -> None:

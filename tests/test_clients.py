@@ -244,7 +244,8 @@ def test_cli_upload_of_a_refused_option_exits_1(service, source_server, tmp_path
     result = run_cli("upload", str(products), "--base-url", service.base_url, "--quality", "96")
 
     assert result.returncode == 1
-    assert "invalid_quality" in result.stderr
+    assert result.stdout == ""
+    assert "error: invalid_quality: " in result.stderr and "(HTTP 400)" in result.stderr
 
 
 def test_cli_status_prints_the_status(service, source_server):

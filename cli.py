@@ -433,7 +433,7 @@ def run_cancel(client: Client, args: argparse.Namespace) -> int:
 
 def run_retry(client: Client, args: argparse.Namespace) -> int:
     answer = client.retry(args.request_id, args.error_codes)
-    print_answer(answer, args, f"{answer['status']}: {answer['retried_images']} images put back in line")
+    print_answer(answer, args, f"{answer['status']}: failed images put back in line: {answer['retried_images']}")
     return finish(client, args.request_id, args)
 
 

@@ -396,7 +396,7 @@ def test_cli_retry_after_the_404_is_fixed_exits_0(service, source_server, tmp_pa
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "PROCESSING: 1 images put back in line"
+    assert result.stdout.strip() == "PROCESSING: failed images put back in line: 1"
     assert "COMPLETED: 100.0% (2 completed, 0 failed, 0 pending of 2)" in result.stderr
     outputs = next(csv.DictReader(io.StringIO(out.read_text())))["Output Image Urls"].split(",")
     assert len(outputs) == 2 and all(url.startswith(f"{service.base_url}/media/") for url in outputs)

@@ -2,21 +2,30 @@
 
     python cli.py upload products.csv [--webhook-url URL] [--quality N|auto] [--target-score S]
                                       [--format jpeg|webp|avif] [--no-never-bigger] [--max-dimension N]
-                                      [--wait] [--output out.csv] [--timeout S] [--json]
+                                      [--idempotency-key KEY] [--wait] [--output out.csv] [--timeout S] [--json]
     python cli.py status REQUEST_ID [--wait] [--output out.csv] [--timeout S] [--json]
+    python cli.py cancel REQUEST_ID [--json]
+    python cli.py retry REQUEST_ID [--error-code CODE [CODE ...]] [--wait] [--output out.csv] [--timeout S] [--json]
+    python cli.py report REQUEST_ID [--output report.csv]
 
-Both take ``--base-url`` (default: ``$IMAGE_SERVICE_URL``, else http://127.0.0.1:5000) and
-``--api-key`` (default: ``$IMAGE_SERVICE_API_KEY``), sent as ``Authorization: Bearer <key>``.
+(``python -m cli ...`` from the repository's root works as well.) Every command takes ``--base-url``
+(default: ``$IMAGE_SERVICE_URL``, else http://127.0.0.1:5000) and ``--api-key`` (default:
+``$IMAGE_SERVICE_API_KEY``), sent as ``Authorization: Bearer <key>``.
 
-``upload`` prints the request id on stdout (the whole JSON answer with ``--json``); ``status``
-prints the status (the JSON answer with ``--json``). With ``--wait`` both follow the request's
-progress stream (``/api/status/<id>/events``; polling the status API when the stream cannot be had)
-until the request is final, with progress lines on stderr; ``--output`` (which implies ``--wait``)
-saves the output CSV.
+``upload`` prints the request id on stdout (the whole JSON answer with ``--json``); ``status``,
+``cancel`` and ``retry`` print the status (the JSON answer with ``--json``); ``report`` writes the
+per-image report CSV to stdout, or to ``--output``. With ``--wait``, ``upload``, ``status`` and
+``retry`` follow the request's progress stream (``/api/status/<id>/events``; polling the status API
+when the stream cannot be had) until the request is final: a progress bar on stderr when stderr is a
+terminal, else one plain line per change. ``--output`` (which implies ``--wait``) saves the output CSV.
 
-Exit codes: 0 COMPLETED (or not final and not waited for), 2 COMPLETED_WITH_ERRORS, 3 FAILED,
-1 an error (the service's error message and details go to stderr), a request cancelled while waited
-for included.
+Exit codes, by the request's status once the command is done:
+    0  COMPLETED, or not final and not waited for (an upload, a retry, a status without --wait)
+    2  COMPLETED_WITH_ERRORS
+    3  FAILED
+    1  CANCELLED (``cancel`` included), or an error: the service's error code and message go to stderr
+   64  a usage error (argparse's own 2 would read as COMPLETED_WITH_ERRORS)
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -29,15 +38,19 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 from urllib.parse import quote
 
 import requests
+from tqdm import tqdm
 
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
-FINAL_EXIT_CODES = {"COMPLETED": 0, "COMPLETED_WITH_ERRORS": 2, "FAILED": 3}
-FINAL_STATUSES = {*FINAL_EXIT_CODES, "CANCELLED"}
+EXIT_CODES = {"COMPLETED": 0, "COMPLETED_WITH_ERRORS": 2, "FAILED": 3, "CANCELLED": 1}
+FINAL_STATUSES = set(EXIT_CODES)
 EXIT_ERROR = 1
+# sysexits' EX_USAGE: argparse's own 2 is COMPLETED_WITH_ERRORS here.
+EXIT_USAGE = 64
+EXIT_INTERRUPTED = 130
 HTTP_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 1.0
 TRANSIENT_STATUSES = {429, 502, 503, 504}
@@ -92,10 +105,11 @@ class Client:
             raise api_error(response)
         return response
 
-    def upload(self, csv_path: Path, fields: dict[str, str]) -> dict[str, Any]:
+    def upload(self, csv_path: Path, fields: dict[str, str], idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
         with csv_path.open("rb") as handle:
             files = {"file": (csv_path.name, handle, "text/csv")}
-            return self._call("POST", "/api/upload", files=files, data=fields).json()
+            return self._call("POST", "/api/upload", files=files, data=fields, headers=headers).json()
 
     def status(self, request_id: str, per_page: int | None = 1) -> dict[str, Any]:
         """The status; one product (the default) is enough to learn it, None asks for the service's default page."""
@@ -127,6 +141,20 @@ class Client:
 
     def output_csv(self, request_id: str) -> bytes:
         return self._call("GET", f"/api/requests/{quote(request_id, safe='')}/output.csv").content
+
+    def cancel(self, request_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/requests/{quote(request_id, safe='')}/cancel").json()
+
+    def retry(self, request_id: str, error_codes: list[str] | None) -> dict[str, Any]:
+        body = {"json": {"error_codes": error_codes}} if error_codes else {}
+        return self._call("POST", f"/api/requests/{quote(request_id, safe='')}/retry", **body).json()
+
+    def write_report(self, request_id: str, sink: BinaryIO) -> None:
+        """The per-image report CSV, copied to ``sink`` as it streams in."""
+        response = self._call("GET", f"/api/requests/{quote(request_id, safe='')}/report.csv", stream=True)
+        with response:
+            for chunk in response.iter_content(chunk_size=64 * 1024):
+                sink.write(chunk)
 
 
 @dataclass(frozen=True)
@@ -201,8 +229,13 @@ def progress_line(status: dict[str, Any]) -> str:
     )
 
 
-class ProgressPrinter:
-    """Prints a progress line to stderr whenever it differs from the last one."""
+def images_done(status: dict[str, Any]) -> int:
+    p = status["progress"]
+    return p["completed_images"] + p["failed_images"] + p.get("cancelled_images", 0)
+
+
+class ProgressLines:
+    """Progress as plain lines on stderr, one whenever it differs from the last: for logs and pipes."""
 
     def __init__(self) -> None:
         self.last_line = ""
@@ -214,28 +247,68 @@ class ProgressPrinter:
             print(line, file=sys.stderr, flush=True)
             self.last_line = line
 
+    def note(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class ProgressBar(ProgressLines):
+    """Progress as a tqdm bar on stderr, a terminal: images done of the total, failures and status after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bar: tqdm | None = None  # drawn once the total is known
+
+    def show(self, status: dict[str, Any]) -> None:
+        self.state = status["status"]
+        total = status["progress"]["total_images"]
+        if self.bar is None:
+            self.bar = tqdm(total=total, file=sys.stderr, unit="image", dynamic_ncols=True, leave=True)
+        elif self.bar.total != total:  # a big upload's images are counted as they are imported
+            self.bar.total = total
+        # Assigned, not added: a retry puts failed images back in line, and the count goes down.
+        self.bar.n = images_done(status)
+        self.bar.set_postfix(failed=status["progress"]["failed_images"], status=self.state, refresh=False)
+        self.bar.refresh()
+
+    def note(self, message: str) -> None:
+        tqdm.write(message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def progress_display() -> ProgressLines:
+    return ProgressBar() if sys.stderr.isatty() else ProgressLines()
+
 
 class StreamUnavailable(Exception):
     """The progress stream cannot be followed; polling takes over."""
 
 
 def wait_final(client: Client, request_id: str, timeout_s: float) -> dict[str, Any]:
-    """Follow the request until it is final, printing a line to stderr whenever its progress changes.
+    """Follow the request until it is final, showing its progress on stderr (a bar, or a line per change).
 
     The progress stream first; if it cannot be opened, or breaks again and again, the status API is
     polled for the rest of the wait.
     """
     deadline = time.monotonic() + timeout_s
-    printer = ProgressPrinter()
+    printer = progress_display()
     try:
-        return follow_events(client, request_id, deadline, timeout_s, printer)
-    except StreamUnavailable as error:
-        print(f"progress stream unavailable ({error}): polling instead", file=sys.stderr, flush=True)
-    return poll_final(client, request_id, deadline, timeout_s, printer)
+        try:
+            return follow_events(client, request_id, deadline, timeout_s, printer)
+        except StreamUnavailable as error:
+            printer.note(f"progress stream unavailable ({error}): polling instead")
+        return poll_final(client, request_id, deadline, timeout_s, printer)
+    finally:
+        printer.close()
 
 
 def follow_events(
-    client: Client, request_id: str, deadline: float, timeout_s: float, printer: ProgressPrinter
+    client: Client, request_id: str, deadline: float, timeout_s: float, printer: ProgressLines
 ) -> dict[str, Any]:
     """Read the progress stream to its ``final`` event, reconnecting with ``Last-Event-ID`` after a break.
 
@@ -276,7 +349,7 @@ def follow_events(
 
 
 def poll_final(
-    client: Client, request_id: str, deadline: float, timeout_s: float, printer: ProgressPrinter
+    client: Client, request_id: str, deadline: float, timeout_s: float, printer: ProgressLines
 ) -> dict[str, Any]:
     """Poll until the request is final.
 
@@ -290,7 +363,7 @@ def poll_final(
         except CliError as error:
             if not error.transient:
                 raise
-            print(f"retrying: {error.message}", file=sys.stderr, flush=True)
+            printer.note(f"retrying: {error.message}")
             delay = max(delay, error.retry_after_s or 0.0)
         else:
             printer.show(status)
@@ -307,15 +380,19 @@ def save_output(client: Client, request_id: str, path: Path) -> None:
 
 
 def finish(client: Client, request_id: str, args: argparse.Namespace) -> int:
-    """With ``--wait``: poll, save ``--output``, and turn the final status into the exit code."""
+    """With ``--wait``: follow the request, save ``--output``, and turn the final status into the exit code."""
     if not args.wait:
         return 0
     status = wait_final(client, request_id, args.timeout)
-    if status["status"] not in FINAL_EXIT_CODES:
-        raise CliError(f"request {request_id} was {status['status']}")
     if args.output:
         save_output(client, request_id, args.output)
-    return FINAL_EXIT_CODES[status["status"]]
+    if status["status"] == "CANCELLED":
+        raise CliError(f"request {request_id} was CANCELLED")
+    return EXIT_CODES[status["status"]]
+
+
+def print_answer(answer: dict[str, Any], args: argparse.Namespace, line: str) -> None:
+    print(json.dumps(answer, indent=2) if args.json else line, flush=True)
 
 
 def run_upload(client: Client, args: argparse.Namespace) -> int:
@@ -333,27 +410,53 @@ def run_upload(client: Client, args: argparse.Namespace) -> int:
         )
         if value not in (None, "")
     }
-    answer = client.upload(args.csv, fields)
-    print(json.dumps(answer, indent=2) if args.json else answer["request_id"], flush=True)
+    answer = client.upload(args.csv, fields, args.idempotency_key)
+    print_answer(answer, args, answer["request_id"])
     return finish(client, answer["request_id"], args)
 
 
 def run_status(client: Client, args: argparse.Namespace) -> int:
     status = client.status(args.request_id, per_page=None if args.json else 1)
-    print(json.dumps(status, indent=2) if args.json else progress_line(status), flush=True)
-    if args.wait and status["status"] not in FINAL_EXIT_CODES:
+    print_answer(status, args, progress_line(status))
+    if args.wait and status["status"] not in FINAL_STATUSES:
         return finish(client, args.request_id, args)
     if args.output:
         save_output(client, args.request_id, args.output)
-    return FINAL_EXIT_CODES.get(status["status"], 0)
+    return EXIT_CODES.get(status["status"], 0)
+
+
+def run_cancel(client: Client, args: argparse.Namespace) -> int:
+    answer = client.cancel(args.request_id)
+    print_answer(answer, args, progress_line(answer))
+    return EXIT_CODES[answer["status"]]
+
+
+def run_retry(client: Client, args: argparse.Namespace) -> int:
+    answer = client.retry(args.request_id, args.error_codes)
+    print_answer(answer, args, f"{answer['status']}: failed images put back in line: {answer['retried_images']}")
+    return finish(client, args.request_id, args)
+
+
+def run_report(client: Client, args: argparse.Namespace) -> int:
+    if args.output is None:
+        client.write_report(args.request_id, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return 0
+    with args.output.open("wb") as sink:
+        client.write_report(args.request_id, sink)
+    print(f"report saved to {args.output}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"upload": run_upload, "status": run_status, "cancel": run_cancel, "retry": run_retry, "report": run_report}
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse exits 2 on a usage error; 2 means COMPLETED_WITH_ERRORS here, so usage errors exit 1."""
+    """argparse exits 2 on a usage error; 2 means COMPLETED_WITH_ERRORS here, so usage errors exit 64."""
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def positive_float(raw: str) -> float:
@@ -371,25 +474,27 @@ def quality_value(raw: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = ArgumentParser(add_help=False)
-    common.add_argument(
+    connection = ArgumentParser(add_help=False)
+    connection.add_argument(
         "--base-url",
         default=os.environ.get("IMAGE_SERVICE_URL") or DEFAULT_BASE_URL,
         help=f"the service's address (default: $IMAGE_SERVICE_URL, else {DEFAULT_BASE_URL})",
     )
-    common.add_argument(
+    connection.add_argument(
         "--api-key",
         default=os.environ.get("IMAGE_SERVICE_API_KEY") or None,
         help="sent as 'Authorization: Bearer <key>' (default: $IMAGE_SERVICE_API_KEY)",
     )
-    common.add_argument("--wait", action="store_true", help="follow the request until it is final")
-    common.add_argument("--output", type=Path, help="save the output CSV here (implies --wait)")
-    common.add_argument("--timeout", type=positive_float, default=600.0, help="seconds --wait waits (default 600)")
-    common.add_argument("--json", action="store_true", help="print the service's JSON answer")
+    as_json = ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the service's JSON answer")
+    waiting = ArgumentParser(add_help=False)
+    waiting.add_argument("--wait", action="store_true", help="follow the request until it is final")
+    waiting.add_argument("--output", type=Path, help="save the output CSV here (implies --wait)")
+    waiting.add_argument("--timeout", type=positive_float, default=600.0, help="seconds --wait waits (default 600)")
 
     parser = ArgumentParser(prog="cli.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    upload = commands.add_parser("upload", parents=[common], help="upload a CSV of products")
+    upload = commands.add_parser("upload", parents=[connection, waiting, as_json], help="upload a CSV of products")
     upload.add_argument("csv", type=Path, help="the CSV: S. No., Product Name, Input Image Urls")
     upload.add_argument("--webhook-url", help="an http(s) URL to notify when the request is final")
     upload.add_argument(
@@ -404,17 +509,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep a source JPEG the encode would not shrink (the service's default: on)",
     )
     upload.add_argument("--max-dimension", type=int, help="shrink so the longest side is at most this")
-    status = commands.add_parser("status", parents=[common], help="show a request's status")
+    upload.add_argument(
+        "--idempotency-key",
+        help="sent as Idempotency-Key: the same upload sent again with the same key answers the first request",
+    )
+    status = commands.add_parser("status", parents=[connection, waiting, as_json], help="show a request's status")
     status.add_argument("request_id")
+    cancel = commands.add_parser("cancel", parents=[connection, as_json], help="cancel a request's unfinished images")
+    cancel.add_argument("request_id")
+    retry = commands.add_parser(
+        "retry", parents=[connection, waiting, as_json], help="re-run a request's failed images"
+    )
+    retry.add_argument("request_id")
+    retry.add_argument(
+        "--error-code",
+        dest="error_codes",
+        action="extend",
+        nargs="+",
+        metavar="CODE",
+        help="only the failed images with these error codes, such as http_404 (default: every failed image)",
+    )
+    report = commands.add_parser("report", parents=[connection], help="the per-image report CSV")
+    report.add_argument("request_id")
+    report.add_argument("--output", type=Path, help="write the report here (default: stdout)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.wait = args.wait or args.output is not None
+    if "wait" in args:
+        args.wait = args.wait or args.output is not None
     client = Client(args.base_url, args.api_key)
     try:
-        return run_upload(client, args) if args.command == "upload" else run_status(client, args)
+        return COMMANDS[args.command](client, args)
     except CliError as error:
         print(f"error: {error.message}", file=sys.stderr)
         for detail in error.details:
@@ -424,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -59,17 +64,63 @@ def fetch_page(service) -> tuple[requests.Response, PageParser]:
     return response, parser
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 150) -> subprocess.CompletedProcess:
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without the CLI's own variables, plus ``env``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SERVICE_")}, **(env or {})}
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 150, text: bool = True
+) -> subprocess.CompletedProcess:
     """``python cli.py ...`` with none of the CLI's own variables inherited unless given."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SERVICE_")}
     return subprocess.run(
         [sys.executable, str(CLI), *args],
-        env={**clean, **(env or {})},
+        env=cli_env(env),
         cwd=ROOT,
         capture_output=True,
-        text=True,
+        text=text,
         timeout=timeout_s,
     )
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """``python cli.py ...`` in the background, its stdout and stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, str(CLI), *args],
+        env=cli_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_cli_on_a_terminal(*args: str, timeout_s: float = 120) -> tuple[int, str]:
+    """``python cli.py ...`` with stdout and stderr on a pseudo-terminal 120 columns wide: its exit code and output."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    cli = subprocess.Popen(
+        [sys.executable, str(CLI), *args], env=cli_env(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    output = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], timeout_s)
+            assert ready, f"no output for {timeout_s} s: {output.decode(errors='replace')}"
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: every end of the slave is closed, the CLI has exited
+                break
+            if not chunk:
+                break
+            output += chunk
+        return cli.wait(timeout=timeout_s), output.decode("utf-8", "replace")
+    finally:
+        os.close(master)
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
 
 
 def serve(source_server, data: bytes, name: str = "img.jpg") -> str:
@@ -193,7 +244,8 @@ def test_cli_upload_of_a_refused_option_exits_1(service, source_server, tmp_path
     result = run_cli("upload", str(products), "--base-url", service.base_url, "--quality", "96")
 
     assert result.returncode == 1
-    assert "invalid_quality" in result.stderr
+    assert result.stdout == ""
+    assert "error: invalid_quality: " in result.stderr and "(HTTP 400)" in result.stderr
 
 
 def test_cli_status_prints_the_status(service, source_server):
@@ -246,6 +298,7 @@ def test_cli_wait_follows_the_progress_stream(service, source_server, tmp_path):
     lines = [line for line in result.stderr.splitlines() if "% (" in line]
     assert len(lines) >= 2 and len(set(lines)) == len(lines), result.stderr  # each change once
     assert lines[-1] == "COMPLETED_WITH_ERRORS: 100.0% (12 completed, 1 failed, 0 pending of 13)"
+    assert "\r" not in result.stderr and "\x1b" not in result.stderr  # piped: plain lines, no bar, no ANSI codes
 
 
 def test_cli_wait_polls_when_the_stream_is_refused(service, source_server, tmp_path):
@@ -267,32 +320,36 @@ def test_cli_wait_polls_when_the_stream_is_refused(service, source_server, tmp_p
     assert "COMPLETED: 100.0% (1 completed, 0 failed, 0 pending of 1)" in result.stderr
 
 
-def test_cli_wait_on_a_request_cancelled_meanwhile_exits_1(service, source_server, tmp_path):
+def test_cli_cancel_of_a_slow_request_ends_the_wait_with_exit_1(service, source_server, tmp_path):
     slow = SlowImages(source_server, 20, delay_s=1.0, prefix="cli-cancel")
     products = tmp_path / "products.csv"
     products.write_bytes(csv_of([(n + 1, f"SKU{n}", [slow.urls[n]]) for n in range(20)]))
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SERVICE_")}
-    cli = subprocess.Popen(
-        [sys.executable, str(CLI), "upload", str(products), "--base-url", service.base_url, "--wait"],
-        env=clean,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    out = tmp_path / "out.csv"
+    waiting = start_cli("upload", str(products), "--base-url", service.base_url, "--output", str(out))
     try:
-        request_id = cli.stdout.readline().strip()
-        cancelled = requests.post(service.url(f"/api/requests/{request_id}/cancel"), timeout=10)
-        assert cancelled.status_code == 200, cancelled.text
-        _, stderr = cli.communicate(timeout=60)
-    finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
+        request_id = waiting.stdout.readline().strip()
 
-    assert cli.returncode == 1, stderr
+        cancelled = run_cli("cancel", request_id, "--base-url", service.base_url)
+
+        _, stderr = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+
+    assert cancelled.returncode == 1, cancelled.stderr
+    assert cancelled.stdout.startswith("CANCELLED: 100.0% (")
+    assert requests.get(service.url(f"/api/status/{request_id}"), timeout=10).json()["status"] == "CANCELLED"
+    assert waiting.returncode == 1, stderr
     assert f"error: request {request_id} was CANCELLED" in stderr
     assert "polling instead" not in stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))  # a cancelled request has its output CSV too
+    assert len(rows) == 20
+
+    again = run_cli("cancel", request_id, "--base-url", service.base_url)
+    assert again.returncode == 1
+    assert again.stdout == ""
+    assert "error: already_final: " in again.stderr and "(HTTP 409)" in again.stderr
 
 
 def test_cli_parses_server_sent_events():
@@ -309,3 +366,134 @@ def test_cli_parses_server_sent_events():
         ("progress", "a1", '{"x":\n1}', None),
         ("final", "a1", "{}", None),  # the last id holds until another is sent
     ]
+
+
+# --- cancel, retry, report, idempotency, exit codes, the progress bar ---------------------------
+
+
+def test_cli_retry_after_the_404_is_fixed_exits_0(service, source_server, tmp_path):
+    good = serve(source_server, jpeg_bytes((64, 48)))
+    path = f"/{uuid.uuid4().hex}/late.jpg"  # 404 until routed
+    late = source_server.url(path)
+    request_id = upload(service.base_url, csv_of([(1, "SKU1", [good, late])])).json()["request_id"]
+    assert wait_final(service.base_url, request_id)["status"] == "COMPLETED_WITH_ERRORS"
+    not_that_code = run_cli("retry", request_id, "--base-url", service.base_url, "--error-code", "http_500")
+    assert not_that_code.returncode == 1
+    assert "error: nothing_to_retry: " in not_that_code.stderr and "(HTTP 409)" in not_that_code.stderr
+    source_server.route(path, respond(200, jpeg_bytes((80, 60)), {"Content-Type": "image/jpeg"}))
+    out = tmp_path / "out.csv"
+
+    result = run_cli(
+        "retry",
+        request_id,
+        "--base-url",
+        service.base_url,
+        "--error-code",
+        "http_404",
+        "http_410",
+        "--output",
+        str(out),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "PROCESSING: failed images put back in line: 1"
+    assert "COMPLETED: 100.0% (2 completed, 0 failed, 0 pending of 2)" in result.stderr
+    outputs = next(csv.DictReader(io.StringIO(out.read_text())))["Output Image Urls"].split(",")
+    assert len(outputs) == 2 and all(url.startswith(f"{service.base_url}/media/") for url in outputs)
+    assert run_cli("status", request_id, "--base-url", service.base_url).returncode == 0
+
+
+def test_cli_report_to_a_file_and_to_stdout(service, source_server, tmp_path):
+    good = serve(source_server, jpeg_bytes((64, 48)))
+    missing = source_server.url(f"/{uuid.uuid4().hex}/missing.jpg")
+    request_id = upload(service.base_url, csv_of([(7, "SKU7", [good, missing])])).json()["request_id"]
+    wait_final(service.base_url, request_id)
+    expected = requests.get(service.url(f"/api/requests/{request_id}/report.csv"), timeout=10).content
+    report = tmp_path / "report.csv"
+
+    to_file = run_cli("report", request_id, "--base-url", service.base_url, "--output", str(report))
+    to_stdout = run_cli("report", request_id, "--base-url", service.base_url, text=False)
+
+    assert to_file.returncode == 0, to_file.stderr
+    assert to_file.stdout == ""
+    assert report.read_bytes() == expected
+    assert to_stdout.returncode == 0, to_stdout.stderr
+    assert to_stdout.stdout == expected
+    rows = list(csv.DictReader(io.StringIO(expected.decode())))
+    assert [(r["S. No."], r["Position"], r["Status"], r["Error Code"]) for r in rows] == [
+        ("7", "1", "COMPLETED", ""),
+        ("7", "2", "FAILED", "http_404"),
+    ]
+    unknown = run_cli("report", str(uuid.uuid4()), "--base-url", service.base_url, "--output", str(tmp_path / "x"))
+    assert unknown.returncode == 1
+    assert "error: request_not_found: " in unknown.stderr
+
+
+def test_cli_idempotency_key_twice_gives_the_same_request(service, source_server, tmp_path):
+    products = tmp_path / "products.csv"
+    products.write_bytes(csv_of([(1, "SKU1", [serve(source_server, jpeg_bytes())])]))
+    key = str(uuid.uuid4())
+    args = ("--base-url", service.base_url, "--idempotency-key", key)
+
+    first = run_cli("upload", str(products), *args)
+    second = run_cli("upload", str(products), *args, "--json")
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["request_id"] == first.stdout.strip()
+    assert len(requests.get(service.url("/api/requests"), timeout=10).json()["requests"]) == 1
+    reused = run_cli("upload", str(products), *args, "--max-dimension", "100")
+    assert reused.returncode == 1
+    assert "error: idempotency_key_reused: " in reused.stderr and "(HTTP 422)" in reused.stderr
+
+
+def test_cli_exit_code_of_a_failed_request_is_3(service, source_server, tmp_path):
+    missing = source_server.url(f"/{uuid.uuid4().hex}/missing.jpg")
+    products = tmp_path / "products.csv"
+    products.write_bytes(csv_of([(1, "SKU1", [missing])]))
+
+    result = run_cli("upload", str(products), "--base-url", service.base_url, "--wait", "--timeout", "120")
+
+    assert result.returncode == 3, result.stderr
+    assert "FAILED: 100.0% (0 completed, 1 failed, 0 pending of 1)" in result.stderr
+    status = run_cli("status", result.stdout.strip(), "--base-url", service.base_url)
+    assert status.returncode == 3
+    assert status.stdout.startswith("FAILED: ")
+
+
+def test_cli_usage_errors_exit_64():
+    for args in (("retry",), ("upload", "products.csv", "--quality", "best"), ("frobnicate",)):
+        result = run_cli(*args, timeout_s=30)
+        assert result.returncode == 64, (args, result.stderr)
+        assert "usage: cli.py" in result.stderr
+
+
+def test_cli_runs_as_a_module(service):
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "status", str(uuid.uuid4()), "--base-url", service.base_url],
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 1
+    assert "error: request_not_found: " in result.stderr
+
+
+def test_cli_wait_on_a_terminal_draws_a_progress_bar(service, source_server, tmp_path):
+    slow = SlowImages(source_server, 6, delay_s=0.3, prefix="cli-bar")
+    missing = source_server.url(f"/{uuid.uuid4().hex}/missing.jpg")
+    products = tmp_path / "products.csv"
+    products.write_bytes(csv_of([(1, "SKU1", slow.urls[:3]), (2, "SKU2", [*slow.urls[3:], missing])]))
+
+    code, output = run_cli_on_a_terminal("upload", str(products), "--base-url", service.base_url, "--wait")
+
+    assert code == 2, output
+    assert "100%|" in output and "█" in output, output
+    assert "\r" in output  # the bar is redrawn in place
+    last_bar = [part for part in output.split("\r") if part.strip()][-1]  # the terminal's \r\n included
+    assert "7/7" in last_bar and "failed=1" in last_bar and "status=COMPLETED_WITH_ERRORS" in last_bar, output
+    assert "% (" not in output  # no plain progress lines on a terminal
+    assert "image [" not in output  # no bar drawn before the total is known

@@ -17,6 +17,8 @@ import database
 import host_slots
 import image_tasks  # noqa: F401  (registers the shared tasks)
 import media_routes
+import metrics
+import metrics_routes
 import outputs
 import page_routes
 import progress_events
@@ -75,6 +77,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
     rate_limits.init_app(app, settings)
     progress_events.init_app(app, settings)
     celery_init_app(app, settings)
+    metrics.init_app(app)
     register_error_handlers(app)
 
     blueprints = (
@@ -85,6 +88,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
         webhooks_routes,
         media_routes,
         page_routes,
+        metrics_routes,
     )
     for module in blueprints:
         app.register_blueprint(module.bp)

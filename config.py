@@ -250,6 +250,8 @@ class Settings:
     retention_days: float = 30.0
     #: How often the retention task runs.
     retention_interval_s: float = 3600.0
+    #: When set, ``/metrics`` answers only a scrape that sends ``Authorization: Bearer <token>``.
+    metrics_token: str = ""
     s3: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -316,6 +318,7 @@ class Settings:
             events_max_streams=_int(env, "EVENTS_MAX_STREAMS", DEFAULT_EVENTS_MAX_STREAMS, 0),
             retention_days=_float(env, "RETENTION_DAYS", 30.0, 0.0),
             retention_interval_s=_float(env, "RETENTION_INTERVAL_S", 3600.0, 1.0),
+            metrics_token=env.get("METRICS_TOKEN", "").strip(),
             s3={
                 key: env[key]
                 for key in ("S3_BUCKET", "S3_ENDPOINT_URL", "S3_REGION", "S3_PUBLIC_BASE_URL")

@@ -23,6 +23,7 @@ import dispatch
 import fetcher
 import idempotency
 import leases
+import metrics
 import outputs
 import pipeline
 import request_state
@@ -91,31 +92,22 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
     except fetcher.FetchError as error:
         if error.transient and work.retries < settings.fetch_max_retries:
             delay = retry_delay(work.retries, error.retry_after)
-            request_state.schedule_retry(image_id, task_id, delay, error.code, error.message)
-            return f"retry:{error.code}"
-        request_state.fail_image(image_id, error.code, error.message, base_url)
-        return error.code
+            return _retry(image_id, task_id, delay, error.code, error.message)
+        return _fail(image_id, error.code, error.message, base_url)
     except StorageError as error:
         if work.retries < settings.storage_max_retries:
-            delay = retry_delay(work.retries, None)
-            request_state.schedule_retry(image_id, task_id, delay, "storage_error", str(error))
-            return "retry:storage_error"
+            return _retry(image_id, task_id, retry_delay(work.retries, None), "storage_error", str(error))
         message = f"The output could not be stored after {work.retries + 1} tries: {error}"
-        request_state.fail_image(image_id, "storage_error", message, base_url)
-        return "storage_error"
+        return _fail(image_id, "storage_error", message, base_url)
     except outputs.PeerStillEncoding as error:
         # Not the image's fault, and bounded: a claim older than the hard time limit is taken over.
-        request_state.schedule_retry(image_id, task_id, retry_delay(0, None), "output_busy", str(error))
-        return "retry:output_busy"
+        return _retry(image_id, task_id, retry_delay(0, None), "output_busy", str(error))
     except pipeline.ImageProcessingError as error:
-        request_state.fail_image(image_id, error.code, error.message, base_url)
-        return error.code
+        return _fail(image_id, error.code, error.message, base_url)
     except SoftTimeLimitExceeded:
-        request_state.fail_image(
-            image_id, "processing_timeout", "Processing took longer than the time limit.", base_url
-        )
-        return "processing_timeout"
+        return _fail(image_id, "processing_timeout", "Processing took longer than the time limit.", base_url)
     if request_state.complete_image(image_id, made.key, base_url, made.figures, output_id=made.output_id):
+        metrics.IMAGES_PROCESSED.labels(_outcome(made.figures)).inc()
         return "reused" if made.figures.reused else "completed"
     if request_state.image_status(image_id) == ImageStatus.CANCELLED and not made.figures.reused:
         # Cancelled while in flight: an output made for it alone is dropped, not left behind unreferenced.
@@ -127,6 +119,24 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
             log.warning("image %s: the output of a cancelled image was not removed: %s", image_id, error)
         return "cancelled"
     return "already_final"
+
+
+def _outcome(figures: request_state.ImageFigures) -> str:
+    if figures.reused:
+        return "reused"
+    return "kept_source" if figures.kept_source else "encoded"
+
+
+def _retry(image_id: int, task_id: str, delay_s: float, code: str, message: str) -> str:
+    if request_state.schedule_retry(image_id, task_id, delay_s, code, message):
+        metrics.IMAGE_RETRIES.labels(code).inc()
+    return f"retry:{code}"
+
+
+def _fail(image_id: int, code: str, message: str, base_url: str) -> str:
+    if request_state.fail_image(image_id, code, message, base_url):
+        metrics.IMAGES_FAILED.labels(code).inc()
+    return code
 
 
 @dataclass(frozen=True)
@@ -152,15 +162,18 @@ def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutpu
     if known is not None:
         revalidated = outputs.find_stored(outputs.variant_key(secret, work.owner, known.content_sha256, options))
     validators = fetcher.Validators(known.etag, known.last_modified) if known and revalidated else None
+    started = time.monotonic()
     fetched = fetcher.fetch_image_revalidated(
         work.source_url, fetch_limits(settings), current_app.extensions["host_slots"], validators
     )
+    metrics.DOWNLOAD_SECONDS.observe(time.monotonic() - started)
     if fetched.not_modified and known is not None and revalidated is not None:
         kept = fetched.validators
         _remember(work, known, outputs.KnownSource(kept.etag, kept.last_modified, known.content_sha256))
         return _reused(revalidated)
     # The download's only reference is handed to compress, which frees it once the pixels are decoded.
     download = [fetched.data or b""]
+    metrics.DOWNLOADED_BYTES.inc(len(download[0]))
     sent = fetched.validators
     del fetched
     content_sha256 = hashlib.sha256(download[0]).hexdigest()
@@ -184,6 +197,9 @@ def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutpu
     except BaseException:
         _abandon(output_id)
         raise
+    metrics.DECODE_SECONDS.observe(compressed.decode_s)
+    metrics.ENCODE_SECONDS.observe(compressed.encode_s)
+    metrics.STORED_BYTES.inc(len(compressed.data))
     encoded = outputs.EncodedFigures(
         bytes_in=compressed.source_bytes,
         bytes_out=len(compressed.data),
@@ -326,6 +342,12 @@ def apply_retention() -> dict[str, int] | None:
     return figures
 
 
+def _fail_stuck_images(max_requeues: int, base_url: str) -> int:
+    failed = request_state.fail_exhausted_images(max_requeues, base_url)
+    metrics.IMAGES_FAILED.labels("stuck").inc(failed)
+    return failed
+
+
 @shared_task(name="image_tasks.sweep")
 def sweep() -> dict[str, int] | None:
     """Recover what was lost: abandoned and lost images, unfinalised requests. One sweep at a time."""
@@ -337,7 +359,7 @@ def sweep() -> dict[str, int] | None:
     try:
         base_url = settings.public_base_url
         report = {
-            "failed": request_state.fail_exhausted_images(settings.image_max_attempts, base_url),
+            "failed": _fail_stuck_images(settings.image_max_attempts, base_url),
             "abandoned": len(request_state.release_stale_images(settings.stale_image_after_s)),
             "lost": len(
                 dispatch.release_lost_images(

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import select
 import signal
 import subprocess
@@ -46,6 +47,9 @@ PARENT_DEATH_SIGNALS = {
 }
 
 ROLES = ("api", "worker", "control", "beat", "migrate")
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# The files prometheus_client's multiprocess mode writes: one per kind of metric and process.
+METRICS_FILE = re.compile(r"(counter|gauge|histogram|summary)_.+\.db")
 
 log = logging.getLogger("launcher")
 
@@ -57,6 +61,9 @@ def service_environment() -> dict[str, str]:
     env.setdefault("PYTHONUNBUFFERED", "1")
     # glibc's per-thread arenas fragment a long-running image worker's memory; two are plenty.
     env.setdefault("MALLOC_ARENA_MAX", "2")
+    # Every process started here counts into one folder, which the API's /metrics adds up (metrics.py).
+    instance_dir = Path(env.get("INSTANCE_DIR") or HERE / "instance")
+    env.setdefault(METRICS_DIR_VARIABLE, str(instance_dir / "metrics"))
     if "FETCH_ALLOWED_NETWORKS" not in os.environ:
         env["FETCH_ALLOWED_NETWORKS"] = LOOPBACK_NETWORKS
         banner = "!" * 78
@@ -158,6 +165,18 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
         ],
         "beat": [str(bin_dir / "celery"), "-A", "app:celery_app", "beat", "--loglevel", "INFO"],
     }
+
+
+def clear_metrics(env: dict[str, str]) -> None:
+    """Start the counts afresh: remove the files of the processes an earlier run started.
+
+    Only prometheus_client's own files go, in case the folder was set to one that holds others.
+    """
+    folder = Path(env[METRICS_DIR_VARIABLE])
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in folder.iterdir():
+        if METRICS_FILE.fullmatch(path.name):
+            path.unlink(missing_ok=True)
 
 
 def migrate(env: dict[str, str]) -> None:
@@ -302,6 +321,7 @@ def main() -> int:
     env = service_environment()
     to_start = commands(env)
     nice = {name: niceness(name, env) for name in to_start}
+    clear_metrics(env)
     migrate(env)
     stop_signals: list[int] = []
     for signum in STOP_SIGNALS:

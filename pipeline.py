@@ -11,6 +11,7 @@ import contextlib
 import functools
 import io
 import struct
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -108,6 +109,9 @@ class CompressedImage:
     score: float | None
     #: Whether ``data`` is the source JPEG itself with its metadata removed (never_bigger).
     kept_source: bool
+    #: Seconds spent decoding and preparing the pixels (see prepare), then encoding them.
+    decode_s: float = 0.0
+    encode_s: float = 0.0
 
 
 @dataclass
@@ -168,7 +172,9 @@ def compress(
     del data
 
     with _image_errors():
+        started = time.perf_counter()
         prepared = _prepare(stream, source_bytes, max_dimension, max_pixels, keep_jpeg)
+        decoded = time.perf_counter()
         try:
             im = prepared.image
             encode = functools.partial(_encode, output_format=output_format, icc=prepared.icc)
@@ -190,6 +196,8 @@ def compress(
                 quality=quality,
                 score=score,
                 kept_source=kept is not None,
+                decode_s=decoded - started,
+                encode_s=time.perf_counter() - decoded,
             )
         finally:
             prepared.image.close()

@@ -18,6 +18,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 import broker
+import metrics
 from database import db_now
 from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
 from status import output_csv_url, progress, timestamp
@@ -150,14 +151,19 @@ def record_attempt(
     # An attempt that outlived its lease finishes after a later one was claimed: its failure is
     # history, not a decision; a success still means the receiver has the event.
     superseded = event.status != DeliveryStatus.PENDING or work.attempt < event.attempts_made
+    gave_up = False
     if delivered:
         event.status, event.next_attempt_at = DeliveryStatus.DELIVERED, None
     elif not superseded and (give_up or event.attempts_made >= event.attempts_allowed):
         event.status, event.next_attempt_at = DeliveryStatus.FAILED, None
+        gave_up = True
     elif not superseded:
         event.next_attempt_at = db_now(_delay_before(event.attempts_made + 1))
     status = event.status
     db.session.commit()
+    metrics.WEBHOOK_ATTEMPTS.labels(metrics.webhook_outcome(status_code)).inc()
+    if gave_up:
+        metrics.WEBHOOKS_GIVEN_UP.inc()
     return status
 
 

@@ -231,6 +231,8 @@ def service(backing_services) -> Iterator[Service]:
         "RATE_LIMIT_STORAGE_URL": "memory://",
         "RATE_LIMIT_UPLOADS": "100000/minute",
         "RATE_LIMIT_READS": "100000/minute",
+        # Shared with the workers, as launcher.py shares it: the API's /metrics adds up their counts.
+        "PROMETHEUS_MULTIPROC_DIR": str(Path(backing_services["INSTANCE_DIR"]) / "metrics"),
     }
     saved = dict(os.environ)
     os.environ.update(env)

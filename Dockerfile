@@ -2,7 +2,7 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 INSTANCE_DIR=/data
 WORKDIR /srv
-RUN useradd --create-home --uid 10001 service && mkdir -p /data && chown service /data
+RUN useradd --create-home --uid 10001 service && mkdir -p /data /metrics && chown service /data /metrics
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
@@ -51,6 +52,10 @@ def multiprocess_dir() -> str | None:
 
 # prometheus_client opens a process's file with its first metric, below, so the folder must exist now.
 multiprocess_dir()
+if values.ValueClass is not values.MutexValue:
+    # Containers of one machine share the folder (docker-compose.yml) but not a PID namespace: one file per
+    # host name and pid, so that two containers' pid 7 never write to one file.
+    values.ValueClass = values.MultiProcessValue(lambda: f"{socket.gethostname()}-{os.getpid()}")
 # Creation timestamps have no meaning summed over processes, and multiprocess mode has none.
 disable_created_metrics()
 

@@ -92,6 +92,21 @@ def test_the_stack_stores_in_the_bucket_the_one_shot_creates_and_makes_readable(
     assert services["migrate"]["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
 
 
+def test_every_container_counts_into_the_one_metrics_folder_the_api_scrapes(stack):
+    services = stack["services"]
+    for name in OUR_SERVICES:
+        assert services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/metrics", name
+        assert any(
+            str(volume).startswith("metrics:/metrics") or _target(volume) == "/metrics"
+            for volume in services[name]["volumes"]
+        ), name
+    assert stack["volumes"]["metrics"]["driver_opts"]["type"] == "tmpfs"
+
+
+def _target(volume) -> str | None:
+    return volume.get("target") if isinstance(volume, dict) else None
+
+
 def test_flower_watches_the_broker_the_service_uses(stack):
     flower = stack["services"]["flower"]
     broker = stack["services"]["worker"]["environment"]["CELERY_BROKER_URL"]

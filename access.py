@@ -43,7 +43,9 @@ def _presented_key() -> str | None:
 def _authenticate() -> None:
     g.owner_key_hash = None
     hashes: tuple[str, ...] = current_app.extensions["api_key_hashes"]
-    if not hashes or not request.path.startswith("/api/") or request.path in OPEN_PATHS:
+    # A CORS preflight carries no credentials by design; the call it announces is checked.
+    preflight = request.method == "OPTIONS"
+    if preflight or not hashes or not request.path.startswith("/api/") or request.path in OPEN_PATHS:
         return
     failures = current_app.extensions["auth_failures"]  # rate_limits' counter of wrong keys
     failures.refuse_if_exhausted()

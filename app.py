@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
-import logging
+import os
 from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_init
 from flask import Flask
+from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import access
@@ -16,6 +17,7 @@ import broker
 import database
 import host_slots
 import image_tasks  # noqa: F401  (registers the shared tasks)
+import log_context
 import media_routes
 import metrics
 import metrics_routes
@@ -31,9 +33,38 @@ import storage
 import upload_routes
 import webhooks
 import webhooks_routes
-from config import Settings
+from config import Settings, log_format
 from errors import register_error_handlers
 from models import db
+
+cors = CORS()
+# Outputs are under /media: an <img> needs no CORS, but a page drawing one on a canvas or fetching it does.
+CORS_OPTIONS: dict[str, Any] = {
+    "resources": [r"/api/*", r"/media/*"],
+    "methods": ["GET", "POST", "OPTIONS"],
+    "allow_headers": [
+        "Authorization",
+        "X-API-Key",
+        "Content-Type",
+        "Idempotency-Key",
+        "If-None-Match",
+        "Last-Event-ID",
+    ],
+    "expose_headers": [
+        "Location",
+        "ETag",
+        "Idempotent-Replayed",
+        "Retry-After",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+    ],
+    "supports_credentials": False,
+    "max_age": 600,
+}
 
 
 def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = True) -> Flask:
@@ -42,8 +73,9 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
     ``migrations`` adds the ``flask db`` commands, which Celery's processes do without.
     """
     # Before the settings are read, since reading them logs the time limits derived.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_context.configure_logging(log_format(os.environ))
     settings = Settings.from_env(**(overrides or {}))
+    log_context.configure_logging(settings.log_format)
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
 
     app = Flask(__name__, instance_path=str(settings.instance_dir))
@@ -73,6 +105,9 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
     app.extensions["host_slots"] = host_slots.from_settings(settings)
     app.extensions["webhook_secret"] = webhooks.load_or_create_secret(settings)
     app.extensions["variant_secret"] = outputs.variant_secret(app.extensions["webhook_secret"])
+    log_context.init_app(app)
+    if settings.cors_origins:
+        cors.init_app(app, origins=list(settings.cors_origins), **CORS_OPTIONS)
     access.init_app(app, settings)
     rate_limits.init_app(app, settings)
     progress_events.init_app(app, settings)
@@ -110,6 +145,7 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
     # In a worker's main process, before its pool forks; the API keeps durable commits.
     worker_init.connect(relax_workers_commits, weak=False)
 
+    log_context.init_celery()
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.config_from_object(celery_settings(settings))
     celery.set_default()

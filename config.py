@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,10 @@ DEFAULT_EVENTS_MAX_STREAMS = 64
 _SOFT, _HARD = "TASK_SOFT_TIME_LIMIT_S", "TASK_TIME_LIMIT_S"
 _VISIBILITY, _STALE = "BROKER_VISIBILITY_TIMEOUT_S", "STALE_IMAGE_AFTER_S"
 NESTED_DEFAULTS = {_SOFT: 120, _HARD: 150, _VISIBILITY: 900, _STALE: 300}
+
+LOG_FORMATS = ("text", "json")
+#: An origin as browsers send it: scheme, host and an optional port, no path.
+ORIGIN = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,24 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[Any, ...]:
         return parse_networks(env.get(name, ""))
     except ValueError as error:
         raise SettingsError(f"{name}: {error}") from None
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    origins = tuple(part.strip().rstrip("/") for part in env.get(name, "").split(",") if part.strip())
+    for origin in origins:
+        if origin != "*" and not ORIGIN.fullmatch(origin):
+            raise SettingsError(f"{name} must be comma-separated origins like https://host[:port], got {origin!r}")
+    if "*" in origins and len(origins) > 1:
+        raise SettingsError(f"{name}: '*' already allows every origin; give it alone, got {origins!r}")
+    return origins
+
+
+def log_format(env: Mapping[str, str]) -> str:
+    """``LOG_FORMAT``, which the launcher reads too, to log in it before any app exists."""
+    value = env.get("LOG_FORMAT", "").strip().lower() or "text"
+    if value not in LOG_FORMATS:
+        raise SettingsError(f"LOG_FORMAT must be 'text' or 'json', got {value!r}")
+    return value
 
 
 def _rate_limit_storage(env: Mapping[str, str]) -> str:
@@ -252,6 +275,9 @@ class Settings:
     retention_interval_s: float = 3600.0
     #: When set, ``/metrics`` answers only a scrape that sends ``Authorization: Bearer <token>``.
     metrics_token: str = ""
+    #: Browser origins allowed to call ``/api`` and read ``/media`` across origins; empty is none.
+    cors_origins: tuple[str, ...] = ()
+    log_format: str = "text"
     s3: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -319,6 +345,8 @@ class Settings:
             retention_days=_float(env, "RETENTION_DAYS", 30.0, 0.0),
             retention_interval_s=_float(env, "RETENTION_INTERVAL_S", 3600.0, 1.0),
             metrics_token=env.get("METRICS_TOKEN", "").strip(),
+            cors_origins=_origins(env, "CORS_ORIGINS"),
+            log_format=log_format(env),
             s3={
                 key: env[key]
                 for key in ("S3_BUCKET", "S3_ENDPOINT_URL", "S3_REGION", "S3_PUBLIC_BASE_URL")

@@ -23,6 +23,7 @@ import dispatch
 import fetcher
 import idempotency
 import leases
+import log_context
 import metrics
 import outputs
 import pipeline
@@ -78,6 +79,7 @@ def process_image(self, image_id: int) -> str:
     """Download, compress and store one image, record the outcome, and refill the queue."""
     settings = _settings()
     outcome = _process(self.request.id, image_id, settings)
+    log.info("image %s: %s", image_id, outcome)
     dispatch.fill_queue(settings.image_queue_depth, lazy=True)
     return outcome
 
@@ -87,6 +89,7 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
     work = request_state.claim_image(image_id, task_id, settings.image_max_attempts, base_url)
     if work is None:
         return "skipped"
+    log_context.bind(image_id=image_id, request_id=work.request_id)
     try:
         made = _make_output(work, settings)
     except fetcher.FetchError as error:

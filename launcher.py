@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from config import DEFAULT_EVENTS_MAX_STREAMS
+import log_context
+from config import DEFAULT_EVENTS_MAX_STREAMS, SettingsError, log_format
 
 HERE = Path(__file__).parent
 LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
@@ -105,7 +106,11 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
     # Most of an image's time is spent waiting on its source: many more processes than cores keep
     # every core encoding while the others wait (bench/RESULTS.md has the figures).
     concurrency = env.get("WORKER_CONCURRENCY", str(IMAGE_PROCESSES_PER_CORE * (os.cpu_count() or 2)))
-    return {
+    json_logs = env.get("LOG_FORMAT", "").strip().lower() == "json"
+    # Celery's banner is printed, not logged; gunicorn's master logs before any app exists.
+    celery = [str(bin_dir / "celery"), *(["--quiet"] if json_logs else []), "-A", "app:celery_app"]
+    gunicorn_logger = ["--logger-class", "log_context.GunicornJsonLogger"] if json_logs else []
+    argvs = {
         "api": [
             str(bin_dir / "gunicorn"),
             "app:create_app()",
@@ -127,11 +132,10 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             "120",
             # The default control socket is one per user (~/.gunicorn): two services would share it.
             "--no-control-socket",
+            *gunicorn_logger,
         ],
         "worker": [
-            str(bin_dir / "celery"),
-            "-A",
-            "app:celery_app",
+            *celery,
             "worker",
             "--loglevel",
             "INFO",
@@ -148,9 +152,7 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
         # Webhooks and maintenance never wait behind image work: a small pool of their own. Prefork,
         # because Celery's thread pool does not recover from a lost broker connection (seen here).
         "control": [
-            str(bin_dir / "celery"),
-            "-A",
-            "app:celery_app",
+            *celery,
             "worker",
             "--loglevel",
             "INFO",
@@ -163,8 +165,9 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             "--without-gossip",
             "--without-mingle",
         ],
-        "beat": [str(bin_dir / "celery"), "-A", "app:celery_app", "beat", "--loglevel", "INFO"],
+        "beat": [*celery, "beat", "--loglevel", "INFO"],
     }
+    return argvs
 
 
 def clear_metrics(env: dict[str, str]) -> None:
@@ -313,7 +316,10 @@ def run_one(role: str) -> int:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s launcher: %(message)s")
+    try:
+        log_context.configure_logging(log_format(os.environ), fixed_name="launcher")
+    except SettingsError as error:
+        raise SystemExit(str(error)) from None
     if len(sys.argv) > 1:
         if sys.argv[1] not in ROLES:
             raise SystemExit(f"usage: launcher.py [{'|'.join(ROLES)}]  (no argument: the whole service)")

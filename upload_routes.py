@@ -15,6 +15,7 @@ import csv_input
 import dispatch
 import idempotency
 import image_tasks
+import log_context
 import pipeline
 import quotas
 import rate_limits
@@ -63,6 +64,7 @@ def create_upload():
     rows, layout = csv_input.parse_csv(data, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
     quotas.check_active_images(options.owner_key_hash, rows, settings.max_active_images_per_key)
     request_id = uuid.uuid4()
+    log_context.bind(request_id=request_id)
     location = status_url(settings.public_base_url, request_id)
     answer = {
         "request_id": str(request_id),

@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import access
 import broker
 import database
+import docs_routes
 import host_slots
 import image_tasks  # noqa: F401  (registers the shared tasks)
 import media_routes
@@ -85,6 +86,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
         webhooks_routes,
         media_routes,
         page_routes,
+        docs_routes,
     )
     for module in blueprints:
         app.register_blueprint(module.bp)

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 # The built-in receiver is called by the service's own webhook sender, which holds no API key;
 # its signature check is what protects it.
 OPEN_PATHS = ("/api/webhooks/receive",)
+# The API's description (document, Swagger UI and its assets) says what it does, not what it holds.
+OPEN_PREFIXES = ("/api/openapi.json", "/api/docs")
 
 
 def hash_key(key: str) -> str:
@@ -45,7 +47,9 @@ def _authenticate() -> None:
     hashes: tuple[str, ...] = current_app.extensions["api_key_hashes"]
     # A CORS preflight carries no credentials by design; the call it announces is checked.
     preflight = request.method == "OPTIONS"
-    if preflight or not hashes or not request.path.startswith("/api/") or request.path in OPEN_PATHS:
+    if preflight or not hashes or not request.path.startswith("/api/"):
+        return
+    if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
         return
     failures = current_app.extensions["auth_failures"]  # rate_limits' counter of wrong keys
     failures.refuse_if_exhausted()

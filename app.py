@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import access
 import broker
 import database
+import docs_routes
 import host_slots
 import image_tasks  # noqa: F401  (registers the shared tasks)
 import log_context
@@ -124,6 +125,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
         media_routes,
         page_routes,
         metrics_routes,
+        docs_routes,
     )
     for module in blueprints:
         app.register_blueprint(module.bp)

@@ -265,7 +265,17 @@ class ProgressBar(ProgressLines):
         self.state = status["status"]
         total = status["progress"]["total_images"]
         if self.bar is None:
-            self.bar = tqdm(total=total, file=sys.stderr, unit="image", dynamic_ncols=True, leave=True)
+            # A terminal that reports no size (some pseudo-terminals do) gets 80x24: tqdm draws nothing in 0 rows.
+            sized = _terminal_columns() > 0
+            self.bar = tqdm(
+                total=total,
+                file=sys.stderr,
+                unit="image",
+                dynamic_ncols=sized,
+                ncols=None if sized else 80,
+                nrows=None if sized else 24,
+                leave=True,
+            )
         elif self.bar.total != total:  # a big upload's images are counted as they are imported
             self.bar.total = total
         # Assigned, not added: a retry puts failed images back in line, and the count goes down.
@@ -279,6 +289,13 @@ class ProgressBar(ProgressLines):
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _terminal_columns() -> int:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 0
 
 
 def progress_display() -> ProgressLines:

@@ -95,10 +95,10 @@ def start_cli(*args: str) -> subprocess.Popen:
     )
 
 
-def run_cli_on_a_terminal(*args: str, timeout_s: float = 120) -> tuple[int, str]:
-    """``python cli.py ...`` with stdout and stderr on a pseudo-terminal 120 columns wide: its exit code and output."""
+def run_cli_on_a_terminal(*args: str, timeout_s: float = 120, size: tuple[int, int] = (40, 120)) -> tuple[int, str]:
+    """``python cli.py ...`` with stdout and stderr on a pseudo-terminal (rows, columns): its exit code and output."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
     cli = subprocess.Popen(
         [sys.executable, str(CLI), *args], env=cli_env(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
     )
@@ -480,6 +480,17 @@ def test_cli_runs_as_a_module(service):
 
     assert result.returncode == 1
     assert "error: request_not_found: " in result.stderr
+
+
+def test_cli_draws_its_bar_on_a_terminal_that_reports_no_size(service, source_server, tmp_path):
+    # `script`, `docker exec -t` and some CI runners give a pseudo-terminal of 0x0: tqdm would draw nothing.
+    products = tmp_path / "products.csv"
+    products.write_bytes(csv_of([(1, "SKU1", SlowImages(source_server, 2, delay_s=0.2, prefix="cli-0x0").urls)]))
+
+    code, output = run_cli_on_a_terminal("upload", str(products), "--base-url", service.base_url, "--wait", size=(0, 0))
+
+    assert code == 0, output
+    assert "100%|" in output and "2/2" in output and "status=COMPLETED" in output, output
 
 
 def test_cli_wait_on_a_terminal_draws_a_progress_bar(service, source_server, tmp_path):

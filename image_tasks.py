@@ -5,6 +5,7 @@ Every task takes ids, re-reads its rows, and is safe to run twice.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import random
@@ -229,16 +230,7 @@ def _reused(stored: outputs.StoredOutput) -> MadeOutput:
 
 
 def _figures(stored: outputs.StoredOutput, *, reused: bool) -> request_state.ImageFigures:
-    return request_state.ImageFigures(
-        bytes_in=stored.bytes_in,
-        bytes_out=stored.bytes_out,
-        width=stored.width,
-        height=stored.height,
-        quality=stored.quality,
-        score=stored.score,
-        kept_source=stored.kept_source,
-        reused=reused,
-    )
+    return request_state.ImageFigures(**dataclasses.asdict(stored.figures), reused=reused)
 
 
 def _abandon(output_id: int) -> None:

@@ -12,6 +12,7 @@ that long to point its image at it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -58,11 +59,9 @@ class OutputOptions:
 
 
 @dataclass(frozen=True)
-class StoredOutput:
-    """An output ready to point an image at."""
+class EncodedFigures:
+    """What an encode made: the source's and the output's sizes, the output's pixels, quality and score."""
 
-    id: int
-    storage_key: str
     bytes_in: int
     bytes_out: int
     width: int
@@ -70,6 +69,15 @@ class StoredOutput:
     quality: int | None
     score: float | None
     kept_source: bool
+
+
+@dataclass(frozen=True)
+class StoredOutput:
+    """An output ready to point an image at."""
+
+    id: int
+    storage_key: str
+    figures: EncodedFigures
 
 
 @dataclass(frozen=True)
@@ -106,9 +114,7 @@ def _storage_key(variant: str, output_id: int, output_format: str) -> str:
 
 
 def _as_stored(row: ImageOutput) -> StoredOutput:
-    return StoredOutput(
-        row.id,
-        row.storage_key,
+    figures = EncodedFigures(
         row.bytes_in or 0,
         row.bytes_out or 0,
         row.width or 0,
@@ -117,6 +123,7 @@ def _as_stored(row: ImageOutput) -> StoredOutput:
         row.score,
         row.kept_source,
     )
+    return StoredOutput(row.id, row.storage_key, figures)
 
 
 def find_stored(variant: str) -> StoredOutput | None:
@@ -217,32 +224,10 @@ def claim_or_find(variant: str, output_format: str, stale_after_s: float) -> Sto
     raise PeerStillEncoding("the output was claimed and given up three times")
 
 
-@dataclass(frozen=True)
-class EncodedFigures:
-    bytes_in: int
-    bytes_out: int
-    width: int
-    height: int
-    quality: int | None
-    score: float | None
-    kept_source: bool
-
-
 def mark_stored(output_id: int, figures: EncodedFigures) -> StoredOutput:
     """The output's object is stored: later lookups of its variant find it."""
     db.session.execute(
-        update(ImageOutput)
-        .where(ImageOutput.id == output_id)
-        .values(
-            stored_at=utcnow(),
-            bytes_in=figures.bytes_in,
-            bytes_out=figures.bytes_out,
-            width=figures.width,
-            height=figures.height,
-            quality=figures.quality,
-            score=figures.score,
-            kept_source=figures.kept_source,
-        )
+        update(ImageOutput).where(ImageOutput.id == output_id).values(stored_at=utcnow(), **dataclasses.asdict(figures))
     )
     row = db.session.get(ImageOutput, output_id)
     stored = _as_stored(row)

@@ -77,7 +77,7 @@ def test_one_worker_encodes_a_variant_and_another_waits_for_its_output(app):
     waiting.join(10)
 
     [stored] = found
-    assert isinstance(stored, outputs.StoredOutput) and (stored.id, stored.bytes_out) == (output_id, 400)
+    assert isinstance(stored, outputs.StoredOutput) and (stored.id, stored.figures.bytes_out) == (output_id, 400)
     assert _count(ImageOutput) == 1
 
 

@@ -12,31 +12,23 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-import access
-import broker
 import database
-import docs_routes
-import host_slots
 import image_tasks  # noqa: F401  (registers the shared tasks)
-import log_context
-import media_routes
-import metrics
-import metrics_routes
-import outputs
-import page_routes
-import progress_events
-import progress_routes
-import rate_limits
-import request_routes
-import status
 import status_routes
 import storage
 import upload_routes
-import webhooks
 import webhooks_routes
+from access import api_keys, rate_limits
 from config import Settings, log_format
+from delivery import signing
 from errors import register_error_handlers
+from fetching import host_slots
 from models import db
+from observability import log_context, metrics
+from outputs import variants
+from queueing import broker
+from reading import answers, progress_hub
+from web import docs_routes, media_routes, metrics_routes, page_routes, progress_routes, request_routes
 
 cors = CORS()
 # Outputs are under /media: an <img> needs no CORS, but a page drawing one on a canvas or fetching it does.
@@ -102,16 +94,16 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
 
         Migrate(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
     app.extensions["storage"] = storage.from_settings(settings)
-    app.extensions["rendered_pages"] = status.RenderedPages(max_lag_s=settings.status_max_lag_s)
+    app.extensions["rendered_pages"] = answers.RenderedPages(max_lag_s=settings.status_max_lag_s)
     app.extensions["host_slots"] = host_slots.from_settings(settings)
-    app.extensions["webhook_secret"] = webhooks.load_or_create_secret(settings)
-    app.extensions["variant_secret"] = outputs.variant_secret(app.extensions["webhook_secret"])
+    app.extensions["webhook_secret"] = signing.load_or_create_secret(settings)
+    app.extensions["variant_secret"] = variants.variant_secret(app.extensions["webhook_secret"])
     log_context.init_app(app)
     if settings.cors_origins:
         cors.init_app(app, origins=list(settings.cors_origins), **CORS_OPTIONS)
-    access.init_app(app, settings)
+    api_keys.init_app(app, settings)
     rate_limits.init_app(app, settings)
-    progress_events.init_app(app, settings)
+    progress_hub.init_app(app, settings)
     celery_init_app(app, settings)
     metrics.init_app(app)
     register_error_handlers(app)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from address_policy import parse_networks
+from network_policy.addresses import parse_networks
 
 DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 #: Progress streams one API process serves at once; the launcher gives each process this many threads

@@ -19,22 +19,17 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
 
-import broker
-import dispatch
-import fetcher
-import idempotency
-import leases
-import log_context
-import metrics
-import outputs
-import pipeline
-import request_state
-import retention
 import storage
-import webhook_outbox
-import webhooks
 from config import Settings
+from delivery import outbox, signing
+from fetching import fetcher
+from imaging import pipeline
+from intake import idempotency
+from lifecycle import leases, request_state, retention
 from models import ImageStatus, utcnow
+from observability import log_context, metrics
+from outputs import variants
+from queueing import broker, dispatch
 from storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -103,7 +98,7 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
             return _retry(image_id, task_id, retry_delay(work.retries, None), "storage_error", str(error))
         message = f"The output could not be stored after {work.retries + 1} tries: {error}"
         return _fail(image_id, "storage_error", message, base_url)
-    except outputs.PeerStillEncoding as error:
+    except variants.PeerStillEncoding as error:
         # Not the image's fault, and bounded: a claim older than the hard time limit is taken over.
         return _retry(image_id, task_id, retry_delay(0, None), "output_busy", str(error))
     except pipeline.ImageProcessingError as error:
@@ -116,7 +111,7 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
     if request_state.image_status(image_id) == ImageStatus.CANCELLED and not made.figures.reused:
         # Cancelled while in flight: an output made for it alone is dropped, not left behind unreferenced.
         try:
-            unused = outputs.drop_if_unused(made.output_id)
+            unused = variants.drop_if_unused(made.output_id)
             if unused is not None:
                 current_app.extensions["storage"].delete(unused)
         except StorageError as error:
@@ -161,10 +156,10 @@ def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutpu
     """
     secret = current_app.extensions["variant_secret"]
     options = work.options
-    known = outputs.known_source(work.owner, work.source_url)
+    known = variants.known_source(work.owner, work.source_url)
     revalidated = None
     if known is not None:
-        revalidated = outputs.find_stored(outputs.variant_key(secret, work.owner, known.content_sha256, options))
+        revalidated = variants.find_stored(variants.variant_key(secret, work.owner, known.content_sha256, options))
     validators = fetcher.Validators(known.etag, known.last_modified) if known and revalidated else None
     started = time.monotonic()
     fetched = fetcher.fetch_image_revalidated(
@@ -173,7 +168,7 @@ def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutpu
     metrics.DOWNLOAD_SECONDS.observe(time.monotonic() - started)
     if fetched.not_modified and known is not None and revalidated is not None:
         kept = fetched.validators
-        _remember(work, known, outputs.KnownSource(kept.etag, kept.last_modified, known.content_sha256))
+        _remember(work, known, variants.KnownSource(kept.etag, kept.last_modified, known.content_sha256))
         return _reused(revalidated)
     # The download's only reference is handed to compress, which frees it once the pixels are decoded.
     download = [fetched.data or b""]
@@ -181,10 +176,10 @@ def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutpu
     sent = fetched.validators
     del fetched
     content_sha256 = hashlib.sha256(download[0]).hexdigest()
-    _remember(work, known, outputs.KnownSource(sent.etag, sent.last_modified, content_sha256))
-    variant = outputs.variant_key(secret, work.owner, content_sha256, options)
-    found = outputs.claim_or_find(variant, options.output_format, stale_after_s=settings.task_time_limit_s + 60.0)
-    if isinstance(found, outputs.StoredOutput):
+    _remember(work, known, variants.KnownSource(sent.etag, sent.last_modified, content_sha256))
+    variant = variants.variant_key(secret, work.owner, content_sha256, options)
+    found = variants.claim_or_find(variant, options.output_format, stale_after_s=settings.task_time_limit_s + 60.0)
+    if isinstance(found, variants.StoredOutput):
         return _reused(found)
     output_id, key = found
     try:
@@ -204,7 +199,7 @@ def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutpu
     metrics.DECODE_SECONDS.observe(compressed.decode_s)
     metrics.ENCODE_SECONDS.observe(compressed.encode_s)
     metrics.STORED_BYTES.inc(len(compressed.data))
-    encoded = outputs.EncodedFigures(
+    encoded = variants.EncodedFigures(
         bytes_in=compressed.source_bytes,
         bytes_out=len(compressed.data),
         width=compressed.width,
@@ -213,29 +208,29 @@ def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutpu
         score=compressed.score,
         kept_source=compressed.kept_source,
     )
-    return MadeOutput(key, output_id, _figures(outputs.mark_stored(output_id, encoded), reused=False))
+    return MadeOutput(key, output_id, _figures(variants.mark_stored(output_id, encoded), reused=False))
 
 
-def _remember(work: request_state.ImageWork, known: outputs.KnownSource | None, seen: outputs.KnownSource) -> None:
+def _remember(work: request_state.ImageWork, known: variants.KnownSource | None, seen: variants.KnownSource) -> None:
     """Keep what the URL answered for its next conditional GET; no write when nothing changed lately."""
     if known is None and seen.etag is None and seen.last_modified is None:
         return
     if seen == known and known.is_fresh():
         return
-    outputs.remember_source(work.owner, work.source_url, seen.etag, seen.last_modified, seen.content_sha256)
+    variants.remember_source(work.owner, work.source_url, seen.etag, seen.last_modified, seen.content_sha256)
 
 
-def _reused(stored: outputs.StoredOutput) -> MadeOutput:
+def _reused(stored: variants.StoredOutput) -> MadeOutput:
     return MadeOutput(stored.storage_key, stored.id, _figures(stored, reused=True))
 
 
-def _figures(stored: outputs.StoredOutput, *, reused: bool) -> request_state.ImageFigures:
+def _figures(stored: variants.StoredOutput, *, reused: bool) -> request_state.ImageFigures:
     return request_state.ImageFigures(**dataclasses.asdict(stored.figures), reused=reused)
 
 
 def _abandon(output_id: int) -> None:
     try:
-        outputs.abandon_output(output_id)
+        variants.abandon_output(output_id)
     except DATABASE_ERRORS as error:
         # The claim then looks like a dead worker's, and the next encode of the variant takes it over.
         log.warning("output %s: the failed encode's claim was not removed: %s", output_id, error)
@@ -269,12 +264,12 @@ def deliver_webhook(event_id: str) -> str | None:
     """Make the event's next attempt if it is due; returns the event's status afterwards."""
     settings = _settings()
     lease = timedelta(seconds=settings.webhook_timeout_s + 60)
-    work = webhook_outbox.claim_attempt(event_id, lease)
+    work = outbox.claim_attempt(event_id, lease)
     if work is None:
         return None
     body = work.payload.encode()
-    secret = webhooks.tenant_secret(current_app.extensions["webhook_secret"], webhook_outbox.owner_of_event(event_id))
-    headers = webhooks.signed_headers(secret, work.event_id, body)
+    secret = signing.tenant_secret(current_app.extensions["webhook_secret"], outbox.owner_of_event(event_id))
+    headers = signing.signed_headers(secret, work.event_id, body)
     started_at, started = utcnow(), time.monotonic()
     status_code: int | None = None
     error: str | None = None
@@ -289,7 +284,7 @@ def deliver_webhook(event_id: str) -> str | None:
         error = f"{failure.code}: {failure.message}"
         give_up = failure.code in {"blocked_address", "invalid_url"}
     duration_ms = int((time.monotonic() - started) * 1000)
-    return webhook_outbox.record_attempt(
+    return outbox.record_attempt(
         work, status_code=status_code, error=error, duration_ms=duration_ms, at=started_at, give_up=give_up
     )
 
@@ -299,8 +294,8 @@ def dispatch_tick() -> dict[str, int]:
     """Refill the image queue and send the webhook attempts that fell due; beat runs it every second."""
     settings = _settings()
     report = {"images": dispatch.fill_queue(settings.image_queue_depth), "webhooks": 0}
-    for event_id in webhook_outbox.take_due_events(WEBHOOK_LOST_AFTER_S):
-        report["webhooks"] += broker.send(webhook_outbox.DELIVER_TASK, event_id)
+    for event_id in outbox.take_due_events(WEBHOOK_LOST_AFTER_S):
+        report["webhooks"] += broker.send(outbox.DELIVER_TASK, event_id)
     return report
 
 

@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import log_context
 from config import DEFAULT_EVENTS_MAX_STREAMS, SettingsError, log_format
+from observability import log_context
 
 HERE = Path(__file__).parent
 LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
@@ -109,7 +109,7 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
     json_logs = env.get("LOG_FORMAT", "").strip().lower() == "json"
     # Celery's banner is printed, not logged; gunicorn's master logs before any app exists.
     celery = [str(bin_dir / "celery"), *(["--quiet"] if json_logs else []), "-A", "app:celery_app"]
-    gunicorn_logger = ["--logger-class", "log_context.GunicornJsonLogger"] if json_logs else []
+    gunicorn_logger = ["--logger-class", "observability.log_context.GunicornJsonLogger"] if json_logs else []
     argvs = {
         "api": [
             str(bin_dir / "gunicorn"),

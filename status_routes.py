@@ -6,12 +6,11 @@ import logging
 
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
-import access
 import database
-import rate_limits
-import status
+from access import api_keys, rate_limits
 from errors import ApiError
 from models import FINAL_REQUEST_STATUSES, Request, db
+from reading import answers
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +19,7 @@ bp = Blueprint("status", __name__)
 MAX_PER_PAGE = 1000
 
 
-def _page() -> status.Page:
+def _page() -> answers.Page:
     values = []
     for name, default, high in (("page", 1, None), ("per_page", 100, MAX_PER_PAGE)):
         raw = request.args.get(name, "").strip()
@@ -31,12 +30,12 @@ def _page() -> status.Page:
             bound = f"from 1 to {high}" if high else "of at least 1"
             raise ApiError(400, "invalid_pagination", f"'{name}' must be an integer {bound}, got {raw[:20]!r}.")
         values.append(int(raw))
-    return status.Page(*values)
+    return answers.Page(*values)
 
 
 def load_request(request_id: str) -> Request:
     """The caller's request, or a 404 in the error shape."""
-    found = status.find_request(request_id, access.owner_key_hash())
+    found = answers.find_request(request_id, api_keys.owner_key_hash())
     if found is None:
         raise ApiError(404, "request_not_found", f"No request with id {request_id[:64]!r}.")
     return found
@@ -47,16 +46,16 @@ def load_request(request_id: str) -> Request:
 def get_status(request_id: str):
     page = _page()
     found = load_request(request_id)
-    etag = status.page_etag(found, page)
+    etag = answers.page_etag(found, page)
     if request.if_none_match.contains(etag):
         return Response(status=304, headers=_validators(etag))
     settings = current_app.config["SETTINGS"]
 
     def render() -> bytes:
-        answer = status.request_status(found, page, current_app.extensions["storage"], settings.public_base_url)
+        answer = answers.request_status(found, page, current_app.extensions["storage"], settings.public_base_url)
         return current_app.json.dumps(answer).encode()
 
-    pages: status.RenderedPages = current_app.extensions["rendered_pages"]
+    pages: answers.RenderedPages = current_app.extensions["rendered_pages"]
     served = pages.serve((found.id, page.page, page.per_page), etag, found.status, render)
     if request.if_none_match.contains(served.etag):
         return Response(status=304, headers=_validators(served.etag))
@@ -70,7 +69,7 @@ def _validators(etag: str) -> dict[str, str]:
 @bp.get("/api/requests")
 @rate_limits.read_limit
 def list_requests():
-    return status.list_requests(access.owner_key_hash(), _page())
+    return answers.list_requests(api_keys.owner_key_hash(), _page())
 
 
 @bp.get("/api/requests/<request_id>/output.csv")
@@ -79,7 +78,7 @@ def get_output_csv(request_id: str):
     found = load_request(request_id)
     if found.status not in FINAL_REQUEST_STATUSES:
         raise ApiError(409, "not_ready", f"The request is {found.status}; its output CSV exists once it is final.")
-    lines = status.output_csv_lines(found, current_app.extensions["storage"])
+    lines = answers.output_csv_lines(found, current_app.extensions["storage"])
     return Response(
         stream_with_context(lines),
         mimetype="text/csv",
@@ -92,7 +91,7 @@ def get_output_csv(request_id: str):
 def get_report_csv(request_id: str):
     # At any status, unlike the output CSV: while the request runs it shows how far each image got.
     found = load_request(request_id)
-    lines = status.report_csv_lines(found, current_app.extensions["storage"])
+    lines = answers.report_csv_lines(found, current_app.extensions["storage"])
     return Response(
         stream_with_context(lines),
         mimetype="text/csv",

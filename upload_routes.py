@@ -8,22 +8,18 @@ from urllib.parse import urlsplit
 import sqlalchemy.exc
 from flask import Blueprint, current_app, request
 
-import access
-import address_policy
-import broker
-import csv_input
-import dispatch
-import idempotency
 import image_tasks
-import log_context
-import pipeline
-import quotas
-import rate_limits
-import request_state
+from access import api_keys, rate_limits
 from config import Settings
 from errors import ApiError
+from imaging import pipeline
+from intake import csv_input, idempotency, quotas
+from lifecycle import request_state
 from models import db
-from status import output_csv_url, status_url
+from network_policy import addresses
+from observability import log_context
+from queueing import broker, dispatch
+from reading.answers import output_csv_url, status_url
 
 bp = Blueprint("upload", __name__)
 
@@ -49,7 +45,7 @@ def create_upload():
         never_bigger=_flag_field("never_bigger", default=True),
         max_dimension=_int_field("max_dimension", 1, 10_000, default=None),
         webhook_url=_webhook_url_field(settings),
-        owner_key_hash=access.owner_key_hash(),
+        owner_key_hash=api_keys.owner_key_hash(),
     )
     claim = _idempotency_claim(data, options)
     if claim is not None:
@@ -121,7 +117,7 @@ def _replayed(replay: idempotency.Replay):
 
 
 def _is_blocked(settings: Settings, host: str) -> bool:
-    return address_policy.is_blocked_host_literal(host, settings.fetch_allowed_networks)
+    return addresses.is_blocked_host_literal(host, settings.fetch_allowed_networks)
 
 
 def _quality_fields() -> tuple[int | None, float | None]:

@@ -6,13 +6,10 @@ import json
 
 from flask import Blueprint, current_app, request
 
-import access
-import broker
-import rate_limits
-import webhook_inbox
-import webhook_outbox
-import webhooks
+from access import api_keys, rate_limits
+from delivery import inbox, outbox, signing
 from errors import ApiError
+from queueing import broker
 from status_routes import load_request
 
 bp = Blueprint("webhooks", __name__)
@@ -25,7 +22,7 @@ def list_deliveries(request_id: str):
     return {
         "request_id": str(found.id),
         "webhook_url": found.webhook_url,
-        "events": webhook_outbox.describe_events(found.id),
+        "events": outbox.describe_events(found.id),
     }
 
 
@@ -33,19 +30,19 @@ def list_deliveries(request_id: str):
 @rate_limits.read_limit
 def resend_delivery(request_id: str):
     found = load_request(request_id)
-    event_id = webhook_outbox.reopen_last_event(found.id)
+    event_id = outbox.reopen_last_event(found.id)
     if event_id is None:
         raise ApiError(
             409, "no_webhook_event", "The request has no webhook event yet: it is not final, or has no webhook_url."
         )
-    broker.send(webhook_outbox.DELIVER_TASK, event_id)
+    broker.send(outbox.DELIVER_TASK, event_id)
     return {"request_id": str(found.id), "webhook_id": event_id, "status": "PENDING"}, 202
 
 
 @bp.get("/api/webhook-secret")
 @rate_limits.read_limit
 def get_webhook_secret():
-    secret = webhooks.tenant_secret(current_app.extensions["webhook_secret"], access.owner_key_hash())
+    secret = signing.tenant_secret(current_app.extensions["webhook_secret"], api_keys.owner_key_hash())
     return {"secret": secret}, 200, {"Cache-Control": "no-store"}
 
 
@@ -55,16 +52,16 @@ def receive_webhook():
     headers = {name.lower(): value for name, value in request.headers.items()}
     # A delivery about a tenant's request must carry that tenant's signature, or one tenant could
     # plant entries that another is shown.
-    secret = webhooks.tenant_secret(current_app.extensions["webhook_secret"], webhook_inbox.owner_of(body))
+    secret = signing.tenant_secret(current_app.extensions["webhook_secret"], inbox.owner_of(body))
     try:
-        webhook_id = webhooks.verify(secret, headers, body)
-    except webhooks.InvalidSignature as error:
+        webhook_id = signing.verify(secret, headers, body)
+    except signing.InvalidSignature as error:
         raise ApiError(401, "invalid_signature", f"The webhook's signature does not verify: {error}.") from None
     try:
         json.loads(body)
     except ValueError:
         raise ApiError(400, "invalid_json", "The webhook body is not JSON.") from None
-    webhook_inbox.record(webhook_id, body)
+    inbox.record(webhook_id, body)
     current_app.logger.info("webhook received: %s", webhook_id)
     return {"received": True, "webhook_id": webhook_id}
 
@@ -72,4 +69,4 @@ def receive_webhook():
 @bp.get("/api/webhooks/received")
 @rate_limits.read_limit
 def list_received():
-    return {"received": webhook_inbox.list_received(access.owner_key_hash())}
+    return {"received": inbox.list_received(api_keys.owner_key_hash())}

@@ -30,7 +30,7 @@ ROUNDS = 3
 
 
 def pillow(data: bytes, max_dimension: int | None) -> bytes:
-    import pipeline
+    from imaging import pipeline
 
     return pipeline.compress(data, quality=QUALITY, max_dimension=max_dimension).data
 

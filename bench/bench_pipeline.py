@@ -47,7 +47,7 @@ def naive_compress(data: bytes, quality: int, max_dimension: int | None) -> byte
 
 def run_case(name: str, folder: Path, repeat: int) -> dict[str, float]:
     """Run one case in this process and return its timings and memory."""
-    import pipeline
+    from imaging import pipeline
 
     filename, kwargs = CASES[name]
     data = (folder / filename).read_bytes()

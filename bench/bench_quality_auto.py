@@ -39,8 +39,7 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 
 from photos import Photo, describe, ensure_photos  # noqa: E402
 
-import perceptual  # noqa: E402
-import pipeline  # noqa: E402
+from imaging import perceptual, pipeline  # noqa: E402
 
 TARGET = 0.965
 RESULTS = HERE / "RESULTS.md"

@@ -35,7 +35,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 from photos import ensure_photos  # noqa: E402
 from ssimulacra2_fast import ssimulacra2 as s2_fast  # noqa: E402
 
-import perceptual  # noqa: E402
+from imaging import perceptual  # noqa: E402
 
 QUALITIES = list(range(20, 96, 5))
 BUTTERAUGLI_QUALITIES = (30, 50, 70, 90)
@@ -258,7 +258,7 @@ def choose_costs(name: str, full: Image.Image, small: Image.Image, target: float
 
     Also vs the whole task at q50 when the image is a file: pipeline.compress's decode + resize + encode.
     """
-    import pipeline
+    from imaging import pipeline
 
     target = TARGET_SSIM if target is None else target
     source = next((p for p in (HERE / "results" / "photos" / name, HERE.parent / "samples" / name) if p.exists()), None)

@@ -17,13 +17,13 @@ PROFILED_PROCESSES = 4
 
 #: The service's own steps of an image, by the first frame of theirs found on a sample's stack.
 CONCERNS = (
-    ("compress (pipeline", "pipeline.compress"),
-    ("fetch_image (fetcher", "fetcher.fetch_image"),
-    ("claim_image (request_state", "request_state.claim_image"),
-    ("complete_image (request_state", "request_state.complete_image"),
-    ("fail_image (request_state", "request_state.fail_image"),
-    ("fill_queue (dispatch", "dispatch.fill_queue"),
-    ("put (storage", "storage.put"),
+    ("compress (imaging/pipeline", "pipeline.compress"),
+    ("fetch_image (fetching/fetcher", "fetcher.fetch_image"),
+    ("claim_image (lifecycle/request_state", "request_state.claim_image"),
+    ("complete_image (lifecycle/request_state", "request_state.complete_image"),
+    ("fail_image (lifecycle/request_state", "request_state.fail_image"),
+    ("fill_queue (queueing/dispatch", "dispatch.fill_queue"),
+    ("put (storage/__init__", "storage.put"),
 )
 
 

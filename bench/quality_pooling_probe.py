@@ -14,7 +14,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import bench_quality_metric as B  # noqa: E402
 import numpy as np  # noqa: E402
 
-import perceptual as P  # noqa: E402
+from imaging import perceptual as P  # noqa: E402
 
 rows = {r["image"]: r for r in json.loads((HERE / "results" / "quality_metric.json").read_text())}
 Q = B.QUALITIES

@@ -106,7 +106,7 @@ def _load_bodies(paths: list[str]) -> None:
 
 
 def _compress_one(job: tuple[int, int | None]) -> int:
-    import pipeline
+    from imaging import pipeline
 
     index, max_dimension = job
     return len(pipeline.compress(_POOL_BODIES[index], quality=50, max_dimension=max_dimension).data)

@@ -307,9 +307,9 @@ def quiet_service(backing_services, tmp_path_factory) -> Iterator[QuietService]:
     instance = tmp_path_factory.mktemp("quiet")
     database = SeparateDatabase(backing_services, instance)
     # A broker nobody reads: a message sent here can never reach the session's worker.
-    from address_policy import parse_networks
     from app import create_app
     from config import _database_url
+    from network_policy.addresses import parse_networks
 
     overrides = {
         "database_url": _database_url(database.url),
@@ -372,7 +372,7 @@ def receiver(receiver_server):
 @pytest.fixture
 def sent(monkeypatch) -> list[tuple[str, tuple]]:
     """Tasks the code under test would hand to the broker, recorded instead of sent."""
-    import broker
+    from queueing import broker
 
     calls: list[tuple[str, tuple]] = []
     monkeypatch.setattr(broker, "send", lambda name, *args, **kw: calls.append((name, args)) or True)

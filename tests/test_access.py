@@ -14,7 +14,7 @@ from integration_support import csv_of, jpeg_bytes, upload, wait_final
 from loopback_servers import respond, wait_until
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-import webhooks
+from delivery import signing
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
@@ -95,7 +95,7 @@ def test_keys_are_stored_only_as_hashes(keyed_api, service):
 def test_open_service_says_so_at_start(service, caplog):
     from app import create_app
 
-    with caplog.at_level(logging.WARNING, logger="access"):
+    with caplog.at_level(logging.WARNING, logger="access.api_keys"):
         create_app()
     assert "API_KEYS is not set" in caplog.text
 
@@ -142,7 +142,7 @@ def received_ids(base_url: str, key: str) -> list[str]:
 def test_received_webhooks_are_shown_only_to_their_requests_owner(keyed_api, service):
     created = upload(keyed_api, csv_of([(1, "A", ["http://127.0.0.2:9/x.jpg"])]), headers=bearer(KEY_A))
     body = about(created.json()["request_id"])
-    headers = webhooks.signed_headers(webhook_secret(keyed_api, KEY_A), "msg_owned", body)
+    headers = signing.signed_headers(webhook_secret(keyed_api, KEY_A), "msg_owned", body)
     # The receiver itself needs no key: the signature is what it checks.
     assert requests.post(f"{keyed_api}/api/webhooks/receive", data=body, headers=headers, timeout=10).ok
 
@@ -179,11 +179,11 @@ def test_builtin_receiver_refuses_a_webhook_forged_by_another_tenant(keyed_api, 
     # Tenant A signs a payload about B's request: with its own secret, and with the one secret every
     # tenant used to hold.
     for forger, secret in (("a", webhook_secret(keyed_api, KEY_A)), ("service", service.env["WEBHOOK_SECRET"])):
-        headers = webhooks.signed_headers(secret, f"msg_forged_by_{forger}", body)
+        headers = signing.signed_headers(secret, f"msg_forged_by_{forger}", body)
         assert_error(requests.post(receive, data=body, headers=headers, timeout=10), 401, "invalid_signature")
     assert received_ids(keyed_api, KEY_B) == []
 
-    genuine = webhooks.signed_headers(webhook_secret(keyed_api, KEY_B), "msg_genuine", body)
+    genuine = signing.signed_headers(webhook_secret(keyed_api, KEY_B), "msg_genuine", body)
     assert requests.post(receive, data=body, headers=genuine, timeout=10).status_code == 200
     assert received_ids(keyed_api, KEY_B) == ["msg_genuine"]
     assert received_ids(keyed_api, KEY_A) == []

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from address_policy import (
+from network_policy.addresses import (
     blocked_reason,
     embedded_ipv4,
     is_blocked,

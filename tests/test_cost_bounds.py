@@ -55,7 +55,7 @@ def assert_quota_exceeded(response: requests.Response, active: int, requested: i
 
 def finish_every_image(quiet_service) -> None:
     """Complete the images of the quiet database's requests, as a worker would."""
-    import request_state
+    from lifecycle import request_state
     from models import Image, db
 
     with quiet_service.app.app_context():

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-import csv_input
-from csv_input import CsvLimits, ProductRow, parse_csv, parse_rows
 from errors import ApiError
+from intake import csv_input
+from intake.csv_input import CsvLimits, ProductRow, parse_csv, parse_rows
 
 HEADER = "S. No.,Product Name,Input Image Urls"
 A = "https://img.example.com/a.jpg"

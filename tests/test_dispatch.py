@@ -13,11 +13,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-import dispatch
-import leases
-import request_state
-from csv_input import ProductRow
+from intake.csv_input import ProductRow
+from lifecycle import leases, request_state
 from models import Image, ImageStatus, db, utcnow
+from queueing import dispatch
 
 pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 
@@ -93,7 +92,7 @@ def test_two_tenants_share_the_window_equally(base_url, sent):
 
 
 def test_images_whose_publish_failed_wait_for_the_next_fill(base_url, monkeypatch):
-    import broker
+    from queueing import broker
 
     new_request(5)
     monkeypatch.setattr(broker, "send", lambda *args, **kwargs: False)

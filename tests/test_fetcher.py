@@ -32,9 +32,8 @@ from loopback_servers import (
     unused_port,
 )
 
-import guarded_transport
-from address_policy import parse_networks
-from fetcher import (
+from fetching import guarded_transport
+from fetching.fetcher import (
     MAX_VALIDATOR_LENGTH,
     FetchedImage,
     FetchError,
@@ -46,6 +45,7 @@ from fetcher import (
     parse_retry_after,
     post_json,
 )
+from network_policy.addresses import parse_networks
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -206,9 +206,9 @@ def test_builtin_receiver_sees_the_webhook(service, source_server):
     request_id = upload(service.base_url, csv_of([(1, "A", [source])])).json()["request_id"]
     wait_final(service.base_url, request_id)
     body = json.dumps({"type": "request.completed", "data": {"request_id": request_id}}).encode()
-    import webhooks
+    from delivery import signing
 
-    headers = webhooks.signed_headers(service.env["WEBHOOK_SECRET"], "msg_test", body)
+    headers = signing.signed_headers(service.env["WEBHOOK_SECRET"], "msg_test", body)
     accepted = requests.post(own_receiver, data=body, headers=headers, timeout=10)
     forged = requests.post(own_receiver, data=body, headers={**headers, "webhook-signature": "v1,AAAA"}, timeout=10)
 

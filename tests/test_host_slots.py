@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import REQUIRE_SERVICES, ROOT
 
-import host_slots
 from config import Settings
-from host_slots import FileHostSlots, HostBusy, RedisHostSlots
+from fetching import host_slots
+from fetching.host_slots import FileHostSlots, HostBusy, RedisHostSlots
 
 REDIS_URL = os.environ.get("TEST_BROKER_URL") or "redis://127.0.0.1:6379/0"
 HOST = "images.example.test"

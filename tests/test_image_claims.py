@@ -13,8 +13,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-import request_state
-from csv_input import ProductRow
+from intake.csv_input import ProductRow
+from lifecycle import request_state
 from models import (
     Image,
     ImageStatus,
@@ -392,7 +392,7 @@ def test_starts_that_died_still_end_a_poison_image_between_retries(base_url, sen
 
 
 def test_a_retry_waits_for_its_back_off(base_url, sent):
-    import dispatch
+    from queueing import dispatch
 
     request_id = new_request((url("later"),))
     [image_id] = image_ids(request_id).values()

@@ -20,9 +20,9 @@ from loopback_servers import wait_until
 from sqlalchemy import func, select
 
 import image_tasks
-import quotas
-import request_state
-from csv_input import ProductRow
+from intake import quotas
+from intake.csv_input import ProductRow
+from lifecycle import request_state
 from models import Image, Product, ProductImage, Request, RequestImport, db
 
 
@@ -192,8 +192,8 @@ def test_a_refused_big_upload_writes_nothing(service):
 
 
 def test_the_import_task_is_routed_to_the_queue_the_image_worker_serves():
-    import broker
     import launcher
+    from queueing import broker
 
     assert broker.TASK_ROUTES[image_tasks.IMPORT_TASK]["queue"] == broker.IMPORTS_QUEUE
     worker = launcher.commands({})["worker"]

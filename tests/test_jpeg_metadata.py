@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from jpeg_metadata import WEB_FRAMES, JpegStructureError, frame_marker, strip_metadata
+from imaging.jpeg_metadata import WEB_FRAMES, JpegStructureError, frame_marker, strip_metadata
 
 XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
 SECRET_MAKE = "SecretCam"

@@ -11,8 +11,8 @@ import requests
 from integration_support import csv_of, jpeg_bytes, upload, wait_final
 from loopback_servers import respond, wait_until
 
-import broker
 import launcher
+from queueing import broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 

@@ -16,7 +16,7 @@ from integration_support import csv_of, jpeg_bytes, upload, wait_final
 from loopback_servers import respond
 from openapi_spec_validator import validate
 
-from docs_routes import openapi_document
+from web.docs_routes import openapi_document
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 

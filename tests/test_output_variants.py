@@ -10,26 +10,26 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-import outputs
-import retention
+from lifecycle import retention
 from models import ImageOutput, SourceVersion, db, utcnow
+from outputs import variants
 
-SECRET = outputs.variant_secret("whsec_test")
+SECRET = variants.variant_secret("whsec_test")
 SHA = "ab" * 32
-FIGURES = outputs.EncodedFigures(1000, 400, 64, 48, 50, None, False)
+FIGURES = variants.EncodedFigures(1000, 400, 64, 48, 50, None, False)
 
 
 def test_a_variant_is_the_same_for_the_same_work_and_differs_with_anything_that_changes_the_bytes():
-    options = outputs.OutputOptions()
-    same = outputs.variant_key(SECRET, "owner", SHA, options)
-    assert same == outputs.variant_key(SECRET, "owner", SHA, outputs.OutputOptions())
+    options = variants.OutputOptions()
+    same = variants.variant_key(SECRET, "owner", SHA, options)
+    assert same == variants.variant_key(SECRET, "owner", SHA, variants.OutputOptions())
     others = {
-        outputs.variant_key(SECRET, "other owner", SHA, options),
-        outputs.variant_key(SECRET, "", SHA, options),
-        outputs.variant_key(SECRET, "owner", "cd" * 32, options),
-        outputs.variant_key(outputs.variant_secret("whsec_other"), "owner", SHA, options),
+        variants.variant_key(SECRET, "other owner", SHA, options),
+        variants.variant_key(SECRET, "", SHA, options),
+        variants.variant_key(SECRET, "owner", "cd" * 32, options),
+        variants.variant_key(variants.variant_secret("whsec_other"), "owner", SHA, options),
         *(
-            outputs.variant_key(SECRET, "owner", SHA, dataclasses.replace(options, **change))
+            variants.variant_key(SECRET, "owner", SHA, dataclasses.replace(options, **change))
             for change in (
                 {"output_format": "webp"},
                 {"quality": 51},
@@ -57,8 +57,8 @@ def _count(model) -> int:
 
 
 def test_one_worker_encodes_a_variant_and_another_waits_for_its_output(app):
-    variant = outputs.variant_key(SECRET, "", SHA, outputs.OutputOptions())
-    claim = outputs.claim_or_find(variant, "jpeg", stale_after_s=300)
+    variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
+    claim = variants.claim_or_find(variant, "jpeg", stale_after_s=300)
     assert isinstance(claim, tuple)
     output_id, key = claim
     assert key == f"objects/{variant[:2]}/{variant}-{output_id}.jpg"
@@ -66,50 +66,50 @@ def test_one_worker_encodes_a_variant_and_another_waits_for_its_output(app):
 
     def second_worker() -> None:
         with app.app_context():
-            found.append(outputs.claim_or_find(variant, "jpeg", stale_after_s=300))
+            found.append(variants.claim_or_find(variant, "jpeg", stale_after_s=300))
             db.session.remove()
 
     waiting = threading.Thread(target=second_worker)
     waiting.start()
     time.sleep(0.5)
     assert not found  # still waiting for the first encode
-    outputs.mark_stored(output_id, FIGURES)
+    variants.mark_stored(output_id, FIGURES)
     waiting.join(10)
 
     [stored] = found
-    assert isinstance(stored, outputs.StoredOutput) and (stored.id, stored.figures.bytes_out) == (output_id, 400)
+    assert isinstance(stored, variants.StoredOutput) and (stored.id, stored.figures.bytes_out) == (output_id, 400)
     assert _count(ImageOutput) == 1
 
 
 def test_an_encode_whose_worker_died_is_taken_over(app):
-    variant = outputs.variant_key(SECRET, "", SHA, outputs.OutputOptions())
-    output_id, key = outputs.start_output(variant, "jpeg", stale_after_s=300)
-    assert outputs.start_output(variant, "jpeg", stale_after_s=300) is None
+    variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
+    output_id, key = variants.start_output(variant, "jpeg", stale_after_s=300)
+    assert variants.start_output(variant, "jpeg", stale_after_s=300) is None
     past = utcnow() - timedelta(seconds=301)
     db.session.execute(update(ImageOutput).values(created_at=past, last_used_at=past))
     db.session.commit()
 
-    assert outputs.start_output(variant, "jpeg", stale_after_s=300) == (output_id, key)
+    assert variants.start_output(variant, "jpeg", stale_after_s=300) == (output_id, key)
 
 
 def test_a_worker_that_waited_too_long_gives_up_for_now(app, monkeypatch):
-    variant = outputs.variant_key(SECRET, "", SHA, outputs.OutputOptions())
-    outputs.start_output(variant, "jpeg", stale_after_s=300)
-    with pytest.raises(outputs.PeerStillEncoding):
-        outputs.wait_for_peer(variant, wait_s=0.3)
+    variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
+    variants.start_output(variant, "jpeg", stale_after_s=300)
+    with pytest.raises(variants.PeerStillEncoding):
+        variants.wait_for_peer(variant, wait_s=0.3)
 
 
 def test_a_dropped_output_goes_only_if_nobody_found_it(app):
-    variant = outputs.variant_key(SECRET, "", SHA, outputs.OutputOptions())
-    output_id, _ = outputs.start_output(variant, "jpeg", stale_after_s=300)
-    outputs.mark_stored(output_id, FIGURES)
-    assert outputs.find_stored(variant) is not None  # another image found it meanwhile
-    assert outputs.drop_if_unused(output_id) is None
+    variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
+    output_id, _ = variants.start_output(variant, "jpeg", stale_after_s=300)
+    variants.mark_stored(output_id, FIGURES)
+    assert variants.find_stored(variant) is not None  # another image found it meanwhile
+    assert variants.drop_if_unused(output_id) is None
 
-    other = outputs.variant_key(SECRET, "", "cd" * 32, outputs.OutputOptions())
-    unused_id, unused_key = outputs.start_output(other, "jpeg", stale_after_s=300)
-    outputs.mark_stored(unused_id, FIGURES)
-    assert outputs.drop_if_unused(unused_id) == unused_key
+    other = variants.variant_key(SECRET, "", "cd" * 32, variants.OutputOptions())
+    unused_id, unused_key = variants.start_output(other, "jpeg", stale_after_s=300)
+    variants.mark_stored(unused_id, FIGURES)
+    assert variants.drop_if_unused(unused_id) == unused_key
     assert _count(ImageOutput) == 1
 
 
@@ -117,14 +117,14 @@ def test_clean_up_leaves_recently_found_outputs_alone(app, tmp_path):
     from storage import LocalStorage
 
     storage = LocalStorage(tmp_path, "http://x")
-    variant = outputs.variant_key(SECRET, "", SHA, outputs.OutputOptions())
-    output_id, key = outputs.start_output(variant, "jpeg", stale_after_s=300)
+    variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
+    output_id, key = variants.start_output(variant, "jpeg", stale_after_s=300)
     storage.put(key, b"jpeg")
-    outputs.mark_stored(output_id, FIGURES)
+    variants.mark_stored(output_id, FIGURES)
     past = utcnow() - timedelta(hours=2)
     db.session.execute(update(ImageOutput).values(created_at=past, last_used_at=past))
     db.session.commit()
-    assert outputs.find_stored(variant) is not None
+    assert variants.find_stored(variant) is not None
 
     report = retention.RetentionReport()
     assert retention.delete_unused_outputs(3600, storage, report) == 0
@@ -135,22 +135,22 @@ def test_clean_up_leaves_recently_found_outputs_alone(app, tmp_path):
 
 
 def test_a_source_version_is_kept_only_while_the_url_sends_validators(app):
-    outputs.remember_source("", "http://127.0.0.2/a.jpg", '"v1"', None, SHA)
-    assert outputs.known_source("", "http://127.0.0.2/a.jpg") == outputs.KnownSource('"v1"', None, SHA)
-    assert outputs.known_source("tenant", "http://127.0.0.2/a.jpg") is None
-    outputs.remember_source("", "http://127.0.0.2/a.jpg", None, "Tue, 01 Dec 2026 10:00:00 GMT", "cd" * 32)
-    assert outputs.known_source("", "http://127.0.0.2/a.jpg").content_sha256 == "cd" * 32
+    variants.remember_source("", "http://127.0.0.2/a.jpg", '"v1"', None, SHA)
+    assert variants.known_source("", "http://127.0.0.2/a.jpg") == variants.KnownSource('"v1"', None, SHA)
+    assert variants.known_source("tenant", "http://127.0.0.2/a.jpg") is None
+    variants.remember_source("", "http://127.0.0.2/a.jpg", None, "Tue, 01 Dec 2026 10:00:00 GMT", "cd" * 32)
+    assert variants.known_source("", "http://127.0.0.2/a.jpg").content_sha256 == "cd" * 32
     assert _count(SourceVersion) == 1
-    outputs.remember_source("", "http://127.0.0.2/a.jpg", None, None, SHA)
-    assert outputs.known_source("", "http://127.0.0.2/a.jpg") is None
+    variants.remember_source("", "http://127.0.0.2/a.jpg", None, None, SHA)
+    assert variants.known_source("", "http://127.0.0.2/a.jpg") is None
 
 
 def test_a_claim_after_the_encode_finished_finds_the_output_instead(app):
-    variant = outputs.variant_key(SECRET, "", SHA, outputs.OutputOptions())
-    first, _ = outputs.start_output(variant, "jpeg", stale_after_s=300)
-    assert outputs.find_stored(variant) is None  # a second worker looks while the first still encodes
-    outputs.mark_stored(first, FIGURES)  # ... and the first one finishes before the second claims
+    variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
+    first, _ = variants.start_output(variant, "jpeg", stale_after_s=300)
+    assert variants.find_stored(variant) is None  # a second worker looks while the first still encodes
+    variants.mark_stored(first, FIGURES)  # ... and the first one finishes before the second claims
 
-    assert outputs.start_output(variant, "jpeg", stale_after_s=300) is None
-    assert outputs.claim_or_find(variant, "jpeg", stale_after_s=300).id == first
+    assert variants.start_output(variant, "jpeg", stale_after_s=300) is None
+    assert variants.claim_or_find(variant, "jpeg", stale_after_s=300).id == first
     assert _count(ImageOutput) == 1

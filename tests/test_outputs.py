@@ -21,8 +21,7 @@ from PIL import Image
 from sqlalchemy import func, select, update
 
 import image_tasks
-import perceptual
-import pipeline
+from imaging import perceptual, pipeline
 from models import Image as ImageRow
 from models import ImageOutput, Request, db, utcnow
 

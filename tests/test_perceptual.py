@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import perceptual
+from imaging import perceptual
 
 
 def flat(size: int = 768) -> Image.Image:

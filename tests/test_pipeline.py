@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, PngImagePlugin
 
-import jpeg_metadata
-import perceptual
-import pipeline
-from pipeline import CompressedImage, ImageProcessingError, compress
+from imaging import jpeg_metadata, perceptual, pipeline
+from imaging.pipeline import CompressedImage, ImageProcessingError, compress
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)

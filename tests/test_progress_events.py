@@ -18,8 +18,8 @@ from conftest import ApiServer
 from integration_support import EventStream, SlowImages, csv_of, image_ids_of, upload, wait_final
 from loopback_servers import wait_until
 
-import progress_events
-from progress_events import ProgressHub, ProgressState
+from reading import progress_hub
+from reading.progress_hub import ProgressHub, ProgressState
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +142,7 @@ def _next_with_completed(events: Iterator[dict], completed: int) -> dict:
 
 def _complete_next(app, request_id: str, base_url: str, fail: bool = False) -> None:
     """Claim and finish the request's next pending image, as a worker would."""
-    import request_state
+    from lifecycle import request_state
     from models import Image, ImageStatus, db
 
     with app.app_context():
@@ -295,7 +295,7 @@ def test_the_hub_reads_every_watched_request_in_one_query(quiet_events_api):
 
     base_url, app = quiet_events_api
     request_ids = [uuid.UUID(_quiet_request(base_url)) for _ in range(3)]
-    hub = ProgressHub(progress_events.database_reader(app), poll_interval_s=60, max_streams=100)
+    hub = ProgressHub(progress_hub.database_reader(app), poll_interval_s=60, max_streams=100)
     with app.app_context():
         for request_id in request_ids:
             row = db.session.get(Request, request_id)
@@ -446,7 +446,7 @@ def test_the_stream_cap_is_counted_per_hub():
     hub = ProgressHub(FakeRows().read, poll_interval_s=60, max_streams=2)
     hub.open_stream()
     hub.open_stream()
-    with pytest.raises(progress_events.StreamsExhausted):
+    with pytest.raises(progress_hub.StreamsExhausted):
         hub.open_stream()
     hub.close_stream()
     hub.open_stream()
@@ -457,9 +457,9 @@ def test_an_unread_stream_body_gives_its_slot_back_when_closed():
     rows = FakeRows()
     hub = ProgressHub(rows.read, poll_interval_s=60, max_streams=1)
     a = uuid.uuid4()
-    stream = progress_events.ProgressStream(hub, a, rows.set(a, 0), 0.0, None, heartbeat_s=0.05)
-    with pytest.raises(progress_events.StreamsExhausted):
-        progress_events.ProgressStream(hub, a, rows.states[a], 0.0, None, heartbeat_s=0.05)
+    stream = progress_hub.ProgressStream(hub, a, rows.set(a, 0), 0.0, None, heartbeat_s=0.05)
+    with pytest.raises(progress_hub.StreamsExhausted):
+        progress_hub.ProgressStream(hub, a, rows.states[a], 0.0, None, heartbeat_s=0.05)
     stream.close()  # the server closes a body nobody read: the client left before the first byte
     stream.close()
     assert hub.open_streams == 0

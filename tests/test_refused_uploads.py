@@ -321,7 +321,7 @@ def listed_requests(service) -> dict[str, Any]:
 @pytest.fixture
 def sent_tasks(monkeypatch) -> list[tuple[str, tuple[Any, ...]]]:
     """Every task the API hands to the broker during the test (the API runs in this process)."""
-    import broker
+    from queueing import broker
 
     sent: list[tuple[str, tuple[Any, ...]]] = []
     real = broker.send

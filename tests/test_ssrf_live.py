@@ -110,7 +110,7 @@ def assert_stays_on_this_machine(url: str) -> None:
     or unspecified address, i.e. one of the canaries: both as written and as requests prepares it
     (the form the fetcher's adapter sees). A relative redirect target is joined to a 127.0.0.2 URL first.
     """
-    from address_policy import literal_address
+    from network_policy.addresses import literal_address
 
     absolute = urljoin("http://127.0.0.2/", url)
     prepared = requests.Request("GET", absolute).prepare().url or ""

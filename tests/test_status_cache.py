@@ -26,7 +26,7 @@ def quiet_api(quiet_service) -> Iterator[str]:
 
 
 def test_a_status_page_is_revalidated_with_its_etag(quiet_service, quiet_api):
-    import request_state
+    from lifecycle import request_state
     from models import db
 
     urls = ["http://127.0.0.2:9/a.jpg", "http://127.0.0.2:9/b.jpg"]
@@ -75,7 +75,7 @@ def page(etag: str, status: str = "PROCESSING") -> tuple[str, str, Callable[[], 
 
 
 def test_a_running_request_is_served_a_recent_render_but_never_a_stale_status(monkeypatch):
-    from status import RenderedPages
+    from reading.answers import RenderedPages
 
     clock = [100.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
@@ -94,7 +94,7 @@ def test_a_running_request_is_served_a_recent_render_but_never_a_stale_status(mo
 
 
 def test_concurrent_polls_of_a_new_version_render_it_once():
-    from status import RenderedPages
+    from reading.answers import RenderedPages
 
     pages = RenderedPages(max_lag_s=0)
     renders = []

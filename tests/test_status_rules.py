@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-import status
 from models import ImageStatus, RequestStatus
-from status import Page, derive_status, neutralize_formula, progress
+from reading import answers
+from reading.answers import Page, derive_status, neutralize_formula, progress
 
 PENDING = ImageStatus.PENDING
 PROCESSING = ImageStatus.PROCESSING
@@ -67,7 +67,7 @@ def test_mixed_final_is_completed_with_errors(statuses: list[str]) -> None:
 
 
 def expected_status(statuses: tuple[str, ...]) -> str:
-    """The contract's rule, written independently of status.derive_status."""
+    """The contract's rule, written independently of answers.derive_status."""
     if set(statuses) == {PENDING}:
         return RequestStatus.PENDING
     if PENDING in statuses or PROCESSING in statuses:
@@ -222,7 +222,7 @@ def test_safe_strings_and_urls_are_unchanged(cell: str) -> None:
 
 
 def test_every_contract_trigger_is_covered() -> None:
-    assert set(status.FORMULA_TRIGGERS) == {"=", "+", "-", "@", "\t", "\r", "\n"}
+    assert set(answers.FORMULA_TRIGGERS) == {"=", "+", "-", "@", "\t", "\r", "\n"}
 
 
 # --- Page.describe --------------------------------------------------------------------------------

@@ -16,11 +16,11 @@ import pytest
 from integration_support import image_ids_of
 from sqlalchemy import select, update
 
-import request_state
-import webhook_outbox
-from csv_input import ProductRow
+from delivery import outbox
+from intake.csv_input import ProductRow
+from lifecycle import request_state
 from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
-from status import timestamp
+from reading.answers import timestamp
 
 pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 
@@ -90,11 +90,11 @@ def make_due(event_id: str) -> None:
 
 def attempt_once(event_id: str, status_code: int | None, **outcome) -> str:
     make_due(event_id)
-    work = webhook_outbox.claim_attempt(event_id, LEASE)
+    work = outbox.claim_attempt(event_id, LEASE)
     assert work is not None
     outcome.setdefault("error", None)
     outcome.setdefault("duration_ms", 10)
-    return webhook_outbox.record_attempt(work, status_code=status_code, at=utcnow(), **outcome)
+    return outbox.record_attempt(work, status_code=status_code, at=utcnow(), **outcome)
 
 
 @pytest.mark.parametrize("failed", [False, True], ids=["completed", "failed"])
@@ -144,7 +144,7 @@ def test_event_not_due_at_once_is_left_to_the_sweeper(quiet_service, sent, monke
             assert 25 <= seconds_until_next(event_id) <= 30
             assert sent == []
             assert due_event_ids() == []
-            assert webhook_outbox.claim_attempt(event_id, LEASE) is None
+            assert outbox.claim_attempt(event_id, LEASE) is None
         finally:
             db.session.remove()
 
@@ -153,7 +153,7 @@ def test_claim_attempt_leases_the_event(base_url, sent):
     _, event_id = finished_request(base_url)
 
     before = utcnow() - timedelta(milliseconds=1)  # SQLite keeps the database clock to the millisecond
-    work = webhook_outbox.claim_attempt(event_id, LEASE)
+    work = outbox.claim_attempt(event_id, LEASE)
     assert work is not None
     assert (work.event_id, work.url, work.attempt) == (event_id, WEBHOOK_URL, 1)
     assert work.payload == event(event_id).payload
@@ -161,37 +161,37 @@ def test_claim_attempt_leases_the_event(base_url, sent):
     assert (leased.status, leased.attempts_made) == (DeliveryStatus.PENDING, 1)
     assert before + LEASE <= leased.next_attempt_at <= utcnow() + LEASE + timedelta(milliseconds=1)
 
-    assert webhook_outbox.claim_attempt(event_id, LEASE) is None
+    assert outbox.claim_attempt(event_id, LEASE) is None
     assert event(event_id).attempts_made == 1
     assert event_id not in due_event_ids()
 
     # A lease that ran out (the worker died mid-attempt) makes the event due again.
     make_due(event_id)
     assert event_id in due_event_ids()
-    again = webhook_outbox.claim_attempt(event_id, LEASE)
+    again = outbox.claim_attempt(event_id, LEASE)
     assert again is not None and again.attempt == 2
 
 
 def test_success_delivers(base_url, sent):
     _, event_id = finished_request(base_url)
-    work = webhook_outbox.claim_attempt(event_id, LEASE)
+    work = outbox.claim_attempt(event_id, LEASE)
 
-    status = webhook_outbox.record_attempt(work, status_code=200, error=None, duration_ms=12, at=utcnow())
+    status = outbox.record_attempt(work, status_code=200, error=None, duration_ms=12, at=utcnow())
 
     assert status == DeliveryStatus.DELIVERED
     row = event(event_id)
     assert (row.status, row.next_attempt_at, row.attempts_made) == (DeliveryStatus.DELIVERED, None, 1)
     assert seconds_until_next(event_id) is None
-    assert webhook_outbox.claim_attempt(event_id, LEASE) is None
+    assert outbox.claim_attempt(event_id, LEASE) is None
     assert event_id not in due_event_ids()
 
 
 def test_server_error_schedules_the_next_attempt_by_the_schedule(base_url, sent):
     _, event_id = finished_request(base_url)
-    work = webhook_outbox.claim_attempt(event_id, LEASE)
+    work = outbox.claim_attempt(event_id, LEASE)
 
     before = utcnow()
-    status = webhook_outbox.record_attempt(work, status_code=500, error=None, duration_ms=12, at=before)
+    status = outbox.record_attempt(work, status_code=500, error=None, duration_ms=12, at=before)
     after = utcnow()
 
     assert status == DeliveryStatus.PENDING
@@ -200,14 +200,14 @@ def test_server_error_schedules_the_next_attempt_by_the_schedule(base_url, sent)
     # schedule[1] = 5 s, plus up to 10% jitter.
     assert before + timedelta(seconds=5) <= row.next_attempt_at <= after + timedelta(seconds=5.5)
     assert 4 <= seconds_until_next(event_id) <= 5.5
-    assert webhook_outbox.claim_attempt(event_id, LEASE) is None
+    assert outbox.claim_attempt(event_id, LEASE) is None
 
     # The second failure waits schedule[2] = 300 s.
     make_due(event_id)
-    work = webhook_outbox.claim_attempt(event_id, LEASE)
+    work = outbox.claim_attempt(event_id, LEASE)
     assert work.attempt == 2
     before = utcnow()
-    assert webhook_outbox.record_attempt(work, status_code=503, error=None, duration_ms=5, at=before) == "PENDING"
+    assert outbox.record_attempt(work, status_code=503, error=None, duration_ms=5, at=before) == "PENDING"
     after = utcnow()
     row = event(event_id)
     assert before + timedelta(seconds=300) <= row.next_attempt_at <= after + timedelta(seconds=330)
@@ -215,9 +215,9 @@ def test_server_error_schedules_the_next_attempt_by_the_schedule(base_url, sent)
 
 def test_give_up_fails_at_once(base_url, sent):
     _, event_id = finished_request(base_url)
-    work = webhook_outbox.claim_attempt(event_id, LEASE)
+    work = outbox.claim_attempt(event_id, LEASE)
 
-    status = webhook_outbox.record_attempt(work, status_code=410, error=None, duration_ms=3, at=utcnow(), give_up=True)
+    status = outbox.record_attempt(work, status_code=410, error=None, duration_ms=3, at=utcnow(), give_up=True)
 
     assert status == DeliveryStatus.FAILED
     row = event(event_id)
@@ -227,7 +227,7 @@ def test_give_up_fails_at_once(base_url, sent):
         1,
         len(SCHEDULE),
     )
-    assert webhook_outbox.claim_attempt(event_id, LEASE) is None
+    assert outbox.claim_attempt(event_id, LEASE) is None
 
 
 def test_failing_every_allowed_attempt_fails_the_event(base_url, sent):
@@ -239,7 +239,7 @@ def test_failing_every_allowed_attempt_fails_the_event(base_url, sent):
     row = event(event_id)
     assert (row.status, row.next_attempt_at, row.attempts_made) == (DeliveryStatus.FAILED, None, 3)
     make_due(event_id)  # even with a time set, a failed event is not attempted again
-    assert webhook_outbox.claim_attempt(event_id, LEASE) is None
+    assert outbox.claim_attempt(event_id, LEASE) is None
     assert event_id not in due_event_ids()
 
 
@@ -268,7 +268,7 @@ def test_due_event_ids_lists_pending_events_whose_time_passed(base_url, sent):
     db.session.execute(update(WebhookEvent).where(WebhookEvent.id == delivered).values(status=DeliveryStatus.DELIVERED))
     db.session.execute(update(WebhookEvent).where(WebhookEvent.id == failed).values(status=DeliveryStatus.FAILED))
     db.session.commit()
-    assert webhook_outbox.claim_attempt(leased, LEASE) is not None
+    assert outbox.claim_attempt(leased, LEASE) is not None
 
     ids = due_event_ids()
 
@@ -296,40 +296,40 @@ def test_reopen_gives_an_exhausted_event_one_more_attempt_due_now(base_url, sent
         attempt_once(event_id, 500)
     assert event(event_id).status == DeliveryStatus.FAILED
 
-    assert webhook_outbox.reopen_last_event(request_id) == event_id
+    assert outbox.reopen_last_event(request_id) == event_id
 
     row = event(event_id)
     assert (row.status, row.attempts_made, row.attempts_allowed) == (DeliveryStatus.PENDING, 3, 4)
     assert row.next_attempt_at <= utcnow()
     assert due_event_ids() == [event_id]
-    work = webhook_outbox.claim_attempt(event_id, LEASE)
+    work = outbox.claim_attempt(event_id, LEASE)
     assert work is not None and work.attempt == 4
-    assert webhook_outbox.record_attempt(work, status_code=500, error=None, duration_ms=1, at=utcnow()) == "FAILED"
-    assert webhook_outbox.claim_attempt(event_id, LEASE) is None
+    assert outbox.record_attempt(work, status_code=500, error=None, duration_ms=1, at=utcnow()) == "FAILED"
+    assert outbox.claim_attempt(event_id, LEASE) is None
 
 
 def test_reopen_after_give_up_keeps_the_attempts_left(base_url, sent):
     request_id, event_id = finished_request(base_url)
-    work = webhook_outbox.claim_attempt(event_id, LEASE)
-    webhook_outbox.record_attempt(work, status_code=410, error=None, duration_ms=3, at=utcnow(), give_up=True)
+    work = outbox.claim_attempt(event_id, LEASE)
+    outbox.record_attempt(work, status_code=410, error=None, duration_ms=3, at=utcnow(), give_up=True)
 
-    assert webhook_outbox.reopen_last_event(request_id) == event_id
+    assert outbox.reopen_last_event(request_id) == event_id
 
     row = event(event_id)
     assert (row.status, row.attempts_made, row.attempts_allowed) == (DeliveryStatus.PENDING, 1, len(SCHEDULE))
     assert event_id in due_event_ids()
-    work = webhook_outbox.claim_attempt(event_id, LEASE)
+    work = outbox.claim_attempt(event_id, LEASE)
     assert work.attempt == 2
-    assert webhook_outbox.record_attempt(work, status_code=204, error=None, duration_ms=1, at=utcnow()) == "DELIVERED"
+    assert outbox.record_attempt(work, status_code=204, error=None, duration_ms=1, at=utcnow()) == "DELIVERED"
 
 
 def test_reopen_without_events_is_none(base_url, sent):
     rows = [ProductRow(1, "P", ("http://127.0.0.2:9/a.jpg",), 2)]
     request_id = request_state.create_request(rows, request_state.UploadOptions()).id
 
-    assert webhook_outbox.reopen_last_event(request_id) is None
-    assert webhook_outbox.reopen_last_event(uuid.uuid4()) is None
-    assert webhook_outbox.describe_events(request_id) == []
+    assert outbox.reopen_last_event(request_id) is None
+    assert outbox.reopen_last_event(uuid.uuid4()) is None
+    assert outbox.describe_events(request_id) == []
 
 
 def test_describe_events_lists_attempts_in_order(base_url, sent):
@@ -342,12 +342,12 @@ def test_describe_events_lists_attempts_in_order(base_url, sent):
     times = []
     for outcome in outcomes:
         make_due(event_id)
-        work = webhook_outbox.claim_attempt(event_id, LEASE)
+        work = outbox.claim_attempt(event_id, LEASE)
         times.append(utcnow())
-        webhook_outbox.record_attempt(work, at=times[-1], **outcome)
+        outbox.record_attempt(work, at=times[-1], **outcome)
     _, other_event = finished_request(base_url)
 
-    described = webhook_outbox.describe_events(request_id)
+    described = outbox.describe_events(request_id)
 
     row = event(event_id)
     assert described == [
@@ -374,13 +374,13 @@ def test_late_failure_does_not_undo_a_delivery(base_url, sent):
     _, event_id = finished_request(base_url)
     assert attempt_once(event_id, 500) == DeliveryStatus.PENDING
     make_due(event_id)
-    slow = webhook_outbox.claim_attempt(event_id, LEASE)
+    slow = outbox.claim_attempt(event_id, LEASE)
     make_due(event_id)  # the slow attempt's lease runs out while it is still waiting for an answer
-    fast = webhook_outbox.claim_attempt(event_id, LEASE)
+    fast = outbox.claim_attempt(event_id, LEASE)
     assert (slow.attempt, fast.attempt) == (2, 3)
-    assert webhook_outbox.record_attempt(fast, status_code=200, error=None, duration_ms=5, at=utcnow()) == "DELIVERED"
+    assert outbox.record_attempt(fast, status_code=200, error=None, duration_ms=5, at=utcnow()) == "DELIVERED"
 
-    webhook_outbox.record_attempt(slow, status_code=500, error=None, duration_ms=70_000, at=utcnow())
+    outbox.record_attempt(slow, status_code=500, error=None, duration_ms=70_000, at=utcnow())
 
     row = event(event_id)
     assert (row.status, row.next_attempt_at) == (DeliveryStatus.DELIVERED, None)
@@ -391,20 +391,20 @@ def test_an_event_already_queued_is_not_sent_again_unless_its_message_was_lost(b
     assert sent == [("image_tasks.deliver_webhook", (event_id,))]
     make_due(event_id)
     # Sent when its request finished: every tick until a worker claims it leaves it alone.
-    assert webhook_outbox.take_due_events(lost_after_s=60) == []
-    assert webhook_outbox.take_due_events(lost_after_s=60) == []
+    assert outbox.take_due_events(lost_after_s=60) == []
+    assert outbox.take_due_events(lost_after_s=60) == []
     db.session.execute(
         update(WebhookEvent).where(WebhookEvent.id == event_id).values(queued_at=utcnow() - timedelta(minutes=2))
     )
     db.session.commit()
-    assert webhook_outbox.take_due_events(lost_after_s=60) == [event_id]
-    assert webhook_outbox.take_due_events(lost_after_s=60) == []
+    assert outbox.take_due_events(lost_after_s=60) == [event_id]
+    assert outbox.take_due_events(lost_after_s=60) == []
 
 
 def test_a_claimed_attempt_that_fails_is_queued_again_once_due(base_url, sent):
     _, event_id = finished_request(base_url)
     assert attempt_once(event_id, 500) == "PENDING"
-    assert webhook_outbox.take_due_events(lost_after_s=60) == []  # due in 5 s, not yet
+    assert outbox.take_due_events(lost_after_s=60) == []  # due in 5 s, not yet
     make_due(event_id)
-    assert webhook_outbox.take_due_events(lost_after_s=60) == [event_id]
-    assert webhook_outbox.take_due_events(lost_after_s=60) == []
+    assert outbox.take_due_events(lost_after_s=60) == [event_id]
+    assert outbox.take_due_events(lost_after_s=60) == []

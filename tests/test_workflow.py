@@ -17,7 +17,7 @@ from integration_support import csv_of, image_ids_of, jpeg_bytes, upload, wait_f
 from loopback_servers import wait_until
 from sqlalchemy import func, select
 
-import request_state
+from lifecycle import request_state
 from models import IdempotencyKey, Image, ImageStatus, Request, RequestStatus, db
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
@@ -376,7 +376,7 @@ def test_a_retry_body_that_is_not_a_list_of_codes_is_refused(service, body):
 
 
 def test_a_cancel_before_the_import_makes_the_imported_images_cancelled(service):
-    from csv_input import ProductRow
+    from intake.csv_input import ProductRow
 
     rows = [ProductRow(1, "A", ("http://127.0.0.2:9/a.jpg", "http://127.0.0.2:9/b.jpg"), 2)]
     with service.app.app_context():

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError, features
 
-import jpeg_metadata
-import perceptual
+from imaging import jpeg_metadata, perceptual
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 OUTPUT_FORMATS = ("jpeg", "webp", "avif")

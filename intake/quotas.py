@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from csv_input import ProductRow
 from errors import ApiError
+from intake.csv_input import ProductRow
 from models import Image, ImageStatus, Request, db
 
 IN_FLIGHT = (ImageStatus.PENDING, ImageStatus.PROCESSING)

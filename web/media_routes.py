@@ -11,7 +11,7 @@ from errors import ApiError
 
 bp = Blueprint("media", __name__)
 
-SAMPLES_DIR = Path(__file__).parent / "samples"
+SAMPLES_DIR = Path(__file__).parent.parent / "samples"
 SAMPLE_CSV = "products.csv"
 SAMPLE_CSV_ORIGIN = "http://127.0.0.1:5000"
 

@@ -35,8 +35,7 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import LocationParseError, NameResolutionError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
-from address_policy import Network
-from guarded_transport import (
+from fetching.guarded_transport import (
     BlockedAddressError,
     DnsResolutionError,
     DnsTimeoutError,
@@ -44,7 +43,8 @@ from guarded_transport import (
     Watchdog,
     watched,
 )
-from host_slots import HostBusy, HostSlots
+from fetching.host_slots import HostBusy, HostSlots
+from network_policy.addresses import Network
 
 log = logging.getLogger(__name__)
 

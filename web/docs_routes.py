@@ -12,7 +12,7 @@ from flask import Blueprint, Response, send_from_directory
 
 bp = Blueprint("docs", __name__)
 
-SPEC_PATH = Path(__file__).parent / "openapi.yaml"
+SPEC_PATH = Path(__file__).parent.parent / "openapi.yaml"
 # swagger-ui-py bundles swagger-ui 5, the first to render OpenAPI 3.1 (swagger_ui_bundle's 4.15.5 does not).
 SWAGGER_UI_DIR = Path(swagger_ui.__file__).parent / "static"
 

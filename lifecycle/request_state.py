@@ -15,11 +15,10 @@ from datetime import datetime
 from sqlalchemy import and_, case, or_, select, update
 
 import database
-import idempotency
-import outputs
-import webhook_outbox
-from csv_input import CsvLayout, ProductRow
 from database import db_now
+from delivery import outbox
+from intake import idempotency
+from intake.csv_input import CsvLayout, ProductRow
 from models import (
     Image,
     ImageStatus,
@@ -31,6 +30,7 @@ from models import (
     db,
     utcnow,
 )
+from outputs import variants
 
 ACTIVE_IMAGE_STATUSES = (ImageStatus.PENDING, ImageStatus.PROCESSING)
 ACTIVE_REQUEST_STATUSES = (RequestStatus.PENDING, RequestStatus.PROCESSING)
@@ -83,7 +83,7 @@ class ImageWork:
     retries: int
     #: The caller ("" for the open service): outputs are shared only among its own images.
     owner: str
-    options: outputs.OutputOptions
+    options: variants.OutputOptions
 
 
 def create_request(
@@ -436,7 +436,7 @@ def claim_image(image_id: int, task_id: str, max_attempts: int, public_base_url:
         ).where(Request.id == request_id)
     ).one()
     db.session.commit()
-    options = outputs.OutputOptions(
+    options = variants.OutputOptions(
         output_format=chosen.output_format,
         quality=chosen.quality,
         target_score=chosen.target_score,
@@ -444,7 +444,7 @@ def claim_image(image_id: int, task_id: str, max_attempts: int, public_base_url:
         never_bigger=chosen.never_bigger,
     )
     return ImageWork(
-        image_id, request_id, source_url, attempt, retries, outputs.owner_of(chosen.owner_key_hash), options
+        image_id, request_id, source_url, attempt, retries, variants.owner_of(chosen.owner_key_hash), options
     )
 
 
@@ -578,7 +578,7 @@ def finalize_request(request_id: uuid.UUID, public_base_url: str) -> str | None:
 def _write_final_event(request_id: uuid.UUID, public_base_url: str) -> None:
     request = db.session.get(Request, request_id, populate_existing=True)
     if request is not None and request.webhook_url:
-        webhook_outbox.create_event(request, public_base_url)
+        outbox.create_event(request, public_base_url)
 
 
 def finalize_finished_requests(public_base_url: str) -> int:

@@ -6,13 +6,13 @@ import re
 
 from flask import Blueprint, current_app, request
 
-import dispatch
-import rate_limits
-import request_state
+from access import rate_limits
 from config import Settings
 from errors import ApiError
+from lifecycle import request_state
 from models import FINAL_REQUEST_STATUSES, Request, RequestStatus, db
-from status import progress, status_url
+from queueing import dispatch
+from reading.answers import progress, status_url
 from status_routes import load_request
 
 bp = Blueprint("requests", __name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-import metrics
+from observability import metrics
 
 bp = Blueprint("metrics", __name__)
 

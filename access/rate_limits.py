@@ -11,7 +11,7 @@ from flask import Flask, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-import access
+from access import api_keys
 from config import Settings, SettingsError
 from errors import ApiError
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def client_key() -> str:
-    owner = access.owner_key_hash()
+    owner = api_keys.owner_key_hash()
     return f"key:{owner}" if owner else f"ip:{get_remote_address()}"
 
 

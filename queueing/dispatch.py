@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, text, update
 
-import broker
 from database import db_now
+from lifecycle.request_state import ACTIVE_REQUEST_STATUSES
 from models import IN_FLIGHT_IMAGE, WAITING_IMAGE, Image, ImageStatus, Request, db
-from request_state import ACTIVE_REQUEST_STATUSES
+from queueing import broker
 
 PROCESS_IMAGE_TASK = "image_tasks.process_image"
 #: Queued images kept even with nothing in progress, so idle workers start at once.

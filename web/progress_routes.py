@@ -6,10 +6,10 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
-import progress_events
-import rate_limits
+from access import rate_limits
 from errors import ApiError
 from models import db
+from reading import progress_hub
 from status_routes import load_request
 
 bp = Blueprint("progress", __name__)
@@ -22,14 +22,14 @@ RETRY_AFTER_FULL_S = 5
 def get_status_events(request_id: str):
     read_at = time.monotonic()
     found = load_request(request_id)
-    current = progress_events.ProgressState.of(found)
+    current = progress_hub.ProgressState.of(found)
     watched_id = found.id
     # A stream may wait for hours: it must not hold the session, nor through it a pooled connection.
     db.session.remove()
     settings = current_app.config["SETTINGS"]
-    hub: progress_events.ProgressHub = current_app.extensions["progress_hub"]
+    hub: progress_hub.ProgressHub = current_app.extensions["progress_hub"]
     try:
-        stream = progress_events.ProgressStream(
+        stream = progress_hub.ProgressStream(
             hub,
             watched_id,
             current,
@@ -37,7 +37,7 @@ def get_status_events(request_id: str):
             last_event_id=request.headers.get("Last-Event-ID") or None,
             heartbeat_s=settings.events_heartbeat_s,
         )
-    except progress_events.StreamsExhausted:
+    except progress_hub.StreamsExhausted:
         raise ApiError(
             503,
             "too_many_streams",

@@ -32,7 +32,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.connection import allowed_gai_family  # type: ignore[attr-defined]
 
-from address_policy import IPAddress, Network, blocked_reason, literal_address
+from network_policy.addresses import IPAddress, Network, blocked_reason, literal_address
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from flask import current_app
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
-import broker
-import metrics
 from database import db_now
 from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
-from status import output_csv_url, progress, timestamp
+from observability import metrics
+from queueing import broker
+from reading.answers import output_csv_url, progress, timestamp
 
 EVENT_TYPE = "request.completed"
 #: The event of a request that a user cancelled.

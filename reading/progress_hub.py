@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import select
 
 import database
-import status
 from models import FINAL_REQUEST_STATUSES, Request, db
+from reading import answers
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ class ProgressState:
         payload = {
             "request_id": str(row.id),
             "status": row.status,
-            "progress": status.progress(row),
-            "totals": status.totals(row),
-            "updated_at": status.timestamp(row.updated_at),
+            "progress": answers.progress(row),
+            "totals": answers.totals(row),
+            "updated_at": answers.timestamp(row.updated_at),
         }
         return cls(
             event_id=hashlib.blake2b(version.encode(), digest_size=9).hexdigest(),

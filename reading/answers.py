@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Row, func, select
 
-import csv_input
+from intake import csv_input
 from models import FINAL_REQUEST_STATUSES, Image, ImageStatus, Product, ProductImage, Request, RequestStatus, db
 from storage import Storage
 

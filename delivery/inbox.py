@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from models import ReceivedWebhook, Request, db
-from status import timestamp
+from reading.answers import timestamp
 
 KEPT = 200
 

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, send_from_directory
 
 bp = Blueprint("page", __name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent.parent / "static"
 
 
 @bp.get("/")

@@ -32,10 +32,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select, text
 
-import broker
 import database
 from errors import ApiError
 from models import WAITING_IMAGE, Image, Request, RequestStatus, db, utcnow
+from queueing import broker
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Webhooks: the outbox, signing, and the built-in receiver's inbox."""

@@ -1,0 +1,1 @@
+"""Decoding, preparing and encoding one image."""

@@ -1,0 +1,1 @@
+"""What an upload may contain: the CSV grammar, idempotency and quotas."""

@@ -1,0 +1,1 @@
+"""Which network addresses the service may reach: the pure address classifier."""

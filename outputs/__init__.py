@@ -1,0 +1,1 @@
+"""Outputs shared across requests: variants and reuse."""

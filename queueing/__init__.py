@@ -1,0 +1,1 @@
+"""The broker, its queues, and handing images to it fairly."""

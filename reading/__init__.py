@@ -1,0 +1,1 @@
+"""What callers read back: status answers, the output and report CSVs, live progress."""

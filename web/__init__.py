@@ -1,0 +1,1 @@
+"""The HTTP routes beyond the design card's three blueprints."""

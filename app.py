@@ -27,7 +27,7 @@ from models import db
 from observability import log_context, metrics
 from outputs import variants
 from queueing import broker
-from reading import answers, progress_hub
+from reading import page_cache, progress_hub
 from web import docs_routes, media_routes, metrics_routes, page_routes, progress_routes, request_routes
 
 cors = CORS()
@@ -94,7 +94,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
 
         Migrate(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
     app.extensions["storage"] = storage.from_settings(settings)
-    app.extensions["rendered_pages"] = answers.RenderedPages(max_lag_s=settings.status_max_lag_s)
+    app.extensions["rendered_pages"] = page_cache.RenderedPages(max_lag_s=settings.status_max_lag_s)
     app.extensions["host_slots"] = host_slots.from_settings(settings)
     app.extensions["webhook_secret"] = signing.load_or_create_secret(settings)
     app.extensions["variant_secret"] = variants.variant_secret(app.extensions["webhook_secret"])

@@ -10,7 +10,7 @@ import database
 from access import api_keys, rate_limits
 from errors import ApiError
 from models import FINAL_REQUEST_STATUSES, Request, db
-from reading import answers
+from reading import answers, output_csv, page_cache, report_csv
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def get_status(request_id: str):
         answer = answers.request_status(found, page, current_app.extensions["storage"], settings.public_base_url)
         return current_app.json.dumps(answer).encode()
 
-    pages: answers.RenderedPages = current_app.extensions["rendered_pages"]
+    pages: page_cache.RenderedPages = current_app.extensions["rendered_pages"]
     served = pages.serve((found.id, page.page, page.per_page), etag, found.status, render)
     if request.if_none_match.contains(served.etag):
         return Response(status=304, headers=_validators(served.etag))
@@ -78,7 +78,7 @@ def get_output_csv(request_id: str):
     found = load_request(request_id)
     if found.status not in FINAL_REQUEST_STATUSES:
         raise ApiError(409, "not_ready", f"The request is {found.status}; its output CSV exists once it is final.")
-    lines = answers.output_csv_lines(found, current_app.extensions["storage"])
+    lines = output_csv.output_csv_lines(found, current_app.extensions["storage"])
     return Response(
         stream_with_context(lines),
         mimetype="text/csv",
@@ -91,7 +91,7 @@ def get_output_csv(request_id: str):
 def get_report_csv(request_id: str):
     # At any status, unlike the output CSV: while the request runs it shows how far each image got.
     found = load_request(request_id)
-    lines = answers.report_csv_lines(found, current_app.extensions["storage"])
+    lines = report_csv.report_csv_lines(found, current_app.extensions["storage"])
     return Response(
         stream_with_context(lines),
         mimetype="text/csv",

@@ -19,7 +19,7 @@ from models import db
 from network_policy import addresses
 from observability import log_context
 from queueing import broker, dispatch
-from reading.answers import output_csv_url, status_url
+from reading.links import output_csv_url, status_url
 
 bp = Blueprint("upload", __name__)
 

@@ -21,7 +21,8 @@ from database import db_now
 from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
 from observability import metrics
 from queueing import broker
-from reading.answers import output_csv_url, progress, timestamp
+from reading.answers import progress, timestamp
+from reading.links import output_csv_url
 
 EVENT_TYPE = "request.completed"
 #: The event of a request that a user cancelled.

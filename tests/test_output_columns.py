@@ -21,7 +21,7 @@ from PIL import Image
 from intake.csv_input import ProductRow
 from lifecycle import request_state
 from models import db
-from reading import answers
+from reading import output_csv, report_csv
 
 BOM = b"\xef\xbb\xbf"
 
@@ -60,19 +60,19 @@ def processed(service, csv_bytes: bytes) -> tuple[dict, bytes]:
 def test_a_written_cell_is_quoted_exactly_when_csv_writer_would(value: str) -> None:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerow(["x", value])
-    assert "x," + answers._csv_cell(value) + "\r\n" == buffer.getvalue()
+    assert "x," + output_csv._csv_cell(value) + "\r\n" == buffer.getvalue()
 
 
 def test_a_record_keeps_its_bytes_but_for_cells_a_spreadsheet_would_run() -> None:
     record = ' 007 ,"Shirt, red","http://a/1.jpg","=1+2",-5,"x""y",@me,"\tpad",ok'
-    kept = answers._kept_record(record, None, "http://o/1.jpg,http://o/2.jpg")
+    kept = output_csv._kept_record(record, None, "http://o/1.jpg,http://o/2.jpg")
     assert (
         kept
         == ' 007 ,"Shirt, red","http://a/1.jpg",\'=1+2,\'-5,"x""y",\'@me,\'\tpad,ok,"http://o/1.jpg,http://o/2.jpg"'
     )
-    assert answers._kept_record("a,Output Image Urls,b", 1, "http://o/1.jpg") == "a,http://o/1.jpg,b"
-    assert answers._kept_record('"S. No.",Output Image Urls', 1, None) == '"S. No.",Output Image Urls'
-    assert answers._kept_record('"S. No.",=Name', None, None) == '"S. No.",\'=Name,Output Image Urls'
+    assert output_csv._kept_record("a,Output Image Urls,b", 1, "http://o/1.jpg") == "a,http://o/1.jpg,b"
+    assert output_csv._kept_record('"S. No.",Output Image Urls', 1, None) == '"S. No.",Output Image Urls'
+    assert output_csv._kept_record('"S. No.",=Name', None, None) == '"S. No.",\'=Name,Output Image Urls'
 
 
 # --- the output CSV -------------------------------------------------------------------------------
@@ -282,13 +282,13 @@ def test_the_report_matches_the_stored_files_the_sources_and_the_status_api(serv
     assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
     assert response.headers["Content-Disposition"] == f'attachment; filename="{request_id}-report.csv"'
     report = list(csv.DictReader(io.StringIO(response.text)))
-    assert list(report[0]) == list(answers.REPORT_COLUMNS)
+    assert list(report[0]) == list(report_csv.REPORT_COLUMNS)
     places = [(r["S. No."], r["Position"]) for r in report]
     assert places == [("007", "1"), ("007", "2"), ("007", "3"), ("8", "1"), ("8", "2"), ("9", "1")]
     names = [r["Product Name"] for r in report]
     assert names == [*['\'=HYPERLINK("http://evil.example")'] * 3, "'@SUM(1+1)", "'@SUM(1+1)", "'-2+3"]
     for cell in (cell for r in report for cell in r.values()):
-        assert not cell.startswith(answers.FORMULA_TRIGGERS), cell
+        assert not cell.startswith(output_csv.FORMULA_TRIGGERS), cell
 
     served = {photo_url: len(photo), alpha_url: len(alpha), hostile_url: len(photo)}
     storage = service.app.extensions["storage"]
@@ -311,7 +311,7 @@ def test_the_report_matches_the_stored_files_the_sources_and_the_status_api(serv
     from_status = [(p, image) for p in final["products"] for image in p["images"]]
     assert len(from_status) == len(report)
     for (product, image), row in zip(from_status, report, strict=True):
-        assert answers.neutralize_formula(product["product_name"]) == row["Product Name"]
+        assert output_csv.neutralize_formula(product["product_name"]) == row["Product Name"]
         assert int(row["S. No."]) == product["serial_number"]
         error = image["error"] or {"code": "", "message": ""}
         assert [
@@ -324,7 +324,7 @@ def test_the_report_matches_the_stored_files_the_sources_and_the_status_api(serv
             str(image["attempts"]),
             "" if image["saved_bytes"] is None else str(image["saved_bytes"]),
             "" if image["quality"] is None else str(image["quality"]),
-        ] == [row[column] for column in answers.REPORT_COLUMNS[3:15]]
+        ] == [row[column] for column in report_csv.REPORT_COLUMNS[3:15]]
         if image["status"] == "COMPLETED":
             assert (row["Kept Source"], row["Reused"]) == (
                 "yes" if image["kept_source"] else "no",

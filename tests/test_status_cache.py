@@ -75,7 +75,7 @@ def page(etag: str, status: str = "PROCESSING") -> tuple[str, str, Callable[[], 
 
 
 def test_a_running_request_is_served_a_recent_render_but_never_a_stale_status(monkeypatch):
-    from reading.answers import RenderedPages
+    from reading.page_cache import RenderedPages
 
     clock = [100.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
@@ -94,7 +94,7 @@ def test_a_running_request_is_served_a_recent_render_but_never_a_stale_status(mo
 
 
 def test_concurrent_polls_of_a_new_version_render_it_once():
-    from reading.answers import RenderedPages
+    from reading.page_cache import RenderedPages
 
     pages = RenderedPages(max_lag_s=0)
     renders = []

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from models import ImageStatus, RequestStatus
-from reading import answers
-from reading.answers import Page, derive_status, neutralize_formula, progress
+from reading import output_csv
+from reading.answers import Page, derive_status, progress
+from reading.output_csv import neutralize_formula
 
 PENDING = ImageStatus.PENDING
 PROCESSING = ImageStatus.PROCESSING
@@ -222,7 +223,7 @@ def test_safe_strings_and_urls_are_unchanged(cell: str) -> None:
 
 
 def test_every_contract_trigger_is_covered() -> None:
-    assert set(answers.FORMULA_TRIGGERS) == {"=", "+", "-", "@", "\t", "\r", "\n"}
+    assert set(output_csv.FORMULA_TRIGGERS) == {"=", "+", "-", "@", "\t", "\r", "\n"}
 
 
 # --- Page.describe --------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from errors import ApiError
 from lifecycle import request_state
 from models import FINAL_REQUEST_STATUSES, Request, RequestStatus, db
 from queueing import dispatch
-from reading.answers import progress, status_url
+from reading.answers import progress
+from reading.links import status_url
 from status_routes import load_request
 
 bp = Blueprint("requests", __name__)

@@ -1,0 +1,141 @@
+"""The output CSV: the upload with its output URLs filled in, read back a batch of products at a time."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Row, select
+
+from intake import csv_input
+from models import Product, Request, db
+from reading.answers import _images_of
+from storage import Storage
+
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
+#: What makes a cell need quotes, as csv.writer's minimal quoting decides with our dialect.
+_QUOTE_WHEN = (",", '"', "\r", "\n")
+CSV_BATCH_PRODUCTS = 500
+
+
+def neutralize_formula(cell: str) -> str:
+    """Prefix ``'`` to a cell a spreadsheet would run as a formula (OWASP CSV injection)."""
+    return "'" + cell if cell.startswith(FORMULA_TRIGGERS) else cell
+
+
+def output_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
+    """The output CSV, a batch of products at a time, each batch read in a short transaction of its own.
+
+    The upload itself with ``Output Image Urls`` added (or, if it had that column, filled in), every
+    other cell as written, in the file's line ending and with its BOM; a request stored before the
+    upload's records were kept gets the contract's four columns.
+    """
+    if request.csv_header is None:
+        yield from _four_column_lines(request, storage)
+        return
+    line_end = request.csv_line_end or "\r\n"
+    output_index = csv_input.column_index(request.csv_header, csv_input.OUTPUT_COLUMN)
+    header = _kept_record(request.csv_header, output_index, None)
+    db.session.rollback()
+    yield ("\ufeff" if request.csv_bom else "") + header + line_end
+    for products, images_by_product in _product_batches(request):
+        lines = []
+        for product in products:
+            images = images_by_product.get(product.id, [])
+            outputs = ",".join(storage.url_for(i.output_key) if i.output_key else "" for i in images)
+            lines.append(_kept_record(product.source_record or "", output_index, outputs) + line_end)
+        yield "".join(lines)
+
+
+def _kept_record(record: str, output_index: int | None, outputs: str | None) -> str:
+    """One record as written with its output cell added or replaced (``outputs`` None: the header's own).
+
+    Only a cell a spreadsheet would run as a formula is written anew; every other keeps its bytes.
+    """
+    cells = [_formula_safe(written) for written in csv_input.split_record(record)]
+    if outputs is None:
+        if output_index is None:
+            cells.append(csv_input.OUTPUT_COLUMN)
+    else:
+        output_cell = _csv_cell(neutralize_formula(outputs))
+        if output_index is None:
+            cells.append(output_cell)
+        else:
+            cells[output_index] = output_cell
+    return ",".join(cells)
+
+
+def _formula_safe(written: str) -> str:
+    value = csv_input.cell_value(written)
+    return _csv_cell(neutralize_formula(value)) if value.startswith(FORMULA_TRIGGERS) else written
+
+
+def _csv_cell(value: str) -> str:
+    """``value`` as one CSV cell, quoted only when it must be (csv.writer's minimal quoting)."""
+    if any(special in value for special in _QUOTE_WHEN):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+class _CsvRows:
+    """Rows written as CSV (CRLF, minimal quoting), taken a batch at a time."""
+
+    def __init__(self) -> None:
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
+
+    def write(self, cells: Sequence[Any]) -> None:
+        self._writer.writerow(cells)
+
+    def take(self) -> str:
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return text
+
+
+def _four_column_lines(request: Request, storage: Storage) -> Iterator[str]:
+    rows = _CsvRows()
+    rows.write(["S. No.", "Product Name", "Input Image Urls", "Output Image Urls"])
+    db.session.rollback()
+    yield rows.take()
+    for products, images_by_product in _product_batches(request):
+        for product in products:
+            images = images_by_product.get(product.id, [])
+            outputs = [storage.url_for(i.output_key) if i.output_key else "" for i in images]
+            rows.write(
+                [
+                    str(product.serial_number),
+                    neutralize_formula(product.name),
+                    neutralize_formula(",".join(i.source_url for i in images)),
+                    neutralize_formula(",".join(outputs)),
+                ]
+            )
+        yield rows.take()
+
+
+def _product_batches(request: Request) -> Iterator[tuple[Sequence[Row], dict[int, list[Row]]]]:
+    """The request's products with their images, CSV_BATCH_PRODUCTS at a time, in upload order.
+
+    Each batch is read in a transaction of its own, ended before it is handed on: a slow reader of
+    the CSV being written from it holds nothing. Plain rows, not ORM objects, which the end of the
+    transaction would expire.
+    """
+    request_id = request.id
+    last_position = -1
+    while True:
+        products = db.session.execute(
+            select(Product.id, Product.position, Product.serial_number, Product.name, Product.source_record)
+            .where(Product.request_id == request_id, Product.position > last_position)
+            .order_by(Product.position)
+            .limit(CSV_BATCH_PRODUCTS)
+        ).all()
+        if not products:
+            db.session.rollback()
+            return
+        images_by_product = _images_of(list(products))
+        last_position = products[-1].position
+        db.session.rollback()
+        yield products, images_by_product

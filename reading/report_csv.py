@@ -1,0 +1,81 @@
+"""The per-image report CSV: one row per image of each product, at any status."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sqlalchemy import Row
+
+from intake import csv_input
+from models import ImageStatus, Request, db
+from reading.answers import saved_bytes
+from reading.output_csv import _CsvRows, _product_batches, neutralize_formula
+from storage import Storage
+
+REPORT_COLUMNS = (
+    "S. No.",
+    "Product Name",
+    "Position",
+    "Input Image Url",
+    "Output Image Url",
+    "Status",
+    "Error Code",
+    "Error Message",
+    "Bytes In",
+    "Bytes Out",
+    "Width",
+    "Height",
+    "Attempts",
+    "Saved Bytes",
+    "Quality",
+    "Score",
+    "Kept Source",
+    "Reused",
+)
+
+
+def report_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
+    """One row per image of each product, in upload then input order, at any status; batched like the output."""
+    rows = _CsvRows()
+    serial_index = csv_input.column_index(request.csv_header, "S. No.") if request.csv_header else None
+    rows.write(REPORT_COLUMNS)
+    db.session.rollback()
+    yield rows.take()
+    for products, images_by_product in _product_batches(request):
+        for product in products:
+            serial = _serial_as_written(product, serial_index)
+            for position, image in enumerate(images_by_product.get(product.id, []), start=1):
+                failed = image.status == ImageStatus.FAILED
+                cells = [
+                    serial,
+                    product.name,
+                    position,
+                    image.source_url,
+                    storage.url_for(image.output_key) if image.output_key else "",
+                    image.status,
+                    image.error_code if failed else "",
+                    image.error_message if failed else "",
+                    image.bytes_in,
+                    image.bytes_out,
+                    image.width,
+                    image.height,
+                    image.attempts,
+                    saved_bytes(image),
+                    image.quality,
+                    "" if image.score is None else f"{image.score:.4f}",
+                    _yes_no(image.kept_source, image.status),
+                    _yes_no(image.reused, image.status),
+                ]
+                rows.write([neutralize_formula("" if cell is None else str(cell)) for cell in cells])
+        yield rows.take()
+
+
+def _yes_no(flag: bool, status: str) -> str:
+    return ("yes" if flag else "no") if status == ImageStatus.COMPLETED else ""
+
+
+def _serial_as_written(product: Row, serial_index: int | None) -> str:
+    """The serial number as the upload wrote it (``007`` stays ``007``), trimmed as it was read."""
+    if serial_index is None or product.source_record is None:
+        return str(product.serial_number)
+    return csv_input.cell_value(csv_input.split_record(product.source_record)[serial_index]).strip()

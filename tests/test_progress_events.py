@@ -18,7 +18,7 @@ from conftest import ApiServer
 from integration_support import EventStream, SlowImages, csv_of, image_ids_of, upload, wait_final
 from loopback_servers import wait_until
 
-from reading import progress_hub
+from reading import progress_hub, progress_stream
 from reading.progress_hub import ProgressHub, ProgressState
 
 pytestmark = pytest.mark.integration
@@ -457,9 +457,9 @@ def test_an_unread_stream_body_gives_its_slot_back_when_closed():
     rows = FakeRows()
     hub = ProgressHub(rows.read, poll_interval_s=60, max_streams=1)
     a = uuid.uuid4()
-    stream = progress_hub.ProgressStream(hub, a, rows.set(a, 0), 0.0, None, heartbeat_s=0.05)
+    stream = progress_stream.ProgressStream(hub, a, rows.set(a, 0), 0.0, None, heartbeat_s=0.05)
     with pytest.raises(progress_hub.StreamsExhausted):
-        progress_hub.ProgressStream(hub, a, rows.states[a], 0.0, None, heartbeat_s=0.05)
+        progress_stream.ProgressStream(hub, a, rows.states[a], 0.0, None, heartbeat_s=0.05)
     stream.close()  # the server closes a body nobody read: the client left before the first byte
     stream.close()
     assert hub.open_streams == 0

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, request
 from access import rate_limits
 from errors import ApiError
 from models import db
-from reading import progress_hub
+from reading import progress_hub, progress_stream
 from status_routes import load_request
 
 bp = Blueprint("progress", __name__)
@@ -29,7 +29,7 @@ def get_status_events(request_id: str):
     settings = current_app.config["SETTINGS"]
     hub: progress_hub.ProgressHub = current_app.extensions["progress_hub"]
     try:
-        stream = progress_hub.ProgressStream(
+        stream = progress_stream.ProgressStream(
             hub,
             watched_id,
             current,

@@ -50,6 +50,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def positive_float(raw: str) -> float:
+    """``raw`` as a number above 0, for ``--timeout``."""
     value = float(raw)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {raw!r}")
@@ -64,6 +65,7 @@ def quality_value(raw: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand, its connection options defaulting to the environment."""
     connection = ArgumentParser(add_help=False)
     connection.add_argument(
         "--base-url",
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand and return its exit code; errors go to stderr."""
     args = build_parser().parse_args(argv)
     if "wait" in args:
         args.wait = args.wait or args.output is not None

@@ -44,6 +44,7 @@ def run_one(role: str) -> int:
 
 
 def main() -> int:
+    """Run the role named on the command line, else the whole service until it is stopped."""
     try:
         log_context.configure_logging(log_format(os.environ), fixed_name="launcher")
     except SettingsError as error:

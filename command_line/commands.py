@@ -14,6 +14,7 @@ from command_line.progress import progress_line, wait_final
 
 
 def save_output(client: Client, request_id: str, path: Path) -> None:
+    """Write the request's output CSV to ``path``."""
     path.write_bytes(client.output_csv(request_id))
     print(f"output CSV saved to {path}", file=sys.stderr)
 
@@ -31,10 +32,12 @@ def finish(client: Client, request_id: str, args: argparse.Namespace) -> int:
 
 
 def print_answer(answer: dict[str, Any], args: argparse.Namespace, line: str) -> None:
+    """Print the JSON answer with ``--json``, else ``line``."""
     print(json.dumps(answer, indent=2) if args.json else line, flush=True)
 
 
 def run_upload(client: Client, args: argparse.Namespace) -> int:
+    """Upload the CSV with its options, print the request id, then ``finish``."""
     if not args.csv.is_file():
         raise CliError(f"no such file: {args.csv}")
     fields = {
@@ -55,6 +58,7 @@ def run_upload(client: Client, args: argparse.Namespace) -> int:
 
 
 def run_status(client: Client, args: argparse.Namespace) -> int:
+    """Print the status; with ``--wait``, follow it until it is final; save ``--output``."""
     status = client.status(args.request_id, per_page=None if args.json else 1)
     print_answer(status, args, progress_line(status))
     if args.wait and status["status"] not in FINAL_STATUSES:
@@ -65,18 +69,21 @@ def run_status(client: Client, args: argparse.Namespace) -> int:
 
 
 def run_cancel(client: Client, args: argparse.Namespace) -> int:
+    """Cancel the request's unfinished images and print the status."""
     answer = client.cancel(args.request_id)
     print_answer(answer, args, progress_line(answer))
     return EXIT_CODES[answer["status"]]
 
 
 def run_retry(client: Client, args: argparse.Namespace) -> int:
+    """Put the failed images (of ``--error-code``, if given) back in line, then ``finish``."""
     answer = client.retry(args.request_id, args.error_codes)
     print_answer(answer, args, f"{answer['status']}: failed images put back in line: {answer['retried_images']}")
     return finish(client, args.request_id, args)
 
 
 def run_report(client: Client, args: argparse.Namespace) -> int:
+    """Copy the per-image report CSV to stdout, or to ``--output``."""
     if args.output is None:
         client.write_report(args.request_id, sys.stdout.buffer)
         sys.stdout.buffer.flush()

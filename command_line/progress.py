@@ -26,6 +26,7 @@ class WaitExpired(CliError):
 
 
 def progress_line(status: dict[str, Any]) -> str:
+    """The status and its counts on one line: ``PROCESSING: 40.0% (2 completed, ...)``."""
     p = status["progress"]
     return (
         f"{status['status']}: {p['percent']:.1f}% ({p['completed_images']} completed, "
@@ -34,6 +35,7 @@ def progress_line(status: dict[str, Any]) -> str:
 
 
 def images_done(status: dict[str, Any]) -> int:
+    """Images that are done with, whichever way: completed, failed or cancelled."""
     p = status["progress"]
     return p["completed_images"] + p["failed_images"] + p.get("cancelled_images", 0)
 
@@ -103,6 +105,7 @@ def _terminal_columns() -> int:
 
 
 def progress_display() -> ProgressLines:
+    """A bar when stderr is a terminal, else plain lines."""
     return ProgressBar() if sys.stderr.isatty() else ProgressLines()
 
 

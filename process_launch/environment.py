@@ -55,6 +55,7 @@ def clear_metrics(env: dict[str, str]) -> None:
 
 
 def migrate(env: dict[str, str]) -> None:
+    """Apply the database migrations (``flask db upgrade``), failing on any error."""
     log.info("applying migrations")
     subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app:create_app", "db", "upgrade"], env=env, cwd=ROOT, check=True

@@ -51,6 +51,7 @@ def web_threads(env: dict[str, str]) -> str:
 
 
 def commands(env: dict[str, str]) -> dict[str, list[str]]:
+    """The command line of each role: ``api``, ``worker``, ``control`` and ``beat``."""
     bin_dir = Path(sys.executable).parent
     port = env.get("PORT", "5000")
     host = env.get("HOST", "127.0.0.1")

@@ -354,11 +354,11 @@ def test_cli_cancel_of_a_slow_request_ends_the_wait_with_exit_1(service, source_
 
 def test_cli_parses_server_sent_events():
     sys.path.insert(0, str(ROOT))
-    import cli
+    from command_line import api_client
 
     lines = ["retry: 3000", "", ": keep-alive", "", "id: a1", "event: progress", 'data: {"x":', "data: 1}", ""]
     lines += ["event: final", "data:{}", ""]
-    events = list(cli.parse_events(lines))
+    events = list(api_client.parse_events(lines))
 
     assert [(e.name, e.event_id, e.data, e.retry_ms) for e in events] == [
         (None, None, "", 3000),

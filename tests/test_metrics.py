@@ -11,7 +11,7 @@ import requests
 from integration_support import csv_of, jpeg_bytes, upload, wait_final
 from loopback_servers import respond, wait_until
 
-import launcher
+from process_launch import environment
 from queueing import broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
@@ -138,14 +138,14 @@ def test_launcher_clears_only_prometheus_files(tmp_path):
     for name in ("counter_123.db", "histogram_9.db", "gauge_livesum_7.db", "service.db", "notes.txt"):
         (folder / name).write_bytes(b"x")
 
-    launcher.clear_metrics({launcher.METRICS_DIR_VARIABLE: str(folder)})
+    environment.clear_metrics({environment.METRICS_DIR_VARIABLE: str(folder)})
 
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "service.db"]
 
 
 def test_launcher_gives_every_process_one_folder(monkeypatch, tmp_path):
-    monkeypatch.delenv(launcher.METRICS_DIR_VARIABLE, raising=False)
+    monkeypatch.delenv(environment.METRICS_DIR_VARIABLE, raising=False)
     monkeypatch.setenv("INSTANCE_DIR", str(tmp_path))
     monkeypatch.setenv("FETCH_ALLOWED_NETWORKS", "")
 
-    assert launcher.service_environment()[launcher.METRICS_DIR_VARIABLE] == str(tmp_path / "metrics")
+    assert environment.service_environment()[environment.METRICS_DIR_VARIABLE] == str(tmp_path / "metrics")

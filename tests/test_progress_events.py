@@ -466,16 +466,16 @@ def test_an_unread_stream_body_gives_its_slot_back_when_closed():
 
 
 def test_the_api_gets_threads_for_its_streams_and_its_ordinary_calls():
-    import launcher
+    from process_launch import processes
 
-    assert launcher.web_threads({}) == str(progress_events_default_streams() + launcher.ORDINARY_WEB_THREADS)
-    assert launcher.web_threads({"EVENTS_MAX_STREAMS": "10"}) == "26"
-    assert launcher.web_threads({"EVENTS_MAX_STREAMS": "10", "WEB_THREADS": "11"}) == "11"
+    assert processes.web_threads({}) == str(progress_events_default_streams() + processes.ORDINARY_WEB_THREADS)
+    assert processes.web_threads({"EVENTS_MAX_STREAMS": "10"}) == "26"
+    assert processes.web_threads({"EVENTS_MAX_STREAMS": "10", "WEB_THREADS": "11"}) == "11"
     for env in ({"WEB_THREADS": "8"}, {"EVENTS_MAX_STREAMS": "10", "WEB_THREADS": "10"}, {"EVENTS_MAX_STREAMS": "x"}):
         with pytest.raises(SystemExit):
-            launcher.web_threads(env)
-    argv = launcher.commands({})["api"]
-    assert argv[argv.index("--threads") + 1] == launcher.web_threads({})
+            processes.web_threads(env)
+    argv = processes.commands({})["api"]
+    assert argv[argv.index("--threads") + 1] == processes.web_threads({})
 
 
 def test_the_event_settings_are_read_and_checked():

@@ -1,0 +1,1 @@
+"""The insides of ``cli.py``, the command-line client of the image service."""

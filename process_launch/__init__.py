@@ -1,0 +1,1 @@
+"""The insides of ``launcher.py``: what ``make run`` starts, and how it stops it."""

@@ -134,4 +134,4 @@ def test_the_default_is_the_text_format(tmp_path):
     assert not [line for line in lines if line.startswith("{")], lines
     # The launcher's line, and the app's (built by ``flask db upgrade``): Alembic keeps its own format.
     assert any(TEXT_LINE.match(line) and " launcher: applying migrations" in line for line in lines), lines
-    assert any(TEXT_LINE.match(line) and " access: API_KEYS is not set" in line for line in lines), lines
+    assert any(TEXT_LINE.match(line) and " access.api_keys: API_KEYS is not set" in line for line in lines), lines

@@ -73,6 +73,7 @@ class RequestStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+ACTIVE_REQUEST_STATUSES = (RequestStatus.PENDING, RequestStatus.PROCESSING)
 FINAL_REQUEST_STATUSES = (
     RequestStatus.COMPLETED,
     RequestStatus.COMPLETED_WITH_ERRORS,
@@ -87,6 +88,9 @@ class ImageStatus(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+
+
+ACTIVE_IMAGE_STATUSES = (ImageStatus.PENDING, ImageStatus.PROCESSING)
 
 
 class DeliveryStatus(StrEnum):

@@ -20,6 +20,8 @@ from delivery import outbox
 from intake import idempotency
 from intake.csv_input import CsvLayout, ProductRow
 from models import (
+    ACTIVE_IMAGE_STATUSES,
+    ACTIVE_REQUEST_STATUSES,
     Image,
     ImageStatus,
     Product,
@@ -31,9 +33,6 @@ from models import (
     utcnow,
 )
 from outputs import variants
-
-ACTIVE_IMAGE_STATUSES = (ImageStatus.PENDING, ImageStatus.PROCESSING)
-ACTIVE_REQUEST_STATUSES = (RequestStatus.PENDING, RequestStatus.PROCESSING)
 
 
 @dataclass(frozen=True)

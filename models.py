@@ -142,7 +142,7 @@ class RequestImport(db.Model):
     __tablename__ = "request_imports"
 
     request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), primary_key=True)
-    #: zlib-compressed JSON of the rows, as ``request_state.encode_rows`` writes them.
+    #: zlib-compressed JSON of the rows, as ``creation.encode_rows`` writes them.
     rows: Mapped[bytes] = mapped_column(LargeBinary)
     #: When the import task was last sent; the sweeper sends it again if it never finished.
     queued_at: Mapped[datetime] = mapped_column(UtcDateTime)

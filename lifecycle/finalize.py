@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import case, select, update
+from sqlalchemy import literal, select, update
 
 from delivery import outbox
-from models import ACTIVE_REQUEST_STATUSES, Request, RequestStatus, db, utcnow
+from models import ACTIVE_REQUEST_STATUSES, ImageCounts, Request, db, status_case, utcnow
+
+#: The request's counters as the status rule reads them. They do not tell waiting images from those in
+#: progress, so every image not yet final counts as pending: the final status is set only when none is left.
+REQUEST_COUNTS = ImageCounts(
+    pending=Request.total_images - Request.completed_images - Request.failed_images - Request.cancelled_images,
+    processing=literal(0),
+    completed=Request.completed_images,
+    failed=Request.failed_images,
+    cancelled=Request.cancelled_images,
+)
 
 
 def finalize_request(request_id: uuid.UUID, public_base_url: str) -> str | None:
@@ -18,11 +28,6 @@ def finalize_request(request_id: uuid.UUID, public_base_url: str) -> str | None:
     The webhook event is written in the same transaction, so it exists exactly when the status does.
     """
     now = utcnow()
-    final_status = case(
-        (Request.failed_images == 0, RequestStatus.COMPLETED.value),
-        (Request.completed_images == 0, RequestStatus.FAILED.value),
-        else_=RequestStatus.COMPLETED_WITH_ERRORS.value,
-    )
     row = db.session.execute(
         update(Request)
         .where(
@@ -30,7 +35,7 @@ def finalize_request(request_id: uuid.UUID, public_base_url: str) -> str | None:
             Request.status.in_(ACTIVE_REQUEST_STATUSES),
             Request.completed_images + Request.failed_images >= Request.total_images,
         )
-        .values(status=final_status, completed_at=now, updated_at=now)
+        .values(status=status_case(REQUEST_COUNTS), completed_at=now, updated_at=now)
         .returning(Request.status)
     ).first()
     if row is None:

@@ -43,6 +43,7 @@ class ImageWork:
 
 
 def image_status(image_id: int) -> str | None:
+    """The image's status now (None if it is gone)."""
     status = db.session.scalar(select(Image.status).where(Image.id == image_id))
     db.session.rollback()
     return status
@@ -149,12 +150,13 @@ def schedule_retry(image_id: int, task_id: str, delay_s: float, code: str, messa
         .returning(Image.request_id)
     ).first()
     if released is not None:
-        _touch_requests([released[0]])
+        touch_requests([released[0]])
     db.session.commit()
     return released is not None
 
 
-def _touch_requests(request_ids: list[uuid.UUID]) -> None:
+def touch_requests(request_ids: list[uuid.UUID]) -> None:
+    """Move the requests' ``updated_at``, which versions their status pages, after a change of their images."""
     db.session.execute(update(Request).where(Request.id.in_(set(request_ids))).values(updated_at=utcnow()))
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import update
 
-from lifecycle.finalize import _write_final_event
+from lifecycle.finalize import write_final_event
 from models import (
     ACTIVE_IMAGE_STATUSES,
     ACTIVE_REQUEST_STATUSES,
@@ -66,7 +66,7 @@ def cancel_request(request_id: uuid.UUID, public_base_url: str) -> bool:
     if ended is None:
         db.session.rollback()
         return False
-    _write_final_event(request_id, public_base_url)
+    write_final_event(request_id, public_base_url)
     db.session.commit()
     return True
 

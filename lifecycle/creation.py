@@ -134,6 +134,7 @@ def imports_to_resend(lost_after_s: float) -> list[uuid.UUID]:
 
 
 def encode_rows(rows: list[ProductRow]) -> bytes:
+    """The rows as stored beside a request until the import task writes them: compressed JSON."""
     records = [[row.serial_number, row.product_name, list(row.image_urls), row.row, row.source_record] for row in rows]
     return zlib.compress(json.dumps(records, separators=(",", ":")).encode(), 1)
 

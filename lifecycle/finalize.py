@@ -40,11 +40,12 @@ def finalize_request(request_id: uuid.UUID, public_base_url: str) -> str | None:
     ).first()
     if row is None:
         return None
-    _write_final_event(request_id, public_base_url)
+    write_final_event(request_id, public_base_url)
     return row[0]
 
 
-def _write_final_event(request_id: uuid.UUID, public_base_url: str) -> None:
+def write_final_event(request_id: uuid.UUID, public_base_url: str) -> None:
+    """Write the webhook event of the request's final status, if it has a webhook."""
     request = db.session.get(Request, request_id, populate_existing=True)
     if request is not None and request.webhook_url:
         outbox.create_event(request, public_base_url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from database import db_now
-from lifecycle.claims import _touch_requests, fail_image
+from lifecycle.claims import fail_image, touch_requests
 from models import ACTIVE_IMAGE_STATUSES, Image, ImageStatus, db
 
 
@@ -36,7 +36,7 @@ def release_stale_images(stale_after_s: float, limit: int = 5000) -> list[int]:
         .execution_options(synchronize_session=False)
     ).all()
     if ids:
-        _touch_requests([request_id for _, request_id in ids])
+        touch_requests([request_id for _, request_id in ids])
     db.session.commit()
     return [image_id for image_id, _ in ids]
 

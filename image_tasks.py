@@ -25,7 +25,7 @@ from delivery import outbox, signing
 from fetching import fetcher
 from imaging import pipeline
 from intake import idempotency
-from lifecycle import leases, request_state, retention
+from lifecycle import claims, creation, finalize, leases, recovery, retention
 from models import ImageStatus, utcnow
 from observability import log_context, metrics
 from outputs import variants
@@ -82,7 +82,7 @@ def process_image(self, image_id: int) -> str:
 
 def _process(task_id: str, image_id: int, settings: Settings) -> str:
     base_url = settings.public_base_url
-    work = request_state.claim_image(image_id, task_id, settings.image_max_attempts, base_url)
+    work = claims.claim_image(image_id, task_id, settings.image_max_attempts, base_url)
     if work is None:
         return "skipped"
     log_context.bind(image_id=image_id, request_id=work.request_id)
@@ -105,10 +105,10 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
         return _fail(image_id, error.code, error.message, base_url)
     except SoftTimeLimitExceeded:
         return _fail(image_id, "processing_timeout", "Processing took longer than the time limit.", base_url)
-    if request_state.complete_image(image_id, made.key, base_url, made.figures, output_id=made.output_id):
+    if claims.complete_image(image_id, made.key, base_url, made.figures, output_id=made.output_id):
         metrics.IMAGES_PROCESSED.labels(_outcome(made.figures)).inc()
         return "reused" if made.figures.reused else "completed"
-    if request_state.image_status(image_id) == ImageStatus.CANCELLED and not made.figures.reused:
+    if claims.image_status(image_id) == ImageStatus.CANCELLED and not made.figures.reused:
         # Cancelled while in flight: an output made for it alone is dropped, not left behind unreferenced.
         try:
             unused = variants.drop_if_unused(made.output_id)
@@ -120,20 +120,20 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
     return "already_final"
 
 
-def _outcome(figures: request_state.ImageFigures) -> str:
+def _outcome(figures: claims.ImageFigures) -> str:
     if figures.reused:
         return "reused"
     return "kept_source" if figures.kept_source else "encoded"
 
 
 def _retry(image_id: int, task_id: str, delay_s: float, code: str, message: str) -> str:
-    if request_state.schedule_retry(image_id, task_id, delay_s, code, message):
+    if claims.schedule_retry(image_id, task_id, delay_s, code, message):
         metrics.IMAGE_RETRIES.labels(code).inc()
     return f"retry:{code}"
 
 
 def _fail(image_id: int, code: str, message: str, base_url: str) -> str:
-    if request_state.fail_image(image_id, code, message, base_url):
+    if claims.fail_image(image_id, code, message, base_url):
         metrics.IMAGES_FAILED.labels(code).inc()
     return code
 
@@ -144,10 +144,10 @@ class MadeOutput:
 
     key: str
     output_id: int
-    figures: request_state.ImageFigures
+    figures: claims.ImageFigures
 
 
-def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutput:
+def _make_output(work: claims.ImageWork, settings: Settings) -> MadeOutput:
     """Download (or revalidate) the source and find its output, or encode and store it.
 
     The same bytes with the same options are encoded once per caller: an earlier output of their variant is
@@ -211,7 +211,7 @@ def _make_output(work: request_state.ImageWork, settings: Settings) -> MadeOutpu
     return MadeOutput(key, output_id, _figures(variants.mark_stored(output_id, encoded), reused=False))
 
 
-def _remember(work: request_state.ImageWork, known: variants.KnownSource | None, seen: variants.KnownSource) -> None:
+def _remember(work: claims.ImageWork, known: variants.KnownSource | None, seen: variants.KnownSource) -> None:
     """Keep what the URL answered for its next conditional GET; no write when nothing changed lately."""
     if known is None and seen.etag is None and seen.last_modified is None:
         return
@@ -224,8 +224,8 @@ def _reused(stored: variants.StoredOutput) -> MadeOutput:
     return MadeOutput(stored.storage_key, stored.id, _figures(stored, reused=True))
 
 
-def _figures(stored: variants.StoredOutput, *, reused: bool) -> request_state.ImageFigures:
-    return request_state.ImageFigures(**dataclasses.asdict(stored.figures), reused=reused)
+def _figures(stored: variants.StoredOutput, *, reused: bool) -> claims.ImageFigures:
+    return claims.ImageFigures(**dataclasses.asdict(stored.figures), reused=reused)
 
 
 def _abandon(output_id: int) -> None:
@@ -253,7 +253,7 @@ def retry_delay(retries: int, retry_after: float | None) -> float:
 )
 def import_request(request_id: str) -> bool:
     """Write the products and images of a big upload, then refill the image queue."""
-    imported = request_state.import_rows(uuid.UUID(request_id))
+    imported = creation.import_rows(uuid.UUID(request_id))
     if imported:
         dispatch.fill_queue(_settings().image_queue_depth)
     return imported
@@ -333,7 +333,7 @@ def apply_retention() -> dict[str, int] | None:
 
 
 def _fail_stuck_images(max_requeues: int, base_url: str) -> int:
-    failed = request_state.fail_exhausted_images(max_requeues, base_url)
+    failed = recovery.fail_exhausted_images(max_requeues, base_url)
     metrics.IMAGES_FAILED.labels("stuck").inc(failed)
     return failed
 
@@ -350,18 +350,18 @@ def sweep() -> dict[str, int] | None:
         base_url = settings.public_base_url
         report = {
             "failed": _fail_stuck_images(settings.image_max_attempts, base_url),
-            "abandoned": len(request_state.release_stale_images(settings.stale_image_after_s)),
+            "abandoned": len(recovery.release_stale_images(settings.stale_image_after_s)),
             "lost": len(
                 dispatch.release_lost_images(
                     settings.stale_image_after_s, QUEUE_GRACE_S, broker.messages_held(broker.IMAGES_QUEUE)
                 )
             ),
-            "finalized": request_state.finalize_finished_requests(base_url),
+            "finalized": finalize.finalize_finished_requests(base_url),
             "expired_keys": idempotency.delete_expired(settings.idempotency_key_ttl_s),
             "temporaries": _delete_orphaned_temporaries(settings),
             "imports": sum(
                 broker.send(IMPORT_TASK, str(request_id))
-                for request_id in request_state.imports_to_resend(IMPORT_LOST_AFTER_S)
+                for request_id in creation.imports_to_resend(IMPORT_LOST_AFTER_S)
             ),
         }
         report["queued"] = dispatch.fill_queue(settings.image_queue_depth)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (
@@ -20,9 +24,11 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    case,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import Case, ColumnElement
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -73,6 +79,7 @@ class RequestStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+ACTIVE_REQUEST_STATUSES = (RequestStatus.PENDING, RequestStatus.PROCESSING)
 FINAL_REQUEST_STATUSES = (
     RequestStatus.COMPLETED,
     RequestStatus.COMPLETED_WITH_ERRORS,
@@ -87,6 +94,56 @@ class ImageStatus(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+
+
+ACTIVE_IMAGE_STATUSES = (ImageStatus.PENDING, ImageStatus.PROCESSING)
+
+Count = TypeVar("Count")
+
+
+@dataclass(frozen=True)
+class ImageCounts(Generic[Count]):
+    """How many images stand in each status: numbers, or SQL expressions of them."""
+
+    pending: Count
+    processing: Count
+    completed: Count
+    failed: Count
+    cancelled: Count
+
+    @staticmethod
+    def of(statuses: Iterable[str]) -> ImageCounts[int]:
+        """The counts of these image statuses."""
+        found = Counter(statuses)
+        return ImageCounts(**{status.lower(): found[status] for status in ImageStatus})
+
+
+#: A request's status, and a product's, from its images' counts: the first condition that holds gives it,
+#: else ``OTHERWISE_STATUS``. The conditions use only sums and comparisons, so that the same one is
+#: evaluated on numbers (``status_of``) and, by the database, on columns (``status_case``).
+STATUS_RULE: tuple[tuple[Callable[[ImageCounts[Any]], Any], RequestStatus], ...] = (
+    (lambda n: n.processing + n.completed + n.failed + n.cancelled == 0, RequestStatus.PENDING),
+    (lambda n: n.pending + n.processing > 0, RequestStatus.PROCESSING),
+    (lambda n: n.cancelled > 0, RequestStatus.CANCELLED),
+    (lambda n: n.failed == 0, RequestStatus.COMPLETED),
+    (lambda n: n.completed == 0, RequestStatus.FAILED),
+)
+OTHERWISE_STATUS = RequestStatus.COMPLETED_WITH_ERRORS
+
+
+def status_of(counts: ImageCounts[int]) -> RequestStatus:
+    """The status ``STATUS_RULE`` gives these counts."""
+    return next((status for holds, status in STATUS_RULE if holds(counts)), OTHERWISE_STATUS)
+
+
+def status_case(counts: ImageCounts[ColumnElement[int]]) -> Case[str]:
+    """``STATUS_RULE`` as an SQL expression on these columns, for the database to evaluate."""
+    return case(*((holds(counts), status.value) for holds, status in STATUS_RULE), else_=OTHERWISE_STATUS.value)
+
+
+def derive_status(statuses: Iterable[str]) -> RequestStatus:
+    """A product's status from its images' statuses, by the same rule as a request's."""
+    return status_of(ImageCounts.of(statuses))
 
 
 class DeliveryStatus(StrEnum):
@@ -138,7 +195,7 @@ class RequestImport(db.Model):
     __tablename__ = "request_imports"
 
     request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), primary_key=True)
-    #: zlib-compressed JSON of the rows, as ``request_state.encode_rows`` writes them.
+    #: zlib-compressed JSON of the rows, as ``creation.encode_rows`` writes them.
     rows: Mapped[bytes] = mapped_column(LargeBinary)
     #: When the import task was last sent; the sweeper sends it again if it never finished.
     queued_at: Mapped[datetime] = mapped_column(UtcDateTime)

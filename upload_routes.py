@@ -14,7 +14,7 @@ from config import Settings
 from errors import ApiError
 from imaging import pipeline
 from intake import csv_input, idempotency, quotas
-from lifecycle import request_state
+from lifecycle import creation
 from models import db
 from network_policy import addresses
 from observability import log_context
@@ -38,7 +38,7 @@ def create_upload():
     else:
         raise ApiError(400, "missing_file", "The form has no field 'file' holding the CSV.")
     quality, target_score = _quality_fields()
-    options = request_state.UploadOptions(
+    options = creation.UploadOptions(
         quality=quality,
         target_score=target_score,
         output_format=_format_field(),
@@ -72,7 +72,7 @@ def create_upload():
     }
     key_to_store = None if claim is None else idempotency.KeyToStore(claim, answer, settings.idempotency_key_ttl_s)
     try:
-        created = request_state.create_request(
+        created = creation.create_request(
             rows,
             options,
             import_after_urls=settings.import_after_urls,
@@ -94,7 +94,7 @@ def create_upload():
     return answer, 202, {"Location": location}
 
 
-def _idempotency_claim(data: bytes, options: request_state.UploadOptions) -> idempotency.KeyClaim | None:
+def _idempotency_claim(data: bytes, options: creation.UploadOptions) -> idempotency.KeyClaim | None:
     key = idempotency.key_from_header(request.headers.get(idempotency.HEADER))
     if key is None:
         return None

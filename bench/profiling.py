@@ -19,9 +19,9 @@ PROFILED_PROCESSES = 4
 CONCERNS = (
     ("compress (imaging/pipeline", "pipeline.compress"),
     ("fetch_image (fetching/fetcher", "fetcher.fetch_image"),
-    ("claim_image (lifecycle/request_state", "request_state.claim_image"),
-    ("complete_image (lifecycle/request_state", "request_state.complete_image"),
-    ("fail_image (lifecycle/request_state", "request_state.fail_image"),
+    ("claim_image (lifecycle/claims", "claims.claim_image"),
+    ("complete_image (lifecycle/claims", "claims.complete_image"),
+    ("fail_image (lifecycle/claims", "claims.fail_image"),
     ("fill_queue (queueing/dispatch", "dispatch.fill_queue"),
     ("put (storage/__init__", "storage.put"),
 )

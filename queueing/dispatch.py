@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text, update
 
 from database import db_now
-from lifecycle.request_state import ACTIVE_REQUEST_STATUSES
-from models import IN_FLIGHT_IMAGE, WAITING_IMAGE, Image, ImageStatus, Request, db
+from models import ACTIVE_REQUEST_STATUSES, IN_FLIGHT_IMAGE, WAITING_IMAGE, Image, ImageStatus, Request, db
 from queueing import broker
 
 PROCESS_IMAGE_TASK = "image_tasks.process_image"

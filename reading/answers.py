@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Row, func, select
 
-from models import FINAL_REQUEST_STATUSES, Image, ImageStatus, Product, ProductImage, Request, RequestStatus, db
+from models import FINAL_REQUEST_STATUSES, Image, ImageStatus, Product, ProductImage, Request, db, derive_status
 from reading.links import output_csv_url
 from storage import Storage
 
@@ -60,20 +60,6 @@ def totals(request: Request) -> dict[str, Any]:
     """What the completed images weigh: downloaded, stored, and the share saved, in percent."""
     saved = round(100.0 * (1 - request.bytes_out / request.bytes_in), 1) if request.bytes_in else None
     return {"bytes_in": request.bytes_in, "bytes_out": request.bytes_out, "saved_percent": saved}
-
-
-def derive_status(statuses: list[str]) -> str:
-    """A product's status from its images', by the same rule as a request's."""
-    if all(s == ImageStatus.PENDING for s in statuses):
-        return RequestStatus.PENDING
-    if any(s in (ImageStatus.PENDING, ImageStatus.PROCESSING) for s in statuses):
-        return RequestStatus.PROCESSING
-    if any(s == ImageStatus.CANCELLED for s in statuses):
-        return RequestStatus.CANCELLED
-    failed = sum(s == ImageStatus.FAILED for s in statuses)
-    if failed == 0:
-        return RequestStatus.COMPLETED
-    return RequestStatus.FAILED if failed == len(statuses) else RequestStatus.COMPLETED_WITH_ERRORS
 
 
 def find_request(request_id: str, owner_key_hash: str | None) -> Request | None:

@@ -55,15 +55,15 @@ def assert_quota_exceeded(response: requests.Response, active: int, requested: i
 
 def finish_every_image(quiet_service) -> None:
     """Complete the images of the quiet database's requests, as a worker would."""
-    from lifecycle import request_state
+    from lifecycle import claims
     from models import Image, db
 
     with quiet_service.app.app_context():
         ids = db.session.scalars(db.select(Image.id)).all()
         db.session.commit()
         for image_id in ids:
-            request_state.claim_image(image_id, f"t{image_id}", 5, "http://127.0.0.1")
-            request_state.complete_image(image_id, f"x/{image_id}.jpg", "http://127.0.0.1")
+            claims.claim_image(image_id, f"t{image_id}", 5, "http://127.0.0.1")
+            claims.complete_image(image_id, f"x/{image_id}.jpg", "http://127.0.0.1")
         db.session.remove()
 
 

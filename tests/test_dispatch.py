@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from intake.csv_input import ProductRow
-from lifecycle import leases, request_state
+from lifecycle import claims, creation, leases
 from models import Image, ImageStatus, db, utcnow
 from queueing import dispatch
 
@@ -39,7 +39,7 @@ def base_url(quiet_service, sent) -> Iterator[str]:
 def new_request(images: int, owner: str | None = None) -> uuid.UUID:
     tag = uuid.uuid4().hex[:8]
     rows = [ProductRow(n + 1, f"P{n}", (f"http://127.0.0.2:9/{tag}/{n}.jpg",), n + 2) for n in range(images)]
-    return request_state.create_request(rows, request_state.UploadOptions(owner_key_hash=owner)).id
+    return creation.create_request(rows, creation.UploadOptions(owner_key_hash=owner)).id
 
 
 def request_of(image_ids: list[int]) -> Counter:
@@ -63,7 +63,7 @@ def test_the_window_holds_at_most_depth_queued_images(base_url, sent):
     db.session.commit()
     # Claiming takes an image out of the queue, but it is still in flight: the window is the queue.
     first = sent_ids(sent)[0]
-    assert request_state.claim_image(first, "t1", 5, base_url) is not None
+    assert claims.claim_image(first, "t1", 5, base_url) is not None
     assert dispatch.fill_queue(8) == 1
     assert dispatch.queue_state() == dispatch.QueueState(queued=8, processing=1)
 
@@ -74,7 +74,7 @@ def test_a_small_request_does_not_wait_behind_a_big_ones_backlog(base_url, sent)
     assert request_of(sent_ids(sent)) == {big: 10}
     small = new_request(5)
     for image_id in sent_ids(sent)[:4]:  # four of the big request's images start
-        request_state.claim_image(image_id, f"t{image_id}", 5, base_url)
+        claims.claim_image(image_id, f"t{image_id}", 5, base_url)
     sent.clear()
     assert dispatch.fill_queue(10) == 4
     assert request_of(sent_ids(sent)) == {small: 4}
@@ -178,10 +178,10 @@ def test_the_window_follows_the_images_in_progress(base_url, sent, monkeypatch):
     new_request(100)
     assert dispatch.fill_queue(64) == 4  # nothing in progress: a few, so idle workers start at once
     for image_id in sent_ids(sent):
-        request_state.claim_image(image_id, f"t{image_id}", 5, base_url)
+        claims.claim_image(image_id, f"t{image_id}", 5, base_url)
     assert dispatch.fill_queue(64) == 4  # four in progress: about one waiting each
     for image_id in sent_ids(sent)[4:]:
-        request_state.claim_image(image_id, f"t{image_id}", 5, base_url)
+        claims.claim_image(image_id, f"t{image_id}", 5, base_url)
     assert dispatch.fill_queue(64) == 8
     assert dispatch.queue_state() == dispatch.QueueState(queued=8, processing=8)
     assert dispatch.fill_queue(6) == 0  # never past depth
@@ -192,9 +192,9 @@ def test_a_worker_refills_only_once_a_quarter_of_the_window_is_free(base_url, se
     assert dispatch.fill_queue(16) == 16
     claimed = sent_ids(sent)[:3]
     for image_id in claimed:
-        request_state.claim_image(image_id, f"t{image_id}", 5, base_url)
+        claims.claim_image(image_id, f"t{image_id}", 5, base_url)
     assert dispatch.fill_queue(16, lazy=True) == 0  # 3 of 16 free: not worth a dispatcher's pass yet
-    request_state.claim_image(sent_ids(sent)[3], "t-fourth", 5, base_url)
+    claims.claim_image(sent_ids(sent)[3], "t-fourth", 5, base_url)
     assert dispatch.fill_queue(16, lazy=True) == 4  # a quarter free: refilled to the brim
     assert dispatch.queue_state() == dispatch.QueueState(queued=16, processing=4)
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from intake.csv_input import ProductRow
-from lifecycle import request_state
+from lifecycle import claims, creation, finalize, recovery
 from models import (
     Image,
     ImageStatus,
@@ -45,7 +45,7 @@ def base_url(quiet_service, sent) -> Iterator[str]:
 def new_request(*products: tuple[str, ...], webhook_url: str | None = None) -> uuid.UUID:
     """A request whose products name these URLs; returns its id."""
     rows = [ProductRow(n + 1, f"P{n}", urls, n + 2) for n, urls in enumerate(products)]
-    created = request_state.create_request(rows, request_state.UploadOptions(webhook_url=webhook_url))
+    created = creation.create_request(rows, creation.UploadOptions(webhook_url=webhook_url))
     return created.id
 
 
@@ -86,7 +86,7 @@ def test_pending_image_is_claimed_once_but_a_redelivery_of_the_same_task_takes_i
     request_id = new_request((url("a"),))
     [image_id] = image_ids(request_id).values()
 
-    work = request_state.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url)
+    work = claims.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url)
 
     assert work is not None
     assert (work.image_id, work.request_id, work.source_url, work.attempt) == (image_id, request_id, url("a"), 1)
@@ -96,11 +96,11 @@ def test_pending_image_is_claimed_once_but_a_redelivery_of_the_same_task_takes_i
     assert request_row(request_id).status == RequestStatus.PROCESSING
     before = (claimed.status, claimed.attempts, claimed.claimed_by, claimed.updated_at, claimed.requeues)
 
-    assert request_state.claim_image(image_id, "t2", MAX_ATTEMPTS, base_url) is None
+    assert claims.claim_image(image_id, "t2", MAX_ATTEMPTS, base_url) is None
     other = image(image_id)
     assert (other.status, other.attempts, other.claimed_by, other.updated_at, other.requeues) == before
 
-    redelivered = request_state.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url)
+    redelivered = claims.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url)
     assert redelivered is not None and redelivered.attempt == 2
     again = image(image_id)
     assert (again.status, again.attempts, again.claimed_by) == (ImageStatus.PROCESSING, 2, "t1")
@@ -115,10 +115,10 @@ def test_poison_image_fails_after_max_attempts_and_finishes_its_request(base_url
     [image_id] = image_ids(request_id).values()
     assert image(image_id).occurrences == 2
 
-    attempts = [request_state.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) for _ in range(MAX_ATTEMPTS)]
+    attempts = [claims.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) for _ in range(MAX_ATTEMPTS)]
     assert [work.attempt for work in attempts] == [1, 2, 3]
 
-    assert request_state.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is None
+    assert claims.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is None
     failed = image(image_id)
     assert (failed.status, failed.error_code, failed.attempts) == (ImageStatus.FAILED, "too_many_attempts", 3)
     assert failed.finished_at is not None and failed.output_key is None
@@ -127,8 +127,8 @@ def test_poison_image_fails_after_max_attempts_and_finishes_its_request(base_url
     assert request.completed_at is not None
 
     # Nothing more happens, however often it is claimed again.
-    assert request_state.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is None
-    assert request_state.claim_image(image_id, "t2", MAX_ATTEMPTS, base_url) is None
+    assert claims.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is None
+    assert claims.claim_image(image_id, "t2", MAX_ATTEMPTS, base_url) is None
     assert request_row(request_id).failed_images == 2
     expected_events = 1 if webhook_url else 0
     assert event_count(request_id) == expected_events
@@ -139,16 +139,16 @@ def test_exhausted_image_claimed_by_another_task_is_left_to_it_until_requeued(ba
     request_id = new_request((url("a"),))
     [image_id] = image_ids(request_id).values()
     for _ in range(MAX_ATTEMPTS):
-        assert request_state.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is not None
+        assert claims.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is not None
 
     # Another task's copy neither runs nor fails the image the first task may still be working on.
-    assert request_state.claim_image(image_id, "t2", MAX_ATTEMPTS, base_url) is None
+    assert claims.claim_image(image_id, "t2", MAX_ATTEMPTS, base_url) is None
     assert (image(image_id).status, image(image_id).claimed_by) == (ImageStatus.PROCESSING, "t1")
 
     # Once the sweeper releases it, any task's claim ends it.
     age_images(image_id, by=timedelta(hours=1))
-    assert request_state.release_stale_images(300) == [image_id]
-    assert request_state.claim_image(image_id, "t2", MAX_ATTEMPTS, base_url) is None
+    assert recovery.release_stale_images(300) == [image_id]
+    assert claims.claim_image(image_id, "t2", MAX_ATTEMPTS, base_url) is None
     assert (image(image_id).status, image(image_id).error_code) == (ImageStatus.FAILED, "too_many_attempts")
     assert request_row(request_id).status == RequestStatus.FAILED
 
@@ -157,11 +157,11 @@ def test_complete_twice_counts_once_and_fail_after_complete_is_refused(base_url,
     request_id = new_request((url("a"),), (url("b"),))
     ids = image_ids(request_id)
     first = ids[url("a")]
-    request_state.claim_image(first, "t1", MAX_ATTEMPTS, base_url)
+    claims.claim_image(first, "t1", MAX_ATTEMPTS, base_url)
 
-    assert request_state.complete_image(first, "out/a.jpg", base_url) is True
-    assert request_state.complete_image(first, "out/other.jpg", base_url) is False
-    assert request_state.fail_image(first, "fetch_failed", "late failure", base_url) is False
+    assert claims.complete_image(first, "out/a.jpg", base_url) is True
+    assert claims.complete_image(first, "out/other.jpg", base_url) is False
+    assert claims.fail_image(first, "fetch_failed", "late failure", base_url) is False
 
     done = image(first)
     assert (done.status, done.output_key, done.error_code) == (ImageStatus.COMPLETED, "out/a.jpg", None)
@@ -175,9 +175,9 @@ def test_fail_twice_counts_once_and_complete_after_fail_is_refused(base_url, sen
     request_id = new_request((url("a"),), (url("b"),))
     first = image_ids(request_id)[url("a")]
 
-    assert request_state.fail_image(first, "not_an_image", "no", base_url) is True
-    assert request_state.fail_image(first, "not_an_image", "no", base_url) is False
-    assert request_state.complete_image(first, "out/a.jpg", base_url) is False
+    assert claims.fail_image(first, "not_an_image", "no", base_url) is True
+    assert claims.fail_image(first, "not_an_image", "no", base_url) is False
+    assert claims.complete_image(first, "out/a.jpg", base_url) is False
 
     failed = image(first)
     assert (failed.status, failed.error_code, failed.error_message, failed.output_key) == (
@@ -203,12 +203,12 @@ def test_url_named_by_two_products_is_one_image_counted_twice(base_url, sent):
     db.session.commit()
     assert links == 2
 
-    request_state.claim_image(ids[url("shared")], "t1", MAX_ATTEMPTS, base_url)
-    assert request_state.complete_image(ids[url("shared")], "out/shared.jpg", base_url)
+    claims.claim_image(ids[url("shared")], "t1", MAX_ATTEMPTS, base_url)
+    assert claims.complete_image(ids[url("shared")], "out/shared.jpg", base_url)
     request = request_row(request_id)
     assert (request.status, request.completed_images, request.failed_images) == (RequestStatus.PROCESSING, 2, 0)
 
-    assert request_state.fail_image(ids[url("own")], "fetch_failed", "gone", base_url)
+    assert claims.fail_image(ids[url("own")], "fetch_failed", "gone", base_url)
     request = request_row(request_id)
     assert (request.completed_images, request.failed_images) == (2, 1)
     assert request.status == RequestStatus.COMPLETED_WITH_ERRORS
@@ -227,11 +227,11 @@ def test_request_is_finalised_once_with_one_webhook_event(base_url, sent, outcom
     ids = list(image_ids(request_id).values())
 
     for image_id, outcome in zip(ids, outcomes, strict=True):
-        assert request_state.claim_image(image_id, f"task-{image_id}", MAX_ATTEMPTS, base_url) is not None
+        assert claims.claim_image(image_id, f"task-{image_id}", MAX_ATTEMPTS, base_url) is not None
         if outcome == "complete":
-            assert request_state.complete_image(image_id, f"out/{image_id}.jpg", base_url)
+            assert claims.complete_image(image_id, f"out/{image_id}.jpg", base_url)
         else:
-            assert request_state.fail_image(image_id, "fetch_failed", "no answer", base_url)
+            assert claims.fail_image(image_id, "fetch_failed", "no answer", base_url)
         if image_id == ids[0]:
             assert request_row(request_id).status == RequestStatus.PROCESSING
             assert event_count(request_id) == 0
@@ -246,9 +246,9 @@ def test_request_is_finalised_once_with_one_webhook_event(base_url, sent, outcom
     [event_id] = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.request_id == request_id)).all()
     assert sent == [("image_tasks.deliver_webhook", (event_id,))]
 
-    assert request_state.finalize_request(request_id, base_url) is None
+    assert finalize.finalize_request(request_id, base_url) is None
     db.session.commit()
-    assert request_state.finalize_finished_requests(base_url) == 0
+    assert finalize.finalize_finished_requests(base_url) == 0
     assert event_count(request_id) == 1
     assert request_row(request_id).completed_at == completed_at
     assert len(sent) == 1
@@ -257,11 +257,11 @@ def test_request_is_finalised_once_with_one_webhook_event(base_url, sent, outcom
 def test_finalize_request_refuses_while_images_are_active(base_url, sent):
     request_id = new_request((url("a"),), (url("b"),), webhook_url=WEBHOOK_URL)
     first = image_ids(request_id)[url("a")]
-    request_state.complete_image(first, "out/a.jpg", base_url)
+    claims.complete_image(first, "out/a.jpg", base_url)
 
-    assert request_state.finalize_request(request_id, base_url) is None
+    assert finalize.finalize_request(request_id, base_url) is None
     db.session.commit()
-    assert request_state.finalize_finished_requests(base_url) == 0
+    assert finalize.finalize_finished_requests(base_url) == 0
     assert request_row(request_id).status == RequestStatus.PENDING
     assert event_count(request_id) == 0
     assert sent == []
@@ -275,10 +275,10 @@ def test_finalize_finished_requests_finishes_a_request_whose_counters_are_done(b
     db.session.execute(update(Request).where(Request.id == request_id).values(completed_images=1))
     db.session.commit()
 
-    assert request_state.finalize_finished_requests(base_url) == 1
+    assert finalize.finalize_finished_requests(base_url) == 1
     assert request_row(request_id).status == RequestStatus.COMPLETED
     assert event_count(request_id) == 1
-    assert request_state.finalize_finished_requests(base_url) == 0
+    assert finalize.finalize_finished_requests(base_url) == 0
     assert event_count(request_id) == 1
     assert len(sent) == 1
 
@@ -287,12 +287,12 @@ def test_release_stale_images_releases_abandoned_images(base_url, sent):
     request_id = new_request((url("stale"),), (url("fresh"),), (url("waiting"),))
     ids = image_ids(request_id)
     stale, fresh, waiting = ids[url("stale")], ids[url("fresh")], ids[url("waiting")]
-    request_state.claim_image(stale, "dead-task", MAX_ATTEMPTS, base_url)
-    request_state.claim_image(fresh, "live-task", MAX_ATTEMPTS, base_url)
+    claims.claim_image(stale, "dead-task", MAX_ATTEMPTS, base_url)
+    claims.claim_image(fresh, "live-task", MAX_ATTEMPTS, base_url)
     age_images(stale, waiting, by=timedelta(minutes=10))
     threshold = 300
 
-    assert request_state.release_stale_images(threshold) == [stale]
+    assert recovery.release_stale_images(threshold) == [stale]
     released = image(stale)
     assert (released.status, released.claimed_by, released.requeues) == (ImageStatus.PENDING, None, 1)
     assert released.attempts == 1
@@ -302,40 +302,40 @@ def test_release_stale_images_releases_abandoned_images(base_url, sent):
     assert (image(waiting).status, image(waiting).requeues) == (ImageStatus.PENDING, 0)
 
     # Released once: an overlapping sweep finds nothing left to release.
-    assert request_state.release_stale_images(threshold) == []
+    assert recovery.release_stale_images(threshold) == []
     # A waiting image is the dispatcher's, never the stale-lease sweep's.
     assert (image(waiting).status, image(waiting).requeues) == (ImageStatus.PENDING, 0)
 
     # The re-sent message has a new task id, and it may claim the released image.
-    work = request_state.claim_image(stale, "new-task", MAX_ATTEMPTS, base_url)
+    work = claims.claim_image(stale, "new-task", MAX_ATTEMPTS, base_url)
     assert work is not None and work.attempt == 2
     taken = image(stale)
     assert (taken.status, taken.claimed_by, taken.attempts) == (ImageStatus.PROCESSING, "new-task", 2)
     # The dead task's message, if it is ever redelivered, no longer owns the image.
-    assert request_state.claim_image(stale, "dead-task", MAX_ATTEMPTS, base_url) is None
+    assert claims.claim_image(stale, "dead-task", MAX_ATTEMPTS, base_url) is None
     assert image(stale).claimed_by == "new-task"
 
 
 def test_release_stale_images_leaves_final_images_alone(base_url, sent):
     request_id = new_request((url("done"),), (url("other"),))
     done = image_ids(request_id)[url("done")]
-    request_state.complete_image(done, "out/done.jpg", base_url)
+    claims.complete_image(done, "out/done.jpg", base_url)
     age_images(done, by=timedelta(hours=1))
 
-    assert request_state.release_stale_images(300) == []
+    assert recovery.release_stale_images(300) == []
     assert (image(done).status, image(done).requeues) == (ImageStatus.COMPLETED, 0)
 
 
 def test_fail_exhausted_images_fails_images_requeued_too_often(base_url, sent):
     request_id = new_request((url("stuck"),), (url("fine"),), (url("done"),), webhook_url=WEBHOOK_URL)
     ids = image_ids(request_id)
-    request_state.complete_image(ids[url("done")], "out/done.jpg", base_url)
+    claims.complete_image(ids[url("done")], "out/done.jpg", base_url)
     db.session.execute(update(Image).where(Image.id == ids[url("stuck")]).values(requeues=4))
     db.session.execute(update(Image).where(Image.id == ids[url("fine")]).values(requeues=2))
     db.session.execute(update(Image).where(Image.id == ids[url("done")]).values(requeues=9))
     db.session.commit()
 
-    assert request_state.fail_exhausted_images(3, base_url) == 1
+    assert recovery.fail_exhausted_images(3, base_url) == 1
 
     stuck = image(ids[url("stuck")])
     assert (stuck.status, stuck.error_code) == (ImageStatus.FAILED, "stuck")
@@ -344,12 +344,12 @@ def test_fail_exhausted_images_fails_images_requeued_too_often(base_url, sent):
     assert image(ids[url("done")]).status == ImageStatus.COMPLETED
     request = request_row(request_id)
     assert (request.status, request.completed_images, request.failed_images) == (RequestStatus.PENDING, 1, 1)
-    assert request_state.fail_exhausted_images(3, base_url) == 0
+    assert recovery.fail_exhausted_images(3, base_url) == 0
 
     # Exactly at the limit counts as exhausted too; the request then finishes.
     db.session.execute(update(Image).where(Image.id == ids[url("fine")]).values(requeues=3))
     db.session.commit()
-    assert request_state.fail_exhausted_images(3, base_url) == 1
+    assert recovery.fail_exhausted_images(3, base_url) == 1
     assert request_row(request_id).status == RequestStatus.COMPLETED_WITH_ERRORS
     assert event_count(request_id) == 1
     assert len(sent) == 1
@@ -357,9 +357,9 @@ def test_fail_exhausted_images_fails_images_requeued_too_often(base_url, sent):
 
 def test_missing_image_is_neither_claimed_nor_finished(base_url, sent):
     missing = 10**9
-    assert request_state.claim_image(missing, "t1", MAX_ATTEMPTS, base_url) is None
-    assert request_state.complete_image(missing, "out/x.jpg", base_url) is False
-    assert request_state.fail_image(missing, "fetch_failed", "no", base_url) is False
+    assert claims.claim_image(missing, "t1", MAX_ATTEMPTS, base_url) is None
+    assert claims.complete_image(missing, "out/x.jpg", base_url) is False
+    assert claims.fail_image(missing, "fetch_failed", "no", base_url) is False
 
 
 def test_transient_retries_do_not_spend_the_poison_budget(base_url, sent):
@@ -367,25 +367,25 @@ def test_transient_retries_do_not_spend_the_poison_budget(base_url, sent):
     [image_id] = image_ids(request_id).values()
     # Many more retried starts than MAX_ATTEMPTS: each ended cleanly, so none counts.
     for n in range(MAX_ATTEMPTS * 3):
-        work = request_state.claim_image(image_id, f"t{n}", MAX_ATTEMPTS, base_url)
+        work = claims.claim_image(image_id, f"t{n}", MAX_ATTEMPTS, base_url)
         assert work is not None, f"start {n + 1} was refused"
         assert work.retries == n
-        assert request_state.schedule_retry(image_id, f"t{n}", 0, "http_503", "busy")
+        assert claims.schedule_retry(image_id, f"t{n}", 0, "http_503", "busy")
     retried = image(image_id)
     assert (retried.status, retried.claimed_by, retried.queued_at) == (ImageStatus.PENDING, None, None)
     assert (retried.attempts, retried.retries, retried.error_code) == (MAX_ATTEMPTS * 3, MAX_ATTEMPTS * 3, "http_503")
-    assert request_state.fail_image(image_id, "http_503", "still busy", base_url)
+    assert claims.fail_image(image_id, "http_503", "still busy", base_url)
     assert image(image_id).error_code == "http_503"
 
 
 def test_starts_that_died_still_end_a_poison_image_between_retries(base_url, sent):
     request_id = new_request((url("poison"),))
     [image_id] = image_ids(request_id).values()
-    assert request_state.claim_image(image_id, "t0", MAX_ATTEMPTS, base_url) is not None
-    assert request_state.schedule_retry(image_id, "t0", 0, "http_503", "busy")
+    assert claims.claim_image(image_id, "t0", MAX_ATTEMPTS, base_url) is not None
+    assert claims.schedule_retry(image_id, "t0", 0, "http_503", "busy")
     for _ in range(MAX_ATTEMPTS):  # the same task's message redelivered: each start died
-        assert request_state.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is not None
-    assert request_state.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is None
+        assert claims.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is not None
+    assert claims.claim_image(image_id, "t1", MAX_ATTEMPTS, base_url) is None
     failed = image(image_id)
     assert (failed.status, failed.error_code) == (ImageStatus.FAILED, "too_many_attempts")
     assert "3 attempts" in failed.error_message
@@ -396,8 +396,8 @@ def test_a_retry_waits_for_its_back_off(base_url, sent):
 
     request_id = new_request((url("later"),))
     [image_id] = image_ids(request_id).values()
-    request_state.claim_image(image_id, "t0", MAX_ATTEMPTS, base_url)
-    request_state.schedule_retry(image_id, "t0", 3600, "http_503", "busy")
+    claims.claim_image(image_id, "t0", MAX_ATTEMPTS, base_url)
+    claims.schedule_retry(image_id, "t0", 3600, "http_503", "busy")
     assert dispatch.fill_queue(10) == 0
     db.session.execute(update(Image).where(Image.id == image_id).values(not_before=utcnow() - timedelta(seconds=1)))
     db.session.commit()
@@ -410,8 +410,8 @@ def test_a_claim_is_stamped_by_the_database_clock_not_the_workers(base_url, sent
     request_id = new_request((url("skewed"),))
     [image_id] = image_ids(request_id).values()
     slow = utcnow() - timedelta(minutes=10)
-    monkeypatch.setattr(request_state, "utcnow", lambda: slow)
-    assert request_state.claim_image(image_id, "slow-clock", MAX_ATTEMPTS, base_url) is not None
+    monkeypatch.setattr(claims, "utcnow", lambda: slow)
+    assert claims.claim_image(image_id, "slow-clock", MAX_ATTEMPTS, base_url) is not None
     monkeypatch.undo()
-    assert request_state.release_stale_images(300) == []
+    assert recovery.release_stale_images(300) == []
     assert image(image_id).claimed_by == "slow-clock"

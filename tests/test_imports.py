@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 import image_tasks
 from intake import quotas
 from intake.csv_input import ProductRow
-from lifecycle import request_state
+from lifecycle import creation
 from models import Image, Product, ProductImage, Request, RequestImport, db
 
 
@@ -63,13 +63,13 @@ def quiet_db(quiet_service, clean_quiet_tables, sent) -> Iterator[None]:
 @pytest.mark.usefixtures("quiet_db")
 def test_a_big_upload_is_stored_whole_and_written_out_once_by_the_import():
     rows = rows_of(4, 3)
-    created = request_state.create_request(rows, request_state.UploadOptions(), import_after_urls=11)
+    created = creation.create_request(rows, creation.UploadOptions(), import_after_urls=11)
     assert created.importing and (created.products, created.images) == (4, 12)
     assert counts(created.id) == {"products": 0, "images": 0, "links": 0, "imports": 1}
     assert db.session.get(Request, created.id).importing is True
     db.session.commit()
 
-    assert request_state.import_rows(created.id) is True
+    assert creation.import_rows(created.id) is True
     assert counts(created.id) == {"products": 4, "images": 12, "links": 12, "imports": 0}
     request = db.session.get(Request, created.id)
     assert request.importing is False and request.total_images == 12
@@ -77,13 +77,13 @@ def test_a_big_upload_is_stored_whole_and_written_out_once_by_the_import():
     assert stored == [url for row in rows for url in row.image_urls]
     db.session.commit()
 
-    assert request_state.import_rows(created.id) is False  # a redelivered import changes nothing
+    assert creation.import_rows(created.id) is False  # a redelivered import changes nothing
     assert counts(created.id) == {"products": 4, "images": 12, "links": 12, "imports": 0}
 
 
 def test_two_imports_of_one_request_at_once_write_it_once(quiet_service, clean_quiet_tables, sent):
     with quiet_service.app.app_context():
-        created = request_state.create_request(rows_of(300, 10), request_state.UploadOptions(), import_after_urls=1)
+        created = creation.create_request(rows_of(300, 10), creation.UploadOptions(), import_after_urls=1)
         db.session.remove()
     start = threading.Barrier(2)
     results: list[bool] = []
@@ -91,7 +91,7 @@ def test_two_imports_of_one_request_at_once_write_it_once(quiet_service, clean_q
     def run_import() -> None:
         with quiet_service.app.app_context():
             start.wait()
-            results.append(request_state.import_rows(created.id))
+            results.append(creation.import_rows(created.id))
             db.session.remove()
 
     threads = [threading.Thread(target=run_import) for _ in range(2)]
@@ -107,7 +107,7 @@ def test_two_imports_of_one_request_at_once_write_it_once(quiet_service, clean_q
 
 @pytest.mark.usefixtures("quiet_db")
 def test_an_upload_at_the_threshold_is_written_before_the_answer():
-    created = request_state.create_request(rows_of(4, 3), request_state.UploadOptions(), import_after_urls=12)
+    created = creation.create_request(rows_of(4, 3), creation.UploadOptions(), import_after_urls=12)
     assert not created.importing
     assert counts(created.id) == {"products": 4, "images": 12, "links": 12, "imports": 0}
 
@@ -118,34 +118,34 @@ def test_rows_survive_their_encoding_exactly():
         ProductRow(7, 'Name, with "quotes" and ünïcode', ("http://127.0.0.2:9/a.jpg", "http://127.0.0.2:9/b.jpg"), 3),
         ProductRow(10**12, "x" * 500, ("http://127.0.0.2:9/a.jpg",), 4),
     ]
-    assert request_state.decode_rows(request_state.encode_rows(rows)) == rows
+    assert creation.decode_rows(creation.encode_rows(rows)) == rows
 
 
 @pytest.mark.usefixtures("quiet_db")
 def test_each_rows_record_survives_the_encoding_and_older_encodings_still_decode():
     rows = [ProductRow(7, "N", ("http://127.0.0.2:9/a.jpg",), 3, 'x,007,N,"http://127.0.0.2:9/a.jpg",\n')]
-    assert [row.source_record for row in request_state.decode_rows(request_state.encode_rows(rows))] == [
+    assert [row.source_record for row in creation.decode_rows(creation.encode_rows(rows))] == [
         'x,007,N,"http://127.0.0.2:9/a.jpg",\n'
     ]
     # As encode_rows wrote them before it kept each row's record: four fields.
     older = zlib.compress(json.dumps([[7, "N", ["http://127.0.0.2:9/a.jpg"], 3]]).encode())
-    assert request_state.decode_rows(older) == [ProductRow(7, "N", ("http://127.0.0.2:9/a.jpg",), 3)]
-    assert request_state.decode_rows(older)[0].source_record is None
+    assert creation.decode_rows(older) == [ProductRow(7, "N", ("http://127.0.0.2:9/a.jpg",), 3)]
+    assert creation.decode_rows(older)[0].source_record is None
 
 
 @pytest.mark.usefixtures("quiet_db")
 def test_an_import_whose_message_was_lost_is_sent_again_and_a_fresh_one_is_not():
-    lost = request_state.create_request(rows_of(2, 2), request_state.UploadOptions(), import_after_urls=1)
-    assert request_state.imports_to_resend(60) == []
-    assert request_state.imports_to_resend(0) == [lost.id]
-    assert request_state.imports_to_resend(60) == []  # marked sent again: not re-sent at every sweep
+    lost = creation.create_request(rows_of(2, 2), creation.UploadOptions(), import_after_urls=1)
+    assert creation.imports_to_resend(60) == []
+    assert creation.imports_to_resend(0) == [lost.id]
+    assert creation.imports_to_resend(60) == []  # marked sent again: not re-sent at every sweep
 
 
 @pytest.mark.usefixtures("quiet_db")
 def test_images_being_imported_count_against_the_callers_quota():
     owner = "a" * 64
-    request_state.create_request(rows_of(3, 2), request_state.UploadOptions(owner_key_hash=owner), import_after_urls=1)
-    request_state.create_request(rows_of(1, 2), request_state.UploadOptions(owner_key_hash=owner))
+    creation.create_request(rows_of(3, 2), creation.UploadOptions(owner_key_hash=owner), import_after_urls=1)
+    creation.create_request(rows_of(1, 2), creation.UploadOptions(owner_key_hash=owner))
     assert quotas.active_image_count(owner) == 8
     assert quotas.active_image_count("b" * 64) == 0
 

@@ -19,7 +19,7 @@ from loopback_servers import respond, wait_until
 from PIL import Image
 
 from intake.csv_input import ProductRow
-from lifecycle import request_state
+from lifecycle import creation
 from models import db
 from reading import output_csv, report_csv
 
@@ -186,7 +186,7 @@ def test_a_request_stored_before_the_records_were_kept_keeps_the_old_output(serv
     image = serve(source_server, jpeg_bytes((64, 48)))
     with service.app.app_context():
         rows = [ProductRow(7, "=Old", (image, missing(source_server)), 2)]
-        request_id = request_state.create_request(rows, request_state.UploadOptions()).id
+        request_id = creation.create_request(rows, creation.UploadOptions()).id
         db.session.remove()
     final = wait_final(service.base_url, str(request_id))
     url = final["products"][0]["images"][0]["output_url"]

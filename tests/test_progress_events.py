@@ -142,18 +142,18 @@ def _next_with_completed(events: Iterator[dict], completed: int) -> dict:
 
 def _complete_next(app, request_id: str, base_url: str, fail: bool = False) -> None:
     """Claim and finish the request's next pending image, as a worker would."""
-    from lifecycle import request_state
+    from lifecycle import claims
     from models import Image, ImageStatus, db
 
     with app.app_context():
         pending = [i for i in image_ids_of(uuid.UUID(request_id)) if db.session.get(Image, i).status == "PENDING"]
         db.session.remove()
         image_id = pending[0]
-        assert request_state.claim_image(image_id, "test", 5, base_url) is not None
+        assert claims.claim_image(image_id, "test", 5, base_url) is not None
         if fail:
-            request_state.fail_image(image_id, "http_404", "Not Found", base_url)
+            claims.fail_image(image_id, "http_404", "Not Found", base_url)
         else:
-            request_state.complete_image(image_id, f"{request_id}/{image_id}.jpg", base_url)
+            claims.complete_image(image_id, f"{request_id}/{image_id}.jpg", base_url)
         assert db.session.get(Image, image_id).status in (ImageStatus.COMPLETED, ImageStatus.FAILED)
         db.session.remove()
 

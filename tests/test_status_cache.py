@@ -26,7 +26,7 @@ def quiet_api(quiet_service) -> Iterator[str]:
 
 
 def test_a_status_page_is_revalidated_with_its_etag(quiet_service, quiet_api):
-    from lifecycle import request_state
+    from lifecycle import claims
     from models import db
 
     urls = ["http://127.0.0.2:9/a.jpg", "http://127.0.0.2:9/b.jpg"]
@@ -45,14 +45,14 @@ def test_a_status_page_is_revalidated_with_its_etag(quiet_service, quiet_api):
 
     with quiet_service.app.app_context():
         first_image = image_ids_of(uuid.UUID(request_id))[0]
-        assert request_state.claim_image(first_image, "t1", 5, quiet_api) is not None
+        assert claims.claim_image(first_image, "t1", 5, quiet_api) is not None
         db.session.remove()
     claimed = requests.get(url, headers={"If-None-Match": etag}, timeout=10)
     assert claimed.status_code == 200 and claimed.headers["ETag"] != etag
     assert claimed.json()["products"][0]["images"][0]["status"] == "PROCESSING"  # an image's change shows
 
     with quiet_service.app.app_context():
-        request_state.complete_image(first_image, f"{request_id}/{first_image}.jpg", quiet_api)
+        claims.complete_image(first_image, f"{request_id}/{first_image}.jpg", quiet_api)
         db.session.remove()
     # Still PROCESSING: the page may lag by STATUS_MAX_LAG_S, under the older version's ETag.
     lagging = requests.get(url, headers={"If-None-Match": claimed.headers["ETag"]}, timeout=10)
@@ -64,7 +64,7 @@ def test_a_status_page_is_revalidated_with_its_etag(quiet_service, quiet_api):
     assert done.status_code == 200 and done.json()["progress"]["completed_images"] == 1
 
     with quiet_service.app.app_context():
-        request_state.fail_image(image_ids_of(uuid.UUID(request_id))[1], "http_404", "gone", quiet_api)
+        claims.fail_image(image_ids_of(uuid.UUID(request_id))[1], "http_404", "gone", quiet_api)
         db.session.remove()
     final = requests.get(url, headers={"If-None-Match": done.headers["ETag"]}, timeout=10)
     assert final.status_code == 200 and final.json()["status"] == "COMPLETED_WITH_ERRORS"  # at once, no lag

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from models import ImageStatus, RequestStatus
+from models import ImageStatus, RequestStatus, derive_status
 from reading import output_csv
-from reading.answers import Page, derive_status, progress
+from reading.answers import Page, progress
 from reading.output_csv import neutralize_formula
 
 PENDING = ImageStatus.PENDING

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from delivery import outbox
 from intake.csv_input import ProductRow
-from lifecycle import request_state
+from lifecycle import claims, creation
 from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
 from reading.answers import timestamp
 
@@ -44,13 +44,13 @@ def base_url(quiet_service, sent, monkeypatch) -> Iterator[str]:
 def finished_request(base_url: str, *, failed: bool = False) -> tuple[uuid.UUID, str]:
     """A one-image request, finished; returns its id and its webhook event's id."""
     rows = [ProductRow(1, "P", (f"http://127.0.0.2:9/{uuid.uuid4().hex}.jpg",), 2)]
-    request_id = request_state.create_request(rows, request_state.UploadOptions(webhook_url=WEBHOOK_URL)).id
+    request_id = creation.create_request(rows, creation.UploadOptions(webhook_url=WEBHOOK_URL)).id
     image_id = image_ids_of(request_id)[0]
-    assert request_state.claim_image(image_id, f"task-{image_id}", 5, base_url) is not None
+    assert claims.claim_image(image_id, f"task-{image_id}", 5, base_url) is not None
     if failed:
-        assert request_state.fail_image(image_id, "fetch_failed", "no answer", base_url)
+        assert claims.fail_image(image_id, "fetch_failed", "no answer", base_url)
     else:
-        assert request_state.complete_image(image_id, f"{request_id}/{image_id}.jpg", base_url)
+        assert claims.complete_image(image_id, f"{request_id}/{image_id}.jpg", base_url)
     event_ids = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.request_id == request_id)).all()
     db.session.commit()
     assert len(event_ids) == 1
@@ -325,7 +325,7 @@ def test_reopen_after_give_up_keeps_the_attempts_left(base_url, sent):
 
 def test_reopen_without_events_is_none(base_url, sent):
     rows = [ProductRow(1, "P", ("http://127.0.0.2:9/a.jpg",), 2)]
-    request_id = request_state.create_request(rows, request_state.UploadOptions()).id
+    request_id = creation.create_request(rows, creation.UploadOptions()).id
 
     assert outbox.reopen_last_event(request_id) is None
     assert outbox.reopen_last_event(uuid.uuid4()) is None

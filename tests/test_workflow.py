@@ -17,7 +17,7 @@ from integration_support import csv_of, image_ids_of, jpeg_bytes, upload, wait_f
 from loopback_servers import wait_until
 from sqlalchemy import func, select
 
-from lifecycle import request_state
+from lifecycle import control, creation
 from models import IdempotencyKey, Image, ImageStatus, Request, RequestStatus, db
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
@@ -380,12 +380,12 @@ def test_a_cancel_before_the_import_makes_the_imported_images_cancelled(service)
 
     rows = [ProductRow(1, "A", ("http://127.0.0.2:9/a.jpg", "http://127.0.0.2:9/b.jpg"), 2)]
     with service.app.app_context():
-        created = request_state.create_request(rows, request_state.UploadOptions(), import_after_urls=1)
-        assert request_state.cancel_request(created.id, service.base_url)
-        assert request_state.import_rows(created.id)
+        created = creation.create_request(rows, creation.UploadOptions(), import_after_urls=1)
+        assert control.cancel_request(created.id, service.base_url)
+        assert creation.import_rows(created.id)
         request = db.session.get(Request, created.id)
         statuses = db.session.scalars(select(Image.status).where(Image.request_id == created.id)).all()
         assert (request.status, request.cancelled_images, request.importing) == (RequestStatus.CANCELLED, 2, False)
         assert statuses == [ImageStatus.CANCELLED, ImageStatus.CANCELLED]
-        assert not request_state.cancel_request(created.id, service.base_url)
+        assert not control.cancel_request(created.id, service.base_url)
         db.session.remove()

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, request
 from access import rate_limits
 from config import Settings
 from errors import ApiError
-from lifecycle import request_state
+from lifecycle import control
 from models import FINAL_REQUEST_STATUSES, Request, RequestStatus, db
 from queueing import dispatch
 from reading.answers import progress
@@ -27,7 +27,7 @@ _ERROR_CODE_RE = re.compile(r"[a-z0-9_]{1,64}")
 def cancel_request(request_id: str):
     found = load_request(request_id)
     settings: Settings = current_app.config["SETTINGS"]
-    cancelled = request_state.cancel_request(found.id, settings.public_base_url)
+    cancelled = control.cancel_request(found.id, settings.public_base_url)
     found = db.session.get_one(Request, found.id, populate_existing=True)
     if not cancelled:
         raise ApiError(409, "already_final", f"The request is already {found.status}; there is nothing to cancel.")
@@ -44,7 +44,7 @@ def retry_request(request_id: str):
     if found.status == RequestStatus.CANCELLED:
         raise ApiError(409, "request_cancelled", "The request was cancelled; upload its CSV again to run it.")
     settings: Settings = current_app.config["SETTINGS"]
-    retried = request_state.retry_failed_images(found.id, error_codes)
+    retried = control.retry_failed_images(found.id, error_codes)
     if retried is None:
         which = " with the codes given" if error_codes is not None else ""
         raise ApiError(409, "nothing_to_retry", f"The request has no failed images{which} to retry.")

@@ -1,0 +1,126 @@
+"""What a caller does to a request once it exists: cancel it, or retry its failed images."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import update
+
+from lifecycle.finalize import write_final_event
+from models import (
+    ACTIVE_IMAGE_STATUSES,
+    ACTIVE_REQUEST_STATUSES,
+    Image,
+    ImageStatus,
+    Request,
+    RequestStatus,
+    db,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    """What a retry did: the images put back in line, and the image occurrences they stand for."""
+
+    images: int
+    occurrences: int
+
+
+def cancel_request(request_id: uuid.UUID, public_base_url: str) -> bool:
+    """End an active request as CANCELLED: its unfinished images are cancelled where they stand.
+
+    Nothing is sent to the workers: a queued message finds its image cancelled and does nothing,
+    and a worker that finishes an image in flight finds it cancelled and drops its output. Images
+    are locked before the request, in the order the workers lock them, so the two never deadlock.
+    Returns False if the request is already final (or gone).
+    """
+    now = utcnow()
+    cancelled = dict(
+        status=RequestStatus.CANCELLED,
+        cancelled_images=Request.total_images - Request.completed_images - Request.failed_images,
+        completed_at=now,
+        updated_at=now,
+    )
+    # A request still being imported has no images yet; the import writes them cancelled.
+    ended = db.session.execute(
+        update(Request)
+        .where(Request.id == request_id, Request.status.in_(ACTIVE_REQUEST_STATUSES), Request.importing.is_(True))
+        .values(cancelled)
+        .returning(Request.id)
+    ).first()
+    if ended is None:
+        db.session.execute(
+            update(Image)
+            .where(Image.request_id == request_id, Image.status.in_(ACTIVE_IMAGE_STATUSES))
+            .values(status=ImageStatus.CANCELLED, claimed_by=None, finished_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        ended = db.session.execute(
+            update(Request)
+            .where(Request.id == request_id, Request.status.in_(ACTIVE_REQUEST_STATUSES))
+            .values(cancelled)
+            .returning(Request.id)
+        ).first()
+    if ended is None:
+        db.session.rollback()
+        return False
+    write_final_event(request_id, public_base_url)
+    db.session.commit()
+    return True
+
+
+def retry_failed_images(request_id: uuid.UUID, error_codes: frozenset[str] | None = None) -> RetryOutcome | None:
+    """Put a final request's FAILED images (only those with ``error_codes``, if given) back in line.
+
+    The images start afresh (attempts, retries and requeues back to 0) and the request is
+    PROCESSING again, to end in a new final status with a new webhook event; completed images are
+    not touched. Returns None if the request is not final with failures to retry (or is CANCELLED).
+    """
+    now = utcnow()
+    retried_request = db.session.execute(
+        update(Request)
+        .where(
+            Request.id == request_id,
+            Request.status.in_((RequestStatus.COMPLETED_WITH_ERRORS, RequestStatus.FAILED)),
+        )
+        .values(status=RequestStatus.PROCESSING, completed_at=None, updated_at=now)
+        .returning(Request.id)
+    ).first()
+    if retried_request is None:
+        db.session.rollback()
+        return None
+    chosen = [Image.request_id == request_id, Image.status == ImageStatus.FAILED]
+    if error_codes is not None:
+        chosen.append(Image.error_code.in_(sorted(error_codes)))
+    occurrences = db.session.scalars(
+        update(Image)
+        .where(*chosen)
+        .values(
+            status=ImageStatus.PENDING,
+            attempts=0,
+            retries=0,
+            requeues=0,
+            queued_at=None,
+            not_before=None,
+            claimed_by=None,
+            output_key=None,
+            output_id=None,
+            reused=False,
+            error_code=None,
+            error_message=None,
+            finished_at=None,
+            updated_at=now,
+        )
+        .returning(Image.occurrences)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not occurrences:
+        db.session.rollback()
+        return None
+    db.session.execute(
+        update(Request).where(Request.id == request_id).values(failed_images=Request.failed_images - sum(occurrences))
+    )
+    db.session.commit()
+    return RetryOutcome(images=len(occurrences), occurrences=sum(occurrences))

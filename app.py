@@ -28,7 +28,7 @@ from observability import log_context, metrics
 from outputs import variants
 from queueing import broker
 from reading import answers, progress_hub
-from web import docs_routes, media_routes, metrics_routes, page_routes, progress_routes, request_routes
+from web import docs_routes, health, media_routes, metrics_routes, page_routes, progress_routes, request_routes
 
 cors = CORS()
 # Outputs are under /media: an <img> needs no CORS, but a page drawing one on a canvas or fetching it does.
@@ -111,6 +111,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
     blueprints = (
         upload_routes,
         status_routes,
+        health,
         progress_routes,
         request_routes,
         webhooks_routes,

@@ -6,8 +6,9 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from access import api_keys, rate_limits
 from errors import ApiError
-from models import FINAL_REQUEST_STATUSES, Request
+from models import FINAL_REQUEST_STATUSES
 from reading import answers
+from web.request_lookup import load_request
 
 bp = Blueprint("status", __name__)
 
@@ -26,14 +27,6 @@ def _page() -> answers.Page:
             raise ApiError(400, "invalid_pagination", f"'{name}' must be an integer {bound}, got {raw[:20]!r}.")
         values.append(int(raw))
     return answers.Page(*values)
-
-
-def load_request(request_id: str) -> Request:
-    """The caller's request, or a 404 in the error shape."""
-    found = answers.find_request(request_id, api_keys.owner_key_hash())
-    if found is None:
-        raise ApiError(404, "request_not_found", f"No request with id {request_id[:64]!r}.")
-    return found
 
 
 @bp.get("/api/status/<request_id>")

@@ -13,7 +13,7 @@ from lifecycle import request_state
 from models import FINAL_REQUEST_STATUSES, Request, RequestStatus, db
 from queueing import dispatch
 from reading.answers import progress, status_url
-from status_routes import load_request
+from web.request_lookup import load_request
 
 bp = Blueprint("requests", __name__)
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from config import DEFAULT_EVENTS_MAX_STREAMS, SettingsError, log_format
+from config import DEFAULT_EVENTS_MAX_STREAMS, SettingsError, log_format, log_level
 from observability import log_context
 
 HERE = Path(__file__).parent
@@ -107,6 +107,7 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
     # every core encoding while the others wait (bench/RESULTS.md has the figures).
     concurrency = env.get("WORKER_CONCURRENCY", str(IMAGE_PROCESSES_PER_CORE * (os.cpu_count() or 2)))
     json_logs = env.get("LOG_FORMAT", "").strip().lower() == "json"
+    level = log_level(env)
     # Celery's banner is printed, not logged; gunicorn's master logs before any app exists.
     celery = [str(bin_dir / "celery"), *(["--quiet"] if json_logs else []), "-A", "app:celery_app"]
     gunicorn_logger = ["--logger-class", "observability.log_context.GunicornJsonLogger"] if json_logs else []
@@ -132,13 +133,15 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             "120",
             # The default control socket is one per user (~/.gunicorn): two services would share it.
             "--no-control-socket",
+            "--log-level",
+            level.lower(),
             *gunicorn_logger,
         ],
         "worker": [
             *celery,
             "worker",
             "--loglevel",
-            "INFO",
+            level,
             "--queues",
             "images,imports",
             "--concurrency",
@@ -155,7 +158,7 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             *celery,
             "worker",
             "--loglevel",
-            "INFO",
+            level,
             "--queues",
             "webhooks,maintenance",
             "--concurrency",
@@ -165,7 +168,7 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             "--without-gossip",
             "--without-mingle",
         ],
-        "beat": [*celery, "beat", "--loglevel", "INFO"],
+        "beat": [*celery, "beat", "--loglevel", level],
     }
     return argvs
 
@@ -317,7 +320,7 @@ def run_one(role: str) -> int:
 
 def main() -> int:
     try:
-        log_context.configure_logging(log_format(os.environ), fixed_name="launcher")
+        log_context.configure_logging(log_format(os.environ), level=log_level(os.environ), fixed_name="launcher")
     except SettingsError as error:
         raise SystemExit(str(error)) from None
     if len(sys.argv) > 1:

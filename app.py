@@ -19,7 +19,7 @@ import storage
 import upload_routes
 import webhooks_routes
 from access import api_keys, rate_limits
-from config import Settings, log_format
+from config import Settings, log_format, log_level
 from delivery import signing
 from errors import register_error_handlers
 from fetching import host_slots
@@ -28,7 +28,7 @@ from observability import log_context, metrics
 from outputs import variants
 from queueing import broker
 from reading import page_cache, progress_hub
-from web import docs_routes, media_routes, metrics_routes, page_routes, progress_routes, request_routes
+from web import docs_routes, health, media_routes, metrics_routes, page_routes, progress_routes, request_routes
 
 cors = CORS()
 # Outputs are under /media: an <img> needs no CORS, but a page drawing one on a canvas or fetching it does.
@@ -66,9 +66,9 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
     ``migrations`` adds the ``flask db`` commands, which Celery's processes do without.
     """
     # Before the settings are read, since reading them logs the time limits derived.
-    log_context.configure_logging(log_format(os.environ))
+    log_context.configure_logging(log_format(os.environ), level=log_level(os.environ))
     settings = Settings.from_env(**(overrides or {}))
-    log_context.configure_logging(settings.log_format)
+    log_context.configure_logging(settings.log_format, level=settings.log_level)
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
 
     app = Flask(__name__, instance_path=str(settings.instance_dir))
@@ -111,6 +111,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
     blueprints = (
         upload_routes,
         status_routes,
+        health,
         progress_routes,
         request_routes,
         webhooks_routes,
@@ -139,9 +140,11 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
     # In a worker's main process, before its pool forks; the API keeps durable commits.
     worker_init.connect(relax_workers_commits, weak=False)
 
-    log_context.init_celery()
+    config = celery_settings(settings)
+    # What beat runs is housekeeping: Celery's lines about it are DEBUG.
+    log_context.init_celery(routine_tasks={entry["task"] for entry in config["beat_schedule"].values()})
     celery = Celery(app.name, task_cls=FlaskTask)
-    celery.config_from_object(celery_settings(settings))
+    celery.config_from_object(config)
     celery.set_default()
     app.extensions["celery"] = celery
     return celery

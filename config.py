@@ -24,6 +24,7 @@ _VISIBILITY, _STALE = "BROKER_VISIBILITY_TIMEOUT_S", "STALE_IMAGE_AFTER_S"
 NESTED_DEFAULTS = {_SOFT: 120, _HARD: 150, _VISIBILITY: 900, _STALE: 300}
 
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: An origin as browsers send it: scheme, host and an optional port, no path.
 ORIGIN = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
 
@@ -96,6 +97,14 @@ def log_format(env: Mapping[str, str]) -> str:
     value = env.get("LOG_FORMAT", "").strip().lower() or "text"
     if value not in LOG_FORMATS:
         raise SettingsError(f"LOG_FORMAT must be 'text' or 'json', got {value!r}")
+    return value
+
+
+def log_level(env: Mapping[str, str]) -> str:
+    """``LOG_LEVEL``, which the launcher reads too, to hand it to gunicorn and Celery."""
+    value = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
+    if value not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
     return value
 
 
@@ -278,6 +287,8 @@ class Settings:
     #: Browser origins allowed to call ``/api`` and read ``/media`` across origins; empty is none.
     cors_origins: tuple[str, ...] = ()
     log_format: str = "text"
+    #: The lowest level logged by every process; DEBUG shows the housekeeping that runs every second.
+    log_level: str = "INFO"
     s3: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -347,6 +358,7 @@ class Settings:
             metrics_token=env.get("METRICS_TOKEN", "").strip(),
             cors_origins=_origins(env, "CORS_ORIGINS"),
             log_format=log_format(env),
+            log_level=log_level(env),
             s3={
                 key: env[key]
                 for key in ("S3_BUCKET", "S3_ENDPOINT_URL", "S3_REGION", "S3_PUBLIC_BASE_URL")

@@ -296,6 +296,8 @@ def dispatch_tick() -> dict[str, int]:
     report = {"images": dispatch.fill_queue(settings.image_queue_depth), "webhooks": 0}
     for event_id in outbox.take_due_events(WEBHOOK_LOST_AFTER_S):
         report["webhooks"] += broker.send(outbox.DELIVER_TASK, event_id)
+    # Every second: a line only when it handed work on, so that an idle service logs nothing.
+    log.log(logging.INFO if any(report.values()) else logging.DEBUG, "dispatch: queued %s", report)
     return report
 
 

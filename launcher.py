@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 
-from config import SettingsError, log_format
+from config import SettingsError, log_format, log_level
 from observability import log_context
 from process_launch.environment import clear_metrics, migrate, service_environment
 from process_launch.processes import commands, niceness, start
@@ -46,7 +46,7 @@ def run_one(role: str) -> int:
 def main() -> int:
     """Run the role named on the command line, else the whole service until it is stopped."""
     try:
-        log_context.configure_logging(log_format(os.environ), fixed_name="launcher")
+        log_context.configure_logging(log_format(os.environ), level=log_level(os.environ), fixed_name="launcher")
     except SettingsError as error:
         raise SystemExit(str(error)) from None
     if len(sys.argv) > 1:

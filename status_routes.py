@@ -1,18 +1,14 @@
-"""Reading requests back: status, the request list, the output CSV, the per-image report, the service's health."""
+"""Reading requests back: status, the request list, the output CSV, the per-image report."""
 
 from __future__ import annotations
 
-import logging
-
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
-import database
 from access import api_keys, rate_limits
 from errors import ApiError
-from models import FINAL_REQUEST_STATUSES, Request, db
+from models import FINAL_REQUEST_STATUSES
 from reading import answers, output_csv, page_cache, report_csv
-
-log = logging.getLogger(__name__)
+from web.request_lookup import load_request
 
 bp = Blueprint("status", __name__)
 
@@ -31,14 +27,6 @@ def _page() -> answers.Page:
             raise ApiError(400, "invalid_pagination", f"'{name}' must be an integer {bound}, got {raw[:20]!r}.")
         values.append(int(raw))
     return answers.Page(*values)
-
-
-def load_request(request_id: str) -> Request:
-    """The caller's request, or a 404 in the error shape."""
-    found = answers.find_request(request_id, api_keys.owner_key_hash())
-    if found is None:
-        raise ApiError(404, "request_not_found", f"No request with id {request_id[:64]!r}.")
-    return found
 
 
 @bp.get("/api/status/<request_id>")
@@ -97,38 +85,3 @@ def get_report_csv(request_id: str):
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{found.id}-report.csv"'},
     )
-
-
-@bp.get("/healthz")
-def get_health():
-    return {"status": "ok"}
-
-
-@bp.get("/readyz")
-def get_readiness():
-    probes = {"database": lambda: database.ping(db.engine), "broker": _ping_broker}
-    checks = {name: _check(name, probe) for name, probe in probes.items()}
-    failing = [name for name, state in checks.items() if state != "ok"]
-    if failing:
-        raise ApiError(
-            503,
-            "not_ready",
-            f"Not ready: {', '.join(failing)} not reachable.",
-            details=[{"dependency": name, "message": checks[name]} for name in failing],
-        )
-    return {"status": "ready", "checks": checks}
-
-
-def _check(name: str, probe) -> str:
-    try:
-        probe()
-    except Exception as error:  # any failure means not ready
-        # The error names hosts, ports and users: for the log, not for whoever asks.
-        log.warning("readiness: %s not reachable: %s: %s", name, type(error).__name__, str(error)[:300])
-        return "not reachable"
-    return "ok"
-
-
-def _ping_broker() -> None:
-    with current_app.extensions["celery"].connection_for_write() as connection:
-        connection.ensure_connection(max_retries=1, timeout=2)

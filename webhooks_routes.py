@@ -10,7 +10,7 @@ from access import api_keys, rate_limits
 from delivery import inbox, outbox, signing
 from errors import ApiError
 from queueing import broker
-from status_routes import load_request
+from web.request_lookup import load_request
 
 bp = Blueprint("webhooks", __name__)
 

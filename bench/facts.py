@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def describe_commands(commands: dict[str, list[str]]) -> str:
     """The processes' command lines, without the binaries' paths, the ports and the log options."""
-    skip = {"--bind", "--access-logfile", "--hostname", "--loglevel"}
+    skip = {"--bind", "--access-logfile", "--hostname", "--loglevel", "--log-level"}
     parts = []
     for kind, argv in commands.items():
         words, index = [Path(argv[0]).name], 1

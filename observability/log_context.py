@@ -1,8 +1,12 @@
-"""The log format (``LOG_FORMAT``) and the ids each log line carries: request, image and Celery task.
+"""The log format and level (``LOG_FORMAT``, ``LOG_LEVEL``) and the ids each log line carries: request,
+image and Celery task.
 
 The ids live in context variables, set where they become known (a route's ``<request_id>``, a new
 upload, a task's start, an image's claim) and cleared when the call or the task ends; a filter on
 the root handler copies them onto every record, which the JSON format writes out when set.
+
+Celery's own lines about the tasks beat runs every second or so (sent, received, succeeded) are
+DEBUG: an idle service logs nothing, and those tasks log what they did when they did something.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +25,8 @@ from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT_FIELDS = ("request_id", "image_id", "task_id")
+# Celery's loggers that write a line per task: beat sending it, a worker receiving, discarding, finishing it.
+CELERY_TASK_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.worker.request", "celery.app.trace")
 
 _context: dict[str, contextvars.ContextVar[str | None]] = {
     name: contextvars.ContextVar(name, default=None) for name in CONTEXT_FIELDS
@@ -74,8 +80,8 @@ def formatter(log_format: str) -> logging.Formatter:
     return ContextJsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
 
 
-def configure_logging(log_format: str, *, fixed_name: str | None = None) -> None:
-    """Log INFO and up to stderr in ``log_format``; ``fixed_name`` replaces the logger's name in text."""
+def configure_logging(log_format: str, *, level: str = "INFO", fixed_name: str | None = None) -> None:
+    """Log ``level`` and up to stderr in ``log_format``; ``fixed_name`` replaces the logger's name in text."""
     root = logging.getLogger()
     if not any(isinstance(f, ContextFilter) for handler in root.handlers for f in handler.filters):
         handler = logging.StreamHandler(sys.stderr)
@@ -86,7 +92,7 @@ def configure_logging(log_format: str, *, fixed_name: str | None = None) -> None
         chosen = logging.Formatter(TEXT_FORMAT.replace("%(name)s", fixed_name))
     for handler in root.handlers:
         handler.setFormatter(chosen)
-    root.setLevel(logging.INFO)
+    root.setLevel(level)
     # Python's warnings (Celery's about running as root, say) become lines of the same format.
     logging.captureWarnings(log_format == "json")
 
@@ -117,10 +123,37 @@ def _keep_our_logging(**_kwargs: object) -> None:
     """Celery configures no logging of its own when a receiver answers: the root handler stays ours."""
 
 
-def init_celery() -> None:
+class RoutineTaskFilter(logging.Filter):
+    """Lowers Celery's INFO lines about the routine tasks to DEBUG: they run every second, and say
+    what they did in lines of their own when they did something."""
+
+    def __init__(self, task_names: Iterable[str]) -> None:
+        super().__init__()
+        self.task_names = frozenset(task_names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not self._names_a_routine_task(record.args):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+    def _names_a_routine_task(self, args: object) -> bool:
+        # Beat and the worker's request pass the name positionally, the strategy and the tracer in a mapping.
+        values = args.values() if isinstance(args, Mapping) else args if isinstance(args, tuple) else ()
+        return any(isinstance(value, str) and value in self.task_names for value in values)
+
+
+def init_celery(routine_tasks: Iterable[str] = ()) -> None:
+    """Ids on the lines of each task; Celery's own lines about ``routine_tasks`` at DEBUG."""
     task_prerun.connect(_bind_task, weak=False)
     task_postrun.connect(_clear_task, weak=False)
     setup_logging.connect(_keep_our_logging, weak=False)
+    routine = RoutineTaskFilter(routine_tasks)
+    for name in CELERY_TASK_LOGGERS:
+        logger = logging.getLogger(name)
+        for earlier in [f for f in logger.filters if isinstance(f, RoutineTaskFilter)]:
+            logger.removeFilter(earlier)
+        logger.addFilter(routine)
 
 
 class GunicornJsonLogger(GunicornLogger):

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from config import DEFAULT_EVENTS_MAX_STREAMS
+from config import DEFAULT_EVENTS_MAX_STREAMS, log_level
 from process_launch.environment import ROOT
 
 IMAGE_PROCESSES_PER_CORE = 8
@@ -59,6 +59,7 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
     # every core encoding while the others wait (bench/RESULTS.md has the figures).
     concurrency = env.get("WORKER_CONCURRENCY", str(IMAGE_PROCESSES_PER_CORE * (os.cpu_count() or 2)))
     json_logs = env.get("LOG_FORMAT", "").strip().lower() == "json"
+    level = log_level(env)
     # Celery's banner is printed, not logged; gunicorn's master logs before any app exists.
     celery = [str(bin_dir / "celery"), *(["--quiet"] if json_logs else []), "-A", "app:celery_app"]
     gunicorn_logger = ["--logger-class", "observability.log_context.GunicornJsonLogger"] if json_logs else []
@@ -84,13 +85,15 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             "120",
             # The default control socket is one per user (~/.gunicorn): two services would share it.
             "--no-control-socket",
+            "--log-level",
+            level.lower(),
             *gunicorn_logger,
         ],
         "worker": [
             *celery,
             "worker",
             "--loglevel",
-            "INFO",
+            level,
             "--queues",
             "images,imports",
             "--concurrency",
@@ -107,7 +110,7 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             *celery,
             "worker",
             "--loglevel",
-            "INFO",
+            level,
             "--queues",
             "webhooks,maintenance",
             "--concurrency",
@@ -117,7 +120,7 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             "--without-gossip",
             "--without-mingle",
         ],
-        "beat": [*celery, "beat", "--loglevel", "INFO"],
+        "beat": [*celery, "beat", "--loglevel", level],
     }
     return argvs
 

@@ -36,7 +36,7 @@ def test_readiness_names_the_failing_dependency_and_logs_its_error(tmp_path, cap
     port = unused_port()  # nothing listens there: the database is down
     with (
         app_on(tmp_path, f"postgresql+psycopg2://postgres@127.0.0.1:{port}/x") as app,
-        caplog.at_level(logging.WARNING, logger="status_routes"),
+        caplog.at_level(logging.WARNING, logger="web.health"),
     ):
         answer = app.test_client().get("/readyz")
 

@@ -10,7 +10,7 @@ from access import rate_limits
 from errors import ApiError
 from models import db
 from reading import progress_hub, progress_stream
-from status_routes import load_request
+from web.request_lookup import load_request
 
 bp = Blueprint("progress", __name__)
 

@@ -14,7 +14,7 @@ from models import FINAL_REQUEST_STATUSES, Request, RequestStatus, db
 from queueing import dispatch
 from reading.answers import progress
 from reading.links import status_url
-from status_routes import load_request
+from web.request_lookup import load_request
 
 bp = Blueprint("requests", __name__)
 

@@ -1,9 +1,9 @@
 """Outbound HTTP for image downloads and webhook POSTs: the limits, the redirects, the errors.
 
-Every request goes through ``guarded_transport.GuardedAdapter``, which checks and pins the address
+Every request goes through ``address_guard.GuardedAdapter``, which checks and pins the address
 actually connected to. Redirects are followed here by hand, so every hop is a new request that is
 checked again; webhook POSTs never follow them. Bodies are streamed up to ``max_bytes`` and the
-whole call runs under a deadline (``guarded_transport.watched``).
+whole call runs under a deadline (``deadline.watched``).
 
 ``fetch_image_revalidated`` sends the ``ETag`` and ``Last-Modified`` of an earlier answer back as
 ``If-None-Match`` and ``If-Modified-Since``, on every hop, so an unchanged image costs a 304 and no body.
@@ -35,14 +35,8 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import LocationParseError, NameResolutionError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
-from fetching.guarded_transport import (
-    BlockedAddressError,
-    DnsResolutionError,
-    DnsTimeoutError,
-    GuardedAdapter,
-    Watchdog,
-    watched,
-)
+from fetching.address_guard import BlockedAddressError, DnsResolutionError, DnsTimeoutError, GuardedAdapter
+from fetching.deadline import Watchdog, watched
 from fetching.host_slots import HostBusy, HostSlots
 from network_policy.addresses import Network
 

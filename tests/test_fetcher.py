@@ -32,7 +32,7 @@ from loopback_servers import (
     unused_port,
 )
 
-from fetching import guarded_transport
+from fetching import address_guard
 from fetching.fetcher import (
     MAX_VALIDATOR_LENGTH,
     FetchedImage,
@@ -263,7 +263,7 @@ def test_pinned_ipv6_address_is_bracketed(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_https_pool_keeps_the_name_for_certificate_and_sni(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_dns(monkeypatch, {"images.test": lambda: [SERVER_HOST]})
-    adapter = guarded_transport.GuardedAdapter(is_https=True, allowed=ALLOWED)
+    adapter = address_guard.GuardedAdapter(is_https=True, allowed=ALLOWED)
     request = requests.Request("GET", "https://images.test/a.png").prepare()
     host_params, pool_kwargs = adapter.build_connection_pool_key_attributes(request, verify=True)
     assert host_params["host"] == SERVER_HOST

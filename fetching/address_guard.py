@@ -25,7 +25,7 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.util.connection import allowed_gai_family  # type: ignore[attr-defined]
 
-from fetching.deadline import _active_watchdog, _WatchedHTTPConnectionPool, _WatchedHTTPSConnectionPool
+from fetching.deadline import WatchedHTTPConnectionPool, WatchedHTTPSConnectionPool, current_watchdog
 from network_policy.addresses import IPAddress, Network, blocked_reason, literal_address
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class DnsTimeoutError(DnsResolutionError):
 
 def _getaddrinfo_within_deadline(host: str, port: int | None) -> list[Any]:
     family = allowed_gai_family()
-    watchdog = _active_watchdog.get()
+    watchdog = current_watchdog()
     if watchdog is None:
         return socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
     # getaddrinfo cannot be interrupted, so it runs in a thread of its own that is left behind if it
@@ -111,8 +111,8 @@ class GuardedAdapter(HTTPAdapter):
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = {
-            "http": _WatchedHTTPConnectionPool,
-            "https": _WatchedHTTPSConnectionPool,
+            "http": WatchedHTTPConnectionPool,
+            "https": WatchedHTTPSConnectionPool,
         }
 
     def build_connection_pool_key_attributes(

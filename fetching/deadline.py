@@ -72,6 +72,7 @@ _active_watchdog: contextvars.ContextVar[Watchdog | None] = contextvars.ContextV
 
 @contextmanager
 def watched(seconds: float) -> Iterator[Watchdog]:
+    """Run the block under a watchdog that cuts its sockets ``seconds`` from now."""
     watchdog = Watchdog(seconds)
     token = _active_watchdog.set(watchdog)
     watchdog.start()
@@ -80,6 +81,11 @@ def watched(seconds: float) -> Iterator[Watchdog]:
     finally:
         watchdog.cancel()
         _active_watchdog.reset(token)
+
+
+def current_watchdog() -> Watchdog | None:
+    """The watchdog of the call under way in this context, if any."""
+    return _active_watchdog.get()
 
 
 def _register_with_watchdog(sock: socket.socket | None) -> None:
@@ -109,9 +115,13 @@ class _WatchedPoolMixin:
         return conn
 
 
-class _WatchedHTTPConnectionPool(_WatchedPoolMixin, HTTPConnectionPool):
+class WatchedHTTPConnectionPool(_WatchedPoolMixin, HTTPConnectionPool):
+    """An HTTP pool whose connections the current call's watchdog can cut."""
+
     ConnectionCls = _WatchedHTTPConnection
 
 
-class _WatchedHTTPSConnectionPool(_WatchedPoolMixin, HTTPSConnectionPool):
+class WatchedHTTPSConnectionPool(_WatchedPoolMixin, HTTPSConnectionPool):
+    """An HTTPS pool whose connections the current call's watchdog can cut."""
+
     ConnectionCls = _WatchedHTTPSConnection

@@ -22,7 +22,7 @@ from flask import current_app
 import storage
 from config import Settings
 from delivery import outbox, signing
-from fetching import fetcher
+from fetching import fetcher, webhook_post
 from imaging import pipeline
 from intake import idempotency
 from lifecycle import leases, request_state, retention
@@ -275,7 +275,7 @@ def deliver_webhook(event_id: str) -> str | None:
     error: str | None = None
     give_up = False
     try:
-        result = fetcher.post_json(
+        result = webhook_post.post_json(
             work.url, body, headers, fetch_limits(settings), timeout_s=settings.webhook_timeout_s
         )
         status_code = result.status_code

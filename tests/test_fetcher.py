@@ -38,13 +38,12 @@ from fetching.fetcher import (
     FetchedImage,
     FetchError,
     FetchLimits,
-    PostResult,
     Validators,
     fetch_image,
     fetch_image_revalidated,
     parse_retry_after,
-    post_json,
 )
+from fetching.webhook_post import PostResult, post_json
 from network_policy.addresses import parse_networks
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,0 +1,48 @@
+"""Webhook POSTs: one request, never a redirect followed, the answer's status and nothing of its body."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from fetching.deadline import watched
+from fetching.errors import _NETWORK_ERRORS, FetchError, _translate
+from fetching.http_session import FetchLimits, _build_session, _check_url, _host_for_message, _timeouts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PostResult:
+    status_code: int
+    duration_ms: int
+
+
+def post_json(
+    url: str, body: bytes, headers: dict[str, str], limits: FetchLimits, timeout_s: float = 15.0
+) -> PostResult:
+    """POST body without following redirects and return the status; raises FetchError for network failures."""
+    _check_url(url)
+    host = _host_for_message(url)
+    request_headers = {"Content-Type": "application/json", **headers}
+    started = time.monotonic()
+    with _build_session(limits) as session, watched(timeout_s) as watchdog:
+        try:
+            response = session.post(
+                url,
+                data=body,
+                headers=request_headers,
+                stream=True,  # the answer's body is never read, so it cannot be large
+                allow_redirects=False,
+                timeout=_timeouts(limits, watchdog, host, timeout_s),
+            )
+            response.close()
+        except FetchError:
+            raise
+        except _NETWORK_ERRORS as exc:
+            error = _translate(exc, watchdog, host)
+            if error.code != "blocked_address":
+                log.info("POST to %s failed: %s (%s)", host, error.code, type(exc).__name__)
+            raise error from exc
+    return PostResult(status_code=response.status_code, duration_ms=int((time.monotonic() - started) * 1000))

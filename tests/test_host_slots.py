@@ -127,7 +127,7 @@ def test_a_lock_file_slot_frees_itself_when_its_process_dies(tmp_path: Path) -> 
         [
             sys.executable,
             "-c",
-            "import sys, time, host_slots; from pathlib import Path\n"
+            "import sys, time; from pathlib import Path; from fetching import host_slots\n"
             f"assert host_slots.FileHostSlots(Path({str(folder)!r}), 1).acquire({HOST!r}, 0, 30)\n"
             "print('held', flush=True); time.sleep(60)",
         ],

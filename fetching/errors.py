@@ -66,7 +66,8 @@ def _is_timeout(exc: BaseException) -> bool:
     )
 
 
-def _timeout_error(host: str) -> FetchError:
+def timeout_error(host: str) -> FetchError:
+    """The error of a call to ``host`` that ran out of time."""
     return FetchError("download_timeout", f"{host} did not answer within the time limit.", transient=True)
 
 
@@ -79,7 +80,8 @@ _INVALID_URL_ERRORS = (
 )
 
 
-def _translate(exc: BaseException, watchdog: Watchdog, host: str) -> FetchError:
+def translate(exc: BaseException, watchdog: Watchdog, host: str) -> FetchError:
+    """The FetchError that a transport exception of a call to ``host`` under ``watchdog`` means."""
     if isinstance(exc, BlockedAddressError):
         return FetchError(
             "blocked_address", f"{host} points to an address this service does not connect to ({exc.reason})."
@@ -91,7 +93,7 @@ def _translate(exc: BaseException, watchdog: Watchdog, host: str) -> FetchError:
     if isinstance(exc, _INVALID_URL_ERRORS):
         return FetchError("invalid_url", f"The URL is not valid ({exc}).")
     if watchdog.fired or _is_timeout(exc):
-        return _timeout_error(host)
+        return timeout_error(host)
     if isinstance(exc, requests.exceptions.SSLError):
         return FetchError("connection_error", f"The TLS connection to {host} failed verification.")
     if isinstance(exc, requests.exceptions.ContentDecodingError):
@@ -99,4 +101,4 @@ def _translate(exc: BaseException, watchdog: Watchdog, host: str) -> FetchError:
     return FetchError("connection_error", f"The connection to {host} failed.", transient=True)
 
 
-_NETWORK_ERRORS = (requests.exceptions.RequestException, Urllib3HTTPError, http.client.HTTPException, OSError)
+NETWORK_ERRORS = (requests.exceptions.RequestException, Urllib3HTTPError, http.client.HTTPException, OSError)

@@ -19,16 +19,16 @@ from urllib.parse import urljoin
 import requests
 
 from fetching.deadline import watched
-from fetching.errors import _NETWORK_ERRORS, FetchError, _translate
+from fetching.errors import NETWORK_ERRORS, FetchError, translate
 from fetching.host_slots import HostSlots
 from fetching.http_session import (
     FetchLimits,
-    _check_url,
-    _host_for_message,
-    _host_slot,
-    _read_capped,
-    _session_for,
-    _timeouts,
+    check_url,
+    host_for_message,
+    host_slot,
+    read_capped,
+    session_for,
+    timeouts,
 )
 
 __all__ = [
@@ -144,31 +144,31 @@ def fetch_image_revalidated(
     Raises:
         FetchError: as ``fetch_image``; ``http_304`` when a GET that sent no validators is answered 304.
     """
-    _check_url(url)
+    check_url(url)
     given = validators or Validators()
     sent = _clean_validators(given.etag, given.last_modified)
     conditional = _conditional_headers(sent)
-    current, host = url, _host_for_message(url)
-    session = _session_for(limits)
+    current, host = url, host_for_message(url)
+    session = session_for(limits)
     with (
         watched(limits.total_timeout_s) as watchdog,
-        _host_slot(slots, host, watchdog),
+        host_slot(slots, host, watchdog),
     ):
         try:
             for _hop in range(limits.max_redirects + 1):
-                host = _host_for_message(current)
+                host = host_for_message(current)
                 response = session.get(
                     current,
                     headers={"Accept": "image/*,*/*;q=0.8", **conditional},
                     stream=True,
                     allow_redirects=False,
-                    timeout=_timeouts(limits, watchdog, host, limits.read_timeout_s),
+                    timeout=timeouts(limits, watchdog, host, limits.read_timeout_s),
                 )
                 with response:
                     target = session.get_redirect_target(response)
                     if target is not None:
                         current = urljoin(response.url, target)
-                        _check_url(current)
+                        check_url(current)
                         continue
                     answered = _clean_validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
                     if response.status_code == 304 and conditional:
@@ -184,12 +184,12 @@ def fetch_image_revalidated(
                         )
                     if not 200 <= response.status_code < 300:
                         raise _http_error(response, host)
-                    data = _read_capped(response, limits, watchdog, host)
+                    data = read_capped(response, limits, watchdog, host)
                     return FetchedImage(data=data, validators=answered, not_modified=False)
         except FetchError:
             raise
-        except _NETWORK_ERRORS as exc:
-            error = _translate(exc, watchdog, host)
+        except NETWORK_ERRORS as exc:
+            error = translate(exc, watchdog, host)
             if error.code != "blocked_address":
                 log.info("fetch from %s failed: %s (%s)", host, error.code, type(exc).__name__)
             raise error from exc

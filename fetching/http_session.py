@@ -20,7 +20,7 @@ from requests.structures import CaseInsensitiveDict
 
 from fetching.address_guard import GuardedAdapter
 from fetching.deadline import Watchdog
-from fetching.errors import FetchError, _timeout_error
+from fetching.errors import FetchError, timeout_error
 from fetching.host_slots import HostBusy, HostSlots
 from network_policy.addresses import Network
 
@@ -33,6 +33,8 @@ _ALLOWED_SCHEMES = ("http", "https")
 
 @dataclass(frozen=True)
 class FetchLimits:
+    """What bounds every outbound call: its timeouts, the body's size, the redirects, the networks it may reach."""
+
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
     total_timeout_s: float = 60.0
@@ -45,7 +47,7 @@ class FetchLimits:
 _sessions = threading.local()
 
 
-def _session_for(limits: FetchLimits) -> requests.Session:
+def session_for(limits: FetchLimits) -> requests.Session:
     """This thread's kept-alive session for these limits, so downloads from one host reuse connections.
 
     Pools are keyed by the pinned (host, address, port), and every request is resolved and checked
@@ -59,11 +61,12 @@ def _session_for(limits: FetchLimits) -> requests.Session:
     key = (limits.allowed_networks, limits.user_agent)
     session = cache.get(key)
     if session is None:
-        session = cache[key] = _build_session(limits)
+        session = cache[key] = build_session(limits)
     return session
 
 
-def _build_session(limits: FetchLimits) -> requests.Session:
+def build_session(limits: FetchLimits) -> requests.Session:
+    """A new session whose every request goes through the address guard, with no proxies from the environment."""
     session = requests.Session()
     session.trust_env = False  # environment proxies or netrc must not bypass the guard
     session.proxies = {}
@@ -80,14 +83,16 @@ def _build_session(limits: FetchLimits) -> requests.Session:
     return session
 
 
-def _host_for_message(url: str) -> str:
+def host_for_message(url: str) -> str:
+    """The host of ``url`` as error messages name it."""
     try:
         return urlsplit(url).hostname or "the server"
     except ValueError:
         return "the server"
 
 
-def _check_url(url: str) -> None:
+def check_url(url: str) -> None:
+    """Raise ``invalid_url`` unless ``url`` is an http(s) URL with a host."""
     if not isinstance(url, str) or not url.strip():
         raise FetchError("invalid_url", "The URL is empty.")
     if len(url) > MAX_URL_LENGTH:
@@ -109,7 +114,8 @@ def _declared_length(response: requests.Response) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _read_capped(response: requests.Response, limits: FetchLimits, watchdog: Watchdog, host: str) -> bytes:
+def read_capped(response: requests.Response, limits: FetchLimits, watchdog: Watchdog, host: str) -> bytes:
+    """The body of ``response``, refused as ``too_large`` past ``max_bytes`` and cut at the deadline."""
     too_large = FetchError("too_large", f"The file at {host} is larger than {limits.max_bytes} bytes.")
     declared = _declared_length(response)
     if declared is not None and declared > limits.max_bytes:
@@ -121,25 +127,27 @@ def _read_capped(response: requests.Response, limits: FetchLimits, watchdog: Wat
     # cap applies to decoded bytes.
     for chunk in response.iter_content(CHUNK_SIZE):
         if watchdog.expired():
-            raise _timeout_error(host)
+            raise timeout_error(host)
         if body.tell() + len(chunk) > limits.max_bytes:
             raise too_large
         body.write(chunk)
     if watchdog.fired:
         # The watchdog's shutdown can look like a clean end of a close-delimited body.
-        raise _timeout_error(host)
+        raise timeout_error(host)
     return body.getvalue()
 
 
-def _timeouts(limits: FetchLimits, watchdog: Watchdog, host: str, read_timeout_s: float) -> tuple[float, float]:
+def timeouts(limits: FetchLimits, watchdog: Watchdog, host: str, read_timeout_s: float) -> tuple[float, float]:
+    """The (connect, read) timeouts of one request, neither past what the deadline has left."""
     remaining = watchdog.remaining()
     if remaining <= 0:
-        raise _timeout_error(host)
+        raise timeout_error(host)
     return min(limits.connect_timeout_s, remaining), min(read_timeout_s, remaining)
 
 
 @contextmanager
-def _host_slot(slots: HostSlots | None, host: str, watchdog: Watchdog) -> Iterator[None]:
+def host_slot(slots: HostSlots | None, host: str, watchdog: Watchdog) -> Iterator[None]:
+    """Hold one of ``host``'s download slots for the block, waiting for it no longer than the deadline."""
     if slots is None:
         yield
         return

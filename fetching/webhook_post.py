@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 
 from fetching.deadline import watched
-from fetching.errors import _NETWORK_ERRORS, FetchError, _translate
-from fetching.http_session import FetchLimits, _build_session, _check_url, _host_for_message, _timeouts
+from fetching.errors import NETWORK_ERRORS, FetchError, translate
+from fetching.http_session import FetchLimits, build_session, check_url, host_for_message, timeouts
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +23,11 @@ def post_json(
     url: str, body: bytes, headers: dict[str, str], limits: FetchLimits, timeout_s: float = 15.0
 ) -> PostResult:
     """POST body without following redirects and return the status; raises FetchError for network failures."""
-    _check_url(url)
-    host = _host_for_message(url)
+    check_url(url)
+    host = host_for_message(url)
     request_headers = {"Content-Type": "application/json", **headers}
     started = time.monotonic()
-    with _build_session(limits) as session, watched(timeout_s) as watchdog:
+    with build_session(limits) as session, watched(timeout_s) as watchdog:
         try:
             response = session.post(
                 url,
@@ -35,13 +35,13 @@ def post_json(
                 headers=request_headers,
                 stream=True,  # the answer's body is never read, so it cannot be large
                 allow_redirects=False,
-                timeout=_timeouts(limits, watchdog, host, timeout_s),
+                timeout=timeouts(limits, watchdog, host, timeout_s),
             )
             response.close()
         except FetchError:
             raise
-        except _NETWORK_ERRORS as exc:
-            error = _translate(exc, watchdog, host)
+        except NETWORK_ERRORS as exc:
+            error = translate(exc, watchdog, host)
             if error.code != "blocked_address":
                 log.info("POST to %s failed: %s (%s)", host, error.code, type(exc).__name__)
             raise error from exc

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import re
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from errors import ApiError
+from intake.csv_records import (
+    MAX_DETAILS,
+    _check_characters,
+    _column_key,
+    _decode,
+    _ensure_field_size_limit,
+    _RecordedLines,
+    _records,
+    _without_line_end,
+)
 
-MAX_DETAILS = 100
+# reading/'s output CSV reads the records as uploaded with these.
+from intake.csv_records import cell_value as cell_value
+from intake.csv_records import column_index as column_index
+from intake.csv_records import split_record as split_record
+
 # The largest value a BIGINT column (where models.py keeps it) can hold.
 MAX_SERIAL_NUMBER = 2**63 - 1
 _QUOTE_LENGTH = 100
@@ -28,11 +40,6 @@ OUTPUT_COLUMN = "Output Image Urls"
 _OUTPUT = "outputimageurls"
 _NAMED = {**_REQUIRED, _OUTPUT: OUTPUT_COLUMN}
 
-# C0 controls but tab, LF and CR; DEL; C1 controls.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
-_LINE_END_RE = re.compile(r"(\r\n|\r|\n)\Z")
-_NOT_ALNUM_RE = re.compile(r"[^a-z0-9]")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _URL_BAD_CHAR_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _HOST_CHARS_RE = re.compile(r"[\w.-]+")
@@ -42,8 +49,6 @@ _PLAIN_URL_RE = re.compile(
     r"https?://([a-z0-9][a-z0-9.-]*)(?::([0-9]{1,5}))?(?:[/?#][^\s\x00-\x1f\x7f-\x9f]*)?",
     re.IGNORECASE,
 )
-
-_field_limit_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -172,53 +177,6 @@ def parse_csv(
     return ParsedCsv(products, layout)
 
 
-def split_record(record: str) -> list[str]:
-    """The cells of one record this module accepted, each as written (quotes and all): joined by ``,``
-    they are the record again.
-
-    Only for accepted records: the reader ran with ``strict``, so a quoted cell's closing quote is
-    followed by a comma or the end, and a quote inside an unquoted cell is an ordinary character.
-    """
-    cells: list[str] = []
-    start = 0
-    while True:
-        if record.startswith('"', start):
-            end = start + 1
-            while True:
-                end = record.index('"', end) + 1
-                if not record.startswith('"', end):
-                    break
-                end += 1
-        else:
-            end = record.find(",", start)
-            if end < 0:
-                end = len(record)
-        cells.append(record[start:end])
-        if end >= len(record):
-            return cells
-        start = end + 1
-
-
-def cell_value(written: str) -> str:
-    """What one cell of ``split_record`` holds."""
-    if written.startswith('"'):
-        return written[1:-1].replace('""', '"')
-    return written
-
-
-def column_index(header_record: str, name: str) -> int | None:
-    """Where the header names the column ``name`` (matched as the required columns are), if it does."""
-    key = _column_key(name)
-    for index, written in enumerate(split_record(header_record)):
-        if _column_key(cell_value(written)) == key:
-            return index
-    return None
-
-
-def _column_key(header_cell: str) -> str:
-    return _NOT_ALNUM_RE.sub("", header_cell.lower())
-
-
 class _Problems:
     """Collects per-row problems, keeping the first MAX_DETAILS and counting the rest."""
 
@@ -246,120 +204,6 @@ class _Problems:
         noun = "problem" if self.total == 1 else "problems"
         message = f"The CSV has {self.total} {noun}{listed}; nothing was saved. Fix them and upload it again."
         return ApiError(422, "csv_invalid_rows", message, self.details)
-
-
-def _decode(data: bytes) -> str:
-    body = data.removeprefix(codecs.BOM_UTF8)
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        prefix = body[: exc.start].decode("utf-8", errors="replace")
-        row = len(_LINE_BREAK_RE.findall(prefix)) + 1
-        bad = body[exc.start : exc.start + 1].hex().upper()
-        raise ApiError(
-            400,
-            "csv_not_utf8",
-            f"The CSV is not UTF-8 text (the first bad byte is on row {row}). "
-            "Save it as 'CSV UTF-8' and upload it again.",
-            [{"row": row, "message": f"byte 0x{bad} is not valid UTF-8"}],
-        ) from None
-
-
-def _check_characters(text: str) -> None:
-    if _CONTROL_RE.search(text) is None:
-        return
-    details: list[dict[str, Any]] = []
-    total = 0
-    for line_number, line in enumerate(io.StringIO(text, newline=""), start=1):
-        match = _CONTROL_RE.search(line)
-        if match is None:
-            continue
-        total += 1
-        if len(details) < MAX_DETAILS:
-            code = f"U+{ord(match.group()):04X}"
-            details.append({"row": line_number, "message": f"line contains the control character {code}"})
-    lines = "line" if total == 1 else "lines"
-    listed = "" if total <= MAX_DETAILS else f" (the first {MAX_DETAILS} are listed)"
-    raise ApiError(
-        400,
-        "csv_invalid_characters",
-        f"The CSV contains NUL or other control characters on {total} {lines}{listed}; it may not be a text file.",
-        details,
-    )
-
-
-def _ensure_field_size_limit(size: int) -> None:
-    # The csv module caps a cell at 128 KiB by default, process-wide; a longer cell
-    # (say a huge product name) must reach the per-row checks rather than fail parsing.
-    with _field_limit_lock:
-        if csv.field_size_limit() < size:
-            csv.field_size_limit(size)
-
-
-class _RecordedLines:
-    """The lines of ``text`` (CRLF, LF or CR ended) for csv.reader, each kept until ``take``.
-
-    The reader asks for a line only when the record it is reading goes on, so what it took for one
-    record is exactly that record as written, a quoted cell's line breaks included.
-    """
-
-    def __init__(self, text: str) -> None:
-        self._lines = io.StringIO(text, newline="")
-        self._taken: list[str] = []
-
-    def __iter__(self) -> _RecordedLines:
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._lines)
-        self._taken.append(line)
-        return line
-
-    def take(self) -> str:
-        text = "".join(self._taken)
-        self._taken.clear()
-        return text
-
-
-def _records(reader: Any, lines: _RecordedLines) -> Iterator[tuple[int, list[str], str]]:
-    """Yield (line the record starts on, cells, the record as written) for each non-blank record."""
-    previous_end = 0
-    while True:
-        start = previous_end + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise _malformed(start, exc) from None
-        previous_end = reader.line_num
-        text = lines.take()
-        if any(cell.strip() for cell in cells):
-            yield start, cells, text
-
-
-def _without_line_end(record_text: str) -> tuple[str, str]:
-    """The record without its line ending, and the ending ("" at the end of a file without one)."""
-    match = _LINE_END_RE.search(record_text)
-    if match is None:
-        return record_text, ""
-    return record_text[: match.start()], match.group()
-
-
-def _malformed(row: int, exc: csv.Error) -> ApiError:
-    reason = str(exc)
-    if reason == "unexpected end of data":
-        hint = "a quoted cell is never closed"
-    elif "expected after" in reason:
-        hint = "a closing quote is followed by other characters; quote the whole cell and double any quote inside it"
-    else:
-        hint = reason
-    return ApiError(
-        422,
-        "csv_malformed",
-        f"The CSV cannot be read from row {row} on: {hint}.",
-        [{"row": row, "message": f"the record starting on this row is malformed: {hint} ({reason})"}],
-    )
 
 
 def _locate_columns(row: int, cells: list[str]) -> dict[str, int]:

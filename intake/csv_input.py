@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 from errors import ApiError
 from intake.csv_records import (
     MAX_DETAILS,
-    _check_characters,
-    _column_key,
-    _decode,
-    _ensure_field_size_limit,
-    _RecordedLines,
-    _records,
-    _without_line_end,
+    RecordedLines,
+    check_characters,
+    column_key,
+    decode_text,
+    ensure_field_size_limit,
+    read_records,
+    without_line_end,
 )
 
 # reading/'s output CSV reads the records as uploaded with these.
@@ -105,17 +105,17 @@ def parse_csv(
 
     Raises ApiError on any problem.
     """
-    text = _decode(data)
-    _check_characters(text)
-    _ensure_field_size_limit(len(text) + 1)
+    text = decode_text(data)
+    check_characters(text)
+    ensure_field_size_limit(len(text) + 1)
 
-    lines = _RecordedLines(text)
-    records = _records(csv.reader(lines, strict=True), lines)
+    lines = RecordedLines(text)
+    records = read_records(csv.reader(lines, strict=True), lines)
     header = next(records, None)
     if header is None:
         raise ApiError(400, "csv_empty", "The CSV is empty; it needs a header row and at least one product row.")
     header_row, header_cells, header_text = header
-    header_record, line_end = _without_line_end(header_text)
+    header_record, line_end = without_line_end(header_text)
     layout = CsvLayout(header_record, line_end or "\r\n", data.startswith(codecs.BOM_UTF8))
     columns = _locate_columns(header_row, header_cells)
     width = len(header_cells)
@@ -168,7 +168,7 @@ def parse_csv(
         urls = _check_urls(cells[urls_index], row, urls_column, limits, is_blocked_host, problems)
 
         if not problems.total and isinstance(serial, int):
-            products.append(ProductRow(serial, name, urls, row, _without_line_end(record_text)[0]))
+            products.append(ProductRow(serial, name, urls, row, without_line_end(record_text)[0]))
 
     if count == 0:
         raise ApiError(422, "csv_no_rows", "The CSV has a header but no product rows.")
@@ -209,7 +209,7 @@ class _Problems:
 def _locate_columns(row: int, cells: list[str]) -> dict[str, int]:
     found: dict[str, list[int]] = {key: [] for key in _NAMED}
     for index, cell in enumerate(cells):
-        key = _column_key(cell)
+        key = column_key(cell)
         if key in found:
             found[key].append(index)
 

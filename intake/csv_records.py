@@ -63,18 +63,20 @@ def cell_value(written: str) -> str:
 
 def column_index(header_record: str, name: str) -> int | None:
     """Where the header names the column ``name`` (matched as the required columns are), if it does."""
-    key = _column_key(name)
+    key = column_key(name)
     for index, written in enumerate(split_record(header_record)):
-        if _column_key(cell_value(written)) == key:
+        if column_key(cell_value(written)) == key:
             return index
     return None
 
 
-def _column_key(header_cell: str) -> str:
+def column_key(header_cell: str) -> str:
+    """What a header cell is matched by: its letters and digits, lowercased."""
     return _NOT_ALNUM_RE.sub("", header_cell.lower())
 
 
-def _decode(data: bytes) -> str:
+def decode_text(data: bytes) -> str:
+    """The upload as UTF-8 text without its BOM; raises ``csv_not_utf8`` naming the row of the first bad byte."""
     body = data.removeprefix(codecs.BOM_UTF8)
     try:
         return body.decode("utf-8")
@@ -91,7 +93,8 @@ def _decode(data: bytes) -> str:
         ) from None
 
 
-def _check_characters(text: str) -> None:
+def check_characters(text: str) -> None:
+    """Raise ``csv_invalid_characters`` for the lines that hold a control character other than a line break or tab."""
     if _CONTROL_RE.search(text) is None:
         return
     details: list[dict[str, Any]] = []
@@ -114,7 +117,8 @@ def _check_characters(text: str) -> None:
     )
 
 
-def _ensure_field_size_limit(size: int) -> None:
+def ensure_field_size_limit(size: int) -> None:
+    """Let the csv module read a cell of ``size`` characters."""
     # The csv module caps a cell at 128 KiB by default, process-wide; a longer cell
     # (say a huge product name) must reach the per-row checks rather than fail parsing.
     with _field_limit_lock:
@@ -122,7 +126,7 @@ def _ensure_field_size_limit(size: int) -> None:
             csv.field_size_limit(size)
 
 
-class _RecordedLines:
+class RecordedLines:
     """The lines of ``text`` (CRLF, LF or CR ended) for csv.reader, each kept until ``take``.
 
     The reader asks for a line only when the record it is reading goes on, so what it took for one
@@ -133,7 +137,7 @@ class _RecordedLines:
         self._lines = io.StringIO(text, newline="")
         self._taken: list[str] = []
 
-    def __iter__(self) -> _RecordedLines:
+    def __iter__(self) -> RecordedLines:
         return self
 
     def __next__(self) -> str:
@@ -147,7 +151,7 @@ class _RecordedLines:
         return text
 
 
-def _records(reader: Any, lines: _RecordedLines) -> Iterator[tuple[int, list[str], str]]:
+def read_records(reader: Any, lines: RecordedLines) -> Iterator[tuple[int, list[str], str]]:
     """Yield (line the record starts on, cells, the record as written) for each non-blank record."""
     previous_end = 0
     while True:
@@ -164,7 +168,7 @@ def _records(reader: Any, lines: _RecordedLines) -> Iterator[tuple[int, list[str
             yield start, cells, text
 
 
-def _without_line_end(record_text: str) -> tuple[str, str]:
+def without_line_end(record_text: str) -> tuple[str, str]:
     """The record without its line ending, and the ending ("" at the end of a file without one)."""
     match = _LINE_END_RE.search(record_text)
     if match is None:

@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from fetching.deadline import watched
+from fetching.deadline import Watchdog, watched
 from fetching.errors import NETWORK_ERRORS, FetchError, translate
 from fetching.host_slots import HostSlots
 from fetching.http_session import (
@@ -147,52 +147,55 @@ def fetch_image_revalidated(
     check_url(url)
     given = validators or Validators()
     sent = _clean_validators(given.etag, given.last_modified)
+    session = session_for(limits)
+    with watched(limits.total_timeout_s) as watchdog, host_slot(slots, host_for_message(url), watchdog):
+        return _get_following_redirects(session, url, limits, watchdog, sent)
+
+
+def _get_following_redirects(
+    session: requests.Session, url: str, limits: FetchLimits, watchdog: Watchdog, sent: Validators
+) -> FetchedImage:
     conditional = _conditional_headers(sent)
     current, host = url, host_for_message(url)
-    session = session_for(limits)
-    with (
-        watched(limits.total_timeout_s) as watchdog,
-        host_slot(slots, host, watchdog),
-    ):
-        try:
-            for _hop in range(limits.max_redirects + 1):
-                host = host_for_message(current)
-                response = session.get(
-                    current,
-                    headers={"Accept": "image/*,*/*;q=0.8", **conditional},
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=timeouts(limits, watchdog, host, limits.read_timeout_s),
-                )
-                with response:
-                    target = session.get_redirect_target(response)
-                    if target is not None:
-                        current = urljoin(response.url, target)
-                        check_url(current)
-                        continue
-                    answered = _clean_validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
-                    if response.status_code == 304 and conditional:
-                        # Nothing of a 304 is read, not even to keep the connection: http.client would
-                        # follow a chunked "body" sent after it as far as the server cares to stream.
-                        return FetchedImage(
-                            data=None,
-                            validators=Validators(
-                                etag=answered.etag or sent.etag,
-                                last_modified=answered.last_modified or sent.last_modified,
-                            ),
-                            not_modified=True,
-                        )
-                    if not 200 <= response.status_code < 300:
-                        raise _http_error(response, host)
-                    data = read_capped(response, limits, watchdog, host)
-                    return FetchedImage(data=data, validators=answered, not_modified=False)
-        except FetchError:
-            raise
-        except NETWORK_ERRORS as exc:
-            error = translate(exc, watchdog, host)
-            if error.code != "blocked_address":
-                log.info("fetch from %s failed: %s (%s)", host, error.code, type(exc).__name__)
-            raise error from exc
+    try:
+        for _hop in range(limits.max_redirects + 1):
+            host = host_for_message(current)
+            response = session.get(
+                current,
+                headers={"Accept": "image/*,*/*;q=0.8", **conditional},
+                stream=True,
+                allow_redirects=False,
+                timeout=timeouts(limits, watchdog, host, limits.read_timeout_s),
+            )
+            with response:
+                target = session.get_redirect_target(response)
+                if target is not None:
+                    current = urljoin(response.url, target)
+                    check_url(current)
+                    continue
+                answered = _clean_validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
+                if response.status_code == 304 and conditional:
+                    # Nothing of a 304 is read, not even to keep the connection: http.client would
+                    # follow a chunked "body" sent after it as far as the server cares to stream.
+                    return FetchedImage(
+                        data=None,
+                        validators=Validators(
+                            etag=answered.etag or sent.etag,
+                            last_modified=answered.last_modified or sent.last_modified,
+                        ),
+                        not_modified=True,
+                    )
+                if not 200 <= response.status_code < 300:
+                    raise _http_error(response, host)
+                data = read_capped(response, limits, watchdog, host)
+                return FetchedImage(data=data, validators=answered, not_modified=False)
+    except FetchError:
+        raise
+    except NETWORK_ERRORS as exc:
+        error = translate(exc, watchdog, host)
+        if error.code != "blocked_address":
+            log.info("fetch from %s failed: %s (%s)", host, error.code, type(exc).__name__)
+        raise error from exc
     raise FetchError(
         "too_many_redirects", f"The URL redirected more than {limits.max_redirects} times.", transient=False
     )

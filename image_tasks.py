@@ -55,6 +55,7 @@ def fetch_limits(settings: Settings) -> fetcher.FetchLimits:
         max_bytes=settings.fetch_max_bytes,
         max_redirects=settings.fetch_max_redirects,
         allowed_networks=settings.fetch_allowed_networks,
+        max_url_length=settings.max_url_length,
     )
 
 

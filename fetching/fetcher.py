@@ -1,7 +1,8 @@
 """Image downloads: redirects followed by hand, every hop checked again, and conditional GETs.
 
-Redirects are followed here by hand, so every hop is a new request that is checked again (see
-``http_session`` for what bounds each request).
+Redirects are followed here by hand, so every hop is a new request that is checked again: its URL
+against ``network_policy.urls``, its address by the guard (see ``http_session`` for what bounds each
+request).
 
 ``fetch_image_revalidated`` sends the ``ETag`` and ``Last-Modified`` of an earlier answer back as
 ``If-None-Match`` and ``If-Modified-Since``, on every hop, so an unchanged image costs a 304 and no body.
@@ -144,12 +145,13 @@ def fetch_image_revalidated(
     Raises:
         FetchError: as ``fetch_image``; ``http_304`` when a GET that sent no validators is answered 304.
     """
-    check_url(url)
     given = validators or Validators()
     sent = _clean_validators(given.etag, given.last_modified)
     session = session_for(limits)
-    with watched(limits.total_timeout_s) as watchdog, host_slot(slots, host_for_message(url), watchdog):
-        return _get_following_redirects(session, url, limits, watchdog, sent)
+    with watched(limits.total_timeout_s) as watchdog:
+        check_url(url, limits, watchdog)
+        with host_slot(slots, host_for_message(url), watchdog):
+            return _get_following_redirects(session, url, limits, watchdog, sent)
 
 
 def _get_following_redirects(
@@ -171,7 +173,7 @@ def _get_following_redirects(
                 target = session.get_redirect_target(response)
                 if target is not None:
                     current = urljoin(response.url, target)
-                    check_url(current)
+                    check_url(current, limits, watchdog)
                     continue
                 answered = _clean_validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
                 if response.status_code == 304 and conditional:

@@ -18,22 +18,21 @@ from urllib.parse import urlsplit
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from fetching.address_guard import GuardedAdapter
+from fetching.address_guard import BlockedAddressError, DnsResolutionError, GuardedAdapter, resolve_checked
 from fetching.deadline import Watchdog
-from fetching.errors import FetchError, timeout_error
+from fetching.errors import FetchError, timeout_error, translate
 from fetching.host_slots import HostBusy, HostSlots
 from network_policy.addresses import Network
+from network_policy.urls import MAX_URL_LENGTH, url_problem
 
 CHUNK_SIZE = 64 * 1024
-MAX_URL_LENGTH = 8192
 # A host slot's lease outlives the fetch's deadline by this much, for the release to arrive.
 SLOT_LEASE_GRACE_S = 10.0
-_ALLOWED_SCHEMES = ("http", "https")
 
 
 @dataclass(frozen=True)
 class FetchLimits:
-    """What bounds every outbound call: its timeouts, the body's size, the redirects, the networks it may reach."""
+    """What bounds every outbound call: timeouts, the body's size, redirects, the networks it may reach, URL length."""
 
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
@@ -42,6 +41,7 @@ class FetchLimits:
     max_redirects: int = 5
     allowed_networks: tuple[Network, ...] = ()
     user_agent: str = "catalog-image-service/1.0"
+    max_url_length: int = MAX_URL_LENGTH
 
 
 _sessions = threading.local()
@@ -91,22 +91,37 @@ def host_for_message(url: str) -> str:
         return "the server"
 
 
-def check_url(url: str) -> None:
-    """Raise ``invalid_url`` unless ``url`` is an http(s) URL with a host."""
-    if not isinstance(url, str) or not url.strip():
-        raise FetchError("invalid_url", "The URL is empty.")
-    if len(url) > MAX_URL_LENGTH:
-        raise FetchError("invalid_url", f"The URL is longer than {MAX_URL_LENGTH} characters.")
+def check_url(url: str, limits: FetchLimits, watchdog: Watchdog) -> None:
+    """Raise ``invalid_url`` unless ``url`` passes the URL rule, or ``blocked_address`` if its host is blocked.
+
+    A blocked host is the verdict that counts, whatever else is wrong with the URL: one that hides it
+    behind a user name is refused for where it leads. Only a host that the rule would pass on its own
+    is resolved, within the call's deadline.
+    """
+    problem = url_problem(url, limits.max_url_length)
+    if problem is None:
+        return
+    host = _host_to_check(url, limits.max_url_length)
+    if host is not None:
+        try:
+            resolve_checked(host, None, limits.allowed_networks)
+        except BlockedAddressError as exc:
+            raise translate(exc, watchdog, host) from exc
+        except DnsResolutionError:
+            pass  # an invalid URL whose host does not resolve is still just invalid
+    raise FetchError("invalid_url", f"The URL cannot be fetched: {problem.message}.")
+
+
+def _host_to_check(url: str, max_length: int) -> str | None:
     try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError as exc:
-        raise FetchError("invalid_url", f"The URL cannot be parsed ({exc}).") from None
-    if parts.scheme.lower() not in _ALLOWED_SCHEMES:
-        scheme = parts.scheme or "none"
-        raise FetchError("invalid_url", f"Only http and https URLs can be fetched, not {scheme!r}.")
-    if not parts.hostname:
-        raise FetchError("invalid_url", "The URL has no host.")
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return None
+    authority = parts.netloc.rpartition("@")[2]
+    if not host or url_problem(f"http://{authority}/", max_length) is not None:
+        return None
+    return host
 
 
 def _declared_length(response: requests.Response) -> int | None:

@@ -23,11 +23,11 @@ def post_json(
     url: str, body: bytes, headers: dict[str, str], limits: FetchLimits, timeout_s: float = 15.0
 ) -> PostResult:
     """POST body without following redirects and return the status; raises FetchError for network failures."""
-    check_url(url)
     host = host_for_message(url)
     request_headers = {"Content-Type": "application/json", **headers}
     started = time.monotonic()
     with build_session(limits) as session, watched(timeout_s) as watchdog:
+        check_url(url, limits, watchdog)
         try:
             response = session.post(
                 url,

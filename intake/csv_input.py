@@ -8,7 +8,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 from errors import ApiError
 from intake.csv_records import (
@@ -26,6 +25,7 @@ from intake.csv_records import (
 from intake.csv_records import cell_value as cell_value
 from intake.csv_records import column_index as column_index
 from intake.csv_records import split_record as split_record
+from network_policy.urls import MAX_URL_LENGTH, url_host, url_problem
 
 # The largest value a BIGINT column (where models.py keeps it) can hold.
 MAX_SERIAL_NUMBER = 2**63 - 1
@@ -41,14 +41,6 @@ _OUTPUT = "outputimageurls"
 _NAMED = {**_REQUIRED, _OUTPUT: OUTPUT_COLUMN}
 
 _DIGITS_RE = re.compile(r"[0-9]+")
-_URL_BAD_CHAR_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
-_HOST_CHARS_RE = re.compile(r"[\w.-]+")
-# The common shape, accepted without urlsplit (which is several times slower); anything
-# else takes the full path, which reaches the same verdict for what this matches.
-_PLAIN_URL_RE = re.compile(
-    r"https?://([a-z0-9][a-z0-9.-]*)(?::([0-9]{1,5}))?(?:[/?#][^\s\x00-\x1f\x7f-\x9f]*)?",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -57,7 +49,7 @@ class CsvLimits:
 
     max_rows: int = 10_000
     max_urls_per_product: int = 50
-    max_url_length: int = 2048
+    max_url_length: int = MAX_URL_LENGTH
     max_product_name_length: int = 1000
 
 
@@ -276,45 +268,12 @@ def _check_urls(
         if not url:
             problems.add(row, f"image URL number {position} is empty (two commas in a row, or one at an end)", column)
             continue
-        message, host = _url_problem(url, limits.max_url_length)
-        if message is not None:
-            problems.add(row, message, column)
-        elif is_blocked_host is not None and is_blocked_host(host):
+        problem = url_problem(url, limits.max_url_length)
+        if problem is not None:
+            problems.add(row, f"{problem.message}: {_quote(url)}", column)
+        elif is_blocked_host is not None and is_blocked_host(url_host(url)):
             problems.add(row, f"address not allowed: {_quote(url)}", column, blocked=True)
     return urls
-
-
-def _url_problem(url: str, max_length: int) -> tuple[str | None, str]:
-    """Return what is wrong with one trimmed, non-empty URL (or None) and its host."""
-    if len(url) > max_length:
-        return f"URL is {len(url)} characters long; the limit is {max_length}: {_quote(url)}", ""
-    plain = _PLAIN_URL_RE.fullmatch(url)
-    if plain is not None and (plain.group(2) is None or 0 < int(plain.group(2)) <= 65535):
-        return None, plain.group(1).lower()
-    if _URL_BAD_CHAR_RE.search(url):
-        return f"URL contains white space or a control character: {_quote(url)}", ""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return f"not a valid URL: {_quote(url)}", ""
-    if parts.scheme.lower() not in ("http", "https"):
-        return f"not an http(s) URL: {_quote(url)}", ""
-    if "@" in parts.netloc:
-        return f"URL must not contain a user name or password: {_quote(url)}", ""
-    host = parts.hostname
-    if not host:
-        return f"URL has no host: {_quote(url)}", ""
-    # urlsplit has already checked a bracketed (IPv6) host; a name may hold letters
-    # (any script, for IDNs), digits, dots, hyphens and underscores, nothing else.
-    if not parts.netloc.startswith("[") and (_HOST_CHARS_RE.fullmatch(host) is None or not host.strip(".")):
-        return f"URL has an invalid host: {_quote(url)}", ""
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        return f"URL has an invalid port: {_quote(url)}", ""
-    return None, host
 
 
 def _quote(value: str) -> str:

@@ -7,6 +7,7 @@ often enough that a few retries are worth their cost.
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -17,6 +18,8 @@ from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
 from fetching.address_guard import BlockedAddressError, DnsResolutionError, DnsTimeoutError
 from fetching.deadline import Watchdog
+
+log = logging.getLogger(__name__)
 
 
 class FetchError(Exception):
@@ -102,3 +105,11 @@ def translate(exc: BaseException, watchdog: Watchdog, host: str) -> FetchError:
 
 
 NETWORK_ERRORS = (requests.exceptions.RequestException, Urllib3HTTPError, http.client.HTTPException, OSError)
+
+
+def network_failure(exc: BaseException, watchdog: Watchdog, host: str, action: str) -> FetchError:
+    """``translate``, and a log line for any failure but a refused address (the guard logs those itself)."""
+    error = translate(exc, watchdog, host)
+    if error.code != "blocked_address":
+        log.info("%s %s failed: %s (%s)", action, host, error.code, type(exc).__name__)
+    return error

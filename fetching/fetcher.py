@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import logging
 import re
 from dataclasses import dataclass
 from urllib.parse import urljoin
@@ -20,7 +19,7 @@ from urllib.parse import urljoin
 import requests
 
 from fetching.deadline import Watchdog, watched
-from fetching.errors import NETWORK_ERRORS, FetchError, translate
+from fetching.errors import NETWORK_ERRORS, FetchError, network_failure
 from fetching.host_slots import HostSlots
 from fetching.http_session import (
     FetchLimits,
@@ -44,7 +43,6 @@ __all__ = [
     "parse_retry_after",
 ]
 
-log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_S = 60.0
 # Validators go back out in a request header, so a value the server sent is kept only if it is short
@@ -191,13 +189,8 @@ def _get_following_redirects(
                     raise _http_error(response, host)
                 data = read_capped(response, limits, watchdog, host)
                 return FetchedImage(data=data, validators=answered, not_modified=False)
-    except FetchError:
-        raise
     except NETWORK_ERRORS as exc:
-        error = translate(exc, watchdog, host)
-        if error.code != "blocked_address":
-            log.info("fetch from %s failed: %s (%s)", host, error.code, type(exc).__name__)
-        raise error from exc
+        raise network_failure(exc, watchdog, host, "fetch from") from exc
     raise FetchError(
         "too_many_redirects", f"The URL redirected more than {limits.max_redirects} times.", transient=False
     )

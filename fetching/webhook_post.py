@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
 from fetching.deadline import watched
-from fetching.errors import NETWORK_ERRORS, FetchError, translate
+from fetching.errors import NETWORK_ERRORS, network_failure
 from fetching.http_session import FetchLimits, build_session, check_url, host_for_message, timeouts
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PostResult:
+    """The answer to a POST: its status, and how long the call took."""
+
     status_code: int
     duration_ms: int
 
@@ -38,11 +37,6 @@ def post_json(
                 timeout=timeouts(limits, watchdog, host, timeout_s),
             )
             response.close()
-        except FetchError:
-            raise
         except NETWORK_ERRORS as exc:
-            error = translate(exc, watchdog, host)
-            if error.code != "blocked_address":
-                log.info("POST to %s failed: %s (%s)", host, error.code, type(exc).__name__)
-            raise error from exc
+            raise network_failure(exc, watchdog, host, "POST to") from exc
     return PostResult(status_code=response.status_code, duration_ms=int((time.monotonic() - started) * 1000))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from network_policy.addresses import parse_networks
+from network_policy.urls import MAX_URL_LENGTH
 
 DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 #: Progress streams one API process serves at once; the launcher gives each process this many threads
@@ -328,7 +329,7 @@ class Settings:
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 10 * 1024 * 1024, 1024),
             max_rows=_int(env, "MAX_ROWS", 10_000, 1),
             max_urls_per_product=_int(env, "MAX_URLS_PER_PRODUCT", 50, 1),
-            max_url_length=_int(env, "MAX_URL_LENGTH", 2048, 16),
+            max_url_length=_int(env, "MAX_URL_LENGTH", MAX_URL_LENGTH, 16),
             fetch_connect_timeout_s=_float(env, "FETCH_CONNECT_TIMEOUT_S", 5.0, 0.1),
             fetch_read_timeout_s=_float(env, "FETCH_READ_TIMEOUT_S", 15.0, 0.1),
             fetch_total_timeout_s=_float(env, "FETCH_TOTAL_TIMEOUT_S", 60.0, 0.1),

@@ -22,7 +22,7 @@ from flask import current_app
 import storage
 from config import Settings
 from delivery import outbox, signing
-from fetching import fetcher
+from fetching import fetcher, webhook_post
 from imaging import pipeline
 from intake import idempotency
 from lifecycle import claims, creation, finalize, leases, recovery, retention
@@ -55,6 +55,7 @@ def fetch_limits(settings: Settings) -> fetcher.FetchLimits:
         max_bytes=settings.fetch_max_bytes,
         max_redirects=settings.fetch_max_redirects,
         allowed_networks=settings.fetch_allowed_networks,
+        max_url_length=settings.max_url_length,
     )
 
 
@@ -275,7 +276,7 @@ def deliver_webhook(event_id: str) -> str | None:
     error: str | None = None
     give_up = False
     try:
-        result = fetcher.post_json(
+        result = webhook_post.post_json(
             work.url, body, headers, fetch_limits(settings), timeout_s=settings.webhook_timeout_s
         )
         status_code = result.status_code

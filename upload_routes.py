@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from urllib.parse import urlsplit
 
 import sqlalchemy.exc
 from flask import Blueprint, current_app, request
@@ -17,6 +16,7 @@ from intake import csv_input, idempotency, quotas
 from lifecycle import creation
 from models import db
 from network_policy import addresses
+from network_policy.urls import url_host, url_problem
 from observability import log_context
 from queueing import broker, dispatch
 from reading.links import output_csv_url, status_url
@@ -188,18 +188,14 @@ def _webhook_url_field(settings: Settings) -> str | None:
     raw = request.form.get("webhook_url", "").strip()
     if not raw:
         return None
-    error = ApiError(400, "invalid_webhook_url", f"'webhook_url' must be an absolute http(s) URL, got {raw[:100]!r}.")
-    if len(raw) > settings.max_url_length or any(ch.isspace() or ord(ch) < 32 for ch in raw):
-        raise error
-    try:
-        parts = urlsplit(raw)
-        if parts.port == 0:
-            raise error
-    except ValueError:
-        raise error from None
-    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname or parts.username is not None:
-        raise error
-    if _is_blocked(settings, parts.hostname):
+    problem = url_problem(raw, settings.max_url_length)
+    if problem is not None:
+        raise ApiError(
+            400,
+            "invalid_webhook_url",
+            f"'webhook_url' must be an absolute http(s) URL, got {raw[:100]!r} ({problem.message}).",
+        )
+    if _is_blocked(settings, url_host(raw)):
         raise ApiError(
             422,
             "blocked_address",

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import re
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 from errors import ApiError
+from intake.csv_records import (
+    MAX_DETAILS,
+    RecordedLines,
+    check_characters,
+    column_key,
+    decode_text,
+    ensure_field_size_limit,
+    read_records,
+    without_line_end,
+)
 
-MAX_DETAILS = 100
+# reading/'s output CSV reads the records as uploaded with these.
+from intake.csv_records import cell_value as cell_value
+from intake.csv_records import column_index as column_index
+from intake.csv_records import split_record as split_record
+from network_policy.urls import MAX_URL_LENGTH, url_host, url_problem
+
 # The largest value a BIGINT column (where models.py keeps it) can hold.
 MAX_SERIAL_NUMBER = 2**63 - 1
 _QUOTE_LENGTH = 100
@@ -28,22 +40,7 @@ OUTPUT_COLUMN = "Output Image Urls"
 _OUTPUT = "outputimageurls"
 _NAMED = {**_REQUIRED, _OUTPUT: OUTPUT_COLUMN}
 
-# C0 controls but tab, LF and CR; DEL; C1 controls.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
-_LINE_END_RE = re.compile(r"(\r\n|\r|\n)\Z")
-_NOT_ALNUM_RE = re.compile(r"[^a-z0-9]")
 _DIGITS_RE = re.compile(r"[0-9]+")
-_URL_BAD_CHAR_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
-_HOST_CHARS_RE = re.compile(r"[\w.-]+")
-# The common shape, accepted without urlsplit (which is several times slower); anything
-# else takes the full path, which reaches the same verdict for what this matches.
-_PLAIN_URL_RE = re.compile(
-    r"https?://([a-z0-9][a-z0-9.-]*)(?::([0-9]{1,5}))?(?:[/?#][^\s\x00-\x1f\x7f-\x9f]*)?",
-    re.IGNORECASE,
-)
-
-_field_limit_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,7 @@ class CsvLimits:
 
     max_rows: int = 10_000
     max_urls_per_product: int = 50
-    max_url_length: int = 2048
+    max_url_length: int = MAX_URL_LENGTH
     max_product_name_length: int = 1000
 
 
@@ -100,17 +97,17 @@ def parse_csv(
 
     Raises ApiError on any problem.
     """
-    text = _decode(data)
-    _check_characters(text)
-    _ensure_field_size_limit(len(text) + 1)
+    text = decode_text(data)
+    check_characters(text)
+    ensure_field_size_limit(len(text) + 1)
 
-    lines = _RecordedLines(text)
-    records = _records(csv.reader(lines, strict=True), lines)
+    lines = RecordedLines(text)
+    records = read_records(csv.reader(lines, strict=True), lines)
     header = next(records, None)
     if header is None:
         raise ApiError(400, "csv_empty", "The CSV is empty; it needs a header row and at least one product row.")
     header_row, header_cells, header_text = header
-    header_record, line_end = _without_line_end(header_text)
+    header_record, line_end = without_line_end(header_text)
     layout = CsvLayout(header_record, line_end or "\r\n", data.startswith(codecs.BOM_UTF8))
     columns = _locate_columns(header_row, header_cells)
     width = len(header_cells)
@@ -163,60 +160,13 @@ def parse_csv(
         urls = _check_urls(cells[urls_index], row, urls_column, limits, is_blocked_host, problems)
 
         if not problems.total and isinstance(serial, int):
-            products.append(ProductRow(serial, name, urls, row, _without_line_end(record_text)[0]))
+            products.append(ProductRow(serial, name, urls, row, without_line_end(record_text)[0]))
 
     if count == 0:
         raise ApiError(422, "csv_no_rows", "The CSV has a header but no product rows.")
     if problems.total:
         raise problems.error()
     return ParsedCsv(products, layout)
-
-
-def split_record(record: str) -> list[str]:
-    """The cells of one record this module accepted, each as written (quotes and all): joined by ``,``
-    they are the record again.
-
-    Only for accepted records: the reader ran with ``strict``, so a quoted cell's closing quote is
-    followed by a comma or the end, and a quote inside an unquoted cell is an ordinary character.
-    """
-    cells: list[str] = []
-    start = 0
-    while True:
-        if record.startswith('"', start):
-            end = start + 1
-            while True:
-                end = record.index('"', end) + 1
-                if not record.startswith('"', end):
-                    break
-                end += 1
-        else:
-            end = record.find(",", start)
-            if end < 0:
-                end = len(record)
-        cells.append(record[start:end])
-        if end >= len(record):
-            return cells
-        start = end + 1
-
-
-def cell_value(written: str) -> str:
-    """What one cell of ``split_record`` holds."""
-    if written.startswith('"'):
-        return written[1:-1].replace('""', '"')
-    return written
-
-
-def column_index(header_record: str, name: str) -> int | None:
-    """Where the header names the column ``name`` (matched as the required columns are), if it does."""
-    key = _column_key(name)
-    for index, written in enumerate(split_record(header_record)):
-        if _column_key(cell_value(written)) == key:
-            return index
-    return None
-
-
-def _column_key(header_cell: str) -> str:
-    return _NOT_ALNUM_RE.sub("", header_cell.lower())
 
 
 class _Problems:
@@ -248,124 +198,10 @@ class _Problems:
         return ApiError(422, "csv_invalid_rows", message, self.details)
 
 
-def _decode(data: bytes) -> str:
-    body = data.removeprefix(codecs.BOM_UTF8)
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        prefix = body[: exc.start].decode("utf-8", errors="replace")
-        row = len(_LINE_BREAK_RE.findall(prefix)) + 1
-        bad = body[exc.start : exc.start + 1].hex().upper()
-        raise ApiError(
-            400,
-            "csv_not_utf8",
-            f"The CSV is not UTF-8 text (the first bad byte is on row {row}). "
-            "Save it as 'CSV UTF-8' and upload it again.",
-            [{"row": row, "message": f"byte 0x{bad} is not valid UTF-8"}],
-        ) from None
-
-
-def _check_characters(text: str) -> None:
-    if _CONTROL_RE.search(text) is None:
-        return
-    details: list[dict[str, Any]] = []
-    total = 0
-    for line_number, line in enumerate(io.StringIO(text, newline=""), start=1):
-        match = _CONTROL_RE.search(line)
-        if match is None:
-            continue
-        total += 1
-        if len(details) < MAX_DETAILS:
-            code = f"U+{ord(match.group()):04X}"
-            details.append({"row": line_number, "message": f"line contains the control character {code}"})
-    lines = "line" if total == 1 else "lines"
-    listed = "" if total <= MAX_DETAILS else f" (the first {MAX_DETAILS} are listed)"
-    raise ApiError(
-        400,
-        "csv_invalid_characters",
-        f"The CSV contains NUL or other control characters on {total} {lines}{listed}; it may not be a text file.",
-        details,
-    )
-
-
-def _ensure_field_size_limit(size: int) -> None:
-    # The csv module caps a cell at 128 KiB by default, process-wide; a longer cell
-    # (say a huge product name) must reach the per-row checks rather than fail parsing.
-    with _field_limit_lock:
-        if csv.field_size_limit() < size:
-            csv.field_size_limit(size)
-
-
-class _RecordedLines:
-    """The lines of ``text`` (CRLF, LF or CR ended) for csv.reader, each kept until ``take``.
-
-    The reader asks for a line only when the record it is reading goes on, so what it took for one
-    record is exactly that record as written, a quoted cell's line breaks included.
-    """
-
-    def __init__(self, text: str) -> None:
-        self._lines = io.StringIO(text, newline="")
-        self._taken: list[str] = []
-
-    def __iter__(self) -> _RecordedLines:
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._lines)
-        self._taken.append(line)
-        return line
-
-    def take(self) -> str:
-        text = "".join(self._taken)
-        self._taken.clear()
-        return text
-
-
-def _records(reader: Any, lines: _RecordedLines) -> Iterator[tuple[int, list[str], str]]:
-    """Yield (line the record starts on, cells, the record as written) for each non-blank record."""
-    previous_end = 0
-    while True:
-        start = previous_end + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise _malformed(start, exc) from None
-        previous_end = reader.line_num
-        text = lines.take()
-        if any(cell.strip() for cell in cells):
-            yield start, cells, text
-
-
-def _without_line_end(record_text: str) -> tuple[str, str]:
-    """The record without its line ending, and the ending ("" at the end of a file without one)."""
-    match = _LINE_END_RE.search(record_text)
-    if match is None:
-        return record_text, ""
-    return record_text[: match.start()], match.group()
-
-
-def _malformed(row: int, exc: csv.Error) -> ApiError:
-    reason = str(exc)
-    if reason == "unexpected end of data":
-        hint = "a quoted cell is never closed"
-    elif "expected after" in reason:
-        hint = "a closing quote is followed by other characters; quote the whole cell and double any quote inside it"
-    else:
-        hint = reason
-    return ApiError(
-        422,
-        "csv_malformed",
-        f"The CSV cannot be read from row {row} on: {hint}.",
-        [{"row": row, "message": f"the record starting on this row is malformed: {hint} ({reason})"}],
-    )
-
-
 def _locate_columns(row: int, cells: list[str]) -> dict[str, int]:
     found: dict[str, list[int]] = {key: [] for key in _NAMED}
     for index, cell in enumerate(cells):
-        key = _column_key(cell)
+        key = column_key(cell)
         if key in found:
             found[key].append(index)
 
@@ -432,45 +268,12 @@ def _check_urls(
         if not url:
             problems.add(row, f"image URL number {position} is empty (two commas in a row, or one at an end)", column)
             continue
-        message, host = _url_problem(url, limits.max_url_length)
-        if message is not None:
-            problems.add(row, message, column)
-        elif is_blocked_host is not None and is_blocked_host(host):
+        problem = url_problem(url, limits.max_url_length)
+        if problem is not None:
+            problems.add(row, f"{problem.message}: {_quote(url)}", column)
+        elif is_blocked_host is not None and is_blocked_host(url_host(url)):
             problems.add(row, f"address not allowed: {_quote(url)}", column, blocked=True)
     return urls
-
-
-def _url_problem(url: str, max_length: int) -> tuple[str | None, str]:
-    """Return what is wrong with one trimmed, non-empty URL (or None) and its host."""
-    if len(url) > max_length:
-        return f"URL is {len(url)} characters long; the limit is {max_length}: {_quote(url)}", ""
-    plain = _PLAIN_URL_RE.fullmatch(url)
-    if plain is not None and (plain.group(2) is None or 0 < int(plain.group(2)) <= 65535):
-        return None, plain.group(1).lower()
-    if _URL_BAD_CHAR_RE.search(url):
-        return f"URL contains white space or a control character: {_quote(url)}", ""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return f"not a valid URL: {_quote(url)}", ""
-    if parts.scheme.lower() not in ("http", "https"):
-        return f"not an http(s) URL: {_quote(url)}", ""
-    if "@" in parts.netloc:
-        return f"URL must not contain a user name or password: {_quote(url)}", ""
-    host = parts.hostname
-    if not host:
-        return f"URL has no host: {_quote(url)}", ""
-    # urlsplit has already checked a bracketed (IPv6) host; a name may hold letters
-    # (any script, for IDNs), digits, dots, hyphens and underscores, nothing else.
-    if not parts.netloc.startswith("[") and (_HOST_CHARS_RE.fullmatch(host) is None or not host.strip(".")):
-        return f"URL has an invalid host: {_quote(url)}", ""
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        return f"URL has an invalid port: {_quote(url)}", ""
-    return None, host
 
 
 def _quote(value: str) -> str:

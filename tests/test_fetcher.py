@@ -32,20 +32,20 @@ from loopback_servers import (
     unused_port,
 )
 
-from fetching import guarded_transport
+from fetching import address_guard
 from fetching.fetcher import (
     MAX_VALIDATOR_LENGTH,
     FetchedImage,
     FetchError,
     FetchLimits,
-    PostResult,
     Validators,
     fetch_image,
     fetch_image_revalidated,
     parse_retry_after,
-    post_json,
 )
+from fetching.webhook_post import PostResult, post_json
 from network_policy.addresses import parse_networks
+from network_policy.urls import MAX_URL_LENGTH
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -263,7 +263,7 @@ def test_pinned_ipv6_address_is_bracketed(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_https_pool_keeps_the_name_for_certificate_and_sni(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_dns(monkeypatch, {"images.test": lambda: [SERVER_HOST]})
-    adapter = guarded_transport.GuardedAdapter(is_https=True, allowed=ALLOWED)
+    adapter = address_guard.GuardedAdapter(is_https=True, allowed=ALLOWED)
     request = requests.Request("GET", "https://images.test/a.png").prepare()
     host_params, pool_kwargs = adapter.build_connection_pool_key_attributes(request, verify=True)
     assert host_params["host"] == SERVER_HOST
@@ -524,6 +524,96 @@ def test_invalid_urls_are_refused(url: str) -> None:
     assert not error.transient
     assert elapsed < QUICK_S
     expect_error("invalid_url", lambda: post_json(url, b"{}", {}, limits()))
+
+
+# --- the URL rule, on the first URL and on every redirect hop -------------------------------
+
+# A name that no real host has, answered by fake_dns with the image server: a hop to it that got
+# past the rule would fetch the image, and nothing can go to a real resolver.
+ODD_HOST = "img$host.test"
+
+
+def padded(url: str, length: int) -> str:
+    """``url`` with a query that makes it exactly ``length`` characters long."""
+    base = f"{url}?pad="
+    return base + "x" * (length - len(base))
+
+
+def rule_breaker(name: str, server: LoopbackHTTPServer) -> str:
+    """A URL to the image on the allowed server that only the URL rule refuses."""
+    return {
+        "userinfo": f"http://user:pw@{SERVER_HOST}:{server.port}/img.png",
+        "too-long": padded(server.url("/img.png"), MAX_URL_LENGTH + 1),
+        "bad-host-characters": f"http://{ODD_HOST}:{server.port}/img.png",
+    }[name]
+
+
+RULE_BREAKERS = ["userinfo", "too-long", "bad-host-characters"]
+
+
+@pytest.fixture
+def image_server(monkeypatch: pytest.MonkeyPatch, server: LoopbackHTTPServer) -> LoopbackHTTPServer:
+    fake_dns(monkeypatch, {ODD_HOST: lambda: [SERVER_HOST], "img-host.test": lambda: [SERVER_HOST]})
+    server.route("/img.png", respond(200, PNG, {"Content-Type": "image/png"}))
+    return server
+
+
+@pytest.mark.parametrize("name", RULE_BREAKERS)
+def test_a_redirect_hop_that_breaks_the_url_rule_is_refused(name: str, image_server: LoopbackHTTPServer) -> None:
+    image_server.route("/go", redirect(rule_breaker(name, image_server)))
+    error, elapsed = expect_error("invalid_url", lambda: fetch_image(image_server.url("/go"), limits()))
+    assert not error.transient
+    assert elapsed < QUICK_S
+    assert (image_server.hits("/go"), image_server.hits("/img.png")) == (1, 0)
+
+
+@pytest.mark.parametrize("name", RULE_BREAKERS)
+def test_a_later_redirect_hop_that_breaks_the_url_rule_is_refused(name: str, image_server: LoopbackHTTPServer) -> None:
+    image_server.route("/second", redirect(rule_breaker(name, image_server)))
+    image_server.route("/first", redirect("/second", 301))
+    expect_error("invalid_url", lambda: fetch_image(image_server.url("/first"), limits()))
+    assert (image_server.hits("/first"), image_server.hits("/second"), image_server.hits("/img.png")) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("name", RULE_BREAKERS)
+def test_a_first_url_that_breaks_the_url_rule_is_refused(name: str, image_server: LoopbackHTTPServer) -> None:
+    url = rule_breaker(name, image_server)
+    error, elapsed = expect_error("invalid_url", lambda: fetch_image(url, limits()))
+    assert not error.transient
+    assert elapsed < QUICK_S
+    expect_error("invalid_url", lambda: post_json(url, b"{}", {}, limits()))
+    assert image_server.hits() == 0
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        lambda server: padded(server.url("/img.png"), MAX_URL_LENGTH),
+        lambda server: f"http://img-host.test:{server.port}/img.png",
+        lambda server: f"http://{SERVER_HOST}:{server.port}/img.png",
+    ],
+    ids=["at-the-length-limit", "plain-host-name", "no-userinfo"],
+)
+def test_control_hops_within_the_url_rule_are_followed(
+    target: Callable[[LoopbackHTTPServer], str], image_server: LoopbackHTTPServer
+) -> None:
+    """The same hops, each just inside the rule, reach the image: the refusals above are the rule's doing."""
+    image_server.route("/go", redirect(target(image_server)))
+    assert fetch_image(image_server.url("/go"), limits()) == PNG
+    assert image_server.hits("/img.png") == 1
+
+
+def test_the_length_limit_is_the_one_the_limits_give(image_server: LoopbackHTTPServer) -> None:
+    image_server.route("/go", redirect(padded(image_server.url("/img.png"), 101)))
+    expect_error("invalid_url", lambda: fetch_image(image_server.url("/go"), limits(max_url_length=100)))
+    assert fetch_image(image_server.url("/go"), limits(max_url_length=101)) == PNG
+
+
+def test_a_blocked_host_behind_a_user_name_is_refused_for_its_address(victims: CanaryPair) -> None:
+    """The user name breaks the rule, but the verdict on where the URL leads comes first."""
+    url = f"http://{SERVER_HOST}@127.0.0.1:{victims.port}/"
+    error, _ = expect_error("blocked_address", lambda: fetch_image(url, limits()))
+    assert "127.0.0.1" in error.message
 
 
 # --- conditional revalidation ------------------------------------------------------

@@ -263,6 +263,25 @@ CASES = [
             ("webhook-ipv6-loopback", "http://[::1]:8080/hook"),
         ]
     ],
+    # --- one URL rule for the CSV's cells and webhook_url (network_policy.urls) -------------------------
+    *[
+        case(multipart(bad_third_line(f"2,SKU2,{url}")), 422, "csv_invalid_rows", [at(3, URLS)], [message], id=name)
+        for name, url, message in [
+            ("rule-csv-bad-host", "https://img$example.com/a.jpg", "URL has an invalid host: "),
+            ("rule-csv-userinfo", "https://u@img.example.com/a.jpg", "URL must not contain a user name or password: "),
+        ]
+    ],
+    *[
+        # The file has no product rows either: were webhook_url let through, nothing would be fetched or called.
+        case(multipart(text_csv(HEADER), webhook_url=value), 400, "invalid_webhook_url", id=name)
+        for name, value in [
+            ("rule-webhook-bad-host", "https://hooks$example.com/x"),
+            ("rule-webhook-only-dots", "https://.../x"),
+            ("rule-webhook-del", "https://hooks.example.com/x\x7f"),
+            ("rule-webhook-c1-control", "https://hooks.example.com/x\x9fy"),
+            ("rule-webhook-too-long", "https://hooks.example.com/" + "a" * (2049 - len("https://hooks.example.com/"))),
+        ]
+    ],
     # --- image URLs that are IP literals in a blocked range -------------------------------------------
     *[
         case(multipart(bad_third_line(f"2,SKU2,{url}")), 422, "blocked_address", [at(3, URLS)], [url], id=name)

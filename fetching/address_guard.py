@@ -1,37 +1,31 @@
 """The SSRF guard at the connection level: resolve, check every address, pin the connection to it.
 
 ``GuardedAdapter`` resolves the host once, refuses the request if any resolved address is blocked
-by ``address_policy``, and pins the connection to the first resolved address (the design of
+by ``network_policy.addresses``, and pins the connection to the first resolved address (the design of
 requests-hardened's ``IPFilterAdapter``), so the address checked is the address connected to and a
 second DNS answer cannot slip past; ``Host``, SNI and certificate checks still use the name. It
 subclasses ``HTTPAdapter`` rather than ``IPFilterAdapter`` because the latter's hook always runs its
 own resolution and loopback-only policy, which would resolve twice.
 
-``watched`` gives one call a deadline: a watchdog shuts its sockets down when the budget runs out,
-so a server dripping one byte per read timeout cannot hold a worker past it. Name resolution, which
-no socket timeout covers, is waited for only as long as the deadline has left.
+Name resolution, which no socket timeout covers, is waited for only as long as the call's deadline
+(``deadline.watched``) has left.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextvars
 import ipaddress
 import logging
 import socket
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.connection import allowed_gai_family  # type: ignore[attr-defined]
 
+from fetching.deadline import WatchedHTTPConnectionPool, WatchedHTTPSConnectionPool, current_watchdog
 from network_policy.addresses import IPAddress, Network, blocked_reason, literal_address
 
 log = logging.getLogger(__name__)
@@ -55,113 +49,12 @@ class DnsTimeoutError(DnsResolutionError):
     """Raised inside the adapter when a host's resolution outlasts the call's deadline."""
 
 
-# --- deadline watchdog -------------------------------------------------------
-
-
-class Watchdog:
-    """Shuts down every socket of one call when its deadline passes."""
-
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-        self.fired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def expired(self) -> bool:
-        return self.fired or self.remaining() <= 0
-
-    def register(self, sock: socket.socket | None) -> None:
-        if sock is None:
-            return
-        with self._lock:
-            self._sockets.append(sock)
-            fired = self.fired
-        if fired:
-            _shutdown(sock)
-
-    def _fire(self) -> None:
-        with self._lock:
-            self.fired = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shutdown(sock)
-
-    def start(self) -> None:
-        self._timer.start()
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    # shutdown (unlike close) wakes a recv blocked in another thread.
-    with suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-_active_watchdog: contextvars.ContextVar[Watchdog | None] = contextvars.ContextVar(
-    "fetcher_active_watchdog", default=None
-)
-
-
-@contextmanager
-def watched(seconds: float) -> Iterator[Watchdog]:
-    watchdog = Watchdog(seconds)
-    token = _active_watchdog.set(watchdog)
-    watchdog.start()
-    try:
-        yield watchdog
-    finally:
-        watchdog.cancel()
-        _active_watchdog.reset(token)
-
-
-def _register_with_watchdog(sock: socket.socket | None) -> None:
-    watchdog = _active_watchdog.get()
-    if watchdog is not None:
-        watchdog.register(sock)
-
-
-class _WatchedHTTPConnection(HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
-        _register_with_watchdog(self.sock)
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _register_with_watchdog(self.sock)
-
-
-class _WatchedPoolMixin:
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        # A kept-alive connection was opened under an earlier call's watchdog: this call's must
-        # be able to cut it too, or a slow-drip server on a reused connection would outlive it.
-        conn = super()._get_conn(timeout)  # type: ignore[misc]
-        _register_with_watchdog(getattr(conn, "sock", None))
-        return conn
-
-
-class _WatchedHTTPConnectionPool(_WatchedPoolMixin, HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSConnectionPool(_WatchedPoolMixin, HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
 # --- the guarded adapter -----------------------------------------------------
 
 
 def _getaddrinfo_within_deadline(host: str, port: int | None) -> list[Any]:
     family = allowed_gai_family()
-    watchdog = _active_watchdog.get()
+    watchdog = current_watchdog()
     if watchdog is None:
         return socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
     # getaddrinfo cannot be interrupted, so it runs in a thread of its own that is left behind if it
@@ -218,8 +111,8 @@ class GuardedAdapter(HTTPAdapter):
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = {
-            "http": _WatchedHTTPConnectionPool,
-            "https": _WatchedHTTPSConnectionPool,
+            "http": WatchedHTTPConnectionPool,
+            "https": WatchedHTTPSConnectionPool,
         }
 
     def build_connection_pool_key_attributes(

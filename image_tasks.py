@@ -29,7 +29,7 @@ from lifecycle import claims, creation, finalize, leases, recovery, retention
 from models import ImageStatus, utcnow
 from observability import log_context, metrics
 from outputs import variants
-from queueing import broker, dispatch
+from queueing import broker, dispatch, task_names
 from storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,6 @@ WEBHOOK_LOST_AFTER_S = 60.0
 QUEUE_GRACE_S = 5.0
 # An import not done this long after it was sent is sent again (a running one is skipped).
 IMPORT_LOST_AFTER_S = 60.0
-IMPORT_TASK = "image_tasks.import_request"
 
 
 def _settings() -> Settings:
@@ -64,7 +63,7 @@ DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceErro
 
 
 @shared_task(
-    name="image_tasks.process_image",
+    name=task_names.PROCESS_IMAGE_TASK,
     bind=True,
     autoretry_for=DATABASE_ERRORS,
     retry_backoff=1,
@@ -243,7 +242,7 @@ def retry_delay(retries: int, retry_after: float | None) -> float:
 
 
 @shared_task(
-    name=IMPORT_TASK,
+    name=task_names.IMPORT_TASK,
     autoretry_for=DATABASE_ERRORS,
     retry_backoff=1,
     retry_backoff_max=30,
@@ -259,7 +258,7 @@ def import_request(request_id: str) -> bool:
     return imported
 
 
-@shared_task(name="image_tasks.deliver_webhook")
+@shared_task(name=task_names.DELIVER_TASK)
 def deliver_webhook(event_id: str) -> str | None:
     """Make the event's next attempt if it is due; returns the event's status afterwards."""
     settings = _settings()
@@ -289,13 +288,13 @@ def deliver_webhook(event_id: str) -> str | None:
     )
 
 
-@shared_task(name="image_tasks.dispatch")
+@shared_task(name=task_names.DISPATCH_TASK)
 def dispatch_tick() -> dict[str, int]:
     """Refill the image queue and send the webhook attempts that fell due; beat runs it every second."""
     settings = _settings()
     report = {"images": dispatch.fill_queue(settings.image_queue_depth), "webhooks": 0}
     for event_id in outbox.take_due_events(WEBHOOK_LOST_AFTER_S):
-        report["webhooks"] += broker.send(outbox.DELIVER_TASK, event_id)
+        report["webhooks"] += broker.send(task_names.DELIVER_TASK, event_id)
     return report
 
 
@@ -312,7 +311,7 @@ def _delete_orphaned_temporaries(settings: Settings) -> int:
     return current_app.extensions["storage"].delete_orphaned_temporaries(settings.task_time_limit_s + 60.0)
 
 
-@shared_task(name="image_tasks.apply_retention")
+@shared_task(name=task_names.RETENTION_TASK)
 def apply_retention() -> dict[str, int] | None:
     """Delete the requests past ``RETENTION_DAYS`` and the outputs no image points at any more; one run at a time."""
     settings = _settings()
@@ -338,7 +337,7 @@ def _fail_stuck_images(max_requeues: int, base_url: str) -> int:
     return failed
 
 
-@shared_task(name="image_tasks.sweep")
+@shared_task(name=task_names.SWEEP_TASK)
 def sweep() -> dict[str, int] | None:
     """Recover what was lost: abandoned and lost images, unfinalised requests. One sweep at a time."""
     settings = _settings()
@@ -360,7 +359,7 @@ def sweep() -> dict[str, int] | None:
             "expired_keys": idempotency.delete_expired(settings.idempotency_key_ttl_s),
             "temporaries": _delete_orphaned_temporaries(settings),
             "imports": sum(
-                broker.send(IMPORT_TASK, str(request_id))
+                broker.send(task_names.IMPORT_TASK, str(request_id))
                 for request_id in creation.imports_to_resend(IMPORT_LOST_AFTER_S)
             ),
         }

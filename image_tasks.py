@@ -23,6 +23,7 @@ import storage
 from config import Settings
 from delivery import outbox, signing
 from fetching import fetcher
+from fetching.limits import fetch_limits
 from imaging import pipeline
 from intake import idempotency
 from lifecycle import claims, creation, finalize, leases, recovery, retention
@@ -44,17 +45,6 @@ IMPORT_LOST_AFTER_S = 60.0
 
 def _settings() -> Settings:
     return current_app.config["SETTINGS"]
-
-
-def fetch_limits(settings: Settings) -> fetcher.FetchLimits:
-    return fetcher.FetchLimits(
-        connect_timeout_s=settings.fetch_connect_timeout_s,
-        read_timeout_s=settings.fetch_read_timeout_s,
-        total_timeout_s=settings.fetch_total_timeout_s,
-        max_bytes=settings.fetch_max_bytes,
-        max_redirects=settings.fetch_max_redirects,
-        allowed_networks=settings.fetch_allowed_networks,
-    )
 
 
 # A database outage costs a retry with back-off, not the message: the claim has not happened yet,

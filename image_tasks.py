@@ -5,6 +5,7 @@ Every task takes ids, re-reads its rows, and is safe to run twice.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -67,7 +68,7 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
         return "skipped"
     log_context.bind(image_id=image_id, request_id=work.request_id)
     try:
-        made = making.make_output(work, settings)
+        made = making.make_output(work.owner, work.source_url, work.options, settings)
     except fetcher.FetchError as error:
         if error.transient and work.retries < settings.fetch_max_retries:
             delay = retry_delay(work.retries, error.retry_after)
@@ -85,10 +86,11 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
         return _fail(image_id, error.code, error.message, base_url)
     except SoftTimeLimitExceeded:
         return _fail(image_id, "processing_timeout", "Processing took longer than the time limit.", base_url)
-    if claims.complete_image(image_id, made.key, base_url, made.figures, output_id=made.output_id):
-        metrics.IMAGES_PROCESSED.labels(_outcome(made.figures)).inc()
-        return "reused" if made.figures.reused else "completed"
-    if claims.image_status(image_id) == ImageStatus.CANCELLED and not made.figures.reused:
+    figures = claims.ImageFigures(**dataclasses.asdict(made.figures), reused=made.reused)
+    if claims.complete_image(image_id, made.key, base_url, figures, output_id=made.output_id):
+        metrics.IMAGES_PROCESSED.labels(_outcome(figures)).inc()
+        return "reused" if made.reused else "completed"
+    if claims.image_status(image_id) == ImageStatus.CANCELLED and not made.reused:
         # Cancelled while in flight: an output made for it alone is dropped, not left behind unreferenced.
         try:
             unused = variants.drop_if_unused(made.output_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import time
@@ -16,7 +15,6 @@ from database import DATABASE_ERRORS
 from fetching import fetcher
 from fetching.limits import fetch_limits
 from imaging import pipeline
-from lifecycle import claims
 from observability import metrics
 from outputs import variants
 
@@ -29,31 +27,31 @@ class MadeOutput:
 
     key: str
     output_id: int
-    figures: claims.ImageFigures
+    figures: variants.EncodedFigures
+    reused: bool
 
 
-def make_output(work: claims.ImageWork, settings: Settings) -> MadeOutput:
-    """Download (or revalidate) the source and find its output, or encode and store it.
+def make_output(owner: str, source_url: str, options: variants.OutputOptions, settings: Settings) -> MadeOutput:
+    """Download (or revalidate) ``owner``'s source and find its output, or encode and store it.
 
     The same bytes with the same options are encoded once per caller: an earlier output of their variant is
     reused. A URL that sent validators is revalidated, when its last bytes' output exists: a 304 costs no
     download and no encode.
     """
     secret = current_app.extensions["variant_secret"]
-    options = work.options
-    known = variants.known_source(work.owner, work.source_url)
+    known = variants.known_source(owner, source_url)
     revalidated = None
     if known is not None:
-        revalidated = variants.find_stored(variants.variant_key(secret, work.owner, known.content_sha256, options))
+        revalidated = variants.find_stored(variants.variant_key(secret, owner, known.content_sha256, options))
     validators = fetcher.Validators(known.etag, known.last_modified) if known and revalidated else None
     started = time.monotonic()
     fetched = fetcher.fetch_image_revalidated(
-        work.source_url, fetch_limits(settings), current_app.extensions["host_slots"], validators
+        source_url, fetch_limits(settings), current_app.extensions["host_slots"], validators
     )
     metrics.DOWNLOAD_SECONDS.observe(time.monotonic() - started)
     if fetched.not_modified and known is not None and revalidated is not None:
         kept = fetched.validators
-        _remember(work, known, variants.KnownSource(kept.etag, kept.last_modified, known.content_sha256))
+        _remember(owner, source_url, known, variants.KnownSource(kept.etag, kept.last_modified, known.content_sha256))
         return _reused(revalidated)
     # The download's only reference is handed to compress, which frees it once the pixels are decoded.
     download = [fetched.data or b""]
@@ -61,8 +59,8 @@ def make_output(work: claims.ImageWork, settings: Settings) -> MadeOutput:
     sent = fetched.validators
     del fetched
     content_sha256 = hashlib.sha256(download[0]).hexdigest()
-    _remember(work, known, variants.KnownSource(sent.etag, sent.last_modified, content_sha256))
-    variant = variants.variant_key(secret, work.owner, content_sha256, options)
+    _remember(owner, source_url, known, variants.KnownSource(sent.etag, sent.last_modified, content_sha256))
+    variant = variants.variant_key(secret, owner, content_sha256, options)
     found = variants.claim_or_find(variant, options.output_format, stale_after_s=settings.task_time_limit_s + 60.0)
     if isinstance(found, variants.StoredOutput):
         return _reused(found)
@@ -93,24 +91,20 @@ def make_output(work: claims.ImageWork, settings: Settings) -> MadeOutput:
         score=compressed.score,
         kept_source=compressed.kept_source,
     )
-    return MadeOutput(key, output_id, _figures(variants.mark_stored(output_id, encoded), reused=False))
+    return MadeOutput(key, output_id, variants.mark_stored(output_id, encoded).figures, reused=False)
 
 
-def _remember(work: claims.ImageWork, known: variants.KnownSource | None, seen: variants.KnownSource) -> None:
+def _remember(owner: str, source_url: str, known: variants.KnownSource | None, seen: variants.KnownSource) -> None:
     """Keep what the URL answered for its next conditional GET; no write when nothing changed lately."""
     if known is None and seen.etag is None and seen.last_modified is None:
         return
     if seen == known and known.is_fresh():
         return
-    variants.remember_source(work.owner, work.source_url, seen.etag, seen.last_modified, seen.content_sha256)
+    variants.remember_source(owner, source_url, seen.etag, seen.last_modified, seen.content_sha256)
 
 
 def _reused(stored: variants.StoredOutput) -> MadeOutput:
-    return MadeOutput(stored.storage_key, stored.id, _figures(stored, reused=True))
-
-
-def _figures(stored: variants.StoredOutput, *, reused: bool) -> claims.ImageFigures:
-    return claims.ImageFigures(**dataclasses.asdict(stored.figures), reused=reused)
+    return MadeOutput(stored.storage_key, stored.id, stored.figures, reused=True)
 
 
 def _abandon(output_id: int) -> None:

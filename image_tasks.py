@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import time
 import uuid
 from datetime import timedelta
@@ -26,7 +25,7 @@ from lifecycle import claims, creation, housekeeping
 from models import ImageStatus, utcnow
 from observability import log_context, metrics
 from outputs import making, variants
-from queueing import dispatch, task_names
+from queueing import backoff, dispatch, task_names
 from storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -114,8 +113,8 @@ def _fail(image_id: int, code: str, message: str, base_url: str) -> str:
 
 def retry_delay(retries: int, retry_after: float | None) -> float:
     """Exponential back-off with full jitter; a source's own ``Retry-After`` wins when longer."""
-    backoff = random.uniform(0, min(30.0, 2.0 * 2**retries)) + 0.5
-    return max(backoff, min(retry_after or 0.0, 60.0))
+    backoff_s = backoff.exponential(retries, base_s=2.0, cap_s=30.0, jitter=True) + 0.5
+    return max(backoff_s, min(retry_after or 0.0, 60.0))
 
 
 @shared_task(

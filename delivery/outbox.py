@@ -7,7 +7,6 @@ visibility timeout; the sweeper sends whatever is due.
 from __future__ import annotations
 
 import json
-import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session
 from database import db_now
 from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
 from observability import metrics
-from queueing import broker, task_names
+from queueing import backoff, broker, task_names
 from reading.answers import progress, timestamp
 from reading.links import output_csv_url
 
@@ -175,7 +174,7 @@ def _delay_before(attempt: int) -> float:
     """Entry ``attempt`` of the schedule (from 1), with up to 10% jitter so retries do not stampede."""
     schedule = _schedule()
     delay = schedule[min(attempt, len(schedule)) - 1]
-    return delay * (1 + random.uniform(0, 0.1))
+    return backoff.jittered(delay, 0.1)
 
 
 def take_due_events(lost_after_s: float, limit: int = 1000) -> list[str]:

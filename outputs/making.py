@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -66,14 +67,9 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
         return _reused(found)
     output_id, key = found
     try:
+        # Each option is the encoder's argument of the same name: all that the variant covers reaches the encoder.
         compressed = pipeline.compress(
-            download.pop(),
-            quality=options.quality,
-            target_score=options.target_score,
-            output_format=options.output_format,
-            never_bigger=options.never_bigger,
-            max_dimension=options.max_dimension,
-            max_pixels=settings.max_image_pixels,
+            download.pop(), max_pixels=settings.max_image_pixels, **dataclasses.asdict(options)
         )
         current_app.extensions["storage"].put(key, compressed.data, storage.media_type(key))
     except BaseException:

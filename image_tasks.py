@@ -1,5 +1,6 @@
-"""Celery tasks: process one image, deliver one webhook, the dispatcher's tick and the sweeper.
+"""Celery tasks: process one image, import a big upload, deliver one webhook, and beat's tick, sweep and retention.
 
+Each task's work lives with its concern (outputs, lifecycle, delivery); here it gets its name and options.
 Every task takes ids, re-reads its rows, and is safe to run twice.
 """
 

@@ -7,6 +7,7 @@ from fetching import fetcher
 
 
 def fetch_limits(settings: Settings) -> fetcher.FetchLimits:
+    """The limits every outbound request of the service runs under: the ``FETCH_*`` settings."""
     return fetcher.FetchLimits(
         connect_timeout_s=settings.fetch_connect_timeout_s,
         read_timeout_s=settings.fetch_read_timeout_s,

@@ -26,7 +26,7 @@ from fetching import host_slots
 from models import db
 from observability import log_context, metrics
 from outputs import variants
-from queueing import broker
+from queueing import broker, task_names
 from reading import page_cache, progress_hub
 from web import docs_routes, health, media_routes, metrics_routes, page_routes, progress_routes, request_routes
 
@@ -191,17 +191,17 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # A tick that could not run in its interval is dropped, not piled up behind the next one.
         "beat_schedule": {
             "dispatch": {
-                "task": "image_tasks.dispatch",
+                "task": task_names.DISPATCH_TASK,
                 "schedule": settings.dispatch_interval_s,
                 "options": {"expires": settings.dispatch_interval_s},
             },
             "sweep": {
-                "task": "image_tasks.sweep",
+                "task": task_names.SWEEP_TASK,
                 "schedule": float(settings.sweep_interval_s),
                 "options": {"expires": float(settings.sweep_interval_s)},
             },
             "retention": {
-                "task": "image_tasks.apply_retention",
+                "task": task_names.RETENTION_TASK,
                 "schedule": settings.retention_interval_s,
                 "options": {"expires": settings.retention_interval_s},
             },

@@ -26,6 +26,10 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # A pooled connection idle this long is pinged before use; one in steady use is not.
 PING_AFTER_IDLE_S = 2.0
 
+# A database outage costs a retry with back-off, not the message: the claim has not happened yet,
+# or is held by this task id, which a retry keeps.
+DATABASE_ERRORS = (exc.OperationalError, exc.InterfaceError)
+
 
 def engine_options(database_url: str) -> dict[str, Any]:
     """Pool options; PostgreSQL's connections are checked after idling (``configure_engine``)."""

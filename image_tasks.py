@@ -1,71 +1,43 @@
-"""Celery tasks: process one image, deliver one webhook, the dispatcher's tick and the sweeper.
+"""Celery tasks: process one image, import a big upload, deliver one webhook, and beat's tick, sweep and retention.
 
+Each task's work lives with its concern (outputs, lifecycle, delivery); here it gets its name and options.
 Every task takes ids, re-reads its rows, and is safe to run twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import random
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 
-import sqlalchemy.exc
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
 
-import storage
 from config import Settings
+from database import DATABASE_ERRORS
 from delivery import outbox, signing
 from fetching import fetcher, webhook_post
+from fetching.limits import fetch_limits
 from imaging import pipeline
-from intake import idempotency
-from lifecycle import claims, creation, finalize, leases, recovery, retention
+from lifecycle import claims, creation, housekeeping
 from models import ImageStatus, utcnow
 from observability import log_context, metrics
-from outputs import variants
-from queueing import broker, dispatch
+from outputs import making, variants
+from queueing import backoff, dispatch, task_names
 from storage import StorageError
 
 log = logging.getLogger(__name__)
-
-# A webhook message unclaimed this long after it was sent was lost with the broker.
-WEBHOOK_LOST_AFTER_S = 60.0
-# Messages being published when the sweeper counts the queue are not mistaken for lost ones.
-QUEUE_GRACE_S = 5.0
-# An import not done this long after it was sent is sent again (a running one is skipped).
-IMPORT_LOST_AFTER_S = 60.0
-IMPORT_TASK = "image_tasks.import_request"
 
 
 def _settings() -> Settings:
     return current_app.config["SETTINGS"]
 
 
-def fetch_limits(settings: Settings) -> fetcher.FetchLimits:
-    return fetcher.FetchLimits(
-        connect_timeout_s=settings.fetch_connect_timeout_s,
-        read_timeout_s=settings.fetch_read_timeout_s,
-        total_timeout_s=settings.fetch_total_timeout_s,
-        max_bytes=settings.fetch_max_bytes,
-        max_redirects=settings.fetch_max_redirects,
-        allowed_networks=settings.fetch_allowed_networks,
-        max_url_length=settings.max_url_length,
-    )
-
-
-# A database outage costs a retry with back-off, not the message: the claim has not happened yet,
-# or is held by this task id, which a retry keeps.
-DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
-
-
 @shared_task(
-    name="image_tasks.process_image",
+    name=task_names.PROCESS_IMAGE_TASK,
     bind=True,
     autoretry_for=DATABASE_ERRORS,
     retry_backoff=1,
@@ -88,7 +60,7 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
         return "skipped"
     log_context.bind(image_id=image_id, request_id=work.request_id)
     try:
-        made = _make_output(work, settings)
+        made = making.make_output(work.owner, work.source_url, work.options, settings)
     except fetcher.FetchError as error:
         if error.transient and work.retries < settings.fetch_max_retries:
             delay = retry_delay(work.retries, error.retry_after)
@@ -106,10 +78,11 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
         return _fail(image_id, error.code, error.message, base_url)
     except SoftTimeLimitExceeded:
         return _fail(image_id, "processing_timeout", "Processing took longer than the time limit.", base_url)
-    if claims.complete_image(image_id, made.key, base_url, made.figures, output_id=made.output_id):
-        metrics.IMAGES_PROCESSED.labels(_outcome(made.figures)).inc()
-        return "reused" if made.figures.reused else "completed"
-    if claims.image_status(image_id) == ImageStatus.CANCELLED and not made.figures.reused:
+    figures = claims.ImageFigures(**dataclasses.asdict(made.figures), reused=made.reused)
+    if claims.complete_image(image_id, made.key, base_url, figures, output_id=made.output_id):
+        metrics.IMAGES_PROCESSED.labels(_outcome(figures)).inc()
+        return "reused" if made.reused else "completed"
+    if claims.image_status(image_id) == ImageStatus.CANCELLED and not made.reused:
         # Cancelled while in flight: an output made for it alone is dropped, not left behind unreferenced.
         try:
             unused = variants.drop_if_unused(made.output_id)
@@ -139,112 +112,14 @@ def _fail(image_id: int, code: str, message: str, base_url: str) -> str:
     return code
 
 
-@dataclass(frozen=True)
-class MadeOutput:
-    """The output an image points at: made for it, or reused."""
-
-    key: str
-    output_id: int
-    figures: claims.ImageFigures
-
-
-def _make_output(work: claims.ImageWork, settings: Settings) -> MadeOutput:
-    """Download (or revalidate) the source and find its output, or encode and store it.
-
-    The same bytes with the same options are encoded once per caller: an earlier output of their variant is
-    reused. A URL that sent validators is revalidated, when its last bytes' output exists: a 304 costs no
-    download and no encode.
-    """
-    secret = current_app.extensions["variant_secret"]
-    options = work.options
-    known = variants.known_source(work.owner, work.source_url)
-    revalidated = None
-    if known is not None:
-        revalidated = variants.find_stored(variants.variant_key(secret, work.owner, known.content_sha256, options))
-    validators = fetcher.Validators(known.etag, known.last_modified) if known and revalidated else None
-    started = time.monotonic()
-    fetched = fetcher.fetch_image_revalidated(
-        work.source_url, fetch_limits(settings), current_app.extensions["host_slots"], validators
-    )
-    metrics.DOWNLOAD_SECONDS.observe(time.monotonic() - started)
-    if fetched.not_modified and known is not None and revalidated is not None:
-        kept = fetched.validators
-        _remember(work, known, variants.KnownSource(kept.etag, kept.last_modified, known.content_sha256))
-        return _reused(revalidated)
-    # The download's only reference is handed to compress, which frees it once the pixels are decoded.
-    download = [fetched.data or b""]
-    metrics.DOWNLOADED_BYTES.inc(len(download[0]))
-    sent = fetched.validators
-    del fetched
-    content_sha256 = hashlib.sha256(download[0]).hexdigest()
-    _remember(work, known, variants.KnownSource(sent.etag, sent.last_modified, content_sha256))
-    variant = variants.variant_key(secret, work.owner, content_sha256, options)
-    found = variants.claim_or_find(variant, options.output_format, stale_after_s=settings.task_time_limit_s + 60.0)
-    if isinstance(found, variants.StoredOutput):
-        return _reused(found)
-    output_id, key = found
-    try:
-        compressed = pipeline.compress(
-            download.pop(),
-            quality=options.quality,
-            target_score=options.target_score,
-            output_format=options.output_format,
-            never_bigger=options.never_bigger,
-            max_dimension=options.max_dimension,
-            max_pixels=settings.max_image_pixels,
-        )
-        current_app.extensions["storage"].put(key, compressed.data, storage.media_type(key))
-    except BaseException:
-        _abandon(output_id)
-        raise
-    metrics.DECODE_SECONDS.observe(compressed.decode_s)
-    metrics.ENCODE_SECONDS.observe(compressed.encode_s)
-    metrics.STORED_BYTES.inc(len(compressed.data))
-    encoded = variants.EncodedFigures(
-        bytes_in=compressed.source_bytes,
-        bytes_out=len(compressed.data),
-        width=compressed.width,
-        height=compressed.height,
-        quality=compressed.quality,
-        score=compressed.score,
-        kept_source=compressed.kept_source,
-    )
-    return MadeOutput(key, output_id, _figures(variants.mark_stored(output_id, encoded), reused=False))
-
-
-def _remember(work: claims.ImageWork, known: variants.KnownSource | None, seen: variants.KnownSource) -> None:
-    """Keep what the URL answered for its next conditional GET; no write when nothing changed lately."""
-    if known is None and seen.etag is None and seen.last_modified is None:
-        return
-    if seen == known and known.is_fresh():
-        return
-    variants.remember_source(work.owner, work.source_url, seen.etag, seen.last_modified, seen.content_sha256)
-
-
-def _reused(stored: variants.StoredOutput) -> MadeOutput:
-    return MadeOutput(stored.storage_key, stored.id, _figures(stored, reused=True))
-
-
-def _figures(stored: variants.StoredOutput, *, reused: bool) -> claims.ImageFigures:
-    return claims.ImageFigures(**dataclasses.asdict(stored.figures), reused=reused)
-
-
-def _abandon(output_id: int) -> None:
-    try:
-        variants.abandon_output(output_id)
-    except DATABASE_ERRORS as error:
-        # The claim then looks like a dead worker's, and the next encode of the variant takes it over.
-        log.warning("output %s: the failed encode's claim was not removed: %s", output_id, error)
-
-
 def retry_delay(retries: int, retry_after: float | None) -> float:
     """Exponential back-off with full jitter; a source's own ``Retry-After`` wins when longer."""
-    backoff = random.uniform(0, min(30.0, 2.0 * 2**retries)) + 0.5
-    return max(backoff, min(retry_after or 0.0, 60.0))
+    backoff_s = backoff.exponential(retries, base_s=2.0, cap_s=30.0, jitter=True) + 0.5
+    return max(backoff_s, min(retry_after or 0.0, 60.0))
 
 
 @shared_task(
-    name=IMPORT_TASK,
+    name=task_names.IMPORT_TASK,
     autoretry_for=DATABASE_ERRORS,
     retry_backoff=1,
     retry_backoff_max=30,
@@ -260,7 +135,7 @@ def import_request(request_id: str) -> bool:
     return imported
 
 
-@shared_task(name="image_tasks.deliver_webhook")
+@shared_task(name=task_names.DELIVER_TASK)
 def deliver_webhook(event_id: str) -> str | None:
     """Make the event's next attempt if it is due; returns the event's status afterwards."""
     settings = _settings()
@@ -290,86 +165,19 @@ def deliver_webhook(event_id: str) -> str | None:
     )
 
 
-@shared_task(name="image_tasks.dispatch")
+@shared_task(name=task_names.DISPATCH_TASK)
 def dispatch_tick() -> dict[str, int]:
     """Refill the image queue and send the webhook attempts that fell due; beat runs it every second."""
-    settings = _settings()
-    report = {"images": dispatch.fill_queue(settings.image_queue_depth), "webhooks": 0}
-    for event_id in outbox.take_due_events(WEBHOOK_LOST_AFTER_S):
-        report["webhooks"] += broker.send(outbox.DELIVER_TASK, event_id)
-    # Every second: a line only when it handed work on, so that an idle service logs nothing.
-    log.log(logging.INFO if any(report.values()) else logging.DEBUG, "dispatch: queued %s", report)
-    return report
+    return housekeeping.dispatch_due_work(_settings())
 
 
-# A retention run stops after this long (well within the task's time limit); the next run goes on.
-RETENTION_BUDGET_S = 60.0
-# Looking for orphaned temporary files lists every output folder: once an hour is enough.
-TEMPORARIES_EVERY_S = 3600.0
-
-
-def _delete_orphaned_temporaries(settings: Settings) -> int:
-    # The lease is left to expire, not released: it spaces the scans out, across every sweeper.
-    if not leases.try_acquire("temporaries", f"sweep-{uuid.uuid4().hex}", ttl_s=TEMPORARIES_EVERY_S):
-        return 0
-    return current_app.extensions["storage"].delete_orphaned_temporaries(settings.task_time_limit_s + 60.0)
-
-
-@shared_task(name="image_tasks.apply_retention")
+@shared_task(name=task_names.RETENTION_TASK)
 def apply_retention() -> dict[str, int] | None:
     """Delete the requests past ``RETENTION_DAYS`` and the outputs no image points at any more; one run at a time."""
-    settings = _settings()
-    if settings.retention_days <= 0:
-        return None
-    holder = f"retention-{uuid.uuid4().hex}"
-    budget_s = max(1.0, min(RETENTION_BUDGET_S, settings.task_soft_time_limit_s / 2))
-    if not leases.try_acquire("retention", holder, ttl_s=settings.task_time_limit_s + 60.0):
-        return None
-    try:
-        report = retention.apply(settings.retention_days, current_app.extensions["storage"], budget_s=budget_s)
-    finally:
-        leases.release("retention", holder)
-    figures = report.as_dict()
-    if any(figures.values()):
-        log.info("retention: %s", figures)
-    return figures
+    return housekeeping.apply_retention(_settings())
 
 
-def _fail_stuck_images(max_requeues: int, base_url: str) -> int:
-    failed = recovery.fail_exhausted_images(max_requeues, base_url)
-    metrics.IMAGES_FAILED.labels("stuck").inc(failed)
-    return failed
-
-
-@shared_task(name="image_tasks.sweep")
+@shared_task(name=task_names.SWEEP_TASK)
 def sweep() -> dict[str, int] | None:
     """Recover what was lost: abandoned and lost images, unfinalised requests. One sweep at a time."""
-    settings = _settings()
-    holder = f"sweep-{uuid.uuid4().hex}"
-    if not leases.try_acquire("sweep", holder, ttl_s=max(60.0, 4.0 * settings.sweep_interval_s)):
-        log.info("sweep: another sweep is running; skipped")
-        return None
-    try:
-        base_url = settings.public_base_url
-        report = {
-            "failed": _fail_stuck_images(settings.image_max_attempts, base_url),
-            "abandoned": len(recovery.release_stale_images(settings.stale_image_after_s)),
-            "lost": len(
-                dispatch.release_lost_images(
-                    settings.stale_image_after_s, QUEUE_GRACE_S, broker.messages_held(broker.IMAGES_QUEUE)
-                )
-            ),
-            "finalized": finalize.finalize_finished_requests(base_url),
-            "expired_keys": idempotency.delete_expired(settings.idempotency_key_ttl_s),
-            "temporaries": _delete_orphaned_temporaries(settings),
-            "imports": sum(
-                broker.send(IMPORT_TASK, str(request_id))
-                for request_id in creation.imports_to_resend(IMPORT_LOST_AFTER_S)
-            ),
-        }
-        report["queued"] = dispatch.fill_queue(settings.image_queue_depth)
-    finally:
-        leases.release("sweep", holder)
-    if any(report.values()):
-        log.info("sweep: %s", report)
-    return report
+    return housekeeping.sweep(_settings())

@@ -7,7 +7,6 @@ import uuid
 import sqlalchemy.exc
 from flask import Blueprint, current_app, request
 
-import image_tasks
 from access import api_keys, rate_limits
 from config import Settings
 from errors import ApiError
@@ -18,7 +17,7 @@ from models import db
 from network_policy import addresses
 from network_policy.urls import url_host, url_problem
 from observability import log_context
-from queueing import broker, dispatch
+from queueing import broker, dispatch, task_names
 from reading.links import output_csv_url, status_url
 
 bp = Blueprint("upload", __name__)
@@ -88,7 +87,7 @@ def create_upload():
             raise
         return _replayed(replay)
     if created.importing:
-        broker.send(image_tasks.IMPORT_TASK, str(created.id))
+        broker.send(task_names.IMPORT_TASK, str(created.id))
     else:
         dispatch.fill_queue(settings.image_queue_depth)
     return answer, 202, {"Location": location}

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, request
 from access import api_keys, rate_limits
 from delivery import inbox, outbox, signing
 from errors import ApiError
-from queueing import broker
+from queueing import broker, task_names
 from web.request_lookup import load_request
 
 bp = Blueprint("webhooks", __name__)
@@ -35,7 +35,7 @@ def resend_delivery(request_id: str):
         raise ApiError(
             409, "no_webhook_event", "The request has no webhook event yet: it is not final, or has no webhook_url."
         )
-    broker.send(outbox.DELIVER_TASK, event_id)
+    broker.send(task_names.DELIVER_TASK, event_id)
     return {"request_id": str(found.id), "webhook_id": event_id, "status": "PENDING"}, 202
 
 

@@ -7,7 +7,6 @@ visibility timeout; the sweeper sends whatever is due.
 from __future__ import annotations
 
 import json
-import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,14 +19,13 @@ from sqlalchemy.orm import Session
 from database import db_now
 from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
 from observability import metrics
-from queueing import broker
+from queueing import backoff, broker, task_names
 from reading.answers import progress, timestamp
 from reading.links import output_csv_url
 
 EVENT_TYPE = "request.completed"
 #: The event of a request that a user cancelled.
 CANCELLED_EVENT_TYPE = "request.cancelled"
-DELIVER_TASK = "image_tasks.deliver_webhook"
 #: Session.info key of the events created in the open transaction, sent once it commits.
 NEW_EVENTS_KEY = "webhook_events_to_send"
 
@@ -83,7 +81,7 @@ def create_event(request: Request, public_base_url: str) -> str:
 @event.listens_for(Session, "after_commit")
 def _send_committed_events(session: Session) -> None:
     for event_id in session.info.pop(NEW_EVENTS_KEY, []):
-        broker.send(DELIVER_TASK, event_id)
+        broker.send(task_names.DELIVER_TASK, event_id)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -176,7 +174,7 @@ def _delay_before(attempt: int) -> float:
     """Entry ``attempt`` of the schedule (from 1), with up to 10% jitter so retries do not stampede."""
     schedule = _schedule()
     delay = schedule[min(attempt, len(schedule)) - 1]
-    return delay * (1 + random.uniform(0, 0.1))
+    return backoff.jittered(delay, 0.1)
 
 
 def take_due_events(lost_after_s: float, limit: int = 1000) -> list[str]:

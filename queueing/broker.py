@@ -15,6 +15,8 @@ import uuid
 
 from flask import current_app
 
+from queueing import task_names
+
 log = logging.getLogger(__name__)
 
 IMAGES_QUEUE = "images"
@@ -24,11 +26,11 @@ IMPORTS_QUEUE = "imports"
 ALL_QUEUES = (IMAGES_QUEUE, IMPORTS_QUEUE, WEBHOOKS_QUEUE, MAINTENANCE_QUEUE)
 
 TASK_ROUTES = {
-    "image_tasks.process_image": {"queue": IMAGES_QUEUE},
-    "image_tasks.import_request": {"queue": IMPORTS_QUEUE},
-    "image_tasks.deliver_webhook": {"queue": WEBHOOKS_QUEUE},
-    "image_tasks.dispatch": {"queue": MAINTENANCE_QUEUE},
-    "image_tasks.sweep": {"queue": MAINTENANCE_QUEUE},
+    task_names.PROCESS_IMAGE_TASK: {"queue": IMAGES_QUEUE},
+    task_names.IMPORT_TASK: {"queue": IMPORTS_QUEUE},
+    task_names.DELIVER_TASK: {"queue": WEBHOOKS_QUEUE},
+    task_names.DISPATCH_TASK: {"queue": MAINTENANCE_QUEUE},
+    task_names.SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
 }
 
 

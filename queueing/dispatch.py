@@ -18,9 +18,8 @@ from sqlalchemy import func, select, text, update
 
 from database import db_now
 from models import ACTIVE_REQUEST_STATUSES, IN_FLIGHT_IMAGE, WAITING_IMAGE, Image, ImageStatus, Request, db
-from queueing import broker
+from queueing import broker, task_names
 
-PROCESS_IMAGE_TASK = "image_tasks.process_image"
 #: Queued images kept even with nothing in progress, so idle workers start at once.
 MIN_QUEUED = 4
 # Any constant will do: it only has to be the same in every process.
@@ -240,7 +239,7 @@ def fill_queue(depth: int, *, lazy: bool = False) -> int:
     """Queue waiting images up to ``depth`` and publish them; returns how many were published."""
     image_ids = take_images_to_queue(depth, lazy=lazy)
     for sent, image_id in enumerate(image_ids):
-        if not broker.send(PROCESS_IMAGE_TASK, image_id):
+        if not broker.send(task_names.PROCESS_IMAGE_TASK, image_id):
             # The broker is down: the rest would fail as slowly; they wait for the next fill.
             unqueue(image_ids[sent:])
             return sent

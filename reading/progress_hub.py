@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 import database
 from models import FINAL_REQUEST_STATUSES, Request, db
+from queueing import backoff
 from reading import answers
 
 log = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ class ProgressHub:
             except Exception:  # the thread must outlive a database outage; streams heartbeat meanwhile
                 log.warning("progress hub: reading the watched requests failed", exc_info=True)
                 failures += 1
-            backoff_s = min(MAX_BACKOFF_S, self.poll_interval_s * 2 ** min(failures, 10))
+            backoff_s = backoff.exponential(failures, base_s=self.poll_interval_s, cap_s=MAX_BACKOFF_S)
             interval_s = max(self.poll_interval_s, backoff_s)
             delay_s = max(0.0, interval_s - (time.monotonic() - started))
 

@@ -19,7 +19,6 @@ from integration_support import csv_of, jpeg_bytes, upload, wait_final
 from loopback_servers import wait_until
 from sqlalchemy import func, select
 
-import image_tasks
 from intake import quotas
 from intake.csv_input import ProductRow
 from lifecycle import creation
@@ -193,8 +192,8 @@ def test_a_refused_big_upload_writes_nothing(service):
 
 def test_the_import_task_is_routed_to_the_queue_the_image_worker_serves():
     import launcher
-    from queueing import broker
+    from queueing import broker, task_names
 
-    assert broker.TASK_ROUTES[image_tasks.IMPORT_TASK]["queue"] == broker.IMPORTS_QUEUE
+    assert broker.TASK_ROUTES[task_names.IMPORT_TASK]["queue"] == broker.IMPORTS_QUEUE
     worker = launcher.commands({})["worker"]
     assert broker.IMPORTS_QUEUE in worker[worker.index("--queues") + 1].split(",")

@@ -85,7 +85,7 @@ def test_put_removes_its_temporary_file_when_the_rename_fails(
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(storage.os, "replace", failing_replace)
+    monkeypatch.setattr(storage.local.os, "replace", failing_replace)
     with pytest.raises(storage.StorageError, match="disk full"):
         local.put(KEY, b"new")
     monkeypatch.undo()
@@ -115,7 +115,7 @@ def test_put_removes_its_temporary_file_when_the_write_fails(
 
         return Failing()
 
-    monkeypatch.setattr(storage.os, "fdopen", failing_fdopen)
+    monkeypatch.setattr(storage.local.os, "fdopen", failing_fdopen)
     with pytest.raises(storage.StorageError, match="write failed"):
         local.put(KEY, b"partial data")
     monkeypatch.undo()

@@ -1,0 +1,59 @@
+"""S3 storage: an S3-compatible bucket whose objects' URLs are the output URLs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from storage.interface import StorageError
+
+
+class S3Storage:
+    """An S3-compatible bucket; output URLs are the objects' URLs."""
+
+    def __init__(self, bucket: str, endpoint_url: str | None, region: str | None, public_base_url: str | None) -> None:
+        import boto3  # only needed when this backend is chosen
+        from botocore.config import Config
+
+        self.bucket = bucket
+        # Short timeouts and few retries here: a failed put is retried by the task, with back-off.
+        config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        base = public_base_url or (
+            f"{endpoint_url.rstrip('/')}/{bucket}" if endpoint_url else f"https://{bucket}.s3.amazonaws.com"
+        )
+        self.public_base_url = base.rstrip("/")
+
+    def put(self, key: str, data: bytes, content_type: str = "image/jpeg") -> None:
+        """A PUT is atomic in S3: readers see the old object or the new one, never a part.
+
+        Raises:
+            StorageError: the store did not take the object (an error answer, a timeout, no connection).
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"the object store did not take {key}: {error}") from error
+
+    def delete(self, key: str) -> None:
+        """Remove the object (S3 answers success for a missing one).
+
+        Raises:
+            StorageError: the store did not answer, or refused.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"the object store did not delete {key}: {error}") from error
+
+    def delete_orphaned_temporaries(self, older_than_s: float) -> int:
+        return 0  # a PUT to the store is whole or nothing: it leaves no temporary object
+
+    def url_for(self, key: str) -> str:
+        return f"{self.public_base_url}/{key}"
+
+    def local_path(self, key: str) -> Path | None:
+        return None  # clients fetch the objects from the store itself

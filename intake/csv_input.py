@@ -22,9 +22,6 @@ from intake.csv_records import (
 )
 
 # reading/'s output CSV reads the records as uploaded with these.
-from intake.csv_records import cell_value as cell_value
-from intake.csv_records import column_index as column_index
-from intake.csv_records import split_record as split_record
 from network_policy.urls import MAX_URL_LENGTH, url_host, url_problem
 
 # The largest value a BIGINT column (where models.py keeps it) can hold.

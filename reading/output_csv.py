@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Row, select
 
-from intake import csv_input
+from intake import csv_input, csv_records
 from models import Product, Request, db
 from reading.answers import _images_of
 from storage import Storage
@@ -36,7 +36,7 @@ def output_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
         yield from _four_column_lines(request, storage)
         return
     line_end = request.csv_line_end or "\r\n"
-    output_index = csv_input.column_index(request.csv_header, csv_input.OUTPUT_COLUMN)
+    output_index = csv_records.column_index(request.csv_header, csv_input.OUTPUT_COLUMN)
     header = _kept_record(request.csv_header, output_index, None)
     db.session.rollback()
     yield ("\ufeff" if request.csv_bom else "") + header + line_end
@@ -54,7 +54,7 @@ def _kept_record(record: str, output_index: int | None, outputs: str | None) -> 
 
     Only a cell a spreadsheet would run as a formula is written anew; every other keeps its bytes.
     """
-    cells = [_formula_safe(written) for written in csv_input.split_record(record)]
+    cells = [_formula_safe(written) for written in csv_records.split_record(record)]
     if outputs is None:
         if output_index is None:
             cells.append(csv_input.OUTPUT_COLUMN)
@@ -68,7 +68,7 @@ def _kept_record(record: str, output_index: int | None, outputs: str | None) -> 
 
 
 def _formula_safe(written: str) -> str:
-    value = csv_input.cell_value(written)
+    value = csv_records.cell_value(written)
     return _csv_cell(neutralize_formula(value)) if value.startswith(FORMULA_TRIGGERS) else written
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import Row
 
-from intake import csv_input
+from intake import csv_records
 from models import ImageStatus, Request, db
 from reading.answers import saved_bytes
 from reading.output_csv import _CsvRows, _product_batches, neutralize_formula
@@ -37,7 +37,7 @@ REPORT_COLUMNS = (
 def report_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
     """One row per image of each product, in upload then input order, at any status; batched like the output."""
     rows = _CsvRows()
-    serial_index = csv_input.column_index(request.csv_header, "S. No.") if request.csv_header else None
+    serial_index = csv_records.column_index(request.csv_header, "S. No.") if request.csv_header else None
     rows.write(REPORT_COLUMNS)
     db.session.rollback()
     yield rows.take()
@@ -78,4 +78,4 @@ def _serial_as_written(product: Row, serial_index: int | None) -> str:
     """The serial number as the upload wrote it (``007`` stays ``007``), trimmed as it was read."""
     if serial_index is None or product.source_record is None:
         return str(product.serial_number)
-    return csv_input.cell_value(csv_input.split_record(product.source_record)[serial_index]).strip()
+    return csv_records.cell_value(csv_records.split_record(product.source_record)[serial_index]).strip()

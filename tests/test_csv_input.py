@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from errors import ApiError
-from intake import csv_input
+from intake import csv_input, csv_records
 from intake.csv_input import CsvLimits, ProductRow, parse_csv, parse_rows
 
 HEADER = "S. No.,Product Name,Input Image Urls"
@@ -700,16 +700,16 @@ def test_the_record_does_not_count_in_equality_and_parse_rows_still_answers_rows
     ],
 )
 def test_split_record_gives_the_cells_as_written(record: str) -> None:
-    written = csv_input.split_record(record)
+    written = csv_records.split_record(record)
     assert ",".join(written) == record
-    assert [csv_input.cell_value(cell) for cell in written] == next(csv.reader(io.StringIO(record, newline="")))
+    assert [csv_records.cell_value(cell) for cell in written] == next(csv.reader(io.StringIO(record, newline="")))
 
 
 def test_column_index_matches_as_the_required_columns_do() -> None:
     header = 'Handle,"S. No.", output image URLS ,Product Name'
-    assert csv_input.column_index(header, csv_input.OUTPUT_COLUMN) == 2
-    assert csv_input.column_index(header, "S. No.") == 1
-    assert csv_input.column_index(HEADER, csv_input.OUTPUT_COLUMN) is None
+    assert csv_records.column_index(header, csv_input.OUTPUT_COLUMN) == 2
+    assert csv_records.column_index(header, "S. No.") == 1
+    assert csv_records.column_index(HEADER, csv_input.OUTPUT_COLUMN) is None
 
 
 def test_an_output_column_given_twice_is_refused() -> None:

@@ -1,1 +1,1 @@
-"""Which network addresses the service may reach: the pure address classifier."""
+"""What the service may reach: the pure address classifier and the one URL rule, both free of I/O."""

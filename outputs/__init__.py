@@ -1,1 +1,1 @@
-"""Outputs shared across requests: variants and reuse."""
+"""Outputs: making an image's output, and sharing it across requests by variant."""

@@ -86,7 +86,9 @@ def configure_logging(log_format: str, *, level: str = "INFO", fixed_name: str |
     if not any(isinstance(f, ContextFilter) for handler in root.handlers for f in handler.filters):
         handler = logging.StreamHandler(sys.stderr)
         handler.addFilter(ContextFilter())
-        root.handlers = [handler]
+        # Ours replaces what writes to the terminal; a handler that collects records elsewhere stays.
+        kept = [h for h in root.handlers if getattr(h, "stream", None) not in (sys.stderr, sys.stdout)]
+        root.handlers = [*kept, handler]
     chosen = formatter(log_format)
     if fixed_name is not None and log_format == "text":
         chosen = logging.Formatter(TEXT_FORMAT.replace("%(name)s", fixed_name))

@@ -1,0 +1,29 @@
+"""The per-format encoders: baseline JPEG, lossy WebP and AVIF, with no metadata but an RGB profile."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+# Measured on the bench's photos up to 4 MP at quality 50 (bench/bench_quality_auto.py, bench/RESULTS.md):
+# each is where one step slower costs over twice the CPU for under 10% fewer bytes. WebP method 2 -> 3:
+# 2.5x the CPU, -8% (0 -> 2 cost 1.5x for -15%); AVIF speed 9 -> 8: 2.2x, -4% (6: 9x, -12%; 10 is 9).
+WEBP_METHOD = 2
+AVIF_SPEED = 9
+
+
+def encode_image(im: Image.Image, quality: int, *, output_format: str, icc: bytes | None) -> bytes:
+    """``im`` encoded as ``output_format`` at ``quality``, carrying ``icc`` and no other metadata."""
+    out = io.BytesIO()
+    if output_format == "jpeg":
+        # Deliberately no optimize/progressive (+25-150% CPU).
+        im.save(out, "JPEG", quality=quality, icc_profile=icc, exif=b"", xmp=b"", comment=b"")
+    elif output_format == "webp":
+        im.save(out, "WEBP", quality=quality, method=WEBP_METHOD, icc_profile=icc or b"", exif=b"", xmp=b"")
+    else:
+        # One thread: a worker process per core already keeps every core busy; threads only add overhead.
+        im.save(
+            out, "AVIF", quality=quality, speed=AVIF_SPEED, max_threads=1, icc_profile=icc or b"", exif=b"", xmp=b""
+        )
+    return out.getvalue()

@@ -7,17 +7,40 @@ import io
 
 from PIL import Image, ImageCms
 
+from imaging.work import Work
+
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 # Source modes whose samples are RGB (or index an RGB palette), so an RGB profile applies.
-RGB_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "YCbCr"})
+_RGB_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "YCbCr"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 # 16-bit samples map to 8 bits by /257 (65535 -> 255); Pillow's own I -> L clips instead.
 # Mode I (32-bit) is read as 16-bit too; values outside 0..65535 clamp to black/white.
 _SIXTEEN_TO_EIGHT = [round(value / 257) for value in range(65536)]
 
 
-def to_working_mode(im: Image.Image) -> Image.Image:
+def choose_profile(work: Work) -> None:
+    """Step, once decoded: keep the source's profile for the output only when it describes RGB samples."""
+    # A gray or CMYK source's profile does not describe the RGB output.
+    icc = work.source_icc
+    work.icc = icc if work.image.mode in _RGB_MODES and is_rgb_profile(icc) else None
+
+
+def to_working_mode(work: Work) -> None:
+    """Step: bring the pixels to RGB, L or CMYK before they are resampled (see _working_image)."""
+    work.replace(_working_image(work.image))
+
+
+def to_rgb(work: Work) -> None:
+    """Step: the RGB pixels the encoders take; CMYK goes through its profile to sRGB."""
+    im = work.image
+    if im.mode == "CMYK":
+        work.replace(_cmyk_to_rgb(im, work.source_icc))
+    elif im.mode != "RGB":
+        work.replace(im.convert("RGB"))
+
+
+def _working_image(im: Image.Image) -> Image.Image:
     """Bring the image to RGB, L or CMYK (all resample well), flattening alpha onto white.
 
     Returns ``im`` itself when it already is in one of those modes, so RGB costs no copy.
@@ -46,7 +69,7 @@ def to_working_mode(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def cmyk_to_rgb(im: Image.Image, icc: object) -> Image.Image:
+def _cmyk_to_rgb(im: Image.Image, icc: object) -> Image.Image:
     """Convert CMYK through its embedded profile to sRGB, or naively without a usable one."""
     if isinstance(icc, bytes) and icc:
         try:

@@ -1,8 +1,10 @@
-"""Opening and decoding untrusted bytes: the formats allowed, and Pillow's failures as ImageProcessingError."""
+"""Opening and decoding untrusted bytes: the formats allowed, the pixel limit, Pillow's failures as
+ImageProcessingError."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import struct
 import warnings
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from collections.abc import Iterator
 from PIL import Image, UnidentifiedImageError
 
 from imaging.errors import ImageProcessingError
+from imaging.work import Work
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 
@@ -32,6 +35,20 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def open_stream(data: bytes) -> tuple[io.BytesIO, int]:
+    """``data`` as a stream for Pillow, and its size; an empty file is not an image."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    if not data:
+        raise ImageProcessingError("not_an_image", "The file is empty.")
+    return io.BytesIO(data), len(data)
+
+
+def open_image(stream: io.BytesIO) -> Image.Image:
+    """Read the header of one of the ALLOWED_FORMATS (told apart by their magic bytes); no pixel is decoded."""
+    return Image.open(stream, formats=ALLOWED_FORMATS)
+
+
 @contextlib.contextmanager
 def image_errors() -> Iterator[None]:
     """Turn what Pillow raises on a bad file into ImageProcessingError, whichever step raised it."""
@@ -44,7 +61,7 @@ def image_errors() -> Iterator[None]:
         try:
             yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise too_many_pixels(str(exc)) from None
+            raise _too_many_pixels(str(exc)) from None
         except UnidentifiedImageError:
             raise ImageProcessingError(
                 "not_an_image",
@@ -54,8 +71,36 @@ def image_errors() -> Iterator[None]:
             raise _corrupt(exc) from None
 
 
-def too_many_pixels(detail: str) -> ImageProcessingError:
-    """The error for an image over the pixel limit; ``detail`` says by how much."""
+def check_header(work: Work) -> None:
+    """Step: refuse, from the header alone, an image with no pixels, too many, or in a format not allowed."""
+    source = work.image
+    width, height = source.size
+    if width <= 0 or height <= 0:
+        raise ImageProcessingError("not_an_image", "The image has no pixels.")
+    if width * height > work.max_pixels:
+        raise _too_many_pixels(
+            f"The image is {width}x{height} ({width * height} pixels); the limit is {work.max_pixels}."
+        )
+    # Multi-picture JPEGs (phone cameras) open as MPO through the JPEG plugin.
+    source_format = "JPEG" if source.format == "MPO" else source.format
+    if source_format not in ALLOWED_FORMATS:
+        raise ImageProcessingError("not_an_image", f"Unsupported image format {source.format!r}.")
+    work.source_format = source_format
+
+
+def load(work: Work) -> None:
+    """Step: decode the pixels."""
+    work.image.load()
+
+
+def close_file(work: Work) -> None:
+    """Step: close the source file once nothing reads it any more."""
+    # Pillow keeps its file open after load() (TIFF reads EXIF from it); nothing reads it from
+    # here on, and closing it frees the source bytes while a resize needs the most memory.
+    work.stream.close()
+
+
+def _too_many_pixels(detail: str) -> ImageProcessingError:
     return ImageProcessingError("too_many_pixels", f"The image has too many pixels. {detail}")
 
 

@@ -6,11 +6,19 @@ import io
 
 from PIL import Image
 
+from imaging.work import Work
+
 # Measured on the bench's photos up to 4 MP at quality 50 (bench/bench_quality_auto.py, bench/RESULTS.md):
 # each is where one step slower costs over twice the CPU for under 10% fewer bytes. WebP method 2 -> 3:
 # 2.5x the CPU, -8% (0 -> 2 cost 1.5x for -15%); AVIF speed 9 -> 8: 2.2x, -4% (6: 9x, -12%; 10 is 9).
 WEBP_METHOD = 2
 AVIF_SPEED = 9
+
+
+def strip_metadata(work: Work) -> None:
+    """Step, last: drop what the source's info still holds."""
+    # The encoders fall back to the source's info for some metadata (AVIF: the profile; JPEG: the comment).
+    work.image.info.clear()
 
 
 def encode_image(im: Image.Image, quality: int, *, output_format: str, icc: bytes | None) -> bytes:

@@ -108,9 +108,10 @@ def compress(
     back the source's own JPEG data, without its metadata, when the output would be no smaller and the source
     needs no change (a JPEG, RGB or gray, no resize, no rotation): same pixels, fewer bytes.
 
-    Raises ImageProcessingError with code ``not_an_image``, ``too_many_pixels`` or
-    ``corrupt_image``; ValueError for out-of-range arguments or a format Pillow cannot encode here.
-    MemoryError and exceptions that are not decoder errors (e.g. task time limits) propagate.
+    Raises ImageProcessingError with code ``not_an_image``, ``too_many_pixels`` (also for a side longer than
+    the output format holds, encode.MAX_SIDE) or ``corrupt_image``; ValueError for out-of-range arguments or a
+    format Pillow cannot encode here. MemoryError and exceptions that are not decoder errors (e.g. task time
+    limits) propagate.
 
     A caller that passes the only reference to ``data`` has its memory back as soon as the
     pixels are decoded, before the resize and the encoding (unless never_bigger may keep the source).
@@ -137,6 +138,7 @@ def compress(
         decoded = time.perf_counter()
         try:
             im = work.image
+            encode.check_size(im, output_format)
             encoder = functools.partial(encode.encode_image, output_format=output_format, icc=work.icc)
             score = None
             if quality is None:

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from imaging import perceptual
+from imaging.encode import MAX_SIDE
 
 #: quality=auto's default target: SSIM on luma 0.965 matches SSIMULACRA2 70 on the bench's photos
 #: (bench/QUALITY.md). A target may be chosen from TARGET_SCORE_MIN to TARGET_SCORE_MAX.
@@ -18,7 +19,6 @@ TARGET_SCORE_MAX = 0.999
 #: Full-size encodes quality=None may add after the search when the whole image misses the target.
 AUTO_EXTRA_ENCODES = 2
 _QUALITY_CAP = 95
-_WEBP_MAX_SIDE = 16383
 
 
 def encode_auto(
@@ -32,7 +32,7 @@ def encode_auto(
     quality goes up by QUALITY_STEP, at most AUTO_EXTRA_ENCODES times and never past 95. The score returned
     is always that of ``data`` against all of ``im``: when it misses the target, the top quality tried did.
     """
-    max_tiles = perceptual.MAX_TILES if output_format != "webp" else _WEBP_MAX_SIDE // perceptual.TILE
+    max_tiles = perceptual.MAX_TILES if output_format != "webp" else MAX_SIDE["webp"] // perceptual.TILE
     choice = perceptual.choose_quality(im, target, encode=encode, max_tiles=max_tiles)
     quality, score, data = choice.quality, choice.score, choice.data
     reference = None

@@ -7,6 +7,7 @@ import io
 
 from PIL import Image, ImageCms
 
+from imaging import decode
 from imaging.work import Work
 
 _WHITE = (255, 255, 255)
@@ -27,8 +28,15 @@ def choose_profile(work: Work) -> None:
 
 
 def to_working_mode(work: Work) -> None:
-    """Step: bring the pixels to RGB, L or CMYK before they are resampled (see _working_image)."""
-    work.replace(_working_image(work.image))
+    """Step: bring the pixels to RGB, L or CMYK before they are resampled (see _working_image).
+
+    Raises ImageProcessingError when Pillow refuses the palette or transparency the file declared.
+    """
+    # The first conversion reads what the file declared (its palette, a tRNS chunk): Pillow checks
+    # some of it only here, after load(), e.g. "palette index out of range" for an overlong tRNS.
+    with decode.image_errors(decode.CONVERSION_ERRORS):
+        working = _working_image(work.image)
+    work.replace(working)
 
 
 def to_rgb(work: Work) -> None:

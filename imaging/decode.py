@@ -16,10 +16,15 @@ from imaging.work import Work
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 
-# Exceptions Pillow's decoders are known to raise on malformed input. Anything else
-# propagates untouched on purpose: MemoryError (the worker should fail loudly, not mark
-# the image corrupt) and timeouts such as Celery's SoftTimeLimitExceeded, which derive
-# straight from Exception and must reach the task runner.
+# What Pillow raises for bad bytes: its documented OSError (truncated or broken data, decoder errors;
+# UnidentifiedImageError is one) and SyntaxError (its plugins' word for a malformed header), and what
+# its parsers let through on hostile headers and chunks: ValueError, struct.error, EOFError, IndexError,
+# KeyError, ZeroDivisionError, OverflowError, NotImplementedError (its own fuzzing harness lists most),
+# and TypeError (a TIFF whose StripOffsets tag is typed UNDEFINED fails in ImageFile.load with
+# "'bytes' object cannot be interpreted as an integer"). Only Pillow's calls on the source are guarded
+# (see image_errors), so these name the file's faults there, never our own bugs, which propagate, as do
+# MemoryError (the worker should fail loudly, not mark the image corrupt) and timeouts such as Celery's
+# SoftTimeLimitExceeded, which derive straight from Exception and must reach the task runner.
 DECODE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     ValueError,
@@ -29,10 +34,10 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
     LookupError,
     TypeError,
     ArithmeticError,
-    AttributeError,
-    AssertionError,
-    RuntimeError,
+    NotImplementedError,
 )
+#: What Pillow raises converting decoded pixels by what the file declared (its palette, its transparency).
+CONVERSION_ERRORS: tuple[type[BaseException], ...] = (ValueError,)
 
 
 def open_stream(data: bytes) -> tuple[io.BytesIO, int]:
@@ -45,13 +50,21 @@ def open_stream(data: bytes) -> tuple[io.BytesIO, int]:
 
 
 def open_image(stream: io.BytesIO) -> Image.Image:
-    """Read the header of one of the ALLOWED_FORMATS (told apart by their magic bytes); no pixel is decoded."""
-    return Image.open(stream, formats=ALLOWED_FORMATS)
+    """Read the header of one of the ALLOWED_FORMATS (told apart by their magic bytes); no pixel is decoded.
+
+    Raises ImageProcessingError (see image_errors).
+    """
+    with image_errors():
+        return Image.open(stream, formats=ALLOWED_FORMATS)
 
 
 @contextlib.contextmanager
-def image_errors() -> Iterator[None]:
-    """Turn what Pillow raises on a bad file into ImageProcessingError, whichever step raised it."""
+def image_errors(errors: tuple[type[BaseException], ...] = DECODE_ERRORS) -> Iterator[None]:
+    """Turn what Pillow raises on a bad file (``errors``, bombs, unknown formats) into ImageProcessingError.
+
+    Wrap only Pillow's calls on the source (open, load, a first conversion): what our own code raises must
+    propagate, not read as the user's corrupt file.
+    """
     # Pillow warns (rather than raises) between MAX_IMAGE_PIXELS and twice that; make it
     # fatal. Our own max_pixels check is the primary guard; this only matters when a
     # caller allows more pixels than Pillow's default limit, so the filter being
@@ -67,7 +80,7 @@ def image_errors() -> Iterator[None]:
                 "not_an_image",
                 "The file is not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, BMP).",
             ) from None
-        except DECODE_ERRORS as exc:
+        except errors as exc:
             raise _corrupt(exc) from None
 
 
@@ -89,8 +102,9 @@ def check_header(work: Work) -> None:
 
 
 def load(work: Work) -> None:
-    """Step: decode the pixels."""
-    work.image.load()
+    """Step: decode the pixels. Raises ImageProcessingError (see image_errors)."""
+    with image_errors():
+        work.image.load()
 
 
 def close_file(work: Work) -> None:

@@ -109,9 +109,9 @@ def compress(
     needs no change (a JPEG, RGB or gray, no resize, no rotation): same pixels, fewer bytes.
 
     Raises ImageProcessingError with code ``not_an_image``, ``too_many_pixels`` (also for a side longer than
-    the output format holds, encode.MAX_SIDE) or ``corrupt_image``; ValueError for out-of-range arguments or a
-    format Pillow cannot encode here. MemoryError and exceptions that are not decoder errors (e.g. task time
-    limits) propagate.
+    the output format holds, encode.MAX_SIDE) or ``corrupt_image`` for what Pillow refuses in the source (see
+    decode.image_errors); ValueError for out-of-range arguments or a format Pillow cannot encode here.
+    Anything else (a bug of ours, MemoryError, a task time limit) propagates.
 
     A caller that passes the only reference to ``data`` has its memory back as soon as the
     pixels are decoded, before the resize and the encoding (unless never_bigger may keep the source).
@@ -132,37 +132,36 @@ def compress(
     stream, source_bytes = decode.open_stream(data)
     del data
 
-    with decode.image_errors():
-        started = time.perf_counter()
-        work = _prepare(stream, source_bytes, max_dimension, max_pixels, keep_jpeg)
-        decoded = time.perf_counter()
-        try:
-            im = work.image
-            encode.check_size(im, output_format)
-            encoder = functools.partial(encode.encode_image, output_format=output_format, icc=work.icc)
-            score = None
-            if quality is None:
-                quality, score, encoded = quality_search.encode_auto(im, target_score, encoder, output_format)
-            else:
-                encoded = encoder(im, quality)
-            kept = keep_source.kept_source(work, len(encoded))
-            if kept is not None:
-                encoded, quality, score = kept, None, None if score is None else 1.0
-            return CompressedImage(
-                encoded,
-                im.width,
-                im.height,
-                work.source_format,
-                source_bytes,
-                format=output_format,
-                quality=quality,
-                score=score,
-                kept_source=kept is not None,
-                decode_s=decoded - started,
-                encode_s=time.perf_counter() - decoded,
-            )
-        finally:
-            work.image.close()
+    started = time.perf_counter()
+    work = _prepare(stream, source_bytes, max_dimension, max_pixels, keep_jpeg)
+    decoded = time.perf_counter()
+    try:
+        im = work.image
+        encode.check_size(im, output_format)
+        encoder = functools.partial(encode.encode_image, output_format=output_format, icc=work.icc)
+        score = None
+        if quality is None:
+            quality, score, encoded = quality_search.encode_auto(im, target_score, encoder, output_format)
+        else:
+            encoded = encoder(im, quality)
+        kept = keep_source.kept_source(work, len(encoded))
+        if kept is not None:
+            encoded, quality, score = kept, None, None if score is None else 1.0
+        return CompressedImage(
+            encoded,
+            im.width,
+            im.height,
+            work.source_format,
+            source_bytes,
+            format=output_format,
+            quality=quality,
+            score=score,
+            kept_source=kept is not None,
+            decode_s=decoded - started,
+            encode_s=time.perf_counter() - decoded,
+        )
+    finally:
+        work.image.close()
 
 
 def prepare(data: bytes, *, max_dimension: int | None = None, max_pixels: int = 50_000_000) -> Image.Image:
@@ -173,8 +172,7 @@ def prepare(data: bytes, *, max_dimension: int | None = None, max_pixels: int = 
     _check_limits(max_dimension, max_pixels)
     stream, source_bytes = decode.open_stream(data)
     del data
-    with decode.image_errors():
-        return _prepare(stream, source_bytes, max_dimension, max_pixels, keep_jpeg=False).image
+    return _prepare(stream, source_bytes, max_dimension, max_pixels, keep_jpeg=False).image
 
 
 def _check_limits(max_dimension: object, max_pixels: object) -> None:

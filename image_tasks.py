@@ -23,7 +23,7 @@ from fetching import fetcher, webhook_post
 from fetching.limits import fetch_limits
 from imaging import pipeline
 from lifecycle import claims, creation, housekeeping
-from models import ImageStatus, utcnow
+from models import ImageStatus, db, utcnow
 from observability import log_context, metrics
 from outputs import making, variants
 from queueing import backoff, dispatch, task_names
@@ -78,6 +78,10 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
         return _fail(image_id, error.code, error.message, base_url)
     except SoftTimeLimitExceeded:
         return _fail(image_id, "processing_timeout", "Processing took longer than the time limit.", base_url)
+    except DATABASE_ERRORS:
+        raise  # retried by the task itself, with back-off
+    except Exception:
+        return _unexpected(image_id, task_id, work, settings)
     figures = claims.ImageFigures(**dataclasses.asdict(made.figures), reused=made.reused)
     if claims.complete_image(image_id, made.key, base_url, figures, output_id=made.output_id):
         metrics.IMAGES_PROCESSED.labels(_outcome(figures)).inc()
@@ -92,6 +96,20 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
             log.warning("image %s: the output of a cancelled image was not removed: %s", image_id, error)
         return "cancelled"
     return "already_final"
+
+
+def _unexpected(image_id: int, task_id: str, work: claims.ImageWork, settings: Settings) -> str:
+    """An exception nobody expected (a bug, ours or a library's): logged with its traceback, retried with
+    back-off like a transient failure until the image has had IMAGE_MAX_ATTEMPTS starts, then ``internal_error``.
+
+    Called from an ``except`` block. What it was doing is rolled back first: none of it may be committed.
+    """
+    log.exception("image %s: unexpected error on attempt %s of %s", image_id, work.attempt, settings.image_max_attempts)
+    db.session.rollback()
+    message = "The service hit an unexpected error while processing the image; it has been logged."
+    if work.attempt < settings.image_max_attempts:
+        return _retry(image_id, task_id, retry_delay(work.retries, None), "internal_error", message)
+    return _fail(image_id, "internal_error", message, settings.public_base_url)
 
 
 def _outcome(figures: claims.ImageFigures) -> str:

@@ -116,7 +116,7 @@ class Breakdown:
     search_s: float  #: perceptual.choose_quality: mosaic, its luma, trial encodes, scores, the final encode
     trials: int
     chosen_by_search: int
-    #: The check of the whole output, as pipeline._encode_auto does it (0 when the search scored it whole):
+    #: The check of the whole output, as quality_search.encode_auto does it (0 when the search scored it whole):
     luma_s: float  #: the prepared image's luma plane
     decode_s: float  #: the output's Y plane
     compare_s: float  #: SsimReference of the one plane, then its score against the other

@@ -36,6 +36,7 @@ _RADIUS = 3  # 7 taps; a wider window changes the score by < 0.001 on the bench'
 _TAPS = np.exp(-0.5 * (np.arange(-_RADIUS, _RADIUS + 1) / _SIGMA) ** 2)
 _TAPS = (_TAPS / _TAPS.sum()).astype(np.float32)
 _SIXTY_FOURTHS = np.full(8, 1 / 64, np.float32)
+_MIN_SIDE = 12  # the smallest side that holds an 8x8 window offset by 4 px
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,11 @@ def _blur(a: np.ndarray) -> np.ndarray:
     for i in range(1, 2 * r + 1):
         out += _TAPS[i] * rows[..., i : h - 2 * r + i, :]
     return out
+
+
+def _plane_means(a: np.ndarray) -> np.ndarray:
+    """The mean of each plane (or tile) taken as one window, shape (..., 1, 1), in float64."""
+    return a.mean(axis=(-2, -1), dtype=np.float64, keepdims=True)
 
 
 def _window_matrix(n: int) -> np.ndarray:
@@ -136,17 +142,25 @@ class SsimReference:
     each window sees block edges, where JPEG's blocking shows); "gauss": the classic overlapping Gaussian
     window (sigma 1.5, 7 taps), ~10x the CPU. A uint8 plane (luma_uint8) is scored in integers, exactly as
     its float32 copy (luma) and with a quarter of the memory traffic.
+
+    A plane with a side under 12 px (1x1, 11x11, 1x40) holds no such window: whichever ``window``, it is
+    scored as one window the size of the plane (SSIM over its global statistics, in float64; ``whole``).
     """
 
     def __init__(self, y: np.ndarray, window: str = "block") -> None:
         if window not in ("block", "gauss"):
             raise ValueError(f"window must be 'block' or 'gauss', got {window!r}")
-        if y.ndim not in (2, 3) or min(y.shape[-2:]) < 12:
-            raise ValueError(f"need a luma plane (or a stack of tiles) of at least 12x12 px, got {y.shape}")
-        if window == "gauss" or y.ndim == 3 or y.dtype != np.uint8:
-            y = y.astype(np.float32, copy=False)
+        if y.ndim not in (2, 3) or 0 in y.shape[-2:]:
+            raise ValueError(f"need a luma plane (or a stack of tiles) with pixels, got {y.shape}")
         self.window = window
-        self._local = _block_means if window == "block" else _blur
+        self.whole = min(y.shape[-2:]) < _MIN_SIDE
+        if self.whole:
+            y = y.astype(np.float64)
+            self._local = _plane_means
+        else:
+            if window == "gauss" or y.ndim == 3 or y.dtype != np.uint8:
+                y = y.astype(np.float32, copy=False)
+            self._local = _block_means if window == "block" else _blur
         self.y = y
         self.mu = self._local(y)
         self.mu_sq = self.mu * self.mu
@@ -156,7 +170,9 @@ class SsimReference:
         """Mean SSIM of ``other`` (same shape) against the reference."""
         if other.shape != self.y.shape:
             raise ValueError(f"shape {other.shape} != reference {self.y.shape}")
-        if self.y.dtype != np.uint8 or other.dtype != np.uint8:
+        if self.whole:
+            other = other.astype(np.float64)
+        elif self.y.dtype != np.uint8 or other.dtype != np.uint8:
             other = other.astype(np.float32, copy=False)
         mu2 = self._local(other)
         mu12 = self.mu * mu2
@@ -168,7 +184,7 @@ class SsimReference:
         return float(np.mean(num / den, dtype=np.float64))
 
     def _local_product(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if self.window == "block" and a.ndim == 2:
+        if self.window == "block" and a.ndim == 2 and not self.whole:
             return _block_product_means(a, b)
         return self._local(a * b)
 

@@ -1,0 +1,55 @@
+"""The per-format encoders: baseline JPEG, lossy WebP and AVIF, with no metadata but an RGB profile."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from imaging.errors import ImageProcessingError
+from imaging.work import Work
+
+# Measured on the bench's photos up to 4 MP at quality 50 (bench/bench_quality_auto.py, bench/RESULTS.md):
+# each is where one step slower costs over twice the CPU for under 10% fewer bytes. WebP method 2 -> 3:
+# 2.5x the CPU, -8% (0 -> 2 cost 1.5x for -15%); AVIF speed 9 -> 8: 2.2x, -4% (6: 9x, -12%; 10 is 9).
+WEBP_METHOD = 2
+AVIF_SPEED = 9
+#: The longest side each output format holds: libjpeg's and WebP's limits; libavif encodes up to 65536 px but
+#: its decoder (Pillow's, and quality=auto's check of its own output) stops at 32768 by default.
+MAX_SIDE = {"jpeg": 65500, "webp": 16383, "avif": 32768}
+
+
+def strip_metadata(work: Work) -> None:
+    """Step, last: drop what the source's info still holds."""
+    # The encoders fall back to the source's info for some metadata (AVIF: the profile; JPEG: the comment).
+    work.image.info.clear()
+
+
+def check_size(im: Image.Image, output_format: str) -> None:
+    """Refuse, before any encode, an image with a side longer than ``output_format`` holds.
+
+    Raises ImageProcessingError ``too_many_pixels``: a smaller max_dimension or another format would do.
+    """
+    limit = MAX_SIDE[output_format]
+    if max(im.size) > limit:
+        raise ImageProcessingError(
+            "too_many_pixels",
+            f"The image is {im.width}x{im.height}; {output_format.upper()} holds at most {limit} px a side. "
+            f"Ask for a max_dimension of {limit} or less, or another format.",
+        )
+
+
+def encode_image(im: Image.Image, quality: int, *, output_format: str, icc: bytes | None) -> bytes:
+    """``im`` encoded as ``output_format`` at ``quality``, carrying ``icc`` and no other metadata."""
+    out = io.BytesIO()
+    if output_format == "jpeg":
+        # Deliberately no optimize/progressive (+25-150% CPU).
+        im.save(out, "JPEG", quality=quality, icc_profile=icc, exif=b"", xmp=b"", comment=b"")
+    elif output_format == "webp":
+        im.save(out, "WEBP", quality=quality, method=WEBP_METHOD, icc_profile=icc or b"", exif=b"", xmp=b"")
+    else:
+        # One thread: a worker process per core already keeps every core busy; threads only add overhead.
+        im.save(
+            out, "AVIF", quality=quality, speed=AVIF_SPEED, max_threads=1, icc_profile=icc or b"", exif=b"", xmp=b""
+        )
+    return out.getvalue()

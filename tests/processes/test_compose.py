@@ -17,7 +17,7 @@ import yaml
 import launcher
 from config import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 OUR_SERVICES = {"migrate", "api", "worker", "control", "beat"}
 

@@ -25,7 +25,7 @@ from test_launcher_signals import GONE_WITHIN_S, PROCESSES_OF_A_RUN, carries, de
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = ROOT / "postman" / "catalog-image-service.postman_collection.json"
 NEWMAN = ROOT / "postman" / "node_modules" / ".bin" / "newman"
 # The assertions of a run in which every poll finds its request final at once; each further poll adds one.

@@ -26,7 +26,7 @@ from loopback_servers import unused_port
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # The launcher itself, the API (gunicorn and 2 workers), the worker (celery and 2 pool processes), beat.
 PROCESSES_OF_A_RUN = 8
 GONE_WITHIN_S = 15

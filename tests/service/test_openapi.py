@@ -21,7 +21,7 @@ from web.docs_routes import openapi_document
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = Path(__file__).parent.parent / "docs" / "swagger-ui.png"
+SCREENSHOT = Path(__file__).parents[2] / "docs" / "swagger-ui.png"
 METHODS = {"get", "post", "put", "patch", "delete"}
 
 

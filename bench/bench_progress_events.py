@@ -24,7 +24,7 @@ import stack as stack_module
 from PIL import Image
 
 sys.path.insert(0, str(stack_module.ROOT / "tests"))
-from loopback_servers import LoopbackHTTPServer
+from support.loopback import LoopbackHTTPServer
 
 HUB_QUERY = "%FROM requests%WHERE requests.id IN%"
 

@@ -22,7 +22,8 @@ import requests
 from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from loopback_servers import LoopbackHTTPServer, respond
+from support.handlers import respond
+from support.loopback import LoopbackHTTPServer
 
 
 def photo_like(width: int, height: int, seed: int) -> bytes:

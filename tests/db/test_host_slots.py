@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_SERVICES, ROOT
+from support.backing import REQUIRE_SERVICES, ROOT
 
 from config import Settings
 from fetching import host_slots
@@ -150,7 +150,7 @@ def test_a_lock_file_slot_frees_itself_when_its_process_dies(tmp_path: Path) -> 
 
 
 def test_an_unreachable_store_lets_the_fetch_go_on_without_a_slot(tmp_path: Path) -> None:
-    from loopback_servers import unused_port
+    from support.loopback import unused_port
 
     slots = RedisHostSlots(f"redis://127.0.0.1:{unused_port()}/0", 1)
     assert slots.acquire(HOST, 1, 30) is None

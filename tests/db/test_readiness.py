@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import celery
 import pytest
-from loopback_servers import unused_port
+from support.loopback import unused_port
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import SeparateDatabase
+from support.backing import SeparateDatabase
 
 from config import Settings
 from models import db

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from conftest import ApiServer
-from integration_support import csv_of, image_ids_of, upload
+from support.api import csv_of, image_ids_of, upload
+from support.services import ApiServer
 
 pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from integration_support import image_ids_of
 from sqlalchemy import select, update
+from support.api import image_ids_of
 
 from delivery import outbox
 from intake.csv_input import ProductRow

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from harness import PostgresCluster, RedisServer, Service, free_port
-from integration_support import jpeg_bytes
-from loopback_servers import LoopbackHTTPServer, RequestHandler
+from support.images import jpeg_bytes
+from support.loopback import LoopbackHTTPServer, RequestHandler
 
 IMAGE_HOST = "127.0.0.2"
 REPORT_PATH = os.environ.get("FAULT_REPORT")

@@ -20,7 +20,8 @@ import pytest
 import requests
 import sqlalchemy
 from harness import kill_tree_of, wait_for
-from integration_support import WebhookReceiver, csv_of, upload
+from support.api import csv_of, upload
+from support.receivers import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from integration_support import SlowImages, csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import respond
 from PIL import Image
+from support.api import csv_of, upload, wait_final
+from support.handlers import respond
+from support.images import SlowImages, jpeg_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
@@ -177,7 +178,7 @@ def test_cli_status_prints_the_status(service, source_server):
 
 
 def test_cli_without_a_reachable_service_exits_1():
-    from loopback_servers import unused_port
+    from support.loopback import unused_port
 
     result = run_cli("status", str(uuid.uuid4()), "--base-url", f"http://127.0.0.1:{unused_port()}", timeout_s=30)
 
@@ -209,7 +210,7 @@ def test_cli_wait_follows_the_progress_stream(service, source_server, tmp_path):
 
 
 def test_cli_wait_polls_when_the_stream_is_refused(service, source_server, tmp_path):
-    from conftest import ApiServer
+    from support.services import ApiServer
 
     from app import create_app
 

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import REQUIRE_SERVICES, ApiServer
-from integration_support import csv_of, jpeg_bytes
-from loopback_servers import respond
+from support.api import csv_of
+from support.backing import REQUIRE_SERVICES
+from support.handlers import respond
+from support.images import jpeg_bytes
+from support.services import ApiServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 

@@ -17,19 +17,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from loopback_servers import unused_port
+from support.launched import (
+    GONE_WITHIN_S,
+    PROCESSES_OF_A_RUN,
+    ProcessInfo,
+    carries,
+    describe,
+    live_processes,
+    read_process,
+)
+from support.loopback import unused_port
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-# The launcher itself, the API (gunicorn and 2 workers), the worker (celery and 2 pool processes), beat.
-PROCESSES_OF_A_RUN = 8
-GONE_WITHIN_S = 15
 # Stands in for make leading a terminal's session (``ssh -t host make run``): it takes the terminal,
 # and on SIGHUP goes on waiting for its child, as make does.
 MAKE_LEADING_A_TERMINAL = (
@@ -38,47 +43,6 @@ MAKE_LEADING_A_TERMINAL = (
     "signal.signal(signal.SIGHUP, lambda *_: None); "
     "sys.exit(subprocess.call(sys.argv[1:]))"
 )
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """One process as /proc shows it; ``(pid, start_ticks)`` tells it apart from a later one with its pid."""
-
-    pid: int
-    ppid: int
-    state: str
-    start_ticks: int
-    cmdline: str
-
-
-def read_process(pid: int) -> ProcessInfo | None:
-    """The process ``pid``, or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return None
-    # The command name in parentheses may hold spaces and parentheses itself.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return ProcessInfo(pid, int(fields[1]), fields[0], int(fields[19]), cmdline.strip())
-
-
-def live_processes() -> list[ProcessInfo]:
-    found = (read_process(int(entry.name)) for entry in Path("/proc").iterdir() if entry.name.isdigit())
-    # A zombie holds no port and runs no code; whether it is reaped is up to its new parent.
-    return [info for info in found if info is not None and info.state != "Z"]
-
-
-def describe(processes: list[ProcessInfo]) -> str:
-    return "\n".join(f"  {info.pid} (parent {info.ppid}): {info.cmdline}" for info in processes)
-
-
-def carries(pid: int, marker: bytes) -> bool:
-    """Whether the process started with ``marker`` (``NAME=value``) in its environment."""
-    try:
-        return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
 
 
 class Terminal:

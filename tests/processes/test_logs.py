@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import IMAGE_HOST, ROOT
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import respond, unused_port
+from support.api import csv_of, upload, wait_final
+from support.backing import ROOT
+from support.handlers import respond
+from support.images import jpeg_bytes
+from support.loopback import IMAGE_HOST, unused_port
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import REQUIRE_SERVICES
-from integration_support import SlowImages, csv_of, jpeg_bytes
+from support.api import csv_of
+from support.backing import REQUIRE_SERVICES
+from support.images import SlowImages, jpeg_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 

@@ -13,10 +13,11 @@ import uuid
 from collections import Counter
 
 import pytest
-from conftest import IMAGE_HOST
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import respond, wait_until
-from test_postman import MakeRun, start, stop_and_check
+from support.api import csv_of, upload, wait_final
+from support.handlers import respond
+from support.images import jpeg_bytes
+from support.launched import MakeRun, start, stop_and_check
+from support.loopback import IMAGE_HOST, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import REQUIRE_SERVICES
+from support.backing import REQUIRE_SERVICES
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 

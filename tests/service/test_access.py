@@ -9,10 +9,12 @@ import uuid
 
 import pytest
 import requests
-from conftest import ApiServer
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import respond, wait_until
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from support.api import csv_of, upload, wait_final
+from support.handlers import respond
+from support.images import jpeg_bytes
+from support.loopback import wait_until
+from support.services import ApiServer
 
 from delivery import signing
 

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import wait_until
 from sqlalchemy import func, select
+from support.api import csv_of, upload, wait_final
+from support.images import jpeg_bytes
+from support.loopback import wait_until
 
 from intake import quotas
 from intake.csv_input import ProductRow

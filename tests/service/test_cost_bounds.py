@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 import requests
-from conftest import ApiServer
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
+from support.api import csv_of, upload, wait_final
+from support.images import jpeg_bytes
+from support.services import ApiServer
 
 pytestmark = [pytest.mark.integration]
 
@@ -131,7 +132,8 @@ class InFlight:
 @pytest.fixture
 def own_deployment(service, backing_services, tmp_path, monkeypatch):
     """An API and a worker of 4 processes with FETCH_MAX_PER_HOST=2, on a database and queue of their own."""
-    from conftest import TEST_BROKER_URL, SeparateDatabase, WorkerProcess
+    from support.backing import TEST_BROKER_URL, SeparateDatabase
+    from support.services import WorkerProcess
 
     instance = tmp_path / "instance"
     instance.mkdir()

@@ -27,9 +27,11 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import Handler, RequestHandler, drip, endless_body, hang, respond
 from PIL import Image
+from support.api import csv_of, upload, wait_final
+from support.handlers import drip, endless_body, hang, respond
+from support.images import jpeg_bytes
+from support.loopback import Handler, RequestHandler
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 

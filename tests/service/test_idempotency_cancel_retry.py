@@ -13,9 +13,10 @@ import uuid
 
 import pytest
 import requests
-from integration_support import csv_of, image_ids_of, jpeg_bytes, upload, wait_final
-from loopback_servers import wait_until
 from sqlalchemy import func, select
+from support.api import csv_of, image_ids_of, upload, wait_final
+from support.images import jpeg_bytes
+from support.loopback import wait_until
 
 from lifecycle import control, creation
 from models import IdempotencyKey, Image, ImageStatus, Request, RequestStatus, db

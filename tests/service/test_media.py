@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 import requests
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import respond
+from support.api import csv_of, upload, wait_final
+from support.handlers import respond
+from support.images import jpeg_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 

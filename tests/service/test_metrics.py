@@ -8,8 +8,10 @@ import uuid
 
 import pytest
 import requests
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import respond, wait_until
+from support.api import csv_of, upload, wait_final
+from support.handlers import respond
+from support.images import jpeg_bytes
+from support.loopback import wait_until
 
 from process_launch import environment
 from queueing import broker

@@ -9,9 +9,10 @@ import uuid
 import jsonschema
 import pytest
 import requests
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import respond
 from openapi_spec_validator import validate
+from support.api import csv_of, upload, wait_final
+from support.handlers import respond
+from support.images import jpeg_bytes
 
 from web.docs_routes import openapi_document
 

@@ -14,9 +14,11 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from integration_support import csv_of, jpeg_bytes, png_with_alpha, upload, wait_final
-from loopback_servers import respond, wait_until
 from PIL import Image
+from support.api import csv_of, upload, wait_final
+from support.handlers import respond
+from support.images import jpeg_bytes, png_with_alpha
+from support.loopback import wait_until
 
 from intake.csv_input import ProductRow
 from lifecycle import creation

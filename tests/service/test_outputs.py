@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 import requests
-from integration_support import csv_of, upload, wait_final
 from PIL import Image
 from sqlalchemy import func, select, update
+from support.api import csv_of, upload, wait_final
 
 import image_tasks
 from imaging import perceptual, pipeline

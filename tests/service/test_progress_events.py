@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from conftest import ApiServer
-from integration_support import EventStream, SlowImages, csv_of, image_ids_of, upload, wait_final
-from loopback_servers import wait_until
+from support.api import EventStream, csv_of, image_ids_of, upload, wait_final
+from support.images import SlowImages
+from support.loopback import wait_until
+from support.services import ApiServer
 
 from reading import progress_hub, progress_stream
 from reading.progress_hub import ProgressHub, ProgressState

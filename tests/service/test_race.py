@@ -9,10 +9,12 @@ from collections import Counter
 
 import pytest
 import requests
-from conftest import WorkerProcess
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import respond, wait_until
 from sqlalchemy import func, select
+from support.api import csv_of, upload, wait_final
+from support.handlers import respond
+from support.images import jpeg_bytes
+from support.loopback import wait_until
+from support.services import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 

@@ -12,8 +12,9 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import respond
+from support.api import csv_of, upload, wait_final
+from support.handlers import respond
+from support.images import jpeg_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 

@@ -12,9 +12,9 @@ import uuid
 import numpy as np
 import pytest
 import requests
-from integration_support import csv_of, upload, wait_final
-from loopback_servers import respond
 from PIL import Image
+from support.api import csv_of, upload, wait_final
+from support.handlers import respond
 
 from imaging import perceptual, pipeline
 

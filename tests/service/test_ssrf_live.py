@@ -25,8 +25,11 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import CanaryPair, canaries, redirect, respond, wait_until
+from support.api import csv_of, upload, wait_final
+from support.canaries import CanaryPair, canaries
+from support.handlers import redirect, respond
+from support.images import jpeg_bytes
+from support.loopback import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
@@ -354,7 +357,7 @@ def test_control_ipv4_mapped_spelling_of_allowed_address_is_fetched(service, sou
 
 def test_control_canary_counts_the_workers_connections(service, victims):
     """A canary on the allowed address does see the worker connect, so the victims' 0 means something."""
-    from loopback_servers import CanaryServer
+    from support.canaries import CanaryServer
 
     with CanaryServer("127.0.0.2") as reachable:
         response = upload(service.base_url, csv_of([(1, "SKU1", [reachable.url("/x.jpg")])]))

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ApiServer, SeparateDatabase, WorkerProcess
-from integration_support import MotoS3, SlowImages, csv_of, upload, wait_final
-from loopback_servers import wait_until
+from support.api import csv_of, upload, wait_final
+from support.backing import SeparateDatabase
+from support.images import SlowImages
+from support.loopback import wait_until
+from support.s3 import MotoS3
+from support.services import ApiServer, WorkerProcess
 
 pytestmark = pytest.mark.integration
 

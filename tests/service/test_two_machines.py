@@ -22,9 +22,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import TEST_BROKER_URL, TEST_DATABASE_URL, ApiServer, SeparateDatabase, WorkerProcess
-from integration_support import MotoS3, SlowImages, csv_of, upload, wait_final
-from loopback_servers import wait_until
+from support.api import csv_of, upload, wait_final
+from support.backing import TEST_BROKER_URL, TEST_DATABASE_URL, SeparateDatabase
+from support.images import SlowImages
+from support.loopback import wait_until
+from support.s3 import MotoS3
+from support.services import ApiServer, WorkerProcess
 
 pytestmark = [
     pytest.mark.integration,

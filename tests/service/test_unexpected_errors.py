@@ -13,10 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, ApiServer, SeparateDatabase, WorkerProcess
-from integration_support import csv_of, jpeg_bytes, upload, wait_final
-from loopback_servers import respond
 from PIL import Image
+from support.api import csv_of, upload, wait_final
+from support.backing import ROOT, SeparateDatabase
+from support.handlers import respond
+from support.images import jpeg_bytes
+from support.services import ApiServer, WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,12 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from integration_support import csv_of, jpeg_bytes, png_with_alpha, upload, wait_final
-from loopback_servers import respond, wait_until
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
+from support.api import csv_of, upload, wait_final
+from support.handlers import respond
+from support.images import jpeg_bytes, png_with_alpha
+from support.loopback import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
@@ -156,7 +158,7 @@ def test_quality_and_max_dimension(service, source_server):
 
 
 def test_output_csv_is_409_until_final(service, source_server):
-    from loopback_servers import drip
+    from support.handlers import drip
 
     path = f"/{uuid.uuid4().hex}/slow.jpg"
     source_server.route(path, drip(jpeg_bytes((64, 64)), 0.002))
@@ -271,7 +273,7 @@ def _exif_orientation(value: int) -> bytes:
 
 
 def _wait_deliveries(receiver, count: int, timeout_s: float = 30) -> list[dict]:
-    from loopback_servers import wait_until
+    from support.loopback import wait_until
 
     wait_until(lambda: len(receiver.deliveries()) >= count, timeout_s)
     deliveries = receiver.deliveries()
@@ -280,7 +282,7 @@ def _wait_deliveries(receiver, count: int, timeout_s: float = 30) -> list[dict]:
 
 
 def _wait_delivered(service, request_id: str, timeout_s: float = 30) -> dict:
-    from loopback_servers import wait_until
+    from support.loopback import wait_until
 
     url = f"{service.base_url}/api/requests/{request_id}/webhook-deliveries"
     wait_until(

@@ -17,20 +17,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from loopback_servers import (
-    CanaryPair,
-    CanaryServer,
-    LoopbackHTTPServer,
-    RequestHandler,
-    canaries,
-    drip,
-    endless_body,
-    hang,
-    ipv6_loopback_available,
-    redirect,
-    respond,
-    unused_port,
-)
+from support.canaries import CanaryPair, CanaryServer, canaries
+from support.handlers import drip, endless_body, hang, redirect, respond
+from support.loopback import LoopbackHTTPServer, RequestHandler, ipv6_loopback_available, unused_port
 
 from fetching import address_guard
 from fetching.fetcher import (

@@ -1,30 +1,33 @@
-"""Loopback-only test servers: a threaded HTTP server with pluggable handlers and a raw TCP canary.
+"""Loopback-only test servers: a threaded HTTP server with pluggable handlers, and the ports and
+addresses they use.
 
 Every server refuses to bind anything but a loopback address (127.0.0.0/8 or
 ::1), so a test built on them cannot send traffic off the machine. Servers are
 context managers: ``with LoopbackHTTPServer("127.0.0.2") as server: ...``.
 
 Handlers are plain functions ``handler(request: RequestHandler) -> None``;
-the factories below (``respond``, ``redirect``, ``endless_body``, ``drip``,
-``hang``) cover the usual cases.
+the factories in ``support.handlers`` cover the usual cases. ``source_server``
+is the run's image sources, on the one address the service may fetch from.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import select
 import socket
 import socketserver
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+import pytest
+
+# The one address the service may fetch from and call in tests.
+IMAGE_HOST = "127.0.0.2"
 
 Handler = Callable[["RequestHandler"], None]
 
@@ -53,7 +56,8 @@ def ipv6_loopback_available() -> bool:
     return True
 
 
-def _family(host: str) -> socket.AddressFamily:
+def socket_family(host: str) -> socket.AddressFamily:
+    """The address family of an IP literal."""
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
@@ -116,7 +120,7 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, owner: LoopbackHTTPServer, address: tuple[str, int]) -> None:
-        self.address_family = _family(address[0])
+        self.address_family = socket_family(address[0])
         self.owner = owner
         super().__init__(address, RequestHandler)
 
@@ -201,195 +205,18 @@ class LoopbackHTTPServer:
         self.stop()
 
 
-class CanaryServer:
-    """A raw TCP listener that counts accepted connections; it answers nothing.
-
-    With ``hold_open=False`` each connection is closed at once; with
-    ``hold_open=True`` it is kept open and silent until ``stop`` (a server that
-    accepts and never answers).
-    """
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, hold_open: bool = False) -> None:
-        self.host = require_loopback(host)
-        self.hold_open = hold_open
-        self._listener = socket.socket(_family(host), socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._listener.bind((host, port))
-            self._listener.listen(64)
-        except OSError:
-            self._listener.close()
-            raise
-        self.port: int = self._listener.getsockname()[1]
-        self._accepted = 0
-        self._held: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def accepted(self) -> int:
-        with self._lock:
-            return self._accepted
-
-    def url(self, path: str = "/") -> str:
-        """An http:// URL on this listener."""
-        return f"http://{url_host(self.host)}:{self.port}{path}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._listener], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                continue
-            with self._lock:
-                self._accepted += 1
-                if self.hold_open:
-                    self._held.append(conn)
-            if not self.hold_open:
-                conn.close()
-
-    def start(self) -> CanaryServer:
-        """Accept in a daemon thread."""
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting and close every socket."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        with self._lock:
-            held, self._held = self._held, []
-        for conn in held:
-            conn.close()
-        self._listener.close()
-
-    def __enter__(self) -> CanaryServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
 def unused_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on at the moment (bound and released), for connection-refused tests."""
-    with socket.socket(_family(require_loopback(host)), socket.SOCK_STREAM) as probe:
+    with socket.socket(socket_family(require_loopback(host)), socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
 
 
-# --- handler factories -------------------------------------------------------
-
-
-def respond(status: int = 200, body: bytes = b"", headers: dict[str, str] | None = None) -> Handler:
-    """A handler that sends one fixed response."""
-
-    def handler(request: RequestHandler) -> None:
-        request.send(status, body, headers)
-
-    return handler
-
-
-def redirect(location: str, status: int = 302) -> Handler:
-    """A handler that redirects to location."""
-    return respond(status, b"", {"Location": location})
-
-
-def endless_body(chunk: bytes = b"\0" * 65536, chunked: bool = False, headers: dict[str, str] | None = None) -> Handler:
-    """A 200 whose body never ends: close-delimited (no Content-Length) or chunked."""
-
-    def handler(request: RequestHandler) -> None:
-        request.send_response(200)
-        for name, value in (headers or {}).items():
-            request.send_header(name, value)
-        if chunked:
-            request.send_header("Transfer-Encoding", "chunked")
-        else:
-            request.send_header("Connection", "close")
-        request.end_headers()
-        request.close_connection = True
-        framed = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk
-        while not request.stopping.is_set():
-            request.wfile.write(framed)
-
-    return handler
-
-
-def drip(
-    body: bytes,
-    interval_s: float,
-    headers: dict[str, str] | None = None,
-    drip_headers: bool = False,
-) -> Handler:
-    """A 200 sent one byte per interval: the body only, or the header block too."""
-
-    def handler(request: RequestHandler) -> None:
-        head = (
-            b"HTTP/1.1 200 OK\r\n"
-            + b"".join(
-                f"{name}: {value}\r\n".encode("latin-1")
-                for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items()
-            )
-            + b"\r\n"
-        )
-        request.close_connection = True
-        if drip_headers:
-            slow = head + body
-        else:
-            request.wfile.write(head)
-            request.wfile.flush()
-            slow = body
-        for index in range(len(slow)):
-            if request.stopping.wait(interval_s):
-                return
-            request.wfile.write(slow[index : index + 1])
-            request.wfile.flush()
-
-    return handler
-
-
-def hang(request: RequestHandler) -> None:
-    """A handler that reads the request and never answers until the server stops."""
-    request.close_connection = True
-    request.stopping.wait()
-
-
-@dataclass(frozen=True)
-class CanaryPair:
-    """Canaries on 127.0.0.1 and (when available) ::1, on the same port if it is free on both."""
-
-    v4: CanaryServer
-    v6: CanaryServer | None
-
-    @property
-    def port(self) -> int:
-        return self.v4.port
-
-    @property
-    def accepted(self) -> int:
-        return self.v4.accepted + (self.v6.accepted if self.v6 else 0)
-
-
-@contextmanager
-def canaries() -> Iterator[CanaryPair]:
-    """Run a CanaryPair for the duration of a with-block."""
-    with CanaryServer("127.0.0.1") as v4:
-        if not ipv6_loopback_available():
-            yield CanaryPair(v4, None)
-            return
-        try:
-            v6 = CanaryServer("::1", v4.port)
-        except OSError:
-            v6 = CanaryServer("::1", 0)
-        with v6:
-            yield CanaryPair(v4, v6)
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on just now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 2.0) -> bool:
@@ -402,22 +229,8 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 2.0) -> bool:
     return predicate()
 
 
-__all__ = [
-    "CanaryPair",
-    "CanaryServer",
-    "Handler",
-    "LoopbackHTTPServer",
-    "RecordedRequest",
-    "RequestHandler",
-    "canaries",
-    "drip",
-    "endless_body",
-    "hang",
-    "ipv6_loopback_available",
-    "redirect",
-    "require_loopback",
-    "respond",
-    "unused_port",
-    "url_host",
-    "wait_until",
-]
+@pytest.fixture(scope="session")
+def source_server():
+    """Image sources on 127.0.0.2, the one address the service may fetch from in tests."""
+    with LoopbackHTTPServer(IMAGE_HOST) as server:
+        yield server

@@ -27,9 +27,10 @@ import psycopg2
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "faults")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "faults")]
 
-from harness import PostgresCluster, RedisServer, ServiceProcess, free_port, wait_for  # noqa: E402
+from harness import PostgresCluster, RedisServer, ServiceProcess, wait_for  # noqa: E402
+from support.loopback import unused_port  # noqa: E402
 
 import launcher  # noqa: E402
 
@@ -41,7 +42,7 @@ STOP_GRACE_S = 15.0
 
 def own_port() -> int:
     """A free port that is not the shared PostgreSQL's or Redis's."""
-    while (port := free_port()) in SHARED_PORTS:
+    while (port := unused_port()) in SHARED_PORTS:
         pass
     return port
 
@@ -52,7 +53,7 @@ class BenchPostgres(PostgresCluster):
     def __init__(self, folder: Path, fsync: bool) -> None:
         self.fsync = fsync
         super().__init__(folder)
-        if self.port in SHARED_PORTS:  # free_port() hands out ephemeral ports, but never risk it
+        if self.port in SHARED_PORTS:  # unused_port() hands out ephemeral ports, but never risk it
             raise RuntimeError(f"refusing port {self.port}")
 
     def start(self) -> None:

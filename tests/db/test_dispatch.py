@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -25,15 +24,6 @@ pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 def window_of_depth(monkeypatch) -> None:
     """These tests size the window by ``depth`` alone; the one that follows the work in progress is below."""
     monkeypatch.setattr(dispatch, "MIN_QUEUED", 10**6)
-
-
-@pytest.fixture
-def base_url(quiet_service, sent) -> Iterator[str]:
-    with quiet_service.app.app_context():
-        try:
-            yield quiet_service.app.config["SETTINGS"].public_base_url
-        finally:
-            db.session.remove()
 
 
 def new_request(images: int, owner: str | None = None) -> uuid.UUID:

@@ -7,7 +7,6 @@ webhook sent after a request with a ``webhook_url`` finishes is recorded instead
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -30,16 +29,6 @@ pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 
 MAX_ATTEMPTS = 3
 WEBHOOK_URL = "http://127.0.0.2:9/hook"
-
-
-@pytest.fixture
-def base_url(quiet_service, sent) -> Iterator[str]:
-    """Runs the test inside the app's context and gives the public base URL."""
-    with quiet_service.app.app_context():
-        try:
-            yield quiet_service.app.config["SETTINGS"].public_base_url
-        finally:
-            db.session.remove()
 
 
 def new_request(*products: tuple[str, ...], webhook_url: str | None = None) -> uuid.UUID:

@@ -1,13 +1,12 @@
 """The status rule's two forms agree: in Python on numbers, and evaluated by this run's database on columns.
 
-The database is the quiet one of ``conftest.py``: PostgreSQL when TEST_DATABASE_URL is set, else SQLite.
+The database is the quiet one of ``support/services.py``: PostgreSQL when TEST_DATABASE_URL is set, else SQLite.
 """
 
 from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, insert, select
@@ -32,13 +31,6 @@ pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 FIELDS = ("pending", "processing", "completed", "failed", "cancelled")
 #: Every combination of 0, 1 or 2 images in each status: each condition of the rule both holds and fails.
 EVERY_COUNT = list(itertools.product(range(3), repeat=len(FIELDS)))
-
-
-@pytest.fixture
-def base_url(quiet_service, sent) -> Iterator[str]:
-    """The public base URL, with the test run in the app's context (whose end removes the session)."""
-    with quiet_service.app.app_context():
-        yield quiet_service.app.config["SETTINGS"].public_base_url
 
 
 def test_the_database_evaluates_the_rule_as_python_does_on_every_combination_of_counts(base_url):

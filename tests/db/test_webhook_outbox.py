@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -29,16 +28,11 @@ WEBHOOK_URL = "http://127.0.0.2:9/hook"
 LEASE = timedelta(seconds=60)
 
 
-@pytest.fixture
-def base_url(quiet_service, sent, monkeypatch) -> Iterator[str]:
-    """Runs the test inside the app's context, with the retry schedule (0, 5, 300)."""
+@pytest.fixture(autouse=True)
+def retry_schedule(quiet_service, monkeypatch) -> None:
+    """The retry schedule (0, 5, 300) for every test here."""
     settings = dataclasses.replace(quiet_service.app.config["SETTINGS"], webhook_retry_schedule=SCHEDULE)
     monkeypatch.setitem(quiet_service.app.config, "SETTINGS", settings)
-    with quiet_service.app.app_context():
-        try:
-            yield settings.public_base_url
-        finally:
-            db.session.remove()
 
 
 def finished_request(base_url: str, *, failed: bool = False) -> tuple[uuid.UUID, str]:

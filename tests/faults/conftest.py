@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from harness import PostgresCluster, RedisServer, Service, free_port
+from harness import PostgresCluster, RedisServer, Service
 from support.images import jpeg_bytes
-from support.loopback import LoopbackHTTPServer, RequestHandler
+from support.loopback import IMAGE_HOST, LoopbackHTTPServer, RequestHandler, unused_port
 
-IMAGE_HOST = "127.0.0.2"
 REPORT_PATH = os.environ.get("FAULT_REPORT")
 
 
@@ -95,7 +94,7 @@ def service_env(postgres, redis_server, tmp_path) -> dict[str, str]:
     import redis
 
     redis.Redis.from_url(redis_server.url).flushall()
-    port = free_port()
+    port = unused_port()
     env = {
         **os.environ,
         "INSTANCE_DIR": str(tmp_path / "instance"),

@@ -17,16 +17,11 @@ import time
 from pathlib import Path
 
 import requests
+from support.loopback import unused_port
 
 import launcher
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
@@ -56,7 +51,7 @@ class PostgresCluster:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.data = folder / "data"
-        self.port = free_port()
+        self.port = unused_port()
         self.log = folder / "postgres.log"
         folder.mkdir(parents=True, exist_ok=True)
         self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
@@ -102,7 +97,7 @@ class RedisServer:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = free_port()
+        self.port = unused_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
         folder.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,8 @@ def _deliveries_for(receiver, request_id: str) -> list[dict]:
     return [d for d in receiver.deliveries() if json.loads(d["body"])["data"]["request_id"] == request_id]
 
 
+# Every fault below strikes the same scenario (a request under way) and is judged by the same checks,
+# so the tests share their shape and differ in the fault alone.
 def test_worker_killed_mid_request(service, database, slow_source, receiver, report):
     service.start_all()
     request_id, urls = start_request(service, slow_source, receiver)

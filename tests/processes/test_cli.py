@@ -22,6 +22,7 @@ from PIL import Image
 from support.api import csv_of, upload, wait_final
 from support.handlers import respond
 from support.images import SlowImages, jpeg_bytes
+from support.loopback import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
@@ -86,12 +87,6 @@ def run_cli_on_a_terminal(*args: str, timeout_s: float = 120, size: tuple[int, i
         if cli.poll() is None:
             cli.kill()
             cli.wait()
-
-
-def serve(source_server, data: bytes, name: str = "img.jpg") -> str:
-    path = f"/{uuid.uuid4().hex}/{name}"
-    source_server.route(path, respond(200, data, {"Content-Type": "image/jpeg"}))
-    return source_server.url(path)
 
 
 def test_cli_upload_waits_and_saves_the_output_csv(service, source_server, tmp_path):

@@ -23,11 +23,7 @@ ELSEWHERE = "https://catalog.example.com"
 
 
 def _serve(overrides: dict):
-    from app import create_app
-
-    server = ApiServer()
-    server.start(create_app({"api_keys": (KEY,), "public_base_url": server.base_url, **overrides}))
-    return server
+    return ApiServer.serving(api_keys=(KEY,), **overrides)
 
 
 @pytest.fixture(scope="module")

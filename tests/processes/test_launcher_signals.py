@@ -7,191 +7,27 @@ checks that no process of that run is left and that its port is free.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
-from support.launched import (
-    GONE_WITHIN_S,
-    PROCESSES_OF_A_RUN,
-    ProcessInfo,
-    carries,
-    describe,
-    live_processes,
-    read_process,
-)
-from support.loopback import unused_port
+from support.launched import GONE_WITHIN_S, LauncherRun, Terminal, describe, read_process
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-# Stands in for make leading a terminal's session (``ssh -t host make run``): it takes the terminal,
-# and on SIGHUP goes on waiting for its child, as make does.
-MAKE_LEADING_A_TERMINAL = (
-    "import fcntl, signal, subprocess, sys, termios; "
-    "fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-    "signal.signal(signal.SIGHUP, lambda *_: None); "
-    "sys.exit(subprocess.call(sys.argv[1:]))"
-)
-
-
-class Terminal:
-    """A pseudo-terminal whose output is copied to a file, closed as a terminal window is closed."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.master, self.slave = os.openpty()
-        self._log_path = log_path
-        self._closing = threading.Event()
-        self._copier = threading.Thread(target=self._copy, daemon=True)
-        self._copier.start()
-
-    def _copy(self) -> None:
-        with open(self._log_path, "ab") as log:
-            while not self._closing.is_set():
-                if select.select([self.master], [], [], 0.1)[0]:
-                    try:
-                        log.write(os.read(self.master, 65536))
-                    except OSError:
-                        break
-                    log.flush()
-        os.close(self.master)
-
-    def close(self) -> None:
-        self._closing.set()
-        self._copier.join(timeout=5)
-
-
-class LauncherRun:
-    """``python launcher.py`` with an instance folder and a port of its own."""
-
-    def __init__(self, folder: Path, terminal: Terminal | None = None) -> None:
-        self.instance_dir = folder / "instance"
-        self.port = unused_port()
-        self.marker = f"INSTANCE_DIR={self.instance_dir}".encode()
-        self.log_path = folder / "launcher.log"
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            # gunicorn keeps a control socket under HOME: one of this run's own, not the developer's.
-            "HOME": str(folder),
-            "LANG": "C.UTF-8",
-            "INSTANCE_DIR": str(self.instance_dir),
-            "PORT": str(self.port),
-            "WEB_CONCURRENCY": "2",
-            "WORKER_CONCURRENCY": "2",
-            "FETCH_ALLOWED_NETWORKS": "",
-        }
-        argv = [sys.executable, "launcher.py"]
-        if terminal is None:
-            with open(self.log_path, "wb") as log:
-                self.process = subprocess.Popen(
-                    argv,
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        else:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", MAKE_LEADING_A_TERMINAL, *argv],
-                cwd=ROOT,
-                env=env,
-                stdin=terminal.slave,
-                stdout=terminal.slave,
-                stderr=terminal.slave,
-                start_new_session=True,
-            )
-            os.close(terminal.slave)
-        self.recorded: list[ProcessInfo] = []
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def answers(self) -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def tree(self) -> list[ProcessInfo]:
-        processes = live_processes()
-        family, frontier = [], {self.pid}
-        while frontier:
-            children = [info for info in processes if info.ppid in frontier]
-            family += children
-            frontier = {info.pid for info in children}
-        launcher = [info for info in processes if info.pid == self.pid]
-        return launcher + family
-
-    def wait_ready(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"the launcher exited early:\n{self.log()[-4000:]}"
-            if "ready." in self.log() and self.answers() and len(self.tree()) >= PROCESSES_OF_A_RUN:
-                self.recorded = self.tree()
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"the launcher was not ready in {timeout_s}s:\n{self.log()[-4000:]}")
-
-    def child(self, word: str) -> ProcessInfo:
-        return next(info for info in self.recorded if info.ppid == self.pid and word in info.cmdline)
-
-    def left_over(self) -> list[ProcessInfo]:
-        """Live processes of this run: seen in its tree before the strike, or carrying its environment."""
-        seen = {(info.pid, info.start_ticks) for info in self.recorded}
-        return [
-            info
-            for info in live_processes()
-            if (info.pid, info.start_ticks) in seen or (info.pid != os.getpid() and carries(info.pid, self.marker))
-        ]
-
-    def port_is_free(self) -> bool:
-        with socket.socket() as probe:
-            # SO_REUSEADDR as gunicorn sets it: TIME_WAIT connections do not count, a listener does.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", self.port))
-                probe.listen()
-            except OSError:
-                return False
-        return True
-
-    def wait_gone(self, timeout_s: float) -> list[ProcessInfo]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.process.poll()
-            left = self.left_over()
-            if not left:
-                return []
-            time.sleep(0.2)
-        return self.left_over()
-
-    def kill_left_over(self) -> None:
-        for info in self.left_over():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(info.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=10)
+# Loopback closed to fetches, as on a machine reachable from the internet.
+SETTINGS = {"FETCH_ALLOWED_NETWORKS": ""}
 
 
 @pytest.fixture
 def launcher_run(tmp_path) -> Iterator[LauncherRun]:
-    run = LauncherRun(tmp_path)
+    run = LauncherRun(tmp_path, settings=SETTINGS)
     try:
         yield run
     finally:
@@ -207,6 +43,7 @@ def terminal(tmp_path) -> Iterator[Terminal]:
         terminal.close()
 
 
+# One function a strike, alike but for the signal and its target, so that each test id names its strike.
 def sigkill_launcher(run: LauncherRun) -> None:
     os.kill(run.pid, signal.SIGKILL)
 
@@ -266,7 +103,7 @@ def test_nothing_outlives_the_launcher(launcher_run: LauncherRun, strike, exit_c
 
 def test_nothing_outlives_a_closed_terminal_that_make_leads(tmp_path, terminal: Terminal) -> None:
     """Only make, leading the session, gets the SIGHUP; the launcher notices the terminal hung up."""
-    run = LauncherRun(tmp_path, terminal)
+    run = LauncherRun(tmp_path, terminal, settings=SETTINGS)
     try:
         run.wait_ready()
         terminal.close()

@@ -4,7 +4,6 @@ lines of an image's processing and of a status call name their ids."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from support.api import csv_of, upload, wait_final
 from support.backing import ROOT
 from support.handlers import respond
 from support.images import jpeg_bytes
+from support.launched import launch_environment, start_launcher
 from support.loopback import IMAGE_HOST, unused_port
 
 pytestmark = pytest.mark.integration
@@ -27,17 +27,14 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERR
 
 
 def _environment(folder: Path, **extra: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(folder),
-        "LANG": "C.UTF-8",
-        "INSTANCE_DIR": str(folder / "instance"),
-        "WEB_CONCURRENCY": "1",
-        "WORKER_CONCURRENCY": "1",
-        "CONTROL_CONCURRENCY": "1",
-        "FETCH_ALLOWED_NETWORKS": f"{IMAGE_HOST}/32",
+    return launch_environment(
+        folder,
+        WEB_CONCURRENCY="1",
+        WORKER_CONCURRENCY="1",
+        CONTROL_CONCURRENCY="1",
+        FETCH_ALLOWED_NETWORKS=f"{IMAGE_HOST}/32",
         **extra,
-    }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +43,7 @@ def json_service(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     port = unused_port()
     log_path = folder / "service.log"
     env = _environment(folder, PORT=str(port), LOG_FORMAT="json")
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "launcher.py"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start_launcher(env, log_path)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

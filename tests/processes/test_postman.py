@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.backing import REQUIRE_SERVICES
-from support.launched import MakeRun, start, stop_and_check
+from support.launched import LauncherRun, start, stop_and_check
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def newman() -> Path:
     return NEWMAN
 
 
-def run_collection(newman: Path, run: MakeRun, report: Path, api_key: str = "") -> tuple[int, dict, str]:
+def run_collection(newman: Path, run: LauncherRun, report: Path, api_key: str = "") -> tuple[int, dict, str]:
     argv = [str(newman), "run", str(COLLECTION), "--env-var", f"baseUrl={run.base_url}"]
     if api_key:
         argv += ["--env-var", f"apiKey={api_key}"]

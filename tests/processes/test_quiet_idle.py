@@ -16,7 +16,7 @@ import pytest
 from support.api import csv_of, upload, wait_final
 from support.handlers import respond
 from support.images import jpeg_bytes
-from support.launched import MakeRun, start, stop_and_check
+from support.launched import LauncherRun, start, stop_and_check
 from support.loopback import IMAGE_HOST, wait_until
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ STARTED = (re.compile(r"worker-\S+ ready\."), re.compile(r"control-\S+ ready\.")
 IMAGE_LINE = re.compile(r" INFO image_tasks: image (\d+): (\w+)")
 
 
-def log_lines(run: MakeRun) -> list[str]:
+def log_lines(run: LauncherRun) -> list[str]:
     return run.log().splitlines()
 
 

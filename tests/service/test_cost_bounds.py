@@ -9,6 +9,7 @@ import uuid
 import pytest
 import requests
 from support.api import csv_of, upload, wait_final
+from support.deployments import SideDeployment
 from support.images import jpeg_bytes
 from support.services import ApiServer
 
@@ -19,14 +20,6 @@ KEY_A, KEY_B = "tenant-a-" + uuid.uuid4().hex, "tenant-b-" + uuid.uuid4().hex
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-def api_with(**overrides):
-    from app import create_app
-
-    server = ApiServer()
-    server.start(create_app({"public_base_url": server.base_url, **overrides}))
-    return server
 
 
 def unfetched(n: int) -> list[str]:
@@ -71,7 +64,7 @@ def finish_every_image(quiet_service) -> None:
 @pytest.mark.usefixtures("clean_quiet_tables")
 def test_an_upload_past_the_keys_active_image_limit_is_refused(quiet_service):
     # No worker reads the quiet service's broker: every image stays in flight until finished here.
-    server = api_with(**{**quiet_service.overrides, "api_keys": (KEY_A, KEY_B)}, max_active_images_per_key=3)
+    server = ApiServer.serving(**{**quiet_service.overrides, "api_keys": (KEY_A, KEY_B)}, max_active_images_per_key=3)
     try:
         base = server.base_url
         # Finished images are not in flight: a completed request of 3 costs nothing afterwards.
@@ -96,8 +89,8 @@ def test_an_upload_past_the_keys_active_image_limit_is_refused(quiet_service):
 
 @pytest.mark.usefixtures("clean_quiet_tables")
 def test_open_service_shares_one_active_image_limit_and_zero_means_unlimited(quiet_service):
-    limited = api_with(**quiet_service.overrides, max_active_images_per_key=2)
-    unlimited = api_with(**quiet_service.overrides, max_active_images_per_key=0)
+    limited = ApiServer.serving(**quiet_service.overrides, max_active_images_per_key=2)
+    unlimited = ApiServer.serving(**quiet_service.overrides, max_active_images_per_key=0)
     try:
         assert upload(limited.base_url, csv_of([(1, "A", unfetched(2))])).status_code == 202
         assert_quota_exceeded(upload(limited.base_url, csv_of([(1, "A", unfetched(1))])), 2, 1, 2)
@@ -132,39 +125,12 @@ class InFlight:
 @pytest.fixture
 def own_deployment(service, backing_services, tmp_path, monkeypatch):
     """An API and a worker of 4 processes with FETCH_MAX_PER_HOST=2, on a database and queue of their own."""
-    from support.backing import TEST_BROKER_URL, SeparateDatabase
-    from support.services import WorkerProcess
-
-    instance = tmp_path / "instance"
-    instance.mkdir()
-    database = SeparateDatabase(backing_services, instance)
-    env = {**service.env, "INSTANCE_DIR": str(instance), "DATABASE_URL": database.url, "FETCH_MAX_PER_HOST": "2"}
-    if TEST_BROKER_URL:
-        env["BROKER_KEY_PREFIX"] = f"{service.env['BROKER_KEY_PREFIX']}own-{uuid.uuid4().hex[:6]}:"
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    worker = WorkerProcess(env, tmp_path / "worker.log", concurrency=4, name="slots")
-    server = api_with()
+    deployment = SideDeployment(service, backing_services, tmp_path, "slots", monkeypatch, FETCH_MAX_PER_HOST="2")
     try:
-        yield server.base_url
+        deployment.start_worker(concurrency=4)
+        yield deployment.start_api()
     finally:
-        server.stop()
-        worker.stop()
-        with server.server.app.app_context():
-            from models import db
-
-            db.engine.dispose()
-        database.drop()
-        # Creating an app made its Celery app the default one; the session's service sends with its own.
-        service.app.extensions["celery"].set_default()
-        service.app.extensions["celery"].set_current()
-        if TEST_BROKER_URL:
-            import redis
-
-            client = redis.Redis.from_url(TEST_BROKER_URL)
-            keys = list(client.scan_iter(match=f"{env['BROKER_KEY_PREFIX']}*"))
-            if keys:
-                client.delete(*keys)
+        deployment.close()
 
 
 def test_no_more_than_fetch_max_per_host_downloads_from_one_host_at_once(own_deployment, source_server):

@@ -17,7 +17,6 @@ import os
 import struct
 import threading
 import time
-import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from PIL import Image
 from support.api import csv_of, upload, wait_final
 from support.handlers import drip, endless_body, hang, respond
 from support.images import jpeg_bytes
-from support.loopback import Handler, RequestHandler
+from support.loopback import Handler, RequestHandler, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
@@ -176,12 +175,6 @@ HOSTILE: dict[str, Hostile] = {
 # --- helpers -----------------------------------------------------------------
 
 
-def serve(source_server, handler: Handler, name: str = "img.jpg") -> str:
-    path = f"/hostile/{uuid.uuid4().hex}/{name}"
-    source_server.route(path, handler)
-    return source_server.url(path)
-
-
 def hits(source_server, url: str) -> int:
     return source_server.hits(urlsplit(url).path)
 
@@ -214,7 +207,7 @@ def assert_failed_with(status: dict[str, Any], image: dict[str, Any], code: str)
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_source_fails_with_its_code(service, source_server, name):
     case = HOSTILE[name]
-    url = serve(source_server, case.handler(), name)
+    url = serve(source_server, case.handler(), name=name)
 
     status, image, elapsed = run_single(service, url)
 
@@ -239,7 +232,7 @@ SLOW = {
 def test_slow_sources_time_out_after_retries(service, source_server):
     """Three requests at once (the worker has two processes), each naming one slow source."""
     urls = {
-        name: serve(source_server, factory if name == "hang" else factory(), f"{name}.jpg")
+        name: serve(source_server, factory if name == "hang" else factory(), name=f"{name}.jpg")
         for name, factory in SLOW.items()
     }
     started = time.monotonic()
@@ -263,7 +256,7 @@ def test_slow_sources_time_out_after_retries(service, source_server):
 
 
 def test_source_that_is_busy_twice_then_answers(service, source_server):
-    url = serve(source_server, failing_then(2, 503, image_response(jpeg_bytes((320, 240)))), "flaky.jpg")
+    url = serve(source_server, failing_then(2, 503, image_response(jpeg_bytes((320, 240)))), name="flaky.jpg")
 
     status, image, elapsed = run_single(service, url)
 
@@ -278,8 +271,8 @@ def test_source_that_is_busy_twice_then_answers(service, source_server):
 
 
 def test_good_and_hostile_in_one_request(service, source_server):
-    good = [serve(source_server, image_response(jpeg_bytes((200 + 40 * n, 150))), f"good{n}.jpg") for n in range(3)]
-    bad = {name: serve(source_server, HOSTILE[name].handler(), name) for name in HOSTILE}
+    good = [serve(source_server, jpeg_bytes((200 + 40 * n, 150)), name=f"good{n}.jpg") for n in range(3)]
+    bad = {name: serve(source_server, HOSTILE[name].handler(), name=name) for name in HOSTILE}
     rows = [
         (1, "Mixed", [good[0], bad["png_bomb_30000x30000"], bad["http_404"]]),
         (2, "GoodAndHtml", [good[1], bad["html_as_jpeg"]]),

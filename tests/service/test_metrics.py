@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import uuid
 
 import pytest
@@ -11,7 +10,7 @@ import requests
 from support.api import csv_of, upload, wait_final
 from support.handlers import respond
 from support.images import jpeg_bytes
-from support.loopback import wait_until
+from support.loopback import IMAGE_HOST, serve, unused_port, wait_until
 
 from process_launch import environment
 from queueing import broker
@@ -51,17 +50,9 @@ def scrape(service, headers: dict[str, str] | None = None) -> Scrape:
     return Scrape(response.text)
 
 
-def serve(source_server, data: bytes) -> str:
-    path = f"/{uuid.uuid4().hex}/img.jpg"
-    source_server.route(path, respond(200, data, {"Content-Type": "image/jpeg"}))
-    return source_server.url(path)
-
-
 def closed_port_url() -> str:
     """A URL on the address the service may call, where nothing listens."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.2", 0))
-        return f"http://127.0.0.2:{probe.getsockname()[1]}/hook"
+    return f"http://{IMAGE_HOST}:{unused_port(IMAGE_HOST)}/hook"
 
 
 def test_worker_counts_reach_the_apis_scrape(service, source_server, receiver):

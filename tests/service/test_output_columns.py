@@ -16,9 +16,8 @@ import pytest
 import requests
 from PIL import Image
 from support.api import csv_of, upload, wait_final
-from support.handlers import respond
 from support.images import jpeg_bytes, png_with_alpha
-from support.loopback import wait_until
+from support.loopback import serve, wait_until
 
 from intake.csv_input import ProductRow
 from lifecycle import creation
@@ -26,12 +25,6 @@ from models import db
 from reading import output_csv, report_csv
 
 BOM = b"\xef\xbb\xbf"
-
-
-def serve(source_server, data: bytes, content_type: str = "image/jpeg", name: str = "img.jpg") -> str:
-    path = f"/columns/{uuid.uuid4().hex}/{name}"
-    source_server.route(path, respond(200, data, {"Content-Type": content_type}))
-    return source_server.url(path)
 
 
 def missing(source_server) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +20,8 @@ import pytest
 import requests
 from PIL import Image
 from support.api import csv_of, upload, wait_final
-from support.handlers import respond
 from support.images import jpeg_bytes
+from support.loopback import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
@@ -392,14 +391,8 @@ def test_refused_upload_writes_and_sends_nothing(service, sent_tasks, refusal: R
 # --- positive controls: the same checks do see an accepted upload -----------------------------------
 
 
-def serve_jpeg(source_server) -> str:
-    path = f"/{uuid.uuid4().hex}/p.jpg"
-    source_server.route(path, respond(200, jpeg_bytes((32, 32)), {"Content-Type": "image/jpeg"}))
-    return source_server.url(path)
-
-
 def test_valid_upload_is_accepted_and_counted(service, source_server, sent_tasks):
-    first, second = serve_jpeg(source_server), serve_jpeg(source_server)
+    first, second = serve(source_server, jpeg_bytes((32, 32))), serve(source_server, jpeg_bytes((32, 32)))
     before = row_counts(service)
 
     response = upload(service.base_url, csv_of([(1, "SKU1", [first, second]), (2, "SKU2", [second])]))
@@ -423,7 +416,7 @@ def test_empty_option_fields_count_as_not_sent(service, source_server, sent_task
 
     response = upload(
         service.base_url,
-        csv_of([(1, "SKU1", [serve_jpeg(source_server)])]),
+        csv_of([(1, "SKU1", [serve(source_server, jpeg_bytes((32, 32)))])]),
         quality="",
         max_dimension="",
         webhook_url="",

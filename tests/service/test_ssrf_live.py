@@ -27,9 +27,9 @@ import pytest
 import requests
 from support.api import csv_of, upload, wait_final
 from support.canaries import CanaryPair, canaries
-from support.handlers import redirect, respond
+from support.handlers import redirect
 from support.images import jpeg_bytes
-from support.loopback import wait_until
+from support.loopback import serve, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
@@ -129,12 +129,6 @@ def assert_stays_on_this_machine(url: str) -> None:
             pytest.fail(f"safety: {host!r} is {address}, not a loopback victim", pytrace=False)
 
 
-def serve_jpeg(source_server) -> str:
-    path = f"/ssrf/{uuid.uuid4().hex}/ok.jpg"
-    source_server.route(path, respond(200, jpeg_bytes((64, 48)), {"Content-Type": "image/jpeg"}))
-    return source_server.url(path)
-
-
 def only_image(status: dict[str, Any]) -> dict[str, Any]:
     images = [image for product in status["products"] for image in product["images"]]
     assert len(images) == 1, status
@@ -204,7 +198,7 @@ def test_victim_in_csv(service, victims, name):
 
 
 def test_blocked_rows_are_all_reported_and_nothing_is_saved(service, source_server, victims):
-    good = serve_jpeg(source_server)
+    good = serve(source_server, jpeg_bytes((64, 48)))
     rows = [
         (1, "Fine", [good]),
         (2, "Loop", [good, victim_url(SPELLINGS["decimal"], victims)]),
@@ -268,7 +262,7 @@ def test_second_hop_redirect_to_victim(service, source_server, victims):
 @pytest.mark.parametrize("name", list(SPELLINGS))
 def test_victim_as_webhook_url(service, source_server, victims, name):
     webhook_url = victim_url(SPELLINGS[name].replace("/x.jpg", "/hook"), victims)
-    good = serve_jpeg(source_server)
+    good = serve(source_server, jpeg_bytes((64, 48)))
 
     response = upload(service.base_url, csv_of([(1, "SKU1", [good])]), webhook_url=webhook_url)
 
@@ -306,7 +300,7 @@ def test_webhook_redirect_to_victim_is_not_followed(service, source_server, vict
     target = victim_url(REDIRECTS[name][0], victims)
     hook_path = f"/ssrf/{uuid.uuid4().hex}/hook"
     source_server.route(hook_path, redirect(target, 302))
-    good = serve_jpeg(source_server)
+    good = serve(source_server, jpeg_bytes((64, 48)))
     schedule = service.env["WEBHOOK_RETRY_SCHEDULE"].split(",")
 
     response = upload(service.base_url, csv_of([(1, "SKU1", [good])]), webhook_url=source_server.url(hook_path))
@@ -329,7 +323,7 @@ def test_webhook_redirect_to_victim_is_not_followed(service, source_server, vict
 
 def test_control_redirect_within_allowed_network_is_followed(service, source_server, victims):
     """Redirects are followed when they stay on 127.0.0.2, so the blocked hops above are the guard's work."""
-    final = serve_jpeg(source_server)
+    final = serve(source_server, jpeg_bytes((64, 48)))
     path = f"/ssrf/{uuid.uuid4().hex}/moved.jpg"
     source_server.route(path, redirect(final, 302))
 
@@ -343,7 +337,7 @@ def test_control_redirect_within_allowed_network_is_followed(service, source_ser
 
 def test_control_ipv4_mapped_spelling_of_allowed_address_is_fetched(service, source_server, victims):
     """``[::ffff:127.0.0.2]`` is the allowed host: the mapped spellings above fail for their address, not their form."""
-    path = urlsplit(serve_jpeg(source_server)).path
+    path = urlsplit(serve(source_server, jpeg_bytes((64, 48)))).path
     url = f"http://[::ffff:127.0.0.2]:{source_server.port}{path}"
 
     response = upload(service.base_url, csv_of([(1, "SKU1", [url])]))

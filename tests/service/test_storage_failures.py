@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 import requests
 from support.api import csv_of, upload, wait_final
-from support.backing import SeparateDatabase
+from support.deployments import SideDeployment
 from support.images import SlowImages
 from support.loopback import wait_until
 from support.s3 import MotoS3
-from support.services import ApiServer, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -79,44 +78,16 @@ def s3_deployment(service, backing_services, tmp_path, monkeypatch):
     for name, value in MotoS3.CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     moto.create_bucket()
-    instance = tmp_path / "instance"
-    instance.mkdir()
-    database = SeparateDatabase(backing_services, instance)
-    env = {
-        **service.env,
-        **moto.settings(),
-        "INSTANCE_DIR": str(instance),
-        "DATABASE_URL": database.url,
-        "STORAGE_MAX_RETRIES": "6",
-    }
-    if "BROKER_KEY_PREFIX" in service.env:
-        env["BROKER_KEY_PREFIX"] = f"{service.env['BROKER_KEY_PREFIX']}s3-{uuid.uuid4().hex[:6]}:"
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    # As the service runs: the control worker's tick re-queues a retry once its back-off is over.
-    processes = [
-        WorkerProcess(env, tmp_path / "worker.log", name="s3"),
-        WorkerProcess(env, tmp_path / "control.log", name="s3-control", kind="control"),
-        WorkerProcess(env, tmp_path / "beat.log", kind="beat"),
-    ]
-    from app import create_app
-
-    api = ApiServer()
-    api.start(create_app({"public_base_url": api.base_url}))
+    deployment = SideDeployment(
+        service, backing_services, tmp_path, "s3", monkeypatch, **moto.settings(), STORAGE_MAX_RETRIES="6"
+    )
     try:
-        yield api.base_url, moto
+        # As the service runs: the control worker's tick re-queues a retry once its back-off is over.
+        deployment.start_celery()
+        yield deployment.start_api(), moto
     finally:
-        api.stop()
-        for process in processes:
-            process.stop()
+        deployment.close()
         moto.stop()
-        with api.server.app.app_context():
-            from models import db
-
-            db.engine.dispose()
-        database.drop()
-        service.app.extensions["celery"].set_default()
-        service.app.extensions["celery"].set_current()
 
 
 def test_an_object_store_stopped_mid_request_and_started_again_loses_no_image(s3_deployment, source_server):

@@ -94,17 +94,12 @@ def two_machines(service, backing_services, tmp_path, monkeypatch):
     finally:
         if api.thread is not None:
             api.stop()
-            with api.server.app.app_context():
-                from models import db
-
-                db.engine.dispose()
         # All at once: each waits for its own warm shutdown.
         with ThreadPoolExecutor(max_workers=len(processes) or 1) as pool:
             list(pool.map(WorkerProcess.stop, processes.values()))
         moto.stop()
         database.drop()
-        service.app.extensions["celery"].set_default()
-        service.app.extensions["celery"].set_current()
+        service.send_with_own_celery()
 
 
 def test_two_workers_in_folders_of_their_own_share_one_request(two_machines, source_server, receiver):

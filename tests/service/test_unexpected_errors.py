@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from support.api import csv_of, upload, wait_final
-from support.backing import ROOT, SeparateDatabase
+from support.backing import ROOT
+from support.deployments import SideDeployment
 from support.handlers import respond
 from support.images import jpeg_bytes
-from support.services import ApiServer, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -49,44 +49,15 @@ def buggy_deployment(service, backing_services, tmp_path, monkeypatch):
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(FAULT_HOOK)
-    instance = tmp_path / "instance"
-    instance.mkdir()
-    database = SeparateDatabase(backing_services, instance)
-    env = {
-        **service.env,
-        "INSTANCE_DIR": str(instance),
-        "DATABASE_URL": database.url,
-        "IMAGE_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-    }
-    if "BROKER_KEY_PREFIX" in service.env:
-        env["BROKER_KEY_PREFIX"] = f"{service.env['BROKER_KEY_PREFIX']}bug-{uuid.uuid4().hex[:6]}:"
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    worker_log = tmp_path / "worker.log"
-    # The hook imports the service's modules at start-up, before Celery puts the working folder on the path.
-    buggy_env = {**env, "PYTHONPATH": f"{hook}:{ROOT}"}
-    processes = [
-        WorkerProcess(buggy_env, worker_log, name="buggy"),
-        WorkerProcess(env, tmp_path / "control.log", name="buggy-control", kind="control"),
-        WorkerProcess(env, tmp_path / "beat.log", kind="beat"),
-    ]
-    from app import create_app
-
-    api = ApiServer()
-    api.start(create_app({"public_base_url": api.base_url}))
+    deployment = SideDeployment(
+        service, backing_services, tmp_path, "buggy", monkeypatch, IMAGE_MAX_ATTEMPTS=str(MAX_ATTEMPTS)
+    )
     try:
-        yield api.base_url, worker_log
+        # The hook imports the service's modules at start-up, before Celery puts the working folder on the path.
+        deployment.start_celery(PYTHONPATH=f"{hook}:{ROOT}")
+        yield deployment.start_api(), tmp_path / "worker.log"
     finally:
-        api.stop()
-        for process in processes:
-            process.stop()
-        with api.server.app.app_context():
-            from models import db
-
-            db.engine.dispose()
-        database.drop()
-        service.app.extensions["celery"].set_default()
-        service.app.extensions["celery"].set_current()
+        deployment.close()
 
 
 def png_bytes(size: tuple[int, int]) -> bytes:

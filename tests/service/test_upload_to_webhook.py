@@ -13,20 +13,13 @@ import requests
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
 from support.api import csv_of, upload, wait_final
-from support.handlers import respond
 from support.images import jpeg_bytes, png_with_alpha
-from support.loopback import wait_until
+from support.loopback import serve, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
 # libjpeg's luminance table at quality 50 is the IJG standard table itself.
 STANDARD_LUMINANCE_FIRST_ROW = [16, 11, 10, 16, 24, 40, 51, 61]
-
-
-def serve(source_server, data: bytes, content_type: str = "image/jpeg", name: str = "img") -> str:
-    path = f"/{uuid.uuid4().hex}/{name}"
-    source_server.route(path, respond(200, data, {"Content-Type": content_type}))
-    return source_server.url(path)
 
 
 def verify_webhook(service, delivery) -> dict:

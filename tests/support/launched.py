@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ from support.loopback import unused_port
 # The launcher itself, the API (gunicorn and 2 workers), the worker (celery and 2 pool processes), beat.
 PROCESSES_OF_A_RUN = 8
 GONE_WITHIN_S = 15
+LAUNCHER = [sys.executable, "launcher.py"]
 
 
 @dataclass(frozen=True)
@@ -65,73 +69,191 @@ def carries(pid: int, marker: bytes) -> bool:
         return False
 
 
-class MakeRun:
-    """``python launcher.py`` as ``make run`` starts it, with an instance folder and a port of its own."""
+def launch_environment(folder: Path, **settings: str) -> dict[str, str]:
+    """The whole environment of a launch of its own: nothing of the test's but PATH, its folders in folder."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        # gunicorn keeps a control socket under HOME: one of this run's own, not the developer's.
+        "HOME": str(folder),
+        "LANG": "C.UTF-8",
+        "INSTANCE_DIR": str(folder / "instance"),
+        **settings,
+    }
 
-    def __init__(self, folder: Path, extra_env: dict[str, str]) -> None:
+
+def start_launcher(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """``python launcher.py`` from the project's root, in a session of its own, its output in log_path."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            LAUNCHER,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+# Stands in for make leading a terminal's session (``ssh -t host make run``): it takes the terminal,
+# and on SIGHUP goes on waiting for its child, as make does.
+MAKE_LEADING_A_TERMINAL = (
+    "import fcntl, signal, subprocess, sys, termios; "
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "signal.signal(signal.SIGHUP, lambda *_: None); "
+    "sys.exit(subprocess.call(sys.argv[1:]))"
+)
+
+
+class Terminal:
+    """A pseudo-terminal whose output is copied to a file, closed as a terminal window is closed."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.master, self.slave = os.openpty()
+        self._log_path = log_path
+        self._closing = threading.Event()
+        self._copier = threading.Thread(target=self._copy, daemon=True)
+        self._copier.start()
+
+    def _copy(self) -> None:
+        with open(self._log_path, "ab") as log:
+            while not self._closing.is_set():
+                if select.select([self.master], [], [], 0.1)[0]:
+                    try:
+                        log.write(os.read(self.master, 65536))
+                    except OSError:
+                        break
+                    log.flush()
+        os.close(self.master)
+
+    def close(self) -> None:
+        """Hang the terminal up, as closing its window does."""
+        self._closing.set()
+        self._copier.join(timeout=5)
+
+
+class LauncherRun:
+    """``python launcher.py`` as ``make run`` starts it, with an instance folder and a port of its own.
+
+    On a terminal of its own when one is given, else in a session of its own with its output in
+    ``launcher.log``; ``settings`` are added to its environment.
+    """
+
+    def __init__(self, folder: Path, terminal: Terminal | None = None, settings: dict[str, str] | None = None) -> None:
         self.instance_dir = folder / "instance"
         self.port = unused_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.marker = f"INSTANCE_DIR={self.instance_dir}".encode()
         self.log_path = folder / "launcher.log"
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(folder),
-            "LANG": "C.UTF-8",
-            "INSTANCE_DIR": str(self.instance_dir),
-            "PORT": str(self.port),
-            "WEB_CONCURRENCY": "2",
-            "WORKER_CONCURRENCY": "2",
-            **extra_env,
-        }
-        with open(self.log_path, "wb") as log:
+        env = launch_environment(
+            folder, PORT=str(self.port), WEB_CONCURRENCY="2", WORKER_CONCURRENCY="2", **(settings or {})
+        )
+        if terminal is None:
+            self.process = start_launcher(env, self.log_path)
+        else:
             self.process = subprocess.Popen(
-                [sys.executable, "launcher.py"],
+                [sys.executable, "-c", MAKE_LEADING_A_TERMINAL, *LAUNCHER],
                 cwd=ROOT,
                 env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdin=terminal.slave,
+                stdout=terminal.slave,
+                stderr=terminal.slave,
                 start_new_session=True,
             )
+            os.close(terminal.slave)
+        self.recorded: list[ProcessInfo] = []
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def log(self) -> str:
+        """What the launcher wrote so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def left_over(self) -> list:
-        return [info for info in live_processes() if info.pid != os.getpid() and carries(info.pid, self.marker)]
+    def answers(self) -> bool:
+        """Whether the API says it is ready (its database and broker answer)."""
+        try:
+            return requests.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def tree(self) -> list[ProcessInfo]:
+        """The launcher and every process below it, as they are now."""
+        processes = live_processes()
+        family, frontier = [], {self.pid}
+        while frontier:
+            children = [info for info in processes if info.ppid in frontier]
+            family += children
+            frontier = {info.pid for info in children}
+        launcher = [info for info in processes if info.pid == self.pid]
+        return launcher + family
 
     def wait_ready(self, timeout_s: float = 60) -> None:
+        """Wait until the worker is ready, the API answers and every process runs; record the tree."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"the launcher exited early:\n{self.log()[-4000:]}"
-            try:
-                answers = requests.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
-            except requests.RequestException:
-                answers = False
-            if "ready." in self.log() and answers and len(self.left_over()) >= PROCESSES_OF_A_RUN:
+            if "ready." in self.log() and self.answers() and len(self.tree()) >= PROCESSES_OF_A_RUN:
+                self.recorded = self.tree()
                 return
             time.sleep(0.2)
         raise AssertionError(f"the launcher was not ready in {timeout_s}s:\n{self.log()[-4000:]}")
 
-    def stop(self) -> list:
-        """SIGTERM, as a service manager stops it; what is still running after the grace."""
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=GONE_WITHIN_S + 15)
-        deadline = time.monotonic() + GONE_WITHIN_S
-        while self.left_over() and time.monotonic() < deadline:
+    def child(self, word: str) -> ProcessInfo:
+        """The launcher's child whose command line holds word."""
+        return next(info for info in self.recorded if info.ppid == self.pid and word in info.cmdline)
+
+    def left_over(self) -> list[ProcessInfo]:
+        """Live processes of this run: seen in its tree before the strike, or carrying its environment."""
+        seen = {(info.pid, info.start_ticks) for info in self.recorded}
+        return [
+            info
+            for info in live_processes()
+            if (info.pid, info.start_ticks) in seen or (info.pid != os.getpid() and carries(info.pid, self.marker))
+        ]
+
+    def port_is_free(self) -> bool:
+        """Whether nothing listens on the run's port any more."""
+        with socket.socket() as probe:
+            # SO_REUSEADDR as gunicorn sets it: TIME_WAIT connections do not count, a listener does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", self.port))
+                probe.listen()
+            except OSError:
+                return False
+        return True
+
+    def wait_gone(self, timeout_s: float) -> list[ProcessInfo]:
+        """What of the run is still alive after up to timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.process.poll()
+            left = self.left_over()
+            if not left:
+                return []
             time.sleep(0.2)
         return self.left_over()
 
+    def stop(self) -> list[ProcessInfo]:
+        """SIGTERM, as a service manager stops it; what is still running after the grace."""
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=GONE_WITHIN_S + 15)
+        return self.wait_gone(GONE_WITHIN_S)
+
     def kill_left_over(self) -> None:
+        """SIGKILL whatever of the run is left, so that no test leaves processes behind."""
         for info in self.left_over():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(info.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
 
 
-def start(tmp_path: Path, extra_env: dict[str, str]) -> MakeRun:
+def start(tmp_path: Path, extra_env: dict[str, str]) -> LauncherRun:
     """``make run`` in tmp_path with extra_env, ready; every process of it killed if it does not get ready."""
-    run = MakeRun(tmp_path, extra_env)
+    run = LauncherRun(tmp_path, settings=extra_env)
     try:
         run.wait_ready()
     except BaseException:
@@ -140,7 +262,7 @@ def start(tmp_path: Path, extra_env: dict[str, str]) -> MakeRun:
     return run
 
 
-def stop_and_check(run: MakeRun) -> None:
+def stop_and_check(run: LauncherRun) -> None:
     """Stop the run as a service manager would; fail if a process outlives it or it exits with an error."""
     left = run.stop()
     assert not left, f"{len(left)} processes outlived the launcher:\n{describe(left)}"

@@ -18,6 +18,7 @@ import socketserver
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from support.handlers import respond
 
 # The one address the service may fetch from and call in tests.
 IMAGE_HOST = "127.0.0.2"
@@ -212,13 +215,6 @@ def unused_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on just now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 2.0) -> bool:
     """Poll predicate until it is true or timeout_s passes; returns its last value."""
     deadline = time.monotonic() + timeout_s
@@ -227,6 +223,16 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 2.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+def serve(
+    server: LoopbackHTTPServer, body: bytes | Handler, content_type: str = "image/jpeg", name: str = "img.jpg"
+) -> str:
+    """The URL of body (bytes answered 200 with content_type, or a handler) at a path of its own on server."""
+    handler = body if callable(body) else respond(200, body, {"Content-Type": content_type})
+    path = f"/{uuid.uuid4().hex}/{name}"
+    server.route(path, handler)
+    return server.url(path)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support.loopback import free_port
+from support.loopback import unused_port
 
 
 class MotoS3:
@@ -17,7 +17,7 @@ class MotoS3:
 
     def __init__(self, bucket: str) -> None:
         self.bucket = bucket
-        self.port = free_port()
+        self.port = unused_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._server = None
 

@@ -63,6 +63,7 @@ class WorkerProcess:
         raise RuntimeError(f"worker not ready in {timeout}s: {self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
+        """Stop the process as a service manager would: SIGTERM, then SIGKILL after 20 s."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -83,13 +84,29 @@ class ApiServer:
         self.base_url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread: threading.Thread | None = None
 
+    @classmethod
+    def serving(cls, **overrides: Any) -> ApiServer:
+        """A new app with these settings overrides (its public base URL this server's), served at once."""
+        from app import create_app
+
+        server = cls()
+        server.start(create_app({"public_base_url": server.base_url, **overrides}))
+        return server
+
     def start(self, flask_app) -> None:
+        """Serve flask_app in a daemon thread."""
         self.server.app = flask_app
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close the app's database connections."""
         self.server.shutdown()
+        if self.thread is not None:
+            from models import db
+
+            with self.server.app.app_context():
+                db.engine.dispose()
 
 
 class Service:
@@ -102,7 +119,13 @@ class Service:
         self.instance = instance
 
     def url(self, path: str) -> str:
+        """The API's URL of path."""
         return self.base_url + path
+
+    def send_with_own_celery(self) -> None:
+        """Make the service's Celery app the default again: creating another app made that one the default."""
+        self.app.extensions["celery"].set_default()
+        self.app.extensions["celery"].set_current()
 
 
 @pytest.fixture(scope="session")
@@ -152,10 +175,6 @@ def service(backing_services) -> Iterator[Service]:
         for process in processes:
             process.stop()
         api.stop()
-        with flask_app.app_context():
-            from models import db
-
-            db.engine.dispose()
         os.environ.clear()
         os.environ.update(saved)
 
@@ -167,14 +186,19 @@ def import_every_upload(service, monkeypatch) -> None:
     monkeypatch.setitem(service.app.config, "SETTINGS", dataclasses.replace(settings, import_after_urls=2))
 
 
+def empty_tables(app) -> None:
+    """Delete every row of the app's database, children first."""
+    from models import db
+
+    with app.app_context(), db.engine.begin() as connection:
+        for table in reversed(db.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
 @pytest.fixture
 def clean_tables(service) -> Iterator[None]:
     """Empty every table before the test; the worker has its own connection, so no rollback trick."""
-    from models import db
-
-    with service.app.app_context(), db.engine.begin() as connection:
-        for table in reversed(db.metadata.sorted_tables):
-            connection.execute(table.delete())
+    empty_tables(service.app)
     yield
 
 
@@ -221,12 +245,21 @@ def quiet_service(backing_services, tmp_path_factory) -> Iterator[QuietService]:
 
 @pytest.fixture
 def clean_quiet_tables(quiet_service) -> Iterator[None]:
+    """Empty every table of the quiet service's database before the test."""
+    empty_tables(quiet_service.app)
+    yield
+
+
+@pytest.fixture
+def base_url(quiet_service, sent) -> Iterator[str]:
+    """Runs the test inside the quiet app's context, its tasks recorded, and gives the public base URL."""
     from models import db
 
-    with quiet_service.app.app_context(), db.engine.begin() as connection:
-        for table in reversed(db.metadata.sorted_tables):
-            connection.execute(table.delete())
-    yield
+    with quiet_service.app.app_context():
+        try:
+            yield quiet_service.app.config["SETTINGS"].public_base_url
+        finally:
+            db.session.remove()
 
 
 @pytest.fixture

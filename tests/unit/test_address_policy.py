@@ -111,6 +111,8 @@ def test_reasons_name_the_range(address: str, reason: str) -> None:
     assert blocked_reason(address) == reason
 
 
+# A table, as LOOPBACK_SPELLINGS below: one case a line, common public addresses and the ones just
+# outside each blocked range.
 PUBLIC = [
     "8.8.8.8",
     "1.1.1.1",

@@ -533,6 +533,7 @@ def test_animation_uses_first_frame(fmt: str, params: dict[str, object]) -> None
     assert_close(decode(result).getpixel((16, 16)), RED)
 
 
+# The palette PNG case again as a GIF: Pillow reads GIF transparency on a path of its own.
 def test_gif_transparency_becomes_white() -> None:
     src = Image.new("P", (32, 32), 0)
     src.putpalette(list(GREEN) + list(RED) + [0, 0, 0] * 254)

@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 
@@ -29,6 +30,14 @@ def png_with_alpha(size: tuple[int, int] = (300, 200)) -> bytes:
             image.putpixel((x, y), (0, 0, 255, 255))
     out = io.BytesIO()
     image.save(out, "PNG")
+    return out.getvalue()
+
+
+def noise_bytes(size: tuple[int, int], fmt: str) -> bytes:
+    """Coloured noise (so that every quality shows), saved as ``fmt``."""
+    pixels = np.random.default_rng(size[0] * 100 + size[1]).integers(0, 256, (size[1], size[0], 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, fmt)
     return out.getvalue()
 
 

@@ -7,14 +7,11 @@ failed as corrupt_image.
 from __future__ import annotations
 
 import io
-import uuid
 
 import numpy as np
 import pytest
-import requests
 from PIL import Image
-from support.api import csv_of, upload, wait_final
-from support.handlers import respond
+from support.images import noise_bytes
 
 from imaging import perceptual, pipeline
 
@@ -22,14 +19,6 @@ SIZES = [(1, 1), (7, 7), (11, 11), (1, 40), (40, 1)]
 SOURCE_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"]
 PILLOW_NAME = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
 MAX_DIMENSION = 8
-
-
-def source(size: tuple[int, int], fmt: str) -> bytes:
-    """Coloured noise (so that every quality shows), saved as ``fmt``."""
-    pixels = np.random.default_rng(size[0] * 100 + size[1]).integers(0, 256, (size[1], size[0], 3), np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, fmt)
-    return out.getvalue()
 
 
 def shrunk(size: tuple[int, int], max_dimension: int | None) -> tuple[int, int]:
@@ -55,7 +44,7 @@ def test_a_small_image_is_encoded_under_every_option(
     max_dimension: int | None,
     never_bigger: bool,
 ) -> None:
-    data = source(size, fmt)
+    data = noise_bytes(size, fmt)
     target = None if quality else pipeline.DEFAULT_TARGET_SCORE
     result = pipeline.compress(
         data,
@@ -116,20 +105,3 @@ def test_one_pixel_is_scored_by_its_luminance_alone() -> None:
 def test_a_plane_with_no_pixels_is_refused() -> None:
     with pytest.raises(ValueError):
         perceptual.SsimReference(np.zeros((0, 5), np.uint8))
-
-
-@pytest.mark.integration
-def test_a_one_pixel_png_with_quality_auto_completes_with_a_score(service, source_server) -> None:
-    path = f"/small/{uuid.uuid4().hex}/pixel.png"
-    source_server.route(path, respond(200, source((1, 1), "PNG"), {"Content-Type": "image/png"}))
-
-    created = upload(service.base_url, csv_of([(1, "SKU1", [source_server.url(path)])]), quality="auto")
-    assert created.status_code == 202, created.text
-    status = wait_final(service.base_url, created.json()["request_id"], timeout_s=60)
-
-    assert status["status"] == "COMPLETED", status
-    image = status["products"][0]["images"][0]
-    assert image["status"] == "COMPLETED" and image["error"] is None, image
-    assert image["quality"] is not None and 0 < image["score"] <= 1, image
-    with Image.open(io.BytesIO(requests.get(image["output_url"], timeout=10).content)) as out:
-        assert out.format == "JPEG" and out.size == (1, 1)

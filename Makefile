@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test test-faults lint bench bench-pipeline migrate clean
+.PHONY: run test test-unit test-db test-service test-processes test-faults lint bench bench-pipeline migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,14 @@ run: $(RUN_STAMP)
 migrate: $(RUN_STAMP)
 	$(BIN)/python -m flask --app app:create_app db upgrade
 
-## The test suite: SQLite and the filesystem broker, or TEST_DATABASE_URL and TEST_BROKER_URL.
+## The test suite, every tier but the faults: SQLite and the filesystem broker, or TEST_DATABASE_URL and TEST_BROKER_URL.
 test: $(DEV_STAMP)
 	$(BIN)/pytest
+
+## One tier alone (tests/<tier>): unit (no database, no process), db (a database, no worker),
+## service (the HTTP API and a real worker), processes (launcher, CLI, newman, browser, compose).
+test-unit test-db test-service test-processes: test-%: $(DEV_STAMP)
+	$(BIN)/pytest tests/$*
 
 ## The fault suite: real processes, PostgreSQL and Redis clusters of its own, faults injected.
 test-faults: $(DEV_STAMP)

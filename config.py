@@ -6,10 +6,10 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from network_policy.addresses import parse_networks
 from network_policy.urls import MAX_URL_LENGTH
@@ -36,30 +36,30 @@ class SettingsError(ValueError):
     """A setting is present but malformed; the message names it."""
 
 
+N = TypeVar("N", int, float)
+
+
 def _int(env: Mapping[str, str], name: str, default: int, low: int = 0, high: int | None = None) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise SettingsError(f"{name} must be {bounds}, got {value}")
-    return value
+    return _number(env, name, default, int, "an integer", low, high)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, low: float = 0.0) -> float:
+    return _number(env, name, default, float, "a number", low, None)
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: N, parse: Callable[[str], N], kind: str, low: N, high: N | None
+) -> N:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if value < low:
-        raise SettingsError(f"{name} must be at least {low}, got {value}")
+        raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise SettingsError(f"{name} must be {bounds}, got {value}")
     return value
 
 

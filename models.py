@@ -325,15 +325,20 @@ class ImageOutput(db.Model):
     last_used_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
-class SourceVersion(db.Model):
+class CallerOwned:
+    """A row kept per caller: what one tenant stored is never found by another."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: The caller: its API key's SHA-256, or "" when the service is open.
+    owner: Mapped[str] = mapped_column(String(64))
+
+
+class SourceVersion(CallerOwned, db.Model):
     """What a caller's URL answered last: its validators for a conditional GET, and its bytes' SHA-256."""
 
     __tablename__ = "source_versions"
     __table_args__ = (UniqueConstraint("owner", "url_hash", name="uq_source_versions_owner_url_hash"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    #: The caller: its API key's SHA-256, or "" when the service is open.
-    owner: Mapped[str] = mapped_column(String(64))
     url_hash: Mapped[str] = mapped_column(String(64))
     etag: Mapped[str | None] = mapped_column(Text)
     last_modified: Mapped[str | None] = mapped_column(Text)
@@ -341,15 +346,12 @@ class SourceVersion(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
-class IdempotencyKey(db.Model):
+class IdempotencyKey(CallerOwned, db.Model):
     """An upload's ``Idempotency-Key``: the request it made, and the answer to give it again."""
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("owner", "key", name="uq_idempotency_keys_owner_key"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    #: The caller: its API key's SHA-256, or "" when the service is open.
-    owner: Mapped[str] = mapped_column(String(64))
     key: Mapped[str] = mapped_column(String(255))
     #: SHA-256 of the file and the options: the same key with another body is refused.
     fingerprint: Mapped[str] = mapped_column(String(64))

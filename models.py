@@ -223,7 +223,20 @@ RELEASED_IMAGE = "status = 'PENDING' AND queued_at IS NULL AND requeues > 0"
 IN_FLIGHT_IMAGE = "status = 'PROCESSING' OR (status = 'PENDING' AND queued_at IS NOT NULL)"
 
 
-class Image(db.Model):
+class EncodedFiguresColumns:
+    """What an encode gave: the source's and the output's sizes, the output's pixels, its quality and score."""
+
+    #: The download's and the stored output's sizes, and the output's pixels, once completed.
+    bytes_in: Mapped[int | None] = mapped_column(BigInteger)
+    bytes_out: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    #: The quality the output was encoded at (None when the source was kept), and the score it reached.
+    quality: Mapped[int | None]
+    score: Mapped[float | None]
+
+
+class Image(EncodedFiguresColumns, db.Model):
     """One distinct source URL of a request: downloaded and compressed once."""
 
     __tablename__ = "images"
@@ -270,14 +283,6 @@ class Image(db.Model):
     reused: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
-    #: The download's and the stored output's sizes, and the output's pixels, once completed.
-    bytes_in: Mapped[int | None] = mapped_column(BigInteger)
-    bytes_out: Mapped[int | None] = mapped_column(BigInteger)
-    width: Mapped[int | None]
-    height: Mapped[int | None]
-    #: The quality the output was encoded at (None when the source was kept), and the score it reached.
-    quality: Mapped[int | None]
-    score: Mapped[float | None]
     kept_source: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -288,7 +293,7 @@ class Image(db.Model):
 ENCODING_OUTPUT = "stored_at IS NULL"
 
 
-class ImageOutput(db.Model):
+class ImageOutput(EncodedFiguresColumns, db.Model):
     """An encoded output, shared by every image of one caller with the same source bytes and options.
 
     ``variant`` is an HMAC of (caller, the source's SHA-256, the options) under the service's secret:
@@ -313,12 +318,6 @@ class ImageOutput(db.Model):
     storage_key: Mapped[str] = mapped_column(Text)
     #: When the object was stored; None while it is being encoded.
     stored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    bytes_in: Mapped[int | None] = mapped_column(BigInteger)
-    bytes_out: Mapped[int | None] = mapped_column(BigInteger)
-    width: Mapped[int | None]
-    height: Mapped[int | None]
-    quality: Mapped[int | None]
-    score: Mapped[float | None]
     kept_source: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     #: Raised by every lookup that may point an image at it; clean-up leaves recently used outputs alone.

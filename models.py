@@ -261,6 +261,9 @@ class Image(db.Model):
     not_before: Mapped[datetime | None] = mapped_column(UtcDateTime)
     #: The Celery task id that claimed it: a redelivery of that same message may take it over.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
+    #: The fencing token of the current claim: every claim and every take-over raises it, and a worker's
+    #: writes for the image hold only while it is still the token its claim returned.
+    claim_token: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     #: Times the sweeper re-enqueued the image because it looked stuck.
     requeues: Mapped[int] = mapped_column(default=0)
     output_key: Mapped[str | None] = mapped_column(Text)

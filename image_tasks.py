@@ -71,8 +71,9 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
             return _retry(work, task_id, retry_delay(work.retries, None), "storage_error", str(error))
         message = f"The output could not be stored after {work.retries + 1} tries: {error}"
         return _fail(work, "storage_error", message, base_url)
-    except variants.PeerStillEncoding as error:
-        # Not the image's fault, and bounded: a claim older than the hard time limit is taken over.
+    except (variants.PeerStillEncoding, variants.EncodeSuperseded) as error:
+        # Not the image's fault, and bounded: a claim older than the hard time limit is taken over, and
+        # the worker that took it over is encoding this very output.
         return _retry(work, task_id, retry_delay(0, None), "output_busy", str(error))
     except pipeline.ImageProcessingError as error:
         return _fail(work, error.code, error.message, base_url)

@@ -287,8 +287,8 @@ class Image(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
-#: An output a worker is encoding: not stored yet.
-ENCODING_OUTPUT = "stored_at IS NULL"
+#: An output a worker is encoding: not stored yet, and its claim not superseded by a take-over.
+ENCODING_OUTPUT = "stored_at IS NULL AND superseded_at IS NULL"
 
 
 class ImageOutput(db.Model):
@@ -316,6 +316,9 @@ class ImageOutput(db.Model):
     storage_key: Mapped[str] = mapped_column(Text)
     #: When the object was stored; None while it is being encoded.
     stored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: When another worker took the encode over as a dead worker's. The row stays, never stored, until
+    #: clean-up removes it with whatever its worker stored late: its id and key are never another claim's.
+    superseded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     bytes_in: Mapped[int | None] = mapped_column(BigInteger)
     bytes_out: Mapped[int | None] = mapped_column(BigInteger)
     width: Mapped[int | None]

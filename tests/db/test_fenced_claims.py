@@ -2,12 +2,14 @@
 worker claimed it) writes nothing when it wakes, and the current holder's writes still hold.
 
 Each kind of late write is tried on this run's database (PostgreSQL when TEST_DATABASE_URL is set, else
-SQLite): a result, a failure, a time-limit failure through the task's own code, and a retry.
+SQLite): a result, a failure, a time-limit failure through the task's own code, a retry, and an output.
 No task is ever sent, and the webhook of a finished request is recorded, not sent.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import uuid
 from dataclasses import dataclass
@@ -16,9 +18,11 @@ from datetime import timedelta
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
+from PIL import Image as PilImage
 from sqlalchemy import func, select, update
 
 import image_tasks
+from fetching import fetcher
 from intake.csv_input import ProductRow
 from lifecycle import claims, creation, recovery
 from models import Image, ImageOutput, ImageStatus, Request, RequestStatus, WebhookEvent, db, utcnow
@@ -237,3 +241,67 @@ def test_a_late_result_drops_the_output_made_for_it_unless_another_found_it(base
     assert storage.local_path(kept.key).read_bytes() == b"late output"
     assert db.session.get(ImageOutput, kept.output_id) is not None
     db.session.commit()
+
+
+def test_a_late_store_of_a_taken_over_encode_marks_nothing_and_the_new_claim_stores(base_url):
+    variant = variants.variant_key(variants.variant_secret("whsec_test"), "", "ab" * 32, variants.OutputOptions())
+    frozen_id, frozen_key = variants.start_output(variant, "jpeg", STALE_AFTER_S)
+    past = utcnow() - timedelta(seconds=STALE_AFTER_S + 1)
+    db.session.execute(update(ImageOutput).values(created_at=past, last_used_at=past))
+    db.session.commit()
+    current_id, current_key = variants.start_output(variant, "jpeg", STALE_AFTER_S)
+    assert (current_id, current_key) != (frozen_id, frozen_key)
+
+    assert variants.mark_stored(frozen_id, ENCODED) is None
+    variants.abandon_output(frozen_id)
+    assert variants.find_stored(variant) is None
+    db.session.expire_all()
+    current = db.session.get(ImageOutput, current_id)
+    assert (current.stored_at, current.superseded_at, current.storage_key) == (None, None, current_key)
+    db.session.commit()
+
+    stored = variants.mark_stored(current_id, ENCODED)
+    assert stored is not None and (stored.id, stored.storage_key) == (current_id, current_key)
+    assert variants.find_stored(variant).id == current_id
+
+
+def jpeg() -> bytes:
+    out = io.BytesIO()
+    PilImage.new("RGB", (64, 48), (200, 40, 40)).save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
+def test_a_worker_that_stores_after_its_encode_was_taken_over_deletes_only_its_own_object(base_url, monkeypatch):
+    settings, storage = current_app.config["SETTINGS"], current_app.extensions["storage"]
+    secret = current_app.extensions["variant_secret"]
+    source = jpeg()
+    options = variants.OutputOptions()
+    variant = variants.variant_key(secret, "", hashlib.sha256(source).hexdigest(), options)
+    fetched = fetcher.FetchedImage(data=source, validators=fetcher.Validators(None, None), not_modified=False)
+    monkeypatch.setattr(fetcher, "fetch_image_revalidated", lambda *_args, **_kwargs: fetched)
+    real_put = storage.put
+    current: list[tuple[int, str]] = []
+
+    def frozen_put(key: str, data: bytes, content_type: str = "image/jpeg") -> None:
+        # Frozen before this put: its claim looks dead, and another worker takes the encode over and stores it.
+        db.session.execute(
+            update(ImageOutput).values(created_at=utcnow() - timedelta(seconds=settings.task_time_limit_s + 61))
+        )
+        db.session.commit()
+        current_id, current_key = variants.start_output(variant, "jpeg", settings.task_time_limit_s + 60.0)
+        real_put(current_key, b"current output", content_type)
+        variants.mark_stored(current_id, ENCODED)
+        current.append((current_id, current_key))
+        real_put(key, data, content_type)
+
+    monkeypatch.setattr(storage, "put", frozen_put)
+    with pytest.raises(variants.EncodeSuperseded):
+        making.make_output("", SOURCE_URL, options, settings)
+
+    [(current_id, current_key)] = current
+    frozen_keys = db.session.scalars(select(ImageOutput.storage_key).where(ImageOutput.id != current_id)).all()
+    db.session.commit()
+    assert len(frozen_keys) == 1 and frozen_keys[0] != current_key
+    assert storage.local_path(frozen_keys[0]) is None  # the file is gone
+    assert storage.local_path(current_key).read_bytes() == b"current output"
+    assert variants.find_stored(variant).id == current_id

@@ -71,9 +71,13 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
         compressed = pipeline.compress(
             download.pop(), max_pixels=settings.max_image_pixels, **dataclasses.asdict(options)
         )
+    except BaseException:
+        _abandon(output_id, store_attempted=False)
+        raise
+    try:
         current_app.extensions["storage"].put(key, compressed.data, storage.media_type(key))
     except BaseException:
-        _abandon(output_id)
+        _abandon(output_id, store_attempted=True)
         raise
     metrics.DECODE_SECONDS.observe(compressed.decode_s)
     metrics.ENCODE_SECONDS.observe(compressed.encode_s)
@@ -109,6 +113,7 @@ def _reused(stored: variants.StoredOutput) -> MadeOutput:
 
 def _delete_superseded(output_id: int, key: str) -> None:
     # The key is this claim's alone (a take-over stores under a key of its own): no other output is touched.
+    # Should this fail, the superseded row still names the key, or the sweep's listing finds it.
     log.warning("output %s: the encode was taken over while this worker ran; its object is deleted", output_id)
     try:
         current_app.extensions["storage"].delete(key)
@@ -116,9 +121,10 @@ def _delete_superseded(output_id: int, key: str) -> None:
         log.warning("output %s: the object of a superseded encode was not removed: %s", output_id, error)
 
 
-def _abandon(output_id: int) -> None:
+def _abandon(output_id: int, store_attempted: bool) -> None:
     try:
-        variants.abandon_output(output_id)
+        variants.abandon_output(output_id, store_attempted)
     except DATABASE_ERRORS as error:
-        # The claim then looks like a dead worker's, and the next encode of the variant takes it over.
-        log.warning("output %s: the failed encode's claim was not removed: %s", output_id, error)
+        # The claim then looks like a dead worker's: the next encode of the variant takes it over, and the
+        # sweep deletes what it stored once it is older than the hard time limit.
+        log.warning("output %s: the failed encode's claim was not given back: %s", output_id, error)

@@ -11,4 +11,5 @@ pytest_plugins = [
     "support.loopback",
     "support.receivers",
     "support.services",
+    "support.slots",
 ]

@@ -7,45 +7,17 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from support.backing import REQUIRE_SERVICES, ROOT
+from support.backing import ROOT
+from support.slots import REDIS_URL
 
 from config import Settings
 from fetching import host_slots
-from fetching.host_slots import FileHostSlots, HostBusy, RedisHostSlots
+from fetching.host_slots import FileHostSlots, HostBusy, HostSlots, RedisHostSlots
 
-REDIS_URL = os.environ.get("TEST_BROKER_URL") or "redis://127.0.0.1:6379/0"
 HOST = "images.example.test"
-
-
-@pytest.fixture
-def redis_prefix():
-    import redis
-
-    prefix = f"imgsvc-test-slots-{uuid.uuid4().hex[:8]}:"
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"Redis at {REDIS_URL} cannot be reached: {error}", pytrace=False)
-        pytest.skip(f"Redis at {REDIS_URL} cannot be reached")
-    yield prefix
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-
-
-@pytest.fixture(params=["redis", "file"])
-def make_slots(request, tmp_path):
-    """Builds slot sets that share one store, as the processes of a deployment do."""
-    if request.param == "redis":
-        prefix = request.getfixturevalue("redis_prefix")
-        return lambda limit: RedisHostSlots(REDIS_URL, limit, prefix)
-    return lambda limit: FileHostSlots(tmp_path / "host-slots", limit)
 
 
 def test_at_most_limit_slots_per_host_are_held(make_slots) -> None:
@@ -83,8 +55,8 @@ def test_a_waiting_acquire_takes_a_slot_as_soon_as_one_is_released(make_slots) -
     assert 0.25 <= time.monotonic() - started < 2
 
 
-def test_contending_threads_never_hold_more_than_the_limit(make_slots) -> None:
-    slots = make_slots(2)
+def take_in_turns(slots: HostSlots) -> dict[str, int]:
+    """Six threads take a slot of one host five times each; how many held one at most, and how many turns ended."""
     lock = threading.Lock()
     state = {"now": 0, "peak": 0, "done": 0}
 
@@ -105,6 +77,11 @@ def test_contending_threads_never_hold_more_than_the_limit(make_slots) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+    return state
+
+
+def test_contending_threads_never_hold_more_than_the_limit(make_slots) -> None:
+    state = take_in_turns(make_slots(2))
     assert state["done"] == 30
     assert state["peak"] == 2
 

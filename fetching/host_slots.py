@@ -7,9 +7,10 @@ caller, ``http_session.address_slots``, takes one for each request, redirect hop
 With a Redis broker the slots of an address are a sorted set in that Redis, each member a holder whose
 score is when its lease runs out, so the slot of a worker that died frees itself once the fetch's
 deadline has passed; a Lua script prunes, counts and adds in one step, and an idle set is gone with
-its last member. Without Redis (the single-machine setup) they are N lock files per address in the
-instance folder, held with ``flock``, which the kernel lets go of when the holder's process ends,
-however it ends.
+its last member. Without Redis (the single-machine setup) they are up to N lock files per address in
+the instance folder, held with ``flock``, which the kernel lets go of when the holder's process ends,
+however it ends. A lock file exists only while it is held: its holder removes it, and the address's
+folder once it is empty, on release; ``sweep`` removes what holders that died left behind.
 
 Waiting for a slot polls with a short sleep, for as long as the caller allows.
 """
@@ -24,6 +25,7 @@ import os
 import random
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,10 @@ class HostSlots:
         except self.store_errors:
             log.warning("could not release a slot of %s; it frees itself", slot.key, exc_info=True)
 
+    def sweep(self) -> int:
+        """Remove what idle keys left in the store, and say how many keys that was."""
+        return 0
+
     def _try_acquire(self, key: str, lease_s: float) -> Any | None:
         raise NotImplementedError
 
@@ -157,7 +163,7 @@ class RedisHostSlots(HostSlots):
 
 
 class FileHostSlots(HostSlots):
-    """Slots shared by the processes of one machine: N lock files per key, held with ``flock``."""
+    """Slots shared by the processes of one machine: up to N lock files per key, held with ``flock``."""
 
     def __init__(self, folder: Path, limit: int) -> None:
         super().__init__(limit)
@@ -166,23 +172,82 @@ class FileHostSlots(HostSlots):
     def _try_acquire(self, key: str, lease_s: float) -> Any | None:
         # A hash names the folder: a key may hold characters a file name may not.
         folder = self.folder / hashlib.sha256(key.encode()).hexdigest()[:32]
-        folder.mkdir(parents=True, exist_ok=True)
         first = random.randrange(self.limit)
         for offset in range(self.limit):
-            fd = os.open(folder / f"slot-{(first + offset) % self.limit}", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
+            path = folder / f"slot-{(first + offset) % self.limit}"
+            fd = _lock(path, create=True)
+            if fd is not None:
+                return (fd, path)
         return None
 
     def _release(self, slot: Slot) -> None:
-        os.close(slot.token)  # closing the only descriptor of the file releases its lock
+        fd, path = slot.token
+        _remove_locked(fd, path)
+
+    def sweep(self) -> int:
+        """Remove the lock files no process holds, left by holders that died, and the folders then empty."""
+        removed = 0
+        try:
+            folders = list(self.folder.iterdir())
+        except OSError:  # no slot was ever taken; any other trouble shows where slots are taken
+            return 0
+        for folder in folders:
+            with suppress(OSError):  # a slot is held or being taken, or the folder went meanwhile
+                for path in list(folder.iterdir()):
+                    fd = _lock(path, create=False)
+                    if fd is not None:
+                        _remove_locked(fd, path)
+                folder.rmdir()
+            if not folder.exists():
+                removed += 1
+        return removed
+
+
+def _lock(path: Path, create: bool) -> int | None:
+    """A descriptor of the lock file ``path``, locked; None when another process holds it (or it is gone)."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+        except FileNotFoundError:
+            if not create:
+                return None
+            # The folder was removed as idle, or never made: make it (again).
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _is_at(fd, path):
+                return fd
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        # Its holder removed the file between our open and our lock: that file is no slot any more.
+        os.close(fd)
+        if not create:
+            return None
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _remove_locked(fd: int, path: Path) -> None:
+    """Remove the lock file ``fd`` holds, then let it go, and remove its folder if that left it empty."""
+    try:
+        # Removed while still locked, so whoever opened it meanwhile sees it is gone once they lock it.
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # closing the only descriptor of the file releases its lock
+    with suppress(OSError):  # another slot of the key is held, or being taken
+        path.parent.rmdir()
 
 
 def from_settings(settings: Settings) -> HostSlots | None:

@@ -78,6 +78,12 @@ def apply_retention(settings: Settings) -> dict[str, int] | None:
     return figures
 
 
+def _sweep_host_slots() -> int:
+    # Slots remove their own traces when released; what is left was held by processes that died.
+    slots = current_app.extensions["host_slots"]
+    return 0 if slots is None else slots.sweep()
+
+
 def _fail_stuck_images(max_requeues: int, base_url: str) -> int:
     failed = recovery.fail_exhausted_images(max_requeues, base_url)
     metrics.IMAGES_FAILED.labels("stuck").inc(failed)
@@ -105,6 +111,7 @@ def sweep(settings: Settings) -> dict[str, int] | None:
             "expired_keys": idempotency.delete_expired(settings.idempotency_key_ttl_s),
             "temporaries": _delete_orphaned_temporaries(settings),
             "orphaned_objects": delete_orphaned_objects(settings).deleted(),
+            "host_slots": _sweep_host_slots(),
             "imports": sum(
                 broker.send(task_names.IMPORT_TASK, str(request_id))
                 for request_id in creation.imports_to_resend(IMPORT_LOST_AFTER_S)

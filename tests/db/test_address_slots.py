@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,7 +20,7 @@ from support.loopback import LoopbackHTTPServer, ipv6_loopback_available, serve
 from support.resolver import fake_dns
 
 from fetching.fetcher import FetchError, FetchLimits, fetch_image
-from fetching.host_slots import HostSlots
+from fetching.host_slots import FileHostSlots, HostSlots
 from network_policy.addresses import parse_networks
 
 SOURCE = "127.0.0.2"
@@ -73,6 +74,14 @@ def test_every_redirect_hop_takes_a_slot_of_the_address_it_reaches(make_slots, s
     assert redirector.hits("/go") == len(urls)
     assert target.served == len(urls)
     assert target.peak == 1
+
+
+def test_downloads_leave_no_lock_files_behind(tmp_path: Path, source_server) -> None:
+    folder = tmp_path / "host-slots"
+    image = serve(source_server, PNG, "image/png", "img.png")
+    urls = [image.replace(SOURCE, spelling, 1) for spelling in SPELLINGS[:4]]
+    assert fetch_together(urls, FileHostSlots(folder, 2)) == [PNG] * len(urls)
+    assert list(folder.iterdir()) == []
 
 
 def test_a_download_waits_for_a_slot_of_its_address_no_longer_than_its_deadline(make_slots, source_server) -> None:

@@ -1,4 +1,4 @@
-"""The per-host semaphore on both of its stores: Redis (leases in a sorted set) and lock files."""
+"""The per-address semaphore on both of its stores: Redis (leases in a sorted set) and lock files (there while held)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from support.slots import REDIS_URL
 from config import Settings
 from fetching import host_slots
 from fetching.host_slots import FileHostSlots, HostBusy, HostSlots, RedisHostSlots
+from lifecycle import housekeeping
 
 HOST = "images.example.test"
 
@@ -141,3 +142,71 @@ def test_settings_choose_the_store(tmp_path: Path) -> None:
     assert isinstance(host_slots.from_settings(redis_settings), RedisHostSlots)
     assert host_slots.from_settings(Settings.from_env({**base, "FETCH_MAX_PER_HOST": "0"})) is None
     assert Settings.from_env(base).fetch_max_per_host == 32
+
+
+# --- lock files exist only while held -----------------------------------------------
+
+
+def leave_behind(folder: Path, key: str) -> None:
+    """Take one of ``key``'s slots in a process that then dies: what it leaves is its lock file, held by no one."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; from pathlib import Path; from fetching import host_slots\n"
+            f"assert host_slots.FileHostSlots(Path({str(folder)!r}), 1).acquire({key!r}, 0, 30)\n"
+            "os._exit(0)",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+
+
+def test_lock_files_and_folders_go_once_their_slots_are_released(tmp_path: Path) -> None:
+    folder = tmp_path / "host-slots"
+    slots = FileHostSlots(folder, 2)
+    held = [slots.acquire(key, 0, 30) for key in ("127.0.0.2", "127.0.0.2", "::1", HOST)]
+    assert len(list(folder.iterdir())) == 3
+    for slot in held:
+        slots.release(slot)
+    assert list(folder.iterdir()) == []
+
+
+def test_the_sweep_removes_what_holders_that_died_left_and_nothing_held(tmp_path: Path) -> None:
+    folder = tmp_path / "host-slots"
+    slots = FileHostSlots(folder, 1)
+    leave_behind(folder, "127.0.0.2")
+    held = slots.acquire("127.0.0.3", 0, 30)
+    assert len(list(folder.iterdir())) == 2
+
+    assert slots.sweep() == 1
+    assert len(list(folder.iterdir())) == 1
+    with pytest.raises(HostBusy):
+        FileHostSlots(folder, 1).acquire("127.0.0.3", 0, 0.1)
+    slots.release(held)
+    assert list(folder.iterdir()) == []
+    assert slots.sweep() == 0
+
+
+def test_sweeping_while_slots_are_taken_never_lets_more_than_the_limit_in(tmp_path: Path) -> None:
+    folder = tmp_path / "host-slots"
+    sweeper = FileHostSlots(folder, 2)
+    outcome: dict[str, int] = {}
+    contention = threading.Thread(target=lambda: outcome.update(take_in_turns(FileHostSlots(folder, 2))))
+    contention.start()
+    while contention.is_alive():
+        sweeper.sweep()
+    assert outcome["done"] == 30
+    assert outcome["peak"] == 2
+    assert list(folder.iterdir()) == []
+
+
+def test_the_sweeper_sweeps_the_lock_files(quiet_service, base_url) -> None:
+    slots = quiet_service.app.extensions["host_slots"]
+    assert isinstance(slots, FileHostSlots)
+    leave_behind(slots.folder, "127.0.0.2")
+
+    report = housekeeping.sweep(quiet_service.app.config["SETTINGS"])
+    assert report is not None and report["host_slots"] == 1
+    assert list(slots.folder.iterdir()) == []

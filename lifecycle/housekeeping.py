@@ -67,7 +67,7 @@ def apply_retention(settings: Settings) -> dict[str, int] | None:
 
 def _fail_stuck_images(max_requeues: int, base_url: str) -> int:
     failed = recovery.fail_exhausted_images(max_requeues, base_url)
-    metrics.IMAGES_FAILED.labels("stuck").inc(failed)
+    metrics.count_image_failed("stuck", failed)
     return failed
 
 

@@ -433,12 +433,15 @@ class Lease(db.Model):
     position: Mapped[str | None] = mapped_column(Text)
 
 
-class ReceivedWebhook(db.Model):
-    """What the built-in receiver got, kept so that a person can see the webhook arrive."""
+class ReceivedWebhook(CallerOwned, db.Model):
+    """What the built-in receiver got, kept so that a person can see the webhook arrive.
+
+    Its owner is that of the request the delivery is about, whose secret its signature verified with.
+    """
 
     __tablename__ = "received_webhooks"
+    __table_args__ = (Index("ix_received_webhooks_owner_id", "owner", "id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     webhook_id: Mapped[str | None] = mapped_column(String(128))
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     signature_valid: Mapped[bool | None]

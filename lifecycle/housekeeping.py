@@ -86,7 +86,7 @@ def _sweep_host_slots() -> int:
 
 def _fail_stuck_images(max_requeues: int, base_url: str) -> int:
     failed = recovery.fail_exhausted_images(max_requeues, base_url)
-    metrics.IMAGES_FAILED.labels("stuck").inc(failed)
+    metrics.count_image_failed("stuck", failed)
     return failed
 
 

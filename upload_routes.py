@@ -12,12 +12,11 @@ from config import Settings
 from errors import ApiError
 from imaging import pipeline
 from intake import csv_input, idempotency, quotas
-from lifecycle import creation
+from lifecycle import creation, handoff
 from models import db
 from network_policy import addresses
 from network_policy.urls import url_host, url_problem
 from observability import log_context
-from queueing import broker, dispatch, task_names
 from reading.links import output_csv_url, status_url
 
 bp = Blueprint("upload", __name__)
@@ -86,10 +85,11 @@ def create_upload():
         if replay is None:
             raise
         return _replayed(replay)
+    # Accepted: from here on, a failure to hand the work over is the dispatcher's to retry, not the caller's.
     if created.importing:
-        broker.send(task_names.IMPORT_TASK, str(created.id))
+        handoff.send_import(created.id)
     else:
-        dispatch.fill_queue(settings.image_queue_depth)
+        handoff.queue_images(settings.image_queue_depth)
     return answer, 202, {"Location": location}
 
 

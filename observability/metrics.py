@@ -125,6 +125,13 @@ WEBHOOKS_GIVEN_UP = Counter(
     "Webhook events that ended FAILED: every attempt used, or refused for good (410, a blocked address).",
     registry=RECORDED,
 )
+HANDOFFS_DEFERRED = Counter(
+    "imgsvc_handoffs_deferred",
+    "Accepted uploads and retries whose work the broker (or the database) did not take just after the commit, "
+    "left to the dispatcher, by kind: images or import.",
+    ["kind"],
+    registry=RECORDED,
+)
 
 
 def method_label(method: str) -> str:

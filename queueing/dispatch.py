@@ -239,12 +239,19 @@ def _release_queued(chosen) -> list[int]:
     )
 
 
+def publish(image_ids: list[int]) -> int:
+    """Publish the messages of images just queued; returns how many were. The rest wait for the next fill."""
+    sent = 0
+    try:
+        for image_id in image_ids:
+            if not broker.send(task_names.PROCESS_IMAGE_TASK, image_id):
+                break  # the broker is down: the rest would fail as slowly
+            sent += 1
+    finally:
+        unqueue(image_ids[sent:])
+    return sent
+
+
 def fill_queue(depth: int, *, lazy: bool = False) -> int:
     """Queue waiting images up to ``depth`` and publish them; returns how many were published."""
-    image_ids = take_images_to_queue(depth, lazy=lazy)
-    for sent, image_id in enumerate(image_ids):
-        if not broker.send(task_names.PROCESS_IMAGE_TASK, image_id):
-            # The broker is down: the rest would fail as slowly; they wait for the next fill.
-            unqueue(image_ids[sent:])
-            return sent
-    return len(image_ids)
+    return publish(take_images_to_queue(depth, lazy=lazy))

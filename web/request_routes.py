@@ -43,7 +43,7 @@ def retry_request(request_id: str):
     if found.status == RequestStatus.CANCELLED:
         raise ApiError(409, "request_cancelled", "The request was cancelled; upload its CSV again to run it.")
     settings: Settings = current_app.config["SETTINGS"]
-    retried = control.retry_failed_images(found.id, error_codes)
+    retried = control.retry_failed_images(found.id, error_codes, max_active_images=settings.max_active_images_per_key)
     if retried is None:
         which = " with the codes given" if error_codes is not None else ""
         raise ApiError(409, "nothing_to_retry", f"The request has no failed images{which} to retry.")

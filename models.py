@@ -166,6 +166,8 @@ class Request(db.Model):
     #: A source JPEG that needs no change is kept (without its metadata) when encoding would not shrink it.
     never_bigger: Mapped[bool] = mapped_column(default=True, server_default=text("false"))
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    #: The uploaded file's name as the client sent it (without any folder); None when it sent none.
+    file_name: Mapped[str | None] = mapped_column(String(255))
     #: SHA-256 of the API key that created the request; None when the service is open.
     owner_key_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     product_count: Mapped[int]

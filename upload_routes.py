@@ -11,7 +11,7 @@ from access import api_keys, rate_limits
 from config import Settings
 from errors import ApiError
 from imaging import pipeline
-from intake import csv_input, idempotency, quotas
+from intake import csv_input, idempotency, quotas, uploaded_file
 from lifecycle import creation, handoff
 from models import db
 from network_policy import addresses
@@ -29,8 +29,10 @@ def create_upload():
     if request.mimetype != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "Send the CSV as multipart/form-data, in a field named 'file'.")
     upload = request.files.get("file")
+    file_name = None
     if upload is not None:
         data = upload.read()
+        file_name = uploaded_file.clean_file_name(upload.filename)
     elif "file" in request.form:  # curl -F 'file=<products.csv' sends the CSV as a plain field
         data = request.form["file"].encode()
     else:
@@ -44,6 +46,7 @@ def create_upload():
         max_dimension=_int_field("max_dimension", 1, 10_000, default=None),
         webhook_url=_webhook_url_field(settings),
         owner_key_hash=api_keys.owner_key_hash(),
+        file_name=file_name,
     )
     claim = _idempotency_claim(data, options)
     if claim is not None:

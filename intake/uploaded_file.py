@@ -1,6 +1,10 @@
-"""What an uploaded file is beside its rows: what its first bytes say it is."""
+"""What an uploaded file is beside its rows: the name it came with, and what its first bytes say it is."""
 
 from __future__ import annotations
+
+import unicodedata
+
+MAX_FILE_NAME_LENGTH = 255
 
 # Where a ZIP's first entries are named: an Office file says what it is within its first few headers.
 _ZIP_SNIFF_BYTES = 64 * 1024
@@ -9,6 +13,15 @@ _SAVE_AS_CSV = "In your spreadsheet app, save or download it as 'CSV UTF-8' and 
 _XLS = "an Excel 97-2003 workbook (.xls)"
 _XLSX = "an Excel workbook (.xlsx)"
 _ODS = "an OpenDocument spreadsheet (.ods)"
+
+
+def clean_file_name(raw: str | None) -> str | None:
+    """The name to show back: without any folder, control or formatting character, at most 255 characters."""
+    if not raw:
+        return None
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf")).strip()
+    return name[:MAX_FILE_NAME_LENGTH] or None
 
 
 def not_text_message(data: bytes) -> str | None:

@@ -77,6 +77,7 @@ def find_request(request_id: str, owner_key_hash: str | None) -> Request | None:
 def request_summary(request: Request) -> dict[str, Any]:
     return {
         "request_id": str(request.id),
+        "file_name": request.file_name,
         "status": request.status,
         "created_at": timestamp(request.created_at),
         "progress": progress(request),
@@ -95,6 +96,7 @@ def request_status(request: Request, page: Page, storage: Storage, public_base_u
     images_by_product = _images_of(products)
     return {
         "request_id": str(request.id),
+        "file_name": request.file_name,
         "status": request.status,
         "created_at": timestamp(request.created_at),
         "updated_at": timestamp(request.updated_at),

@@ -1,4 +1,4 @@
-"""A non-CSV upload named for what it is."""
+"""An uploaded file's name as shown back, and a non-CSV upload named for what it is."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from errors import ApiError
 from intake.csv_records import decode_text
+from intake.uploaded_file import clean_file_name
 
 
 def _zip(*names: str) -> bytes:
@@ -17,6 +18,24 @@ def _zip(*names: str) -> bytes:
         for name in names:
             archive.writestr(name, b"\xff" * 64)
     return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("products.csv", "products.csv"),
+        ("/home/me/products.csv", "products.csv"),
+        ("C:\\Users\\me\\Spring catalog.csv", "Spring catalog.csv"),
+        ("evil\u202egpj.csv", "evilgpj.csv"),
+        ("tab\there\x00.csv", "tabhere.csv"),
+        ("  ", None),
+        ("", None),
+        (None, None),
+        ("a" * 300 + ".csv", "a" * 255),
+    ],
+)
+def test_the_file_name_is_shown_without_folders_or_control_characters(raw, shown) -> None:
+    assert clean_file_name(raw) == shown
 
 
 @pytest.mark.parametrize(

@@ -12,4 +12,5 @@ pytest_plugins = [
     "support.receivers",
     "support.services",
     "support.slots",
+    "support.browser",
 ]

@@ -56,6 +56,7 @@ def test_cancel_on_a_slow_request_shows_cancelled(page, service, source_server):
     expect(cancel).to_be_visible()
 
     cancel.click()
+    page.page.click("#cancel-confirm")  # the page asks first
 
     page.wait_status("CANCELLED")
     expect(page.page.locator("#counts")).to_contain_text("cancelled")  # the final event, from the stream

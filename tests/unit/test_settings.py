@@ -67,6 +67,13 @@ def test_default_limits(tmp_path) -> None:
     assert settings.max_url_length == 2_048
 
 
+def test_memory_budgets_default_and_read_from_the_environment(tmp_path) -> None:
+    defaults = from_env(tmp_path)
+    assert (defaults.image_decode_budget_bytes, defaults.status_cache_bytes) == (384 << 20, 32 << 20)
+    given = from_env(tmp_path, IMAGE_DECODE_BUDGET_MB="1024", STATUS_CACHE_BYTES="0")
+    assert (given.image_decode_budget_bytes, given.status_cache_bytes) == (1 << 30, 0)
+
+
 def test_default_sweep_and_stale_intervals(tmp_path) -> None:
     settings = from_env(tmp_path)
     assert settings.sweep_interval_s == 30
@@ -220,6 +227,10 @@ def test_database_url_is_rewritten_for_psycopg2(tmp_path, given: str, expected: 
         ("FETCH_ALLOWED_NETWORKS", "127.0.0.0/8,10.0.0.1/8"),
         ("STORAGE_BACKEND", "ftp"),
         ("STORAGE_BACKEND", "gcs"),
+        ("IMAGE_DECODE_BUDGET_MB", "lots"),
+        ("IMAGE_DECODE_BUDGET_MB", "8"),
+        ("STATUS_CACHE_BYTES", "32MiB"),
+        ("STATUS_CACHE_BYTES", "-1"),
     ],
 )
 def test_malformed_value_raises_settings_error_naming_it(tmp_path, name: str, value: str) -> None:

@@ -29,8 +29,15 @@ migrate: $(RUN_STAMP)
 	$(BIN)/python -m flask --app app:create_app db upgrade
 
 ## The test suite, every tier but the faults: SQLite and the filesystem broker, or TEST_DATABASE_URL and TEST_BROKER_URL.
+## The service tier's files run TEST_WORKERS at a time (mostly waiting on workers, not on the CPU); every tier
+## runs even when one before it failed, and the exit status says whether any did.
+TEST_WORKERS ?= 2
 test: $(DEV_STAMP)
-	$(BIN)/pytest
+	@status=0; \
+	$(BIN)/pytest tests/unit tests/db || status=1; \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile tests/service || status=1; \
+	$(BIN)/pytest tests/processes || status=1; \
+	exit $$status
 
 ## One tier alone (tests/<tier>): unit (no database, no process), db (a database, no worker),
 ## service (the HTTP API and a real worker), processes (launcher, CLI, newman, browser, compose).

@@ -282,6 +282,11 @@ class Settings:
     max_active_images_per_key: int = 500_000
     #: Image fetches at once per source host, across all workers and machines; 0 is no limit.
     fetch_max_per_host: int = 8
+    #: Webhook attempts in flight at once per tenant (the open service is one) and per receiving host.
+    webhook_max_per_tenant: int = 4
+    webhook_max_per_host: int = 8
+    #: Seconds after a re-send of a request's webhook before another is accepted.
+    webhook_resend_cooldown_s: float = 10.0
     #: How often each API process reads the rows of the requests its progress streams watch.
     events_poll_interval_s: float = 0.5
     #: Seconds between the comments a progress stream sends while nothing changes, for proxies.
@@ -366,6 +371,9 @@ class Settings:
             rate_limit_auth_failures=env.get("RATE_LIMIT_AUTH_FAILURES") or "20/minute",
             max_active_images_per_key=_int(env, "MAX_ACTIVE_IMAGES_PER_KEY", 500_000, 0),
             fetch_max_per_host=_int(env, "FETCH_MAX_PER_HOST", 32, 0),
+            webhook_max_per_tenant=_int(env, "WEBHOOK_MAX_PER_TENANT", 4, 1),
+            webhook_max_per_host=_int(env, "WEBHOOK_MAX_PER_HOST", 8, 1),
+            webhook_resend_cooldown_s=_float(env, "WEBHOOK_RESEND_COOLDOWN_S", 10.0, 0.0),
             events_poll_interval_s=_float(env, "EVENTS_POLL_INTERVAL_S", 0.5, 0.1),
             events_heartbeat_s=_float(env, "EVENTS_HEARTBEAT_S", 15.0, 0.1),
             events_max_streams=_int(env, "EVENTS_MAX_STREAMS", DEFAULT_EVENTS_MAX_STREAMS, 0),

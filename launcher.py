@@ -1,7 +1,7 @@
 """``make run``: migrate, then run the API, the workers and beat in the foreground until stopped.
 
-``launcher.py ROLE`` runs one of them alone (``api``, ``worker``, ``control``, ``beat``) or applies
-the migrations (``migrate``): what a container or another machine runs.
+``launcher.py ROLE`` runs one of them alone (``api``, ``worker``, ``webhooks``, ``maintenance``, ``beat``)
+or applies the migrations (``migrate``): what a container or another machine runs.
 
 Single-machine mode: SQLite, the filesystem broker and local storage unless the environment says
 otherwise. Nothing started here outlives the launcher: Ctrl-C, SIGTERM, SIGHUP (the terminal closed)
@@ -23,7 +23,7 @@ from process_launch.environment import clear_metrics, migrate, service_environme
 from process_launch.processes import commands, niceness, start
 from process_launch.supervision import STOP_SIGNALS, stop, supervise
 
-ROLES = ("api", "worker", "control", "beat", "migrate")
+ROLES = ("api", "worker", "webhooks", "maintenance", "beat", "migrate")
 
 log = logging.getLogger("launcher")
 

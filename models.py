@@ -392,7 +392,10 @@ class WebhookEvent(db.Model):
     """An outbox row: one event to deliver, its retry schedule kept here rather than in the broker."""
 
     __tablename__ = "webhook_events"
-    __table_args__ = (Index("ix_webhook_events_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_events_status_next", "status", "next_attempt_at"),
+        Index("ix_webhook_events_in_flight_until", "in_flight_until"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
@@ -408,6 +411,12 @@ class WebhookEvent(db.Model):
     #: When the due attempt was handed to the broker; the sweeper re-sends only if it was lost.
     queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: ``url``'s host, in lower case: attempts in flight are bounded per receiving host.
+    host: Mapped[str] = mapped_column(String(255), default="", server_default=text("''"))
+    #: The attempt claimed last is in flight until it is recorded or, if its worker died, its lease ends.
+    in_flight_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: When a caller last asked for one more attempt; re-sends are spaced by a cooldown.
+    resent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class WebhookAttempt(db.Model):

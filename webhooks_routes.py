@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from flask import Blueprint, current_app, request
 
@@ -27,10 +28,20 @@ def list_deliveries(request_id: str):
 
 
 @bp.post("/api/requests/<request_id>/webhook-deliveries")
-@rate_limits.read_limit
+@rate_limits.upload_limit
 def resend_delivery(request_id: str):
     found = load_request(request_id)
-    event_id = outbox.reopen_last_event(found.id)
+    try:
+        event_id = outbox.reopen_last_event(found.id)
+    except outbox.ResendTooSoon as error:
+        cooldown_s = current_app.config["SETTINGS"].webhook_resend_cooldown_s
+        raise ApiError(
+            429,
+            "resend_too_soon",
+            f"The webhook of this request was re-sent less than {cooldown_s:g} seconds ago: one re-send per"
+            f" request per {cooldown_s:g} seconds.",
+            headers={"Retry-After": str(max(1, math.ceil(error.retry_after_s)))},
+        ) from None
     if event_id is None:
         raise ApiError(
             409, "no_webhook_event", "The request has no webhook event yet: it is not final, or has no webhook_url."

@@ -300,7 +300,7 @@ class Stack:
     def service(
         self, name: str, extra_env: dict[str, str] | None = None, worker_wrapper: tuple[str, ...] = ()
     ) -> Iterator[RunningService]:
-        """A fresh database, a flushed Redis, and the API, image worker, control worker and beat.
+        """A fresh database, a flushed Redis, and the API, image worker, webhook and maintenance workers and beat.
 
         ``worker_wrapper`` runs the image worker under another command, e.g. ``taskset -c 0``.
         """
@@ -348,7 +348,7 @@ def _wait_ready(running: RunningService) -> None:
             tails = "\n".join(f"--- {name}\n{running.processes[name].log()[-2000:]}" for name in dead)
             raise RuntimeError(f"service processes exited at start: {', '.join(dead)}\n{tails}")
         return (
-            all("ready." in running.processes[kind].log() for kind in ("worker", "control"))
+            all("ready." in running.processes[kind].log() for kind in ("worker", "webhooks", "maintenance"))
             and len(running.worker_pool_pids()) > 0
             and answers()
         )

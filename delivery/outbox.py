@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
 from database import db_now
+from delivery import in_flight
 from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
 from observability import metrics
 from queueing import backoff, broker, task_names
@@ -28,6 +29,14 @@ EVENT_TYPE = "request.completed"
 CANCELLED_EVENT_TYPE = "request.cancelled"
 #: Session.info key of the events created in the open transaction, sent once it commits.
 NEW_EVENTS_KEY = "webhook_events_to_send"
+
+
+class ResendTooSoon(Exception):
+    """The request's webhook was re-sent less than the cooldown ago."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"re-sent less than the cooldown ago; again in {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ def create_event(request: Request, public_base_url: str) -> str:
             request_id=request.id,
             type=event_type,
             url=request.webhook_url,
+            host=in_flight.receiving_host(request.webhook_url or ""),
             payload=json.dumps(payload, separators=(",", ":")),
             status=DeliveryStatus.PENDING,
             attempts_made=0,
@@ -90,24 +100,42 @@ def _forget_rolled_back_events(session: Session) -> None:
 
 
 def claim_attempt(event_id: str, lease: timedelta) -> AttemptWork | None:
-    """Take the event's next attempt if it is due, leasing it so no other worker sends it too."""
+    """Take the event's next attempt if it is due, leasing it so no other worker sends it too.
+
+    None if it is not due, or if its tenant or receiving host has as many attempts in flight as it may
+    (``in_flight``): then it stays due, for the tick to hand out again once one of them ends.
+    """
+    in_flight.serialize_claims()
+    due = (
+        WebhookEvent.id == event_id,
+        WebhookEvent.status == DeliveryStatus.PENDING,
+        WebhookEvent.next_attempt_at <= db_now(),
+        WebhookEvent.attempts_made < WebhookEvent.attempts_allowed,
+    )
+    found = db.session.execute(
+        select(Request.owner_key_hash, WebhookEvent.host)
+        .join(Request, Request.id == WebhookEvent.request_id)
+        .where(*due)
+    ).first()
+    if found is None or not in_flight.occupancy(excluding=event_id).has_room(*found):
+        # Not due (nothing to change), or over a bound: unqueued, so that the tick hands it out once there is room.
+        db.session.execute(update(WebhookEvent).where(*due).values(queued_at=None))
+        db.session.commit()
+        return None
+    lease_s = lease.total_seconds()
     claimed = db.session.execute(
         update(WebhookEvent)
-        .where(
-            WebhookEvent.id == event_id,
-            WebhookEvent.status == DeliveryStatus.PENDING,
-            WebhookEvent.next_attempt_at <= db_now(),
-            WebhookEvent.attempts_made < WebhookEvent.attempts_allowed,
-        )
+        .where(*due)
         .values(
             attempts_made=WebhookEvent.attempts_made + 1,
-            next_attempt_at=db_now(lease.total_seconds()),
+            next_attempt_at=db_now(lease_s),
+            in_flight_until=db_now(lease_s),
             queued_at=None,
         )
         .returning(WebhookEvent.url, WebhookEvent.payload, WebhookEvent.attempts_made)
     ).first()
     db.session.commit()
-    if claimed is None:
+    if claimed is None:  # another attempt of the event was recorded meanwhile
         return None
     url, payload, attempt = claimed
     return AttemptWork(event_id, url, payload, attempt)
@@ -150,6 +178,8 @@ def record_attempt(
     # An attempt that outlived its lease finishes after a later one was claimed: its failure is
     # history, not a decision; a success still means the receiver has the event.
     superseded = event.status != DeliveryStatus.PENDING or work.attempt < event.attempts_made
+    if work.attempt == event.attempts_made:
+        event.in_flight_until = None
     gave_up = False
     if delivered:
         event.status, event.next_attempt_at = DeliveryStatus.DELIVERED, None
@@ -178,24 +208,41 @@ def _delay_before(attempt: int) -> float:
 
 
 def take_due_events(lost_after_s: float, limit: int = 1000) -> list[str]:
-    """Mark due events queued and return their ids, to send now.
+    """Mark due events queued and return their ids, to send now; each tenant and host only as many as it has room for.
 
     An event already handed to the broker is not sent again, unless that was ``lost_after_s`` ago
-    and it is still unclaimed: then its message was lost.
+    and it is still unclaimed: then its message was lost. An event of a tenant or host at its bound
+    stays due, so that another tenant's events are not held up behind it.
     """
-    chosen = (
-        select(WebhookEvent.id)
+    occupied = in_flight.occupancy(queued_within_s=lost_after_s)
+    owner = Request.owner_key_hash
+    not_queued = WebhookEvent.queued_at.is_(None) | (WebhookEvent.queued_at < db_now(-lost_after_s))
+    # No tenant can take more than its bound, so its first few due events are the only candidates.
+    rank = func.row_number().over(partition_by=owner, order_by=(WebhookEvent.next_attempt_at, WebhookEvent.id))
+    candidates = (
+        select(WebhookEvent.id, owner, WebhookEvent.host, WebhookEvent.next_attempt_at, rank.label("rank"))
+        .join(Request, Request.id == WebhookEvent.request_id)
         .where(
             WebhookEvent.status == DeliveryStatus.PENDING,
             WebhookEvent.next_attempt_at <= db_now(),
-            WebhookEvent.queued_at.is_(None) | (WebhookEvent.queued_at < db_now(-lost_after_s)),
+            not_queued,
+            *occupied.with_room(owner, WebhookEvent.host),
         )
-        .order_by(WebhookEvent.next_attempt_at)
-        .limit(limit)
+        .subquery()
     )
+    rows = db.session.execute(
+        select(candidates.c.id, candidates.c.owner_key_hash, candidates.c.host)
+        .where(candidates.c.rank <= occupied.per_tenant)
+        .order_by(candidates.c.next_attempt_at)
+        .limit(limit)
+    ).all()
+    chosen = [event_id for event_id, event_owner, host in rows if occupied.take(event_owner, host)]
+    if not chosen:
+        db.session.commit()
+        return []
     ids = db.session.scalars(
         update(WebhookEvent)
-        .where(WebhookEvent.id.in_(chosen.scalar_subquery()))
+        .where(WebhookEvent.id.in_(chosen), not_queued)
         .values(queued_at=db_now())
         .returning(WebhookEvent.id)
         .execution_options(synchronize_session=False)
@@ -205,7 +252,11 @@ def take_due_events(lost_after_s: float, limit: int = 1000) -> list[str]:
 
 
 def reopen_last_event(request_id: uuid.UUID) -> str | None:
-    """Allow the request's last event one more attempt, due now; returns its id, or None."""
+    """Allow the request's last event one more attempt, due now; returns its id, or None.
+
+    Raises:
+        ResendTooSoon: the last re-send was less than ``WEBHOOK_RESEND_COOLDOWN_S`` ago.
+    """
     event = db.session.scalars(
         select(WebhookEvent)
         .where(WebhookEvent.request_id == request_id)
@@ -216,10 +267,17 @@ def reopen_last_event(request_id: uuid.UUID) -> str | None:
     if event is None:
         db.session.rollback()
         return None
+    cooldown_s = current_app.config["SETTINGS"].webhook_resend_cooldown_s
+    if event.resent_at is not None and cooldown_s > 0:
+        since_s = (db.session.scalar(select(db_now())) - event.resent_at).total_seconds()
+        if since_s < cooldown_s:
+            db.session.rollback()
+            raise ResendTooSoon(cooldown_s - since_s)
     event.status = DeliveryStatus.PENDING
     event.attempts_allowed = max(event.attempts_allowed, event.attempts_made + 1)
     event.next_attempt_at = db_now()
     event.queued_at = db_now()
+    event.resent_at = db_now()
     db.session.commit()
     return event.id
 

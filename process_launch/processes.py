@@ -1,4 +1,4 @@
-"""The command line of each role (API, image workers, control workers, beat), and starting one."""
+"""The command line of each role (API, image workers, webhook workers, maintenance workers, beat), and starting one."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ IMAGE_WORKER_MEMORY_SHARE = 0.5
 IMAGE_PROCESS_BASELINE_MB = 128
 _CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 IMAGE_WORKER_NICENESS = 10
+# Threads of a webhook worker: an attempt mostly waits on its receiver, up to WEBHOOK_TIMEOUT_S. With
+# 48 attempts hanging the worker held 120 MB and used 3% of a core; it takes 16 tenants at their
+# bound (WEBHOOK_MAX_PER_TENANT) to keep every thread busy.
+WEBHOOK_THREADS = 64
 # Threads of each API process for ordinary calls, on top of the ones its progress streams may park.
 ORDINARY_WEB_THREADS = 16
 PR_SET_PDEATHSIG = 1
@@ -30,7 +34,8 @@ PR_SET_PDEATHSIG = 1
 PARENT_DEATH_SIGNALS = {
     "api": signal.SIGTERM,
     "worker": signal.SIGQUIT,
-    "control": signal.SIGQUIT,
+    "webhooks": signal.SIGQUIT,
+    "maintenance": signal.SIGQUIT,
     "beat": signal.SIGTERM,
 }
 
@@ -93,7 +98,7 @@ def machine_memory() -> int | None:
 
 
 def commands(env: dict[str, str]) -> dict[str, list[str]]:
-    """The command line of each role: ``api``, ``worker``, ``control`` and ``beat``."""
+    """The command line of each role: ``api``, ``worker``, ``webhooks``, ``maintenance`` and ``beat``."""
     bin_dir = Path(sys.executable).parent
     port = env.get("PORT", "5000")
     host = env.get("HOST", "127.0.0.1")
@@ -144,19 +149,38 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             "--without-gossip",
             "--without-mingle",
         ],
-        # Webhooks and maintenance never wait behind image work: a small pool of their own. Prefork,
-        # because Celery's thread pool does not recover from a lost broker connection (seen here).
-        "control": [
+        # Webhook attempts wait on other people's servers: threads, so that tens of slow receivers
+        # cost one process, and none of them holds up the tick, the sweep or an image. Celery 5.7's
+        # thread pool reconnects when Redis is lost and restarted, attempts in flight or not (tried).
+        "webhooks": [
             *celery,
             "worker",
             "--loglevel",
             level,
             "--queues",
-            "webhooks,maintenance",
+            "webhooks",
+            "--pool",
+            "threads",
             "--concurrency",
-            env.get("CONTROL_CONCURRENCY", "2"),
+            env.get("WEBHOOK_CONCURRENCY", str(WEBHOOK_THREADS)),
             "--hostname",
-            f"control-{os.getpid()}@%h",
+            f"webhooks-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        # Beat's tick, the sweep and retention: a small pool that nothing else uses, since their
+        # messages expire unless a process takes them within the interval.
+        "maintenance": [
+            *celery,
+            "worker",
+            "--loglevel",
+            level,
+            "--queues",
+            "maintenance",
+            "--concurrency",
+            env.get("MAINTENANCE_CONCURRENCY", "2"),
+            "--hostname",
+            f"maintenance-{os.getpid()}@%h",
             "--without-gossip",
             "--without-mingle",
         ],

@@ -2,7 +2,8 @@
 
 Four queues, so that no kind of work waits behind another: images (the bulk), imports (writing the
 rows of a big upload, served by the image workers), webhooks (each due within a second of a final
-status) and maintenance (the dispatcher's tick and the sweeper).
+status, served by webhook workers) and maintenance (the dispatcher's tick, the sweeper and retention,
+served by maintenance workers, whose pool no webhook attempt can fill).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ TASK_ROUTES = {
     task_names.DELIVER_TASK: {"queue": WEBHOOKS_QUEUE},
     task_names.DISPATCH_TASK: {"queue": MAINTENANCE_QUEUE},
     task_names.SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
+    task_names.RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
 }
 
 

@@ -219,7 +219,8 @@ class Service:
     def start_all(self) -> None:
         self.start_api()
         self.start_worker()
-        self.start_worker("control", kind="control")
+        self.start_worker("webhooks", kind="webhooks")
+        self.start_worker("maintenance", kind="maintenance")
         self.start_beat()
 
     def start_launcher(self) -> ServiceProcess:

@@ -342,7 +342,8 @@ def test_a_worker_whose_clock_runs_slow_keeps_its_claims(service, database, slow
     service.start_api()
     service.start_worker(wrapper=("faketime", "-f", "-600s"))
     service.start_worker("normal-clock")
-    service.start_worker("control", kind="control")
+    service.start_worker("webhooks", kind="webhooks")
+    service.start_worker("maintenance", kind="maintenance")
     service.start_beat()
     source = slow_source
     source.delay_s = 0.6

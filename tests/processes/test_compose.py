@@ -19,7 +19,7 @@ from config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-OUR_SERVICES = {"migrate", "api", "worker", "control", "beat"}
+OUR_SERVICES = {"migrate", "api", "worker", "webhooks", "maintenance", "beat"}
 
 
 def _compose_command() -> list[str]:

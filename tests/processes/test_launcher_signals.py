@@ -123,12 +123,13 @@ def nice_value(pid: int) -> int:
 
 
 def test_image_work_yields_the_cpu_to_the_api(launcher_run: LauncherRun) -> None:
-    """The image worker and its pool run at a lower priority; the API, control worker and beat do not."""
+    """The image worker and its pool run at a lower priority; the API, the other workers and beat do not."""
     launcher_run.wait_ready()
     own = nice_value(os.getpid())
     by_role = {role: launcher_run.child(word) for role, word in (("api", "gunicorn"), ("beat", " beat"))}
     by_role["worker"] = launcher_run.child("--queues images")
-    by_role["control"] = launcher_run.child("--queues webhooks")
+    by_role["webhooks"] = launcher_run.child("--queues webhooks")
+    by_role["maintenance"] = launcher_run.child("--queues maintenance")
     pool = [info for info in launcher_run.recorded if info.ppid == by_role["worker"].pid]
     assert pool, describe(launcher_run.recorded)
     assert {pid: nice_value(pid) for pid in [by_role["worker"].pid, *(info.pid for info in pool)]} == dict.fromkeys(
@@ -137,7 +138,8 @@ def test_image_work_yields_the_cpu_to_the_api(launcher_run: LauncherRun) -> None
     assert {role: nice_value(info.pid) for role, info in by_role.items() if role != "worker"} == {
         "api": own,
         "beat": own,
-        "control": own,
+        "webhooks": own,
+        "maintenance": own,
     }
 
 

@@ -31,7 +31,8 @@ def _environment(folder: Path, **extra: str) -> dict[str, str]:
         folder,
         WEB_CONCURRENCY="1",
         WORKER_CONCURRENCY="1",
-        CONTROL_CONCURRENCY="1",
+        MAINTENANCE_CONCURRENCY="1",
+        WEBHOOK_CONCURRENCY="4",
         FETCH_ALLOWED_NETWORKS=f"{IMAGE_HOST}/32",
         **extra,
     )

@@ -25,7 +25,12 @@ IDLE_S = 20
 # Long enough for the access line of the last readiness poll, written once its answer is sent.
 SETTLE_S = 2.0
 # Every process that logs something at start-up has said it is up.
-STARTED = (re.compile(r"worker-\S+ ready\."), re.compile(r"control-\S+ ready\."), re.compile(r"beat: Starting"))
+STARTED = (
+    re.compile(r"worker-\S+ ready\."),
+    re.compile(r"webhooks-\S+ ready\."),
+    re.compile(r"maintenance-\S+ ready\."),
+    re.compile(r"beat: Starting"),
+)
 IMAGE_LINE = re.compile(r" INFO image_tasks: image (\d+): (\w+)")
 
 
@@ -71,7 +76,7 @@ def test_log_level_is_checked_and_handed_to_every_process():
     with pytest.raises(SettingsError, match="LOG_LEVEL"):
         Settings.from_env({"LOG_LEVEL": "verbose"})
     argvs = launcher.commands({"LOG_LEVEL": "warning"})
-    for role in ("worker", "control", "beat"):
+    for role in ("worker", "webhooks", "maintenance", "beat"):
         assert argvs[role][argvs[role].index("--loglevel") + 1] == "WARNING", role
     assert argvs["api"][argvs["api"].index("--log-level") + 1] == "warning"
 

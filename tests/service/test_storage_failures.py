@@ -82,7 +82,7 @@ def s3_deployment(service, backing_services, tmp_path, monkeypatch):
         service, backing_services, tmp_path, "s3", monkeypatch, **moto.settings(), STORAGE_MAX_RETRIES="6"
     )
     try:
-        # As the service runs: the control worker's tick re-queues a retry once its back-off is over.
+        # As the service runs: the maintenance worker's tick re-queues a retry once its back-off is over.
         deployment.start_celery()
         yield deployment.start_api(), moto
     finally:
@@ -131,7 +131,7 @@ def test_the_sweep_removes_a_temporary_file_left_by_a_killed_writer(service):
     os.utime(orphan, (old, old))
 
     def swept() -> bool:
-        # The control worker's own sweep may come first (then this one finds the sweep lease held).
+        # The maintenance worker's own sweep may come first (then this one finds the sweep lease held).
         with service.app.app_context():
             image_tasks.sweep()
             db.session.remove()

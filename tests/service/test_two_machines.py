@@ -1,8 +1,8 @@
 """Two image workers as on two machines: each in a folder of its own, sharing only PostgreSQL, Redis and S3.
 
-Each worker runs from, and has as its INSTANCE_DIR, a temporary folder of its own; the control worker,
-beat and the API have a third. Nothing but the database, the broker (and its Redis) and the object
-store (moto, on loopback) is common to them. One request of 40 images served from 127.0.0.2 with
+Each worker runs from, and has as its INSTANCE_DIR, a temporary folder of its own; the webhook and
+maintenance workers, beat and the API have a third. Nothing but the database, the broker (and its
+Redis) and the object store (moto, on loopback) is common to them. One request of 40 images served from 127.0.0.2 with
 0.1 s of latency is done by both workers together: the image rows name the Celery task that did each
 image (``claimed_by``) and each worker's log names the tasks it ran, so every image is traced to one
 worker.
@@ -53,7 +53,7 @@ def files_under(folder: Path) -> list[str]:
 
 @pytest.fixture
 def two_machines(service, backing_services, tmp_path, monkeypatch):
-    """Workers on machines "a" and "b", control worker, beat and API on machine "c"; S3 storage."""
+    """Workers on machines "a" and "b", webhook and maintenance workers, beat and API on machine "c"; S3 storage."""
     moto = MotoS3(f"two-machines-{uuid.uuid4().hex[:8]}").start()
     moto.create_bucket()
     folders = {name: tmp_path / f"machine-{name}" for name in "abc"}
@@ -83,9 +83,10 @@ def two_machines(service, backing_services, tmp_path, monkeypatch):
             processes[name] = WorkerProcess(
                 on[name], logs / f"worker-{name}.log", name=f"machine-{name}", cwd=folders[name]
             )
-        processes["control"] = WorkerProcess(
-            on["c"], logs / "control.log", name="machine-c-control", kind="control", cwd=folders["c"]
-        )
+        for kind in ("webhooks", "maintenance"):
+            processes[kind] = WorkerProcess(
+                on["c"], logs / f"{kind}.log", name=f"machine-c-{kind}", kind=kind, cwd=folders["c"]
+            )
         processes["beat"] = WorkerProcess(on["c"], logs / "beat.log", kind="beat", cwd=folders["c"])
         from app import create_app
 
@@ -150,7 +151,7 @@ def test_two_workers_in_folders_of_their_own_share_one_request(two_machines, sou
     assert min(shares.values()) >= 5, f"both workers take part: {shares}"
     assert all(source_server.hits(urlsplit(url).path) >= 1 for url in images.urls)
 
-    # The webhook is sent once, by the control worker on machine "c".
+    # The webhook is sent once, by the webhook worker on machine "c".
     wait_until(lambda: len(deliveries_for(receiver, request_id)) >= 1, 15)
     time.sleep(1)
     assert len(deliveries_for(receiver, request_id)) == 1

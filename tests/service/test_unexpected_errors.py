@@ -44,8 +44,8 @@ resize.target_size = target_size
 
 @pytest.fixture
 def buggy_deployment(service, backing_services, tmp_path, monkeypatch):
-    """An API, an image worker with the fault hook, a control worker and beat, on a database and queue of
-    their own. Yields the API's base URL and the image worker's log."""
+    """An API, an image worker with the fault hook, a webhook and a maintenance worker and beat, on a database
+    and queue of their own. Yields the API's base URL and the image worker's log."""
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(FAULT_HOOK)

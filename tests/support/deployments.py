@@ -46,9 +46,11 @@ class SideDeployment:
         return process
 
     def start_celery(self, **worker_settings: str) -> None:
-        """An image worker (``worker_settings`` for it alone), a control worker and beat, as the service runs them."""
+        """An image worker (``worker_settings`` for it alone), a webhook and a maintenance worker and beat, as the
+        service runs them."""
         self.start_worker(**worker_settings)
-        self.start_worker("control")
+        self.start_worker("webhooks")
+        self.start_worker("maintenance")
         self.start_worker("beat")
 
     def start_api(self) -> str:

@@ -1,6 +1,6 @@
 """The service the tests drive: the HTTP API in a thread of the test process and real Celery processes.
 
-``service`` is the one running service of a run (API, image worker, control worker, beat);
+``service`` is the one running service of a run (API, image worker, webhook worker, maintenance worker, beat);
 ``quiet_service`` is the app alone on a database and a broker of its own, for tests that call state
 changes directly; ``sent`` records the tasks the code under test would send.
 """
@@ -27,7 +27,7 @@ from support.loopback import IMAGE_HOST
 
 
 class WorkerProcess:
-    """A real Celery process (the image worker, the control worker or beat), started as the service starts it."""
+    """A real Celery process (an image, webhook or maintenance worker, or beat), started as the service starts it."""
 
     def __init__(
         self,
@@ -166,7 +166,8 @@ def service(backing_services) -> Iterator[Service]:
     instance = Path(backing_services["INSTANCE_DIR"])
     processes = [
         WorkerProcess(env, instance / "worker.log"),
-        WorkerProcess(env, instance / "control.log", kind="control"),
+        WorkerProcess(env, instance / "webhooks.log", kind="webhooks"),
+        WorkerProcess(env, instance / "maintenance.log", kind="maintenance"),
         WorkerProcess(env, instance / "beat.log", kind="beat"),
     ]
     try:

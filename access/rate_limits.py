@@ -7,7 +7,7 @@ import math
 import time
 
 import limits
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
@@ -96,7 +96,16 @@ class AuthFailures:
             log.warning("auth-failure limit unavailable", exc_info=True)
 
 
+def drop_retry_after_on_success(response: Response) -> Response:
+    """Drop the ``Retry-After`` the limiter adds to every answer from those that ask for no wait (below 400)."""
+    if response.status_code < 400:
+        response.headers.pop("Retry-After", None)
+    return response
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     app.config["RATELIMIT_STORAGE_URI"] = settings.rate_limit_storage_url
+    # Registered before the limiter's own hook, so that it runs after it: Flask runs them last first.
+    app.after_request(drop_retry_after_on_success)
     limiter.init_app(app)
     app.extensions["auth_failures"] = AuthFailures(settings.rate_limit_auth_failures)

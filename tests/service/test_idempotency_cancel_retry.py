@@ -98,6 +98,23 @@ def test_the_same_key_and_body_twice_make_one_request_and_the_second_answer_is_t
     assert [source.fetches(0), source.fetches(1)] == [1, 1]
 
 
+def test_a_success_and_its_replay_ask_for_no_wait(service, source_server):
+    """Retry-After belongs to the answers that ask the caller to wait (429, 503), not to a success."""
+    source = Source(source_server, 1)
+    body = csv_of([(1, "A", source.urls)])
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+
+    first = upload(service.base_url, body, headers=key)
+    replay = upload(service.base_url, body, headers=key)
+    status = requests.get(first.headers["Location"], timeout=10)
+
+    assert [first.status_code, replay.status_code, status.status_code] == [202, 200, 200], replay.text
+    for answer in (first, replay, status):
+        assert "Retry-After" not in answer.headers, dict(answer.headers)
+        assert "X-RateLimit-Remaining" in answer.headers  # the limits are still told
+    wait_final(service.base_url, first.json()["request_id"])
+
+
 def test_the_same_key_with_another_file_or_other_options_is_refused(service, source_server):
     source = Source(source_server, 2)
     key = {"Idempotency-Key": str(uuid.uuid4())}

@@ -38,6 +38,8 @@ _OUTPUT = "outputimageurls"
 _NAMED = {**_REQUIRED, _OUTPUT: OUTPUT_COLUMN}
 
 _DIGITS_RE = re.compile(r"[0-9]+")
+#: The hint for a cell whose URLs a catalog export separated with ';', '|' or white space.
+SEPARATE_WITH_COMMAS = "separate the URLs of one cell with commas"
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,9 @@ def _check_urls(
             problems.add(row, f"image URL number {position} is empty (two commas in a row, or one at an end)", column)
             continue
         problem = url_problem(url, limits.max_url_length)
-        if problem is not None:
+        if problem is not None and problem.code == "several_urls":
+            problems.add(row, f"{problem.message}: {_quote(url)}; {SEPARATE_WITH_COMMAS}", column)
+        elif problem is not None:
             problems.add(row, f"{problem.message}: {_quote(url)}", column)
         elif is_blocked_host is not None and is_blocked_host(url_host(url)):
             problems.add(row, f"address not allowed: {_quote(url)}", column, blocked=True)

@@ -1,7 +1,8 @@
 """Which URLs this service fetches or calls: one rule for image URLs, webhook URLs and every redirect hop.
 
 A URL passes when it is http or https, at most ``max_length`` characters, free of white space and
-control characters, without a user name or password, and names a valid host (a bracketed IPv6
+control characters, not two or more URLs run together (``a.jpg;b.jpg``, as catalog exports separate
+them), without a user name or password, and names a valid host (a bracketed IPv6
 literal, or letters of any script, digits, dots, hyphens and underscores) and a valid port. Whether
 the host's address may be reached is ``addresses``' question, asked of the URLs that pass.
 
@@ -26,6 +27,11 @@ _PLAIN_URL_RE = re.compile(
     re.IGNORECASE,
 )
 
+# Catalog exports separate the URLs of one cell with these; a ``;`` alone is legal in a URL's path,
+# so only a split into parts that each start like an http(s) URL counts as several URLs.
+_JOINERS_RE = re.compile(r"[;|\s]+")
+_URL_START_RE = re.compile(r"https?://[^\s/?#;|]", re.IGNORECASE)
+
 
 @dataclass(frozen=True)
 class UrlProblem:
@@ -41,7 +47,12 @@ def url_problem(url: str, max_length: int = MAX_URL_LENGTH) -> UrlProblem | None
         return UrlProblem("empty", "URL is empty")
     if len(url) > max_length:
         return UrlProblem("too_long", f"URL is {len(url)} characters long; the limit is {max_length}")
-    if _plain_host(url) is not None:
+    plain = _plain_host(url) is not None
+    # The fast path lets ';' and '|' through but never white space.
+    joined = joined_urls(url) if not plain or ";" in url or "|" in url else 0
+    if joined:
+        return UrlProblem("several_urls", f"{joined} URLs run together, separated by ';', '|' or white space")
+    if plain:
         return None
     if _BAD_CHAR_RE.search(url):
         return UrlProblem("bad_character", "URL contains white space or a control character")
@@ -67,6 +78,14 @@ def url_problem(url: str, max_length: int = MAX_URL_LENGTH) -> UrlProblem | None
     if port == 0:
         return UrlProblem("bad_port", "URL has an invalid port")
     return None
+
+
+def joined_urls(text: str) -> int:
+    """How many http(s) URLs ``text`` holds separated by ``;``, ``|`` or white space; 0 unless two or more."""
+    parts = [part for part in _JOINERS_RE.split(text) if part]
+    if len(parts) < 2 or not all(_URL_START_RE.match(part) for part in parts):
+        return 0
+    return len(parts)
 
 
 def url_host(url: str) -> str:

@@ -171,6 +171,30 @@ CASES = [
             ("too-many-urls", ",".join(f"https://img.example.com/{n}.jpg" for n in range(51))),
         ]
     ],
+    # --- one cell's URLs separated as catalog exports do, not with commas ----------------------------
+    *[
+        case(
+            multipart(bad_third_line(f'2,SKU2,"{urls}"')),
+            422,
+            "csv_invalid_rows",
+            [at(3, URLS)],
+            [
+                f"2 URLs run together, separated by ';', '|' or white space: {urls.split(',')[-1]!r}; "
+                "separate the URLs of one cell with commas"
+            ],
+            id=name,
+        )
+        for name, urls in [
+            ("urls-joined-by-semicolons", "https://img.example.com/a.jpg;https://img.example.com/b.jpg"),
+            ("urls-joined-by-pipes", "https://img.example.com/a.jpg|https://img.example.com/b.jpg"),
+            ("urls-joined-by-spaces", "https://img.example.com/a.jpg https://img.example.com/b.jpg"),
+            ("urls-joined-by-a-line-break", "https://img.example.com/a.jpg\nhttps://img.example.com/b.jpg"),
+            (
+                "urls-joined-after-a-comma",
+                "https://img.example.com/a.jpg,http://x.example/b.jpg; http://x.example/c.jpg",
+            ),
+        ]
+    ],
     case(
         multipart(text_csv("s no,PRODUCT NAME,Input image URLs", GOOD_ROW, "2,SKU2,ftp://img.example.com/a.jpg")),
         422,

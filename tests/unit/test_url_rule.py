@@ -107,6 +107,37 @@ def test_length_is_judged_first() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("https://img.example.com/a.jpg;https://img.example.com/b.jpg", 2),
+        ("https://img.example.com/a.jpg | HTTPS://img.example.com/b.jpg|http://c/d", 3),
+        ("https://img.example.com/a.jpg https://img.example.com/b.jpg", 2),
+        ("https://img.example.com/a.jpg\n\thttps://img.example.com/b.jpg", 2),
+    ],
+)
+def test_urls_run_together_as_catalog_exports_write_them_are_several_urls(text: str, count: int) -> None:
+    assert urls.joined_urls(text) == count
+    problem = url_problem(text)
+    assert problem is not None and problem.code == "several_urls", problem
+    assert problem.message.startswith(f"{count} URLs run together")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://img.example.com/a.jpg;b.jpg",  # a ';' in a path is legal: the second part is no URL
+        "https://img.example.com/a;v=2/b.jpg",
+        "https://img.example.com/a.jpg?x=1;y=2",
+        "https://img.example.com/fetch;url=http://other.example/b.jpg",
+        "https://img.example.com/a.jpg;http://",
+    ],
+)
+def test_a_semicolon_that_joins_no_second_url_is_part_of_the_url(url: str) -> None:
+    assert urls.joined_urls(url) == 0
+    assert url_problem(url) is None
+
+
+@pytest.mark.parametrize(
     ("url", "host"),
     [
         ("https://IMG.Example.com:8443/a.jpg", "img.example.com"),

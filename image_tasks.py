@@ -78,7 +78,8 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
     except pipeline.ImageProcessingError as error:
         return _fail(work, error.code, error.message, base_url)
     except SoftTimeLimitExceeded:
-        return _fail(work, "processing_timeout", "Processing took longer than the time limit.", base_url)
+        limit = f"{settings.task_soft_time_limit_s} s (TASK_SOFT_TIME_LIMIT_S)"
+        return _fail(work, "processing_timeout", f"Processing took longer than {limit}.", base_url)
     except DATABASE_ERRORS:
         raise  # retried by the task itself, with back-off
     except Exception:

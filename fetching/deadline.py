@@ -13,16 +13,35 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 
-class Watchdog:
-    """Shuts down every socket of one call when its deadline passes."""
+@dataclass(frozen=True)
+class TimeLimit:
+    """A time limit and the setting it comes from, as error messages name it: ``20 s (FETCH_TOTAL_TIMEOUT_S)``."""
 
-    def __init__(self, seconds: float) -> None:
+    seconds: float
+    setting: str
+
+    def __str__(self) -> str:
+        return f"{self.seconds:g} s ({self.setting})"
+
+
+class Watchdog:
+    """Shuts down every socket of one call when its deadline, ``limit``, passes.
+
+    ``request_limits`` are the connect and read timeouts of the request under way, for the message of
+    a timeout that fired before the deadline.
+    """
+
+    def __init__(self, limit: TimeLimit) -> None:
+        self.limit = limit
+        self.request_limits: tuple[TimeLimit, TimeLimit] | None = None
+        seconds = limit.seconds
         self.deadline = time.monotonic() + seconds
         self.fired = False
         self._sockets: list[socket.socket] = []
@@ -71,9 +90,9 @@ _active_watchdog: contextvars.ContextVar[Watchdog | None] = contextvars.ContextV
 
 
 @contextmanager
-def watched(seconds: float) -> Iterator[Watchdog]:
-    """Run the block under a watchdog that cuts its sockets ``seconds`` from now."""
-    watchdog = Watchdog(seconds)
+def watched(limit: TimeLimit) -> Iterator[Watchdog]:
+    """Run the block under a watchdog that cuts its sockets ``limit`` from now."""
+    watchdog = Watchdog(limit)
     token = _active_watchdog.set(watchdog)
     watchdog.start()
     try:

@@ -12,8 +12,8 @@ import socket
 from collections.abc import Iterator
 
 import requests
+from urllib3.exceptions import ConnectTimeoutError, LocationParseError, NameResolutionError, NewConnectionError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
-from urllib3.exceptions import LocationParseError, NameResolutionError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
 from fetching.address_guard import BlockedAddressError, DnsResolutionError, DnsTimeoutError
@@ -69,9 +69,18 @@ def _is_timeout(exc: BaseException) -> bool:
     )
 
 
-def timeout_error(host: str) -> FetchError:
-    """The error of a call to ``host`` that ran out of time."""
-    return FetchError("download_timeout", f"{host} did not answer within the time limit.", transient=True)
+def timeout_error(host: str, watchdog: Watchdog, exc: BaseException | None = None) -> FetchError:
+    """The error of a call to ``host`` that ran out of time, naming the limit that ran out and its setting.
+
+    The call's deadline, unless ``exc`` is a connect or read timeout that fired before it.
+    """
+    if exc is None or watchdog.expired() or watchdog.request_limits is None:
+        message = f"{host} did not answer within {watchdog.limit}."
+    elif _caused_by(exc, requests.exceptions.ConnectTimeout, ConnectTimeoutError):
+        message = f"{host} did not accept a connection within {watchdog.request_limits[0]}."
+    else:
+        message = f"{host} sent nothing for {watchdog.request_limits[1]}."
+    return FetchError("download_timeout", message, transient=True)
 
 
 _INVALID_URL_ERRORS = (
@@ -90,13 +99,17 @@ def translate(exc: BaseException, watchdog: Watchdog, host: str) -> FetchError:
             "blocked_address", f"{host} points to an address this service does not connect to ({exc.reason})."
         )
     if isinstance(exc, DnsTimeoutError):
-        return FetchError("dns_error", f"The host name {host} was not resolved within the time limit.", transient=True)
+        return FetchError(
+            "dns_error",
+            f"The host name {host} was not resolved within the time limit of {watchdog.limit}.",
+            transient=True,
+        )
     if isinstance(exc, DnsResolutionError) or _caused_by(exc, NameResolutionError, socket.gaierror):
         return FetchError("dns_error", f"The host name {host} could not be resolved.", transient=True)
     if isinstance(exc, _INVALID_URL_ERRORS):
         return FetchError("invalid_url", f"The URL is not valid ({exc}).")
     if watchdog.fired or _is_timeout(exc):
-        return timeout_error(host)
+        return timeout_error(host, watchdog, exc)
     if isinstance(exc, requests.exceptions.SSLError):
         return FetchError("connection_error", f"The TLS connection to {host} failed verification.")
     if isinstance(exc, requests.exceptions.ContentDecodingError):

@@ -18,10 +18,12 @@ from urllib.parse import urljoin
 
 import requests
 
-from fetching.deadline import Watchdog, watched
+from fetching.deadline import TimeLimit, Watchdog, watched
 from fetching.errors import NETWORK_ERRORS, FetchError, network_failure
 from fetching.host_slots import HostSlots
 from fetching.http_session import (
+    READ_TIMEOUT_SETTING,
+    TOTAL_TIMEOUT_SETTING,
     FetchLimits,
     address_slots,
     check_url,
@@ -147,7 +149,7 @@ def fetch_image_revalidated(
     given = validators or Validators()
     sent = _clean_validators(given.etag, given.last_modified)
     session = session_for(limits)
-    with watched(limits.total_timeout_s) as watchdog:
+    with watched(TimeLimit(limits.total_timeout_s, TOTAL_TIMEOUT_SETTING)) as watchdog:
         check_url(url, limits, watchdog)
         return _get_following_redirects(session, url, limits, watchdog, sent, slots)
 
@@ -173,7 +175,7 @@ def _get_following_redirects(
                     headers={"Accept": "image/*,*/*;q=0.8", **conditional},
                     stream=True,
                     allow_redirects=False,
-                    timeout=timeouts(limits, watchdog, host, limits.read_timeout_s),
+                    timeout=timeouts(limits, watchdog, host, TimeLimit(limits.read_timeout_s, READ_TIMEOUT_SETTING)),
                 )
                 with response:
                     target = session.get_redirect_target(response)

@@ -25,13 +25,17 @@ from fetching.address_guard import (
     reporting_pins,
     resolve_checked,
 )
-from fetching.deadline import Watchdog
+from fetching.deadline import TimeLimit, Watchdog
 from fetching.errors import FetchError, timeout_error, translate
 from fetching.host_slots import HostBusy, HostSlots, Slot, address_key
 from network_policy.addresses import IPAddress, Network
 from network_policy.urls import MAX_URL_LENGTH, url_problem
 
 CHUNK_SIZE = 64 * 1024
+# The settings of FetchLimits' timeouts, as timeout messages name them.
+CONNECT_TIMEOUT_SETTING = "FETCH_CONNECT_TIMEOUT_S"
+READ_TIMEOUT_SETTING = "FETCH_READ_TIMEOUT_S"
+TOTAL_TIMEOUT_SETTING = "FETCH_TOTAL_TIMEOUT_S"
 # A host slot's lease outlives the fetch's deadline by this much, for the release to arrive.
 SLOT_LEASE_GRACE_S = 10.0
 
@@ -148,22 +152,26 @@ def read_capped(response: requests.Response, limits: FetchLimits, watchdog: Watc
     # cap applies to decoded bytes.
     for chunk in response.iter_content(CHUNK_SIZE):
         if watchdog.expired():
-            raise timeout_error(host)
+            raise timeout_error(host, watchdog)
         if body.tell() + len(chunk) > limits.max_bytes:
             raise too_large
         body.write(chunk)
     if watchdog.fired:
         # The watchdog's shutdown can look like a clean end of a close-delimited body.
-        raise timeout_error(host)
+        raise timeout_error(host, watchdog)
     return body.getvalue()
 
 
-def timeouts(limits: FetchLimits, watchdog: Watchdog, host: str, read_timeout_s: float) -> tuple[float, float]:
-    """The (connect, read) timeouts of one request, neither past what the deadline has left."""
+def timeouts(limits: FetchLimits, watchdog: Watchdog, host: str, read: TimeLimit) -> tuple[float, float]:
+    """The (connect, read) timeouts of one request, neither past what the deadline has left.
+
+    The watchdog keeps them, with their settings, for the message of a timeout.
+    """
     remaining = watchdog.remaining()
     if remaining <= 0:
-        raise timeout_error(host)
-    return min(limits.connect_timeout_s, remaining), min(read_timeout_s, remaining)
+        raise timeout_error(host, watchdog)
+    watchdog.request_limits = (TimeLimit(limits.connect_timeout_s, CONNECT_TIMEOUT_SETTING), read)
+    return min(limits.connect_timeout_s, remaining), min(read.seconds, remaining)
 
 
 @contextmanager
@@ -188,7 +196,8 @@ def address_slots(slots: HostSlots | None, watchdog: Watchdog) -> Iterator[None]
         except HostBusy:
             raise FetchError(
                 "host_busy",
-                f"{host} ({key}) already had {slots.limit} downloads in progress for the whole time limit.",
+                f"{host} ({key}) already had {slots.limit} downloads in progress for the whole time limit,"
+                f" {watchdog.limit}.",
                 transient=True,
             ) from None
 

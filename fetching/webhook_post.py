@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from fetching.deadline import watched
+from fetching.deadline import TimeLimit, watched
 from fetching.errors import NETWORK_ERRORS, network_failure
 from fetching.http_session import FetchLimits, build_session, check_url, host_for_message, timeouts
 
@@ -25,7 +25,9 @@ def post_json(
     host = host_for_message(url)
     request_headers = {"Content-Type": "application/json", **headers}
     started = time.monotonic()
-    with build_session(limits) as session, watched(timeout_s) as watchdog:
+    # WEBHOOK_TIMEOUT_S bounds the whole call and each read.
+    limit = TimeLimit(timeout_s, "WEBHOOK_TIMEOUT_S")
+    with build_session(limits) as session, watched(limit) as watchdog:
         check_url(url, limits, watchdog)
         try:
             response = session.post(
@@ -34,7 +36,7 @@ def post_json(
                 headers=request_headers,
                 stream=True,  # the answer's body is never read, so it cannot be large
                 allow_redirects=False,
-                timeout=timeouts(limits, watchdog, host, timeout_s),
+                timeout=timeouts(limits, watchdog, host, limit),
             )
             response.close()
         except NETWORK_ERRORS as exc:

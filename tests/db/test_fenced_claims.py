@@ -180,6 +180,23 @@ def test_a_time_limit_that_fires_as_a_frozen_worker_wakes_changes_nothing(base_u
     )
 
 
+def test_a_time_limit_failure_names_the_limit_and_its_setting(base_url, monkeypatch):
+    settings = current_app.config["SETTINGS"]
+    _request_id, image_id = new_image()
+
+    def outlasts_the_soft_limit(*_args, **_kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(making, "make_output", outlasts_the_soft_limit)
+    assert image_tasks._process("slow-task", image_id, settings) == "processing_timeout"
+
+    db.session.expire_all()
+    image = db.session.get(Image, image_id)
+    assert (image.status, image.error_code) == (ImageStatus.FAILED, "processing_timeout")
+    limit = settings.task_soft_time_limit_s
+    assert image.error_message == f"Processing took longer than {limit} s (TASK_SOFT_TIME_LIMIT_S)."
+
+
 def test_a_late_retry_of_a_redelivered_task_is_discarded(base_url, caplog):
     """A redelivery carries the same task id: only the claim's token tells the two runs apart."""
     request_id, image_id = new_image()

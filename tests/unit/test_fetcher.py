@@ -413,6 +413,63 @@ def test_connection_refused_is_a_transient_connection_error() -> None:
     assert error.transient
 
 
+# --- each timeout's message names its limit and the setting that sets it ------------------------
+
+
+def test_a_connect_timeout_names_the_connect_limit() -> None:
+    # A listener whose one-place accept queue is full: the kernel drops the next SYN, which never connects.
+    with socket.socket() as listener, socket.socket() as queued:
+        listener.bind((SERVER_HOST, 0))
+        listener.listen(0)
+        queued.connect(listener.getsockname())
+        url = f"http://{SERVER_HOST}:{listener.getsockname()[1]}/img.png"
+        error, _ = expect_error("download_timeout", lambda: fetch_image(url, limits(connect_timeout_s=0.5)))
+    assert error.message == f"{SERVER_HOST} did not accept a connection within 0.5 s (FETCH_CONNECT_TIMEOUT_S)."
+
+
+def test_a_read_timeout_names_the_read_limit() -> None:
+    with CanaryServer(SERVER_HOST, hold_open=True) as silent:
+        error, _ = expect_error(
+            "download_timeout", lambda: fetch_image(silent.url("/img.png"), limits(read_timeout_s=0.5))
+        )
+    assert error.message == f"{SERVER_HOST} sent nothing for 0.5 s (FETCH_READ_TIMEOUT_S)."
+
+
+def test_the_total_deadline_names_the_total_limit(server: LoopbackHTTPServer) -> None:
+    server.route("/img.png", drip(b"z" * 200, interval_s=0.05))
+    error, _ = expect_error(
+        "download_timeout",
+        lambda: fetch_image(server.url("/img.png"), limits(read_timeout_s=1.0, total_timeout_s=0.7)),
+    )
+    assert error.message == f"{SERVER_HOST} did not answer within 0.7 s (FETCH_TOTAL_TIMEOUT_S)."
+
+
+def test_a_slow_resolver_names_the_total_limit(monkeypatch: pytest.MonkeyPatch, server: LoopbackHTTPServer) -> None:
+    answered = threading.Event()
+
+    def slow_resolver() -> list[str]:
+        answered.wait(10)
+        return [SERVER_HOST]
+
+    fake_dns(monkeypatch, {"slow.test": slow_resolver})
+    try:
+        error, _ = expect_error(
+            "dns_error", lambda: fetch_image(f"http://slow.test:{server.port}/img.png", limits(total_timeout_s=0.5))
+        )
+    finally:
+        answered.set()
+    assert (
+        error.message
+        == "The host name slow.test was not resolved within the time limit of 0.5 s (FETCH_TOTAL_TIMEOUT_S)."
+    )
+
+
+def test_a_webhook_timeout_names_the_webhook_limit() -> None:
+    with CanaryServer(SERVER_HOST, hold_open=True) as silent:
+        error, _ = expect_error("download_timeout", lambda: post_json(silent.url("/hook"), b"{}", {}, limits(), 0.5))
+    assert error.message == f"{SERVER_HOST} did not answer within 0.5 s (WEBHOOK_TIMEOUT_S)."
+
+
 # --- HTTP errors and redirects ---------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Reading requests back: status, the request list, the output CSV, the per-image report."""
+"""Reading requests back: status, the request list, the output CSV, the failed rows, the per-image report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 from access import api_keys, rate_limits
 from errors import ApiError
 from models import FINAL_REQUEST_STATUSES, ImageStatus
-from reading import answers, output_csv, page_cache, report_csv
+from reading import answers, failed_rows_csv, output_csv, page_cache, report_csv
 from web.request_lookup import load_request
 
 bp = Blueprint("status", __name__)
@@ -88,6 +88,20 @@ def get_output_csv(request_id: str):
         stream_with_context(lines),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{found.id}-output.csv"'},
+    )
+
+
+@bp.get("/api/requests/<request_id>/failed-rows.csv")
+@rate_limits.read_limit
+def get_failed_rows_csv(request_id: str):
+    # Once final, like the output CSV: until then an image still running may yet fail or succeed.
+    found = load_request(request_id)
+    if found.status not in FINAL_REQUEST_STATUSES:
+        raise ApiError(409, "not_ready", f"The request is {found.status}; its failed rows exist once it is final.")
+    return Response(
+        stream_with_context(failed_rows_csv.failed_rows_lines(found)),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{found.id}-failed-rows.csv"'},
     )
 
 

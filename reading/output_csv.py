@@ -7,7 +7,7 @@ import io
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import ColumnElement, Row, select
 
 from intake import csv_input, csv_records
 from models import Product, Request, db
@@ -54,7 +54,7 @@ def _kept_record(record: str, output_index: int | None, outputs: str | None) -> 
 
     Only a cell a spreadsheet would run as a formula is written anew; every other keeps its bytes.
     """
-    cells = [_formula_safe(written) for written in csv_records.split_record(record)]
+    cells = formula_safe_cells(record)
     if outputs is None:
         if output_index is None:
             cells.append(csv_input.OUTPUT_COLUMN)
@@ -65,6 +65,11 @@ def _kept_record(record: str, output_index: int | None, outputs: str | None) -> 
         else:
             cells[output_index] = output_cell
     return ",".join(cells)
+
+
+def formula_safe_cells(record: str) -> list[str]:
+    """The cells of a record as written, only those a spreadsheet would run as a formula written anew."""
+    return [_formula_safe(written) for written in csv_records.split_record(record)]
 
 
 def _formula_safe(written: str) -> str:
@@ -116,8 +121,10 @@ def _four_column_lines(request: Request, storage: Storage) -> Iterator[str]:
         yield rows.take()
 
 
-def _product_batches(request: Request) -> Iterator[tuple[Sequence[Row], dict[int, list[Row]]]]:
-    """The request's products with their images, CSV_BATCH_PRODUCTS at a time, in upload order.
+def _product_batches(
+    request: Request, only: ColumnElement[bool] | None = None
+) -> Iterator[tuple[Sequence[Row], dict[int, list[Row]]]]:
+    """The request's products, or those ``only`` admits, with their images, CSV_BATCH_PRODUCTS at a time, in order.
 
     Each batch is read in a transaction of its own, ended before it is handed on: a slow reader of
     the CSV being written from it holds nothing. Plain rows, not ORM objects, which the end of the
@@ -126,9 +133,10 @@ def _product_batches(request: Request) -> Iterator[tuple[Sequence[Row], dict[int
     request_id = request.id
     last_position = -1
     while True:
+        admitted = () if only is None else (only,)
         products = db.session.execute(
             select(Product.id, Product.position, Product.serial_number, Product.name, Product.source_record)
-            .where(Product.request_id == request_id, Product.position > last_position)
+            .where(Product.request_id == request_id, Product.position > last_position, *admitted)
             .order_by(Product.position)
             .limit(CSV_BATCH_PRODUCTS)
         ).all()

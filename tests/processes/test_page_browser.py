@@ -47,6 +47,25 @@ def test_the_page_follows_progress_over_the_event_stream(page, service, source_s
     assert report.status_code == 200 and report.text.count("http_404") == 1
 
 
+def test_the_failed_rows_link_shows_with_failures_and_gives_their_rows(page, service, source_server):
+    from playwright.sync_api import expect
+
+    good = SlowImages(source_server, 2, delay_s=0, prefix="page-failed-rows")
+    missing = source_server.url(f"/{uuid.uuid4().hex}/missing.jpg")
+    page.upload(csv_of([(1, "Fine", [good.urls[0]])]))
+    page.wait_status("COMPLETED")
+    expect(page.page.locator("#output-link")).to_be_visible()
+    expect(page.page.locator("#failed-rows-link")).to_be_hidden()  # nothing failed, nothing to fix
+
+    page.upload(csv_of([(1, "Fine", [good.urls[1]]), (2, "Gone", [missing])]))
+    page.wait_status("COMPLETED_WITH_ERRORS")
+    link = page.page.locator("#failed-rows-link")
+    expect(link).to_be_visible()
+    rows = requests.get(link.get_attribute("href"), timeout=10)
+    assert rows.status_code == 200
+    assert rows.text == f'S. No.,Product Name,Input Image Urls\n2,Gone,"{missing}"\n'
+
+
 def test_cancel_on_a_slow_request_shows_cancelled(page, service, source_server):
     from playwright.sync_api import expect
 

@@ -7,6 +7,8 @@
     python cli.py cancel REQUEST_ID [--json]
     python cli.py retry REQUEST_ID [--error-code CODE [CODE ...]] [--wait] [--output out.csv] [--timeout S] [--json]
     python cli.py report REQUEST_ID [--output report.csv]
+    python cli.py failed-rows REQUEST_ID [--output failed-rows.csv]
+    python cli.py sample [--output products.csv]
 
 (``python -m cli ...`` from the repository's root works as well.) Every command takes ``--base-url``
 (default: ``$IMAGE_SERVICE_URL``, else http://127.0.0.1:5000) and ``--api-key`` (default:
@@ -14,13 +16,17 @@
 
 ``upload`` prints the request id on stdout (the whole JSON answer with ``--json``); ``status``,
 ``cancel`` and ``retry`` print the status (the JSON answer with ``--json``); ``report`` writes the
-per-image report CSV to stdout, or to ``--output``. With ``--wait``, ``upload``, ``status`` and
-``retry`` follow the request's progress stream (``/api/status/<id>/events``; polling the status API
-when the stream cannot be had) until the request is final: a progress bar on stderr when stderr is a
-terminal, else one plain line per change. ``--output`` (which implies ``--wait``) saves the output CSV.
+per-image report CSV to stdout, or to ``--output``; ``failed-rows`` the uploaded rows of the products
+with a failed image, to fix and upload again; ``sample`` the sample CSV the service hands out in
+single-machine mode, whose URLs name the service's own address. With ``--wait``, ``upload``,
+``status`` and ``retry`` follow the request's progress stream (``/api/status/<id>/events``; polling
+the status API when the stream cannot be had) until the request is final: a progress bar on stderr
+when stderr is a terminal, else one plain line per change. ``--output`` (which implies ``--wait``)
+saves the output CSV. A final request with failed images ends with their count by error code and
+where its report and failed rows are, on stderr.
 
 Exit codes, by the request's status once the command is done:
-    0  COMPLETED, or not final and not waited for (an upload, a retry, a status without --wait)
+    0  COMPLETED, or not final and not waited for (an upload, a retry, a status without --wait); a CSV written
     2  COMPLETED_WITH_ERRORS
     3  FAILED
     1  CANCELLED (``cancel`` included), or an error: the service's error code and message go to stderr
@@ -124,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", parents=[connection], help="the per-image report CSV")
     report.add_argument("request_id")
     report.add_argument("--output", type=Path, help="write the report here (default: stdout)")
+    failed_rows = commands.add_parser(
+        "failed-rows",
+        parents=[connection],
+        help="the rows of the products with a failed image, to fix and upload again",
+    )
+    failed_rows.add_argument("request_id")
+    failed_rows.add_argument("--output", type=Path, help="write the rows here (default: stdout)")
+    sample = commands.add_parser(
+        "sample", parents=[connection], help="the sample CSV the service hands out, naming its own address"
+    )
+    sample.add_argument("--output", type=Path, help="write the CSV here (default: stdout)")
     return parser
 
 

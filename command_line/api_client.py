@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,11 @@ import requests
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 HTTP_TIMEOUT_S = 60.0
 TRANSIENT_STATUSES = {429, 502, 503, 504}
+#: Where the CLI is told which service to call, for the message of a service it cannot reach.
+WHERE_TO_SET_THE_URL = "give the service's address with --base-url or IMAGE_SERVICE_URL"
+#: Pages of 1,000 products with a failed image read to count the failures by error code.
+FAILURE_PAGES = 20
+FAILURE_PAGE_SIZE = 1000
 
 
 class CliError(Exception):
@@ -51,10 +57,14 @@ class Client:
         try:
             response = self.session.request(method, url, timeout=HTTP_TIMEOUT_S, **kwargs)
         except requests.RequestException as error:
-            raise CliError(f"cannot reach the service at {self.base_url}: {error}") from error
+            raise unreachable(self.base_url, error) from error
         if response.status_code >= 400:
             raise api_error(response)
         return response
+
+    def url(self, path: str) -> str:
+        """The full URL of ``path`` on the service."""
+        return f"{self.base_url}{path}"
 
     def upload(self, csv_path: Path, fields: dict[str, str], idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
@@ -81,7 +91,7 @@ class Client:
         try:
             response = self.session.get(url, headers=headers, stream=True, timeout=(10, read_timeout_s))
         except requests.RequestException as error:
-            raise CliError(f"cannot reach the service at {self.base_url}: {error}") from error
+            raise unreachable(self.base_url, error) from error
         with response:
             if response.status_code >= 400:
                 raise api_error(response)
@@ -100,12 +110,29 @@ class Client:
         body = {"json": {"error_codes": error_codes}} if error_codes else {}
         return self._call("POST", f"/api/requests/{quote(request_id, safe='')}/retry", **body).json()
 
-    def write_report(self, request_id: str, sink: BinaryIO) -> None:
-        """The per-image report CSV, copied to ``sink`` as it streams in."""
-        response = self._call("GET", f"/api/requests/{quote(request_id, safe='')}/report.csv", stream=True)
+    def copy(self, path: str, sink: BinaryIO) -> None:
+        """The answer to ``GET path`` (a CSV: the report, the failed rows, the sample), copied to ``sink``."""
+        response = self._call("GET", path, stream=True)
         with response:
             for chunk in response.iter_content(chunk_size=64 * 1024):
                 sink.write(chunk)
+
+    def failure_counts(self, request_id: str) -> tuple[Counter[str], bool]:
+        """The request's failed images counted by error code, and whether every product with one was read.
+
+        The status API's products with a failed image, ``FAILURE_PAGES`` pages of them at most.
+        """
+        counts: Counter[str] = Counter()
+        for page in range(1, FAILURE_PAGES + 1):
+            params = {"image_status": "FAILED", "per_page": FAILURE_PAGE_SIZE, "page": page}
+            answer = self._call("GET", f"/api/status/{quote(request_id, safe='')}", params=params).json()
+            for product in answer["products"]:
+                for image in product["images"]:
+                    if image["status"] == "FAILED":
+                        counts[(image.get("error") or {}).get("code") or "unknown"] += 1
+            if page >= answer["pagination"]["pages"]:
+                return counts, True
+        return counts, False
 
 
 @dataclass(frozen=True)
@@ -140,6 +167,11 @@ def parse_events(lines: Iterable[str]) -> Iterator[ServerEvent]:
             event_id = value
         elif field == "retry" and value.isdigit():
             retry_ms = int(value)
+
+
+def unreachable(base_url: str, error: requests.RequestException) -> CliError:
+    """No answer from the service: where it was looked for, and how to name another address."""
+    return CliError(f"cannot reach the service at {base_url} ({WHERE_TO_SET_THE_URL}): {error}")
 
 
 def api_error(response: requests.Response) -> CliError:

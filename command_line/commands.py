@@ -7,25 +7,51 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from command_line.api_client import Client, CliError
+from command_line.api_client import FAILURE_PAGE_SIZE, FAILURE_PAGES, Client, CliError
 from command_line.exit_codes import EXIT_CODES, FINAL_STATUSES
-from command_line.progress import progress_line, wait_final
+from command_line.progress import ProgressLines, progress_display, progress_line, wait_final
 
 
-def save_output(client: Client, request_id: str, path: Path) -> None:
+def save_output(client: Client, request_id: str, path: Path, printer: ProgressLines) -> None:
     """Write the request's output CSV to ``path``."""
     path.write_bytes(client.output_csv(request_id))
-    print(f"output CSV saved to {path}", file=sys.stderr)
+    printer.note(f"output CSV saved to {path}")
+
+
+def failure_summary(client: Client, request_id: str, status: dict[str, Any]) -> list[str]:
+    """When images failed: how many of each error code, where the report and the rows to fix are; else nothing."""
+    failed = status["progress"]["failed_images"]
+    if not failed:
+        return []
+    try:
+        counts, every_one = client.failure_counts(request_id)
+    except CliError as error:
+        counted = f"{failed} failed (not counted by error code: {error.message})"
+    else:
+        codes = ", ".join(f"{code} \N{MULTIPLICATION SIGN}{count}" for code, count in counts.most_common())
+        read = "" if every_one else f" (in the first {FAILURE_PAGES * FAILURE_PAGE_SIZE:,} products)"
+        report = client.url(f"/api/requests/{quote(request_id, safe='')}/report.csv")
+        counted = f"{failed} failed: {codes}{read} — report: {report} (cli.py report {request_id})"
+    return [counted, f"the rows to fix and upload again: cli.py failed-rows {request_id} --output failed-rows.csv"]
 
 
 def finish(client: Client, request_id: str, args: argparse.Namespace) -> int:
-    """With ``--wait``: follow the request, save ``--output``, and turn the final status into the exit code."""
+    """With ``--wait``: follow the request, save ``--output``, sum up the failures, and turn the final status into
+    the exit code."""
     if not args.wait:
         return 0
-    status = wait_final(client, request_id, args.timeout)
-    if args.output:
-        save_output(client, request_id, args.output)
+    # The summary goes through the display: on a terminal above the bar, which stays its last line.
+    printer = progress_display()
+    try:
+        status = wait_final(client, request_id, args.timeout, printer)
+        if args.output:
+            save_output(client, request_id, args.output, printer)
+        for line in failure_summary(client, request_id, status):
+            printer.note(line)
+    finally:
+        printer.close()
     if status["status"] == "CANCELLED":
         raise CliError(f"request {request_id} was CANCELLED")
     return EXIT_CODES[status["status"]]
@@ -63,8 +89,12 @@ def run_status(client: Client, args: argparse.Namespace) -> int:
     print_answer(status, args, progress_line(status))
     if args.wait and status["status"] not in FINAL_STATUSES:
         return finish(client, args.request_id, args)
+    printer = ProgressLines()
     if args.output:
-        save_output(client, args.request_id, args.output)
+        save_output(client, args.request_id, args.output, printer)
+    if status["status"] in FINAL_STATUSES:
+        for line in failure_summary(client, args.request_id, status):
+            printer.note(line)
     return EXIT_CODES.get(status["status"], 0)
 
 
@@ -82,16 +112,40 @@ def run_retry(client: Client, args: argparse.Namespace) -> int:
     return finish(client, args.request_id, args)
 
 
-def run_report(client: Client, args: argparse.Namespace) -> int:
-    """Copy the per-image report CSV to stdout, or to ``--output``."""
-    if args.output is None:
-        client.write_report(args.request_id, sys.stdout.buffer)
+def copy_csv(client: Client, path: str, output: Path | None, what: str) -> int:
+    """Copy the CSV at ``path`` on the service to stdout, or to ``output``."""
+    if output is None:
+        client.copy(path, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return 0
-    with args.output.open("wb") as sink:
-        client.write_report(args.request_id, sink)
-    print(f"report saved to {args.output}", file=sys.stderr)
+    with output.open("wb") as sink:
+        client.copy(path, sink)
+    print(f"{what} saved to {output}", file=sys.stderr)
     return 0
 
 
-COMMANDS = {"upload": run_upload, "status": run_status, "cancel": run_cancel, "retry": run_retry, "report": run_report}
+def run_report(client: Client, args: argparse.Namespace) -> int:
+    """Copy the per-image report CSV to stdout, or to ``--output``."""
+    return copy_csv(client, f"/api/requests/{quote(args.request_id, safe='')}/report.csv", args.output, "report")
+
+
+def run_failed_rows(client: Client, args: argparse.Namespace) -> int:
+    """Copy the rows of the products with a failed image, as uploaded, to stdout or to ``--output``."""
+    path = f"/api/requests/{quote(args.request_id, safe='')}/failed-rows.csv"
+    return copy_csv(client, path, args.output, "failed rows")
+
+
+def run_sample(client: Client, args: argparse.Namespace) -> int:
+    """Copy the sample CSV the service hands out, naming its own address, to stdout or to ``--output``."""
+    return copy_csv(client, "/samples/products.csv", args.output, "sample CSV")
+
+
+COMMANDS = {
+    "upload": run_upload,
+    "status": run_status,
+    "cancel": run_cancel,
+    "retry": run_retry,
+    "report": run_report,
+    "failed-rows": run_failed_rows,
+    "sample": run_sample,
+}

@@ -113,22 +113,18 @@ class StreamUnavailable(Exception):
     """The progress stream cannot be followed; polling takes over."""
 
 
-def wait_final(client: Client, request_id: str, timeout_s: float) -> dict[str, Any]:
-    """Follow the request until it is final, showing its progress on stderr (a bar, or a line per change).
+def wait_final(client: Client, request_id: str, timeout_s: float, printer: ProgressLines) -> dict[str, Any]:
+    """Follow the request until it is final, showing its progress with ``printer`` (a bar, or a line per change).
 
     The progress stream first; if it cannot be opened, or breaks again and again, the status API is
     polled for the rest of the wait.
     """
     deadline = time.monotonic() + timeout_s
-    printer = progress_display()
     try:
-        try:
-            return follow_events(client, request_id, deadline, timeout_s, printer)
-        except StreamUnavailable as error:
-            printer.note(f"progress stream unavailable ({error}): polling instead")
-        return poll_final(client, request_id, deadline, timeout_s, printer)
-    finally:
-        printer.close()
+        return follow_events(client, request_id, deadline, timeout_s, printer)
+    except StreamUnavailable as error:
+        printer.note(f"progress stream unavailable ({error}): polling instead")
+    return poll_final(client, request_id, deadline, timeout_s, printer)
 
 
 def follow_events(

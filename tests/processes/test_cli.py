@@ -181,6 +181,15 @@ def test_cli_without_a_reachable_service_exits_1():
     assert "cannot reach the service" in result.stderr
 
 
+def test_cli_that_cannot_reach_the_service_says_how_to_name_it():
+    from support.loopback import unused_port
+
+    result = run_cli("status", str(uuid.uuid4()), "--base-url", f"http://127.0.0.1:{unused_port()}", timeout_s=30)
+
+    assert result.returncode == 1
+    assert "--base-url" in result.stderr and "IMAGE_SERVICE_URL" in result.stderr, result.stderr
+
+
 # --- the CLI's --wait over the progress stream ---------------------------------------------------
 
 
@@ -411,3 +420,72 @@ def test_cli_wait_on_a_terminal_draws_a_progress_bar(service, source_server, tmp
     assert "7/7" in last_bar and "failed=1" in last_bar and "status=COMPLETED_WITH_ERRORS" in last_bar, output
     assert "% (" not in output  # no plain progress lines on a terminal
     assert "image [" not in output  # no bar drawn before the total is known
+
+
+# --- failures you can act on: the summary, the failed rows, the sample ----------------------------
+
+
+def two_kinds_of_failure(service, source_server, tmp_path) -> Path:
+    """A CSV of one good image, two that answer 404 and one that answers 410."""
+    good = serve(source_server, jpeg_bytes((64, 48)))
+    gone = [source_server.url(f"/{uuid.uuid4().hex}/missing.jpg") for _ in range(2)]  # the server's default: 404
+    withdrawn = serve(source_server, respond(410, b"withdrawn"))
+    products = tmp_path / "products.csv"
+    products.write_bytes(csv_of([(1, "SKU1", [good, gone[0]]), (2, "SKU2", [gone[1]]), (3, "SKU3", [withdrawn])]))
+    return products
+
+
+def test_cli_wait_in_a_pipe_ends_with_the_failures_by_code_and_where_to_find_them(service, source_server, tmp_path):
+    products = two_kinds_of_failure(service, source_server, tmp_path)
+
+    result = run_cli("upload", str(products), "--base-url", service.base_url, "--wait", "--output", str(tmp_path / "o"))
+
+    assert result.returncode == 2, result.stderr
+    request_id = result.stdout.strip()
+    report = f"{service.base_url}/api/requests/{request_id}/report.csv"
+    assert result.stderr.splitlines()[-3:] == [
+        f"output CSV saved to {tmp_path / 'o'}",
+        f"3 failed: http_404 \N{MULTIPLICATION SIGN}2, http_410 \N{MULTIPLICATION SIGN}1 — report: {report}"
+        f" (cli.py report {request_id})",
+        f"the rows to fix and upload again: cli.py failed-rows {request_id} --output failed-rows.csv",
+    ]
+
+    status = run_cli("status", request_id, "--base-url", service.base_url)  # a final request's status says it too
+    assert status.returncode == 2
+    assert "3 failed: http_404 \N{MULTIPLICATION SIGN}2" in status.stderr
+
+
+def test_cli_wait_on_a_terminal_sums_up_the_failures_above_its_bar(service, source_server, tmp_path):
+    products = two_kinds_of_failure(service, source_server, tmp_path)
+
+    code, output = run_cli_on_a_terminal("upload", str(products), "--base-url", service.base_url, "--wait")
+
+    assert code == 2, output
+    summary = output.index("3 failed: http_404 \N{MULTIPLICATION SIGN}2, http_410 \N{MULTIPLICATION SIGN}1 — report: ")
+    assert output.index("the rows to fix and upload again: cli.py failed-rows ", summary) > summary
+    assert "status=COMPLETED_WITH_ERRORS" in output[summary:]  # the bar, drawn again below it
+
+
+def test_cli_failed_rows_to_a_file_and_to_stdout(service, source_server, tmp_path):
+    products = two_kinds_of_failure(service, source_server, tmp_path)
+    request_id = upload(service.base_url, products.read_bytes()).json()["request_id"]
+    wait_final(service.base_url, request_id)
+    expected = requests.get(service.url(f"/api/requests/{request_id}/failed-rows.csv"), timeout=10).content
+    rows = tmp_path / "failed-rows.csv"
+
+    to_file = run_cli("failed-rows", request_id, "--base-url", service.base_url, "--output", str(rows))
+    to_stdout = run_cli("failed-rows", request_id, "--base-url", service.base_url, text=False)
+
+    assert to_file.returncode == 0, to_file.stderr
+    assert rows.read_bytes() == expected
+    assert to_stdout.returncode == 0, to_stdout.stderr
+    assert to_stdout.stdout == expected
+    assert [row["S. No."] for row in csv.DictReader(io.StringIO(expected.decode()))] == ["1", "2", "3"]
+
+
+def test_cli_sample_names_the_address_the_service_answers_at(service):
+    result = run_cli("sample", env={"IMAGE_SERVICE_URL": service.base_url})
+
+    assert result.returncode == 0, result.stderr
+    urls = [url for row in csv.DictReader(io.StringIO(result.stdout)) for url in row["Input Image Urls"].split(",")]
+    assert len(urls) == 5 and all(url.startswith(f"{service.base_url}/samples/") for url in urls), urls

@@ -171,7 +171,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
             "polling_interval": 0.1,
         }
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": broker.with_host(settings.broker_url),
         "broker_transport_options": transport_options,
         "visibility_timeout": settings.broker_visibility_timeout_s,
         "broker_connection_retry_on_startup": True,

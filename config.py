@@ -97,6 +97,15 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return origins
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        raise SettingsError(f"{name} must be 1 or 0 (on or off), got {raw!r}")
+    return raw in {"1", "true", "yes", "on"}
+
+
 def log_format(env: Mapping[str, str]) -> str:
     """``LOG_FORMAT``, which the launcher reads too, to log in it before any app exists."""
     value = env.get("LOG_FORMAT", "").strip().lower() or "text"
@@ -147,8 +156,9 @@ def _given_time_limits(env: Mapping[str, str], overrides: Mapping[str, Any]) -> 
     return given
 
 
-def _derived(name: str, value: int, source: str, source_value: int, relation: str) -> int:
-    log.warning(
+def _derived(name: str, value: int, source: str, source_value: int, relation: str, level: int) -> int:
+    log.log(
+        level,
         "%s not set: derived %s from %s=%s (the default %s is not %s it)",
         name,
         value,
@@ -165,7 +175,7 @@ def _scaled(value: int, of: str, to: str) -> int:
     return value * NESTED_DEFAULTS[to] // NESTED_DEFAULTS[of]
 
 
-def _fit_hard_limit(given: Mapping[str, int]) -> int:
+def _fit_hard_limit(given: Mapping[str, int], level: int) -> int:
     """The hard limit the user did not set: its default if that fits what they set, else derived."""
     soft = given.get(_SOFT)
     ceilings = {name: given[name] for name in (_VISIBILITY, _STALE) if name in given}
@@ -194,11 +204,11 @@ def _fit_hard_limit(given: Mapping[str, int]) -> int:
     value = max(low, _scaled(given[source], source, _HARD))
     if high is not None:
         value = min(high, value)
-    return _derived(_HARD, value, source, given[source], relation)
+    return _derived(_HARD, value, source, given[source], relation, level)
 
 
-def _nest_time_limits(given: Mapping[str, int]) -> dict[str, int]:
-    """The time limits the user set, and the others derived (and logged) to nest around them.
+def _nest_time_limits(given: Mapping[str, int], level: int = logging.WARNING) -> dict[str, int]:
+    """The time limits the user set, and the others derived (and logged at ``level``) to nest around them.
 
     A derived limit keeps its default where that fits, else the proportion of the defaults to the
     limit it must fit: the soft limit 4/5 of the hard one, the hard limit half the stale threshold and
@@ -209,7 +219,7 @@ def _nest_time_limits(given: Mapping[str, int]) -> dict[str, int]:
     """
     limits = dict(given)
     if _HARD not in limits:
-        limits[_HARD] = _fit_hard_limit(given)
+        limits[_HARD] = _fit_hard_limit(given, level)
     hard = limits[_HARD]
     if _SOFT not in limits:
         if hard < 2:
@@ -218,13 +228,13 @@ def _nest_time_limits(given: Mapping[str, int]) -> dict[str, int]:
             )
         soft = NESTED_DEFAULTS[_SOFT]
         if soft >= hard:
-            soft = _derived(_SOFT, max(1, _scaled(hard, _HARD, _SOFT)), _HARD, hard, "below")
+            soft = _derived(_SOFT, max(1, _scaled(hard, _HARD, _SOFT)), _HARD, hard, "below", level)
         limits[_SOFT] = soft
     for name in (_VISIBILITY, _STALE):
         if name not in limits:
             value = NESTED_DEFAULTS[name]
             if value <= hard:
-                value = _derived(name, _scaled(hard, _HARD, name), _HARD, hard, "above")
+                value = _derived(name, _scaled(hard, _HARD, name), _HARD, hard, "above", level)
             limits[name] = value
     return limits
 
@@ -306,6 +316,10 @@ class Settings:
     log_format: str = "text"
     #: The lowest level logged by every process; DEBUG shows the housekeeping that runs every second.
     log_level: str = "INFO"
+    #: Whether this process logs the warnings about its settings (an open API, derived time limits) as
+    #: warnings; off, at DEBUG. The launcher turns it off for the processes it starts after the migrations,
+    #: which have logged them once.
+    startup_warnings: bool = True
     #: The memory one image may take on its way through the pipeline, estimated before decoding.
     image_decode_budget_bytes: int = DEFAULT_IMAGE_DECODE_BUDGET_MB << 20
     #: The bytes of rendered status pages each API process keeps.
@@ -325,7 +339,10 @@ class Settings:
         backend = env.get("STORAGE_BACKEND", "local").strip() or "local"
         if backend not in {"local", "s3"}:
             raise SettingsError(f"STORAGE_BACKEND must be 'local' or 's3', got {backend!r}")
-        limits = _nest_time_limits(_given_time_limits(env, overrides))
+        startup_warnings = _switch(env, "STARTUP_WARNINGS", True)
+        limits = _nest_time_limits(
+            _given_time_limits(env, overrides), logging.WARNING if startup_warnings else logging.DEBUG
+        )
         settings = cls(
             instance_dir=instance_dir,
             database_url=_database_url(env.get("DATABASE_URL") or f"sqlite:///{instance_dir / 'service.db'}"),
@@ -386,6 +403,7 @@ class Settings:
             cors_origins=_origins(env, "CORS_ORIGINS"),
             log_format=log_format(env),
             log_level=log_level(env),
+            startup_warnings=startup_warnings,
             image_decode_budget_bytes=image_decode_budget_mb(env) << 20,
             status_cache_bytes=_int(env, "STATUS_CACHE_BYTES", 32 << 20, 0),
             s3={

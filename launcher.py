@@ -58,6 +58,9 @@ def main() -> int:
     nice = {name: niceness(name, env) for name in to_start}
     clear_metrics(env)
     migrate(env)
+    # The migrations built the app once and logged the warnings about its settings: the processes
+    # started now log them at DEBUG, so that each shows once a run, not once a process.
+    env.setdefault("STARTUP_WARNINGS", "0")
     stop_signals: list[int] = []
     for signum in STOP_SIGNALS:
         # A hang-up ignored by whoever started the launcher stays ignored: ``nohup make run``. The

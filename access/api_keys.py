@@ -27,11 +27,16 @@ def hash_key(key: str) -> str:
 def init_app(app: Flask, settings: Settings) -> None:
     """Require a key on every ``/api`` call when ``API_KEYS`` is set; only their hashes are kept."""
     app.extensions["api_key_hashes"] = tuple(hash_key(key) for key in settings.api_keys)
+    # Once a run: the launcher's migrations log it, the processes it starts afterwards at DEBUG.
     if settings.api_keys:
-        log.info("API keys required: %d key(s) configured", len(settings.api_keys))
+        log.log(_startup(settings, logging.INFO), "API keys required: %d key(s) configured", len(settings.api_keys))
     else:
-        log.warning("API_KEYS is not set: the API is open to anyone who can reach it")
+        log.log(_startup(settings), "API_KEYS is not set: the API is open to anyone who can reach it")
     app.before_request(_authenticate)
+
+
+def _startup(settings: Settings, level: int = logging.WARNING) -> int:
+    return level if settings.startup_warnings else logging.DEBUG
 
 
 def _presented_key() -> str | None:

@@ -95,6 +95,8 @@ def configure_logging(log_format: str, *, level: str = "INFO", fixed_name: str |
     for handler in root.handlers:
         handler.setFormatter(chosen)
     root.setLevel(level)
+    # Alembic announces each of its plugins at INFO whenever it is imported, the API's processes included.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # Python's warnings (Celery's about running as root, say) become lines of the same format.
     logging.captureWarnings(log_format == "json")
 

@@ -105,8 +105,10 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
     concurrency = image_worker_concurrency(env, os.cpu_count() or 2, machine_memory())
     json_logs = env.get("LOG_FORMAT", "").strip().lower() == "json"
     level = log_level(env)
-    # Celery's banner is printed, not logged; gunicorn's master logs before any app exists.
-    celery = [str(bin_dir / "celery"), *(["--quiet"] if json_logs else []), "-A", "app:celery_app"]
+    # Celery's banner (its queues and tasks, once for each worker and beat) is printed, not logged: only
+    # at DEBUG, and never in JSON. Gunicorn's master logs before any app exists.
+    quiet = json_logs or level != "DEBUG"
+    celery = [str(bin_dir / "celery"), *(["--quiet"] if quiet else []), "-A", "app:celery_app"]
     gunicorn_logger = ["--logger-class", "observability.log_context.GunicornJsonLogger"] if json_logs else []
     argvs = {
         "api": [

@@ -102,6 +102,16 @@ def test_open_service_says_so_at_start(service, caplog):
     assert "API_KEYS is not set" in caplog.text
 
 
+def test_a_process_started_after_the_migrations_says_it_at_debug(service, caplog):
+    """make run's migrations warn of an open service once; the processes started after them note it at DEBUG."""
+    from app import create_app
+
+    with caplog.at_level(logging.DEBUG, logger="access.api_keys"):
+        create_app({"startup_warnings": False})
+    said = [record for record in caplog.records if "API_KEYS is not set" in record.getMessage()]
+    assert [record.levelno for record in said] == [logging.DEBUG]
+
+
 def test_rate_limits_answer_429_with_retry_after(service, source_server):
     from app import create_app
 

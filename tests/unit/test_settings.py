@@ -468,3 +468,21 @@ def test_rate_limit_counters_share_the_brokers_redis_by_default(tmp_path) -> Non
     assert on_redis.rate_limit_storage_url == "redis://broker:6379/0"
     explicit = from_env(tmp_path, CELERY_BROKER_URL="redis://broker:6379/0", RATE_LIMIT_STORAGE_URL="redis://rl:6379/3")
     assert explicit.rate_limit_storage_url == "redis://rl:6379/3"
+
+
+# --- the warnings about the settings, once a run --------------------------------------------------
+
+
+def test_startup_warnings_are_on_unless_turned_off(tmp_path) -> None:
+    assert from_env(tmp_path).startup_warnings is True
+    assert from_env(tmp_path, STARTUP_WARNINGS="0").startup_warnings is False
+    with pytest.raises(SettingsError, match="STARTUP_WARNINGS must be 1 or 0"):
+        from_env(tmp_path, STARTUP_WARNINGS="sometimes")
+
+
+def test_with_startup_warnings_off_derived_time_limits_are_noted_at_debug(tmp_path, caplog) -> None:
+    with caplog.at_level(logging.DEBUG, logger="config"):
+        settings = from_env(tmp_path, STALE_IMAGE_AFTER_S="20", STARTUP_WARNINGS="0")
+    assert time_limits(settings) == (8, 10, 900, 20)
+    records = [record for record in caplog.records if record.name == "config"]
+    assert len(records) == 2 and all(record.levelno == logging.DEBUG for record in records), records

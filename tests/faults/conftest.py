@@ -18,6 +18,7 @@ import sqlalchemy
 from harness import PostgresCluster, RedisServer, Service
 from support.images import jpeg_bytes
 from support.loopback import IMAGE_HOST, LoopbackHTTPServer, RequestHandler, unused_port
+from support.receivers import WebhookReceiver
 
 REPORT_PATH = os.environ.get("FAULT_REPORT")
 
@@ -155,3 +156,8 @@ def report(request):
     if REPORT_PATH:
         with open(REPORT_PATH, "a") as handle:
             handle.write(line + "\n")
+
+
+@pytest.fixture
+def receiver(loopback_server):
+    return WebhookReceiver(loopback_server, f"/hooks/{uuid.uuid4().hex}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from harness import PostgresCluster, RedisServer, Service
+from invariants import engine_of, not_completed
 from support.images import jpeg_bytes
 from support.loopback import IMAGE_HOST, LoopbackHTTPServer, RequestHandler, unused_port
 from support.receivers import WebhookReceiver
@@ -139,11 +140,28 @@ def service(service_env, tmp_path) -> Iterator[Service]:
 @pytest.fixture
 def database(service_env) -> Iterator[sqlalchemy.Engine]:
     """A direct connection to the service's database, for checking invariants from outside."""
-    engine = sqlalchemy.create_engine(
-        service_env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg2://"), pool_pre_ping=True
-    )
+    engine = engine_of(service_env)
     yield engine
     engine.dispose()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed fault test's report tells every image of its database that is not COMPLETED, whatever failed
+    (an assertion, a time-out, a process that would not start)."""
+    outcome = yield
+    result = outcome.get_result()
+    env = item.funcargs.get("service_env") if hasattr(item, "funcargs") else None
+    if result.when != "call" or not result.failed or env is None:
+        return
+    database = engine_of(env)
+    try:
+        told = not_completed(database)
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        told = f"the database could not be read: {error}"
+    finally:
+        database.dispose()
+    result.sections.append(("images not COMPLETED", told or "every image COMPLETED"))
 
 
 @pytest.fixture

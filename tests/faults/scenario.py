@@ -7,9 +7,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import requests
 import sqlalchemy
 from harness import wait_for
+from invariants import engine_of, not_completed, require_completed
 from support.api import csv_of, upload
 
 IMAGES = 200
@@ -42,19 +44,32 @@ def wait_progress(service, request_id: str, at_least: int, timeout_s: float = 60
 
 
 def wait_final(service, request_id: str, timeout_s: float = 150) -> dict:
+    """The request's status once it is final; on a time-out, a failure naming its images not COMPLETED."""
+    last: dict = {}
+
     def final() -> dict | None:
         try:
-            answer = progress(service, request_id)
+            last["answer"] = progress(service, request_id)
         except requests.RequestException:
             return None
-        return answer if answer.get("status") in FINAL else None
+        return last["answer"] if last["answer"].get("status") in FINAL else None
 
-    return wait_for(final, timeout_s, f"request {request_id} to be final", interval_s=0.5)
+    try:
+        return wait_for(final, timeout_s, f"request {request_id} to be final", interval_s=0.5)
+    except AssertionError as timed_out:
+        database = engine_of(service.env)
+        try:
+            unfinished = not_completed(database, request_id)
+        finally:
+            database.dispose()
+        status = last.get("answer", {}).get("status")
+        pytest.fail(f"{timed_out} (last seen {status}); {unfinished}", pytrace=False)
 
 
 def check_complete(service, database, slow_source, receiver, request_id: str, urls: list[str], report) -> None:
     """The invariants: completed, every image once, one output file each, one webhook."""
     answer = wait_final(service, request_id)
+    require_completed(database, request_id, answer["status"])
     assert answer["status"] == "COMPLETED", answer
     assert answer["progress"]["completed_images"] == len(urls)
     with database.connect() as connection:
@@ -84,9 +99,9 @@ def check_complete(service, database, slow_source, receiver, request_id: str, ur
     outputs = sorted({media / key for key in output_keys if key and (media / key).is_file()})
     leftovers = sorted(media.glob("objects/*/.tmp-*"))
     assert len(outputs) == len(urls)
-    wait_for(lambda: len(_deliveries_for(receiver, request_id)) >= 1, 30, "the webhook")
+    wait_for(lambda: len(deliveries_for(receiver, request_id)) >= 1, 30, "the webhook")
     time.sleep(2)  # a second delivery would arrive by now
-    deliveries = _deliveries_for(receiver, request_id)
+    deliveries = deliveries_for(receiver, request_id)
     assert len(deliveries) == 1, f"{len(deliveries)} deliveries"
     report.update(
         images=len(urls),
@@ -101,5 +116,5 @@ def check_complete(service, database, slow_source, receiver, request_id: str, ur
     )
 
 
-def _deliveries_for(receiver, request_id: str) -> list[dict]:
+def deliveries_for(receiver, request_id: str) -> list[dict]:
     return [d for d in receiver.deliveries() if json.loads(d["body"])["data"]["request_id"] == request_id]

@@ -64,52 +64,56 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
     except fetcher.FetchError as error:
         if error.transient and work.retries < settings.fetch_max_retries:
             delay = retry_delay(work.retries, error.retry_after)
-            return _retry(image_id, task_id, delay, error.code, error.message)
-        return _fail(image_id, error.code, error.message, base_url)
+            return _retry(work, task_id, delay, error.code, error.message)
+        return _fail(work, error.code, error.message, base_url)
     except StorageError as error:
         if work.retries < settings.storage_max_retries:
-            return _retry(image_id, task_id, retry_delay(work.retries, None), "storage_error", str(error))
+            return _retry(work, task_id, retry_delay(work.retries, None), "storage_error", str(error))
         message = f"The output could not be stored after {work.retries + 1} tries: {error}"
-        return _fail(image_id, "storage_error", message, base_url)
-    except variants.PeerStillEncoding as error:
-        # Not the image's fault, and bounded: a claim older than the hard time limit is taken over.
-        return _retry(image_id, task_id, retry_delay(0, None), "output_busy", str(error))
+        return _fail(work, "storage_error", message, base_url)
+    except (variants.PeerStillEncoding, variants.EncodeSuperseded) as error:
+        # Not the image's fault, and bounded: a claim older than the hard time limit is taken over, and
+        # the worker that took it over is encoding this very output.
+        return _retry(work, task_id, retry_delay(0, None), "output_busy", str(error))
     except pipeline.ImageProcessingError as error:
-        return _fail(image_id, error.code, error.message, base_url)
+        return _fail(work, error.code, error.message, base_url)
     except SoftTimeLimitExceeded:
-        return _fail(image_id, "processing_timeout", "Processing took longer than the time limit.", base_url)
+        return _fail(work, "processing_timeout", "Processing took longer than the time limit.", base_url)
     except DATABASE_ERRORS:
         raise  # retried by the task itself, with back-off
     except Exception:
-        return _unexpected(image_id, task_id, work, settings)
+        return _unexpected(task_id, work, settings)
     figures = claims.ImageFigures(**dataclasses.asdict(made.figures), reused=made.reused)
-    if claims.complete_image(image_id, made.key, base_url, figures, output_id=made.output_id):
+    if claims.complete_image(
+        image_id, made.key, base_url, figures, output_id=made.output_id, claim_token=work.claim_token
+    ):
         metrics.IMAGES_PROCESSED.labels(_outcome(figures)).inc()
         return "reused" if made.reused else "completed"
-    if claims.image_status(image_id) == ImageStatus.CANCELLED and not made.reused:
-        # Cancelled while in flight: an output made for it alone is dropped, not left behind unreferenced.
+    # Cancelled, or taken over by another worker, while in flight: an output made for this image alone
+    # is dropped, not left behind unreferenced.
+    if not made.reused:
         try:
             unused = variants.drop_if_unused(made.output_id)
             if unused is not None:
                 current_app.extensions["storage"].delete(unused)
         except StorageError as error:
-            log.warning("image %s: the output of a cancelled image was not removed: %s", image_id, error)
-        return "cancelled"
-    return "already_final"
+            log.warning("image %s: the output of a discarded result was not removed: %s", image_id, error)
+    return _refused(image_id)
 
 
-def _unexpected(image_id: int, task_id: str, work: claims.ImageWork, settings: Settings) -> str:
+def _unexpected(task_id: str, work: claims.ImageWork, settings: Settings) -> str:
     """An exception nobody expected (a bug, ours or a library's): logged with its traceback, retried with
     back-off like a transient failure until the image has had IMAGE_MAX_ATTEMPTS starts, then ``internal_error``.
 
     Called from an ``except`` block. What it was doing is rolled back first: none of it may be committed.
     """
-    log.exception("image %s: unexpected error on attempt %s of %s", image_id, work.attempt, settings.image_max_attempts)
+    attempt, max_attempts = work.attempt, settings.image_max_attempts
+    log.exception("image %s: unexpected error on attempt %s of %s", work.image_id, attempt, max_attempts)
     db.session.rollback()
     message = "The service hit an unexpected error while processing the image; it has been logged."
     if work.attempt < settings.image_max_attempts:
-        return _retry(image_id, task_id, retry_delay(work.retries, None), "internal_error", message)
-    return _fail(image_id, "internal_error", message, settings.public_base_url)
+        return _retry(work, task_id, retry_delay(work.retries, None), "internal_error", message)
+    return _fail(work, "internal_error", message, settings.public_base_url)
 
 
 def _outcome(figures: claims.ImageFigures) -> str:
@@ -118,16 +122,23 @@ def _outcome(figures: claims.ImageFigures) -> str:
     return "kept_source" if figures.kept_source else "encoded"
 
 
-def _retry(image_id: int, task_id: str, delay_s: float, code: str, message: str) -> str:
-    if claims.schedule_retry(image_id, task_id, delay_s, code, message):
+def _retry(work: claims.ImageWork, task_id: str, delay_s: float, code: str, message: str) -> str:
+    if claims.schedule_retry(work.image_id, task_id, delay_s, code, message, claim_token=work.claim_token):
         metrics.IMAGE_RETRIES.labels(code).inc()
-    return f"retry:{code}"
+        return f"retry:{code}"
+    return _refused(work.image_id)
 
 
-def _fail(image_id: int, code: str, message: str, base_url: str) -> str:
-    if claims.fail_image(image_id, code, message, base_url):
+def _fail(work: claims.ImageWork, code: str, message: str, base_url: str) -> str:
+    if claims.fail_image(work.image_id, code, message, base_url, claim_token=work.claim_token):
         metrics.IMAGES_FAILED.labels(code).inc()
-    return code
+        return code
+    return _refused(work.image_id)
+
+
+def _refused(image_id: int) -> str:
+    """Why a write for the image was refused: it was cancelled, or its claim was superseded."""
+    return "cancelled" if claims.image_status(image_id) == ImageStatus.CANCELLED else "superseded"
 
 
 def retry_delay(retries: int, retry_after: float | None) -> float:

@@ -274,6 +274,9 @@ class Image(EncodedFiguresColumns, db.Model):
     not_before: Mapped[datetime | None] = mapped_column(UtcDateTime)
     #: The Celery task id that claimed it: a redelivery of that same message may take it over.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
+    #: The fencing token of the current claim: every claim and every take-over raises it, and a worker's
+    #: writes for the image hold only while it is still the token its claim returned.
+    claim_token: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     #: Times the sweeper re-enqueued the image because it looked stuck.
     requeues: Mapped[int] = mapped_column(default=0)
     output_key: Mapped[str | None] = mapped_column(Text)
@@ -289,8 +292,8 @@ class Image(EncodedFiguresColumns, db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
-#: An output a worker is encoding: not stored yet.
-ENCODING_OUTPUT = "stored_at IS NULL"
+#: An output a worker is encoding: not stored yet, and its claim not superseded by a take-over.
+ENCODING_OUTPUT = "stored_at IS NULL AND superseded_at IS NULL"
 
 
 class ImageOutput(EncodedFiguresColumns, db.Model):
@@ -318,6 +321,9 @@ class ImageOutput(EncodedFiguresColumns, db.Model):
     storage_key: Mapped[str] = mapped_column(Text)
     #: When the object was stored; None while it is being encoded.
     stored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: When another worker took the encode over as a dead worker's. The row stays, never stored, until
+    #: clean-up removes it with whatever its worker stored late: its id and key are never another claim's.
+    superseded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     kept_source: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     #: Raised by every lookup that may point an image at it; clean-up leaves recently used outputs alone.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -11,6 +12,8 @@ from database import db_now
 from lifecycle.finalize import finalize_request
 from models import ACTIVE_IMAGE_STATUSES, Image, ImageStatus, Request, RequestStatus, db, utcnow
 from outputs import variants
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class ImageWork:
     #: The caller ("" for the open service): outputs are shared only among its own images.
     owner: str
     options: variants.OutputOptions
+    #: The claim's fencing token: every write this worker makes for the image holds only while it is current.
+    claim_token: int
 
 
 def image_status(image_id: int) -> str | None:
@@ -57,7 +62,9 @@ def claim_image(image_id: int, task_id: str, max_attempts: int, public_base_url:
     the sweeper never runs beside the first. Only starts that died count against ``max_attempts``:
     a start that ended in a scheduled retry did not. Returns None when there is nothing to do: the
     image is final, claimed by another task, gone, or out of attempts, in which case it is failed
-    here, so a poison image cannot loop. The lease is stamped by the database's clock.
+    here, so a poison image cannot loop. The lease is stamped by the database's clock. Every claim
+    raises the image's fencing token, even a redelivery's: an earlier run of the same task that is
+    still alive (frozen, then woken) no longer holds the image.
     """
     claimable = or_(
         Image.status == ImageStatus.PENDING,
@@ -69,11 +76,12 @@ def claim_image(image_id: int, task_id: str, max_attempts: int, public_base_url:
         .values(
             status=ImageStatus.PROCESSING,
             claimed_by=task_id,
+            claim_token=Image.claim_token + 1,
             attempts=Image.attempts + 1,
             not_before=None,
             updated_at=db_now(),
         )
-        .returning(Image.request_id, Image.source_url, Image.attempts, Image.retries)
+        .returning(Image.request_id, Image.source_url, Image.attempts, Image.retries, Image.claim_token)
     ).first()
     if claimed is None:
         db.session.rollback()
@@ -93,7 +101,7 @@ def claim_image(image_id: int, task_id: str, max_attempts: int, public_base_url:
             )
         db.session.commit()
         return None
-    request_id, source_url, attempt, retries = claimed
+    request_id, source_url, attempt, retries, claim_token = claimed
     # The request's updated_at moves with every change of its images: it versions the status page.
     db.session.execute(
         update(Request)
@@ -124,19 +132,32 @@ def claim_image(image_id: int, task_id: str, max_attempts: int, public_base_url:
         never_bigger=chosen.never_bigger,
     )
     return ImageWork(
-        image_id, request_id, source_url, attempt, retries, variants.owner_of(chosen.owner_key_hash), options
+        image_id,
+        request_id,
+        source_url,
+        attempt,
+        retries,
+        variants.owner_of(chosen.owner_key_hash),
+        options,
+        claim_token,
     )
 
 
-def schedule_retry(image_id: int, task_id: str, delay_s: float, code: str, message: str) -> bool:
+def schedule_retry(
+    image_id: int, task_id: str, delay_s: float, code: str, message: str, claim_token: int | None = None
+) -> bool:
     """Give a transient failure back to the dispatcher, due after ``delay_s`` (database clock).
 
     The retry lives in the row, not in a broker countdown, so it survives the broker's loss and
-    holds no worker while it waits. Returns False if the task no longer holds the image.
+    holds no worker while it waits. Returns False if the task no longer holds the image (with
+    ``claim_token``, the claim that returned it: a later claim by a redelivery of the task supersedes it).
     """
+    held = [Image.id == image_id, Image.status == ImageStatus.PROCESSING, Image.claimed_by == task_id]
+    if claim_token is not None:
+        held.append(Image.claim_token == claim_token)
     released = db.session.execute(
         update(Image)
-        .where(Image.id == image_id, Image.status == ImageStatus.PROCESSING, Image.claimed_by == task_id)
+        .where(*held)
         .values(
             status=ImageStatus.PENDING,
             claimed_by=None,
@@ -152,6 +173,8 @@ def schedule_retry(image_id: int, task_id: str, delay_s: float, code: str, messa
     if released is not None:
         touch_requests([released[0]])
     db.session.commit()
+    if released is None and claim_token is not None:
+        _discarded(image_id, "retry")
     return released is not None
 
 
@@ -166,21 +189,41 @@ def complete_image(
     public_base_url: str,
     figures: ImageFigures | None = None,
     output_id: int | None = None,
+    claim_token: int | None = None,
 ) -> bool:
     """Record an image's output (and the shared output it points at); returns False if it was already final
-    (or cancelled)."""
+    (or cancelled), or, with ``claim_token``, if that claim no longer holds the image."""
     changed = _finish_image(
-        image_id, ImageStatus.COMPLETED, public_base_url, output_key=output_key, figures=figures, output_id=output_id
+        image_id,
+        ImageStatus.COMPLETED,
+        public_base_url,
+        output_key=output_key,
+        figures=figures,
+        output_id=output_id,
+        claim_token=claim_token,
     )
     db.session.commit()
+    if not changed and claim_token is not None:
+        _discarded(image_id, "result")
     return changed
 
 
-def fail_image(image_id: int, code: str, message: str, public_base_url: str) -> bool:
-    """Record an image's failure with its code; returns False if it was already final."""
-    changed = _finish_image(image_id, ImageStatus.FAILED, public_base_url, error=(code, message))
+def fail_image(image_id: int, code: str, message: str, public_base_url: str, claim_token: int | None = None) -> bool:
+    """Record an image's failure with its code; returns False if it was already final, or, with
+    ``claim_token``, if that claim no longer holds the image."""
+    changed = _finish_image(
+        image_id, ImageStatus.FAILED, public_base_url, error=(code, message), claim_token=claim_token
+    )
     db.session.commit()
+    if not changed and claim_token is not None:
+        _discarded(image_id, f"failure ({code})")
     return changed
+
+
+def _discarded(image_id: int, what: str) -> None:
+    """Say once that a worker's write was refused because its claim was superseded (a cancel is no news)."""
+    if image_status(image_id) != ImageStatus.CANCELLED:
+        log.warning("image %s: a late %s from a superseded claim was discarded", image_id, what)
 
 
 def _finish_image(
@@ -191,11 +234,18 @@ def _finish_image(
     error: tuple[str, str] | None = None,
     figures: ImageFigures | None = None,
     output_id: int | None = None,
+    claim_token: int | None = None,
 ) -> bool:
+    """The image's move to a final status, with its request's counters; a worker's (``claim_token`` given)
+    only while that claim still holds it, anyone else's (the sweeper's, a poison image's) while it is active."""
     now = utcnow()
+    if claim_token is None:
+        held = [Image.status.in_(ACTIVE_IMAGE_STATUSES)]
+    else:
+        held = [Image.status == ImageStatus.PROCESSING, Image.claim_token == claim_token]
     finished = db.session.execute(
         update(Image)
-        .where(Image.id == image_id, Image.status.in_(ACTIVE_IMAGE_STATUSES))
+        .where(Image.id == image_id, *held)
         .values(
             status=status,
             output_key=output_key,

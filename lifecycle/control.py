@@ -54,7 +54,13 @@ def cancel_request(request_id: uuid.UUID, public_base_url: str) -> bool:
         db.session.execute(
             update(Image)
             .where(Image.request_id == request_id, Image.status.in_(ACTIVE_IMAGE_STATUSES))
-            .values(status=ImageStatus.CANCELLED, claimed_by=None, finished_at=now, updated_at=now)
+            .values(
+                status=ImageStatus.CANCELLED,
+                claimed_by=None,
+                claim_token=Image.claim_token + 1,
+                finished_at=now,
+                updated_at=now,
+            )
             .execution_options(synchronize_session=False)
         )
         ended = db.session.execute(

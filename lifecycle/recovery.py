@@ -14,7 +14,8 @@ def release_stale_images(stale_after_s: float, limit: int = 5000) -> list[int]:
 
     No task outlives the hard time limit, which is below ``stale_after_s``, so such an image was
     abandoned by a dead worker. One UPDATE ... RETURNING decides, by the database's clock, so two
-    overlapping sweeps never both release (and re-send) the same image.
+    overlapping sweeps never both release (and re-send) the same image. Each release raises the
+    image's fencing token: should the worker wake after all (frozen, not dead), its writes are refused.
     """
     chosen = (
         select(Image.id)
@@ -28,6 +29,7 @@ def release_stale_images(stale_after_s: float, limit: int = 5000) -> list[int]:
         .values(
             status=ImageStatus.PENDING,
             claimed_by=None,
+            claim_token=Image.claim_token + 1,
             queued_at=None,
             requeues=Image.requeues + 1,
             updated_at=db_now(),

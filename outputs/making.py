@@ -87,7 +87,11 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
         score=compressed.score,
         kept_source=compressed.kept_source,
     )
-    return MadeOutput(key, output_id, variants.mark_stored(output_id, encoded).figures, reused=False)
+    stored = variants.mark_stored(output_id, encoded)
+    if stored is None:
+        _delete_superseded(output_id, key)
+        raise variants.EncodeSuperseded(f"output {output_id}: the encode was taken over while this worker ran")
+    return MadeOutput(key, output_id, stored.figures, reused=False)
 
 
 def _remember(owner: str, source_url: str, known: variants.KnownSource | None, seen: variants.KnownSource) -> None:
@@ -101,6 +105,15 @@ def _remember(owner: str, source_url: str, known: variants.KnownSource | None, s
 
 def _reused(stored: variants.StoredOutput) -> MadeOutput:
     return MadeOutput(stored.storage_key, stored.id, stored.figures, reused=True)
+
+
+def _delete_superseded(output_id: int, key: str) -> None:
+    # The key is this claim's alone (a take-over stores under a key of its own): no other output is touched.
+    log.warning("output %s: the encode was taken over while this worker ran; its object is deleted", output_id)
+    try:
+        current_app.extensions["storage"].delete(key)
+    except storage.StorageError as error:
+        log.warning("output %s: the object of a superseded encode was not removed: %s", output_id, error)
 
 
 def _abandon(output_id: int) -> None:

@@ -150,8 +150,13 @@ class PeerStillEncoding(Exception):
     """Another worker has been encoding the same variant for longer than this one waited: try again later."""
 
 
+def _encoding():
+    """An encode's claim still held: not stored, not superseded (``models.ENCODING_OUTPUT``)."""
+    return and_(ImageOutput.stored_at.is_(None), ImageOutput.superseded_at.is_(None))
+
+
 def _peer_encoding(variant: str) -> bool:
-    busy = db.session.scalar(select(exists().where(ImageOutput.variant == variant, ImageOutput.stored_at.is_(None))))
+    busy = db.session.scalar(select(exists().where(ImageOutput.variant == variant, _encoding())))
     db.session.rollback()
     return bool(busy)
 
@@ -168,24 +173,30 @@ def wait_for_peer(variant: str, wait_s: float = WAIT_FOR_PEER_S) -> StoredOutput
         time.sleep(_PEER_POLL_S)
 
 
+class EncodeSuperseded(Exception):
+    """This worker's claim of an encode was taken over as a dead worker's: its output is not the variant's."""
+
+
 def start_output(variant: str, output_format: str, stale_after_s: float) -> tuple[int, str] | None:
     """Claim the encode of ``variant``: the new output's id and the key to store it under, or None if another
-    worker is encoding it. An encode started more than ``stale_after_s`` ago (its worker died) is taken over.
+    worker is encoding it.
+
+    An encode started more than ``stale_after_s`` ago (its worker died, or froze) is superseded: its claim
+    is marked so and a new one, with a new id and so a new key, inserted in the same transaction. Should the
+    old worker wake, it stores under its own key, and ``mark_stored`` tells it its claim is gone. The old row
+    stays until clean-up, so its id is never another claim's (SQLite reuses the highest id once deleted).
     """
     now = utcnow()
-    taken = db.session.execute(
+    # Undone by the rollback below if another worker's claim wins the insert.
+    db.session.execute(
         update(ImageOutput)
         .where(
             ImageOutput.variant == variant,
-            ImageOutput.stored_at.is_(None),
+            _encoding(),
             ImageOutput.created_at < now - timedelta(seconds=stale_after_s),
         )
-        .values(created_at=now, last_used_at=now)
-        .returning(ImageOutput.id, ImageOutput.storage_key)
-    ).first()
-    if taken is not None:
-        db.session.commit()
-        return taken.id, taken.storage_key
+        .values(superseded_at=now)
+    )
     row = ImageOutput(variant=variant, storage_key="", created_at=now, last_used_at=now, kept_source=False)
     db.session.add(row)
     try:
@@ -224,20 +235,25 @@ def claim_or_find(variant: str, output_format: str, stale_after_s: float) -> Sto
     raise PeerStillEncoding("the output was claimed and given up three times")
 
 
-def mark_stored(output_id: int, figures: EncodedFigures) -> StoredOutput:
-    """The output's object is stored: later lookups of its variant find it."""
-    db.session.execute(
-        update(ImageOutput).where(ImageOutput.id == output_id).values(stored_at=utcnow(), **dataclasses.asdict(figures))
-    )
-    row = db.session.get(ImageOutput, output_id)
-    stored = _as_stored(row)
+def mark_stored(output_id: int, figures: EncodedFigures) -> StoredOutput | None:
+    """The output's object is stored: later lookups of its variant find it. None if the claim was superseded
+    (taken over as a dead worker's): nothing is marked, and the object stored under its key is the caller's
+    alone."""
+    row = db.session.execute(
+        update(ImageOutput)
+        .where(ImageOutput.id == output_id, _encoding())
+        .values(stored_at=utcnow(), **dataclasses.asdict(figures))
+        .returning(ImageOutput)
+    ).scalar_one_or_none()
+    stored = _as_stored(row) if row is not None else None
     db.session.commit()
     return stored
 
 
 def abandon_output(output_id: int) -> None:
-    """Forget an output whose encode or store failed (its object was never completely written)."""
-    db.session.execute(delete(ImageOutput).where(ImageOutput.id == output_id, ImageOutput.stored_at.is_(None)))
+    """Forget an output whose encode or store failed (its object was never completely written). A claim
+    superseded meanwhile is left to clean-up: a take-over's claim has an id of its own, never touched here."""
+    db.session.execute(delete(ImageOutput).where(ImageOutput.id == output_id, _encoding()))
     db.session.commit()
 
 

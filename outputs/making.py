@@ -66,13 +66,19 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
     if isinstance(found, variants.StoredOutput):
         return _reused(found)
     output_id, key = found
+    storing = False
     try:
         # Each option is the encoder's argument of the same name: all that the variant covers reaches the encoder.
         compressed = pipeline.compress(
             download.pop(), max_pixels=settings.max_image_pixels, **dataclasses.asdict(options)
         )
+        storing = True
         current_app.extensions["storage"].put(key, compressed.data, storage.media_type(key))
     except BaseException:
+        if storing:
+            # A store cut short (a time limit striking as it ends) may have written the object all the same:
+            # deleted while the claim, and so the key, is still this worker's, before it is given up.
+            _delete_own_object(output_id, key, "a store cut short")
         _abandon(output_id)
         raise
     metrics.DECODE_SECONDS.observe(compressed.decode_s)
@@ -108,12 +114,16 @@ def _reused(stored: variants.StoredOutput) -> MadeOutput:
 
 
 def _delete_superseded(output_id: int, key: str) -> None:
-    # The key is this claim's alone (a take-over stores under a key of its own): no other output is touched.
     log.warning("output %s: the encode was taken over while this worker ran; its object is deleted", output_id)
+    _delete_own_object(output_id, key, "a superseded encode")
+
+
+def _delete_own_object(output_id: int, key: str, whose: str) -> None:
+    # The key is this claim's alone (a take-over stores under a key of its own): no other output is touched.
     try:
         current_app.extensions["storage"].delete(key)
     except storage.StorageError as error:
-        log.warning("output %s: the object of a superseded encode was not removed: %s", output_id, error)
+        log.warning("output %s: the object of %s was not removed: %s", output_id, whose, error)
 
 
 def _abandon(output_id: int) -> None:

@@ -45,11 +45,14 @@ class SlowSource:
     """Images served from 127.0.0.2 with a delay each, so that there is time to strike mid-request.
 
     Each has bytes of its own, so that each is encoded and stored (equal bytes would share one output).
+    ``again_delay_s``, when set, is the delay of every download of an image after its first: a take-over
+    of an image is then still under way for that long.
     """
 
-    def __init__(self, server: LoopbackHTTPServer, delay_s: float) -> None:
+    def __init__(self, server: LoopbackHTTPServer, delay_s: float, again_delay_s: float | None = None) -> None:
         self.server = server
         self.delay_s = delay_s
+        self.again_delay_s = again_delay_s
         self.images: dict[str, bytes] = {}
         self.hits: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -66,7 +69,8 @@ class SlowSource:
         path = request.path.split("?")[0]
         with self._lock:
             self.hits[request.path] = self.hits.get(request.path, 0) + 1
-        time.sleep(self.delay_s)
+            again = self.hits[request.path] > 1 and self.again_delay_s is not None
+        time.sleep(self.again_delay_s if again else self.delay_s)
         request.send(200, self.images[path], {"Content-Type": "image/jpeg"})
 
     def downloads(self, urls: list[str]) -> int:

@@ -62,7 +62,9 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
     content_sha256 = hashlib.sha256(download[0]).hexdigest()
     _remember(owner, source_url, known, variants.KnownSource(sent.etag, sent.last_modified, content_sha256))
     variant = variants.variant_key(secret, owner, content_sha256, options)
-    found = variants.claim_or_find(variant, options.output_format, stale_after_s=settings.task_time_limit_s + 60.0)
+    found = variants.claim_or_find(
+        variant, options.output_format, stale_after_s=settings.task_time_limit_s + 60.0, wait_s=peer_wait_s(settings)
+    )
     if isinstance(found, variants.StoredOutput):
         return _reused(found)
     output_id, key = found
@@ -98,6 +100,17 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
         _delete_superseded(output_id, key)
         raise variants.EncodeSuperseded(f"output {output_id}: the encode was taken over while this worker ran")
     return MadeOutput(key, output_id, stored.figures, reused=False)
+
+
+def peer_wait_s(settings: Settings) -> float:
+    """How long to wait for a worker encoding the same variant: ``WAIT_FOR_PEER_S``, but at most a quarter of
+    the soft time limit.
+
+    A wait that ran into the limit would fail the image as ``processing_timeout`` for the peer's sake, and a
+    dead worker's claim holds until it is stale, longer than any limit; the rest of the limit is left to the
+    download before the wait and the encode after it. A wait cut short is retried (``output_busy``).
+    """
+    return min(variants.WAIT_FOR_PEER_S, settings.task_soft_time_limit_s / 4)
 
 
 def _remember(owner: str, source_url: str, known: variants.KnownSource | None, seen: variants.KnownSource) -> None:

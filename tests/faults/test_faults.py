@@ -82,11 +82,13 @@ def test_postgres_restarted_mid_request(service, database, postgres, slow_source
 def test_webhook_receiver_fails_then_accepts(service, database, slow_source, receiver, report):
     service.start_all()
     receiver.answer_with(500, 500, 503)
+    # The last answer takes a second: the receiver has seen the attempt well before the worker records it.
+    receiver.answer_delay_s = 1.0
     request_id, _ = start_request(service, slow_source, receiver, images=8)
 
     wait_final(service, request_id)
     wait_for(lambda: len(deliveries_for(receiver, request_id)) >= 4, 60, "four delivery attempts")
-    log = requests.get(f"{service.base_url}/api/requests/{request_id}/webhook-deliveries", timeout=10).json()
+    log = delivery_log_once_answered(service, request_id)
 
     deliveries = deliveries_for(receiver, request_id)
     assert len({d["headers"]["webhook-id"] for d in deliveries}) == 1
@@ -101,6 +103,20 @@ def test_webhook_receiver_fails_then_accepts(service, database, slow_source, rec
         attempts=len(event["attempts"]),
         deliveries=len(deliveries),
     )
+
+
+def delivery_log_once_answered(service, request_id: str, timeout_s: float = 15) -> dict:
+    """The request's webhook deliveries once its event is no longer PENDING (or the last seen after the time-out).
+
+    The receiver sees an attempt as it arrives, before the worker has its answer and records it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        url = f"{service.base_url}/api/requests/{request_id}/webhook-deliveries"
+        log = requests.get(url, timeout=10).json()
+        if time.monotonic() > deadline or any(event["status"] != "PENDING" for event in log["events"]):
+            return log
+        time.sleep(0.2)
 
 
 def test_upload_while_the_broker_is_down(service, database, redis_server, slow_source, receiver, report):

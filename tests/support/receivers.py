@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -18,6 +19,8 @@ class WebhookReceiver:
         self.server = server
         self.path = path
         self.statuses: list[int] = []
+        #: How long the answers past the script (200) take: the delivery is seen here before it is answered.
+        self.answer_delay_s = 0.0
         self._lock = threading.Lock()
         server.route(path, self._handle)
 
@@ -32,7 +35,10 @@ class WebhookReceiver:
 
     def _handle(self, request: RequestHandler) -> None:
         with self._lock:
-            status = self.statuses.pop(0) if self.statuses else 200
+            scripted = bool(self.statuses)
+            status = self.statuses.pop(0) if scripted else 200
+        if not scripted:
+            time.sleep(self.answer_delay_s)
         request.send(status, b"{}", {"Content-Type": "application/json"})
 
     def deliveries(self) -> list[dict[str, Any]]:

@@ -18,6 +18,8 @@ DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 #: Progress streams one API process serves at once; the launcher gives each process this many threads
 #: and more, so that streams never take the threads ordinary calls need.
 DEFAULT_EVENTS_MAX_STREAMS = 64
+#: Of those, the streams one caller (API key, or client address when the service is open) may hold.
+DEFAULT_EVENTS_MAX_STREAMS_PER_CALLER = 8
 
 # The settings that must nest: soft < hard < visibility timeout, and hard < stale threshold.
 _SOFT, _HARD = "TASK_SOFT_TIME_LIMIT_S", "TASK_TIME_LIMIT_S"
@@ -279,6 +281,8 @@ class Settings:
     events_heartbeat_s: float = 15.0
     #: Progress streams at once per API process; past it the endpoint answers 503.
     events_max_streams: int = DEFAULT_EVENTS_MAX_STREAMS
+    #: Of those, the streams one caller may hold at once (no one caller takes them all); 0 is no cap of its own.
+    events_max_streams_per_caller: int = DEFAULT_EVENTS_MAX_STREAMS_PER_CALLER
     #: Requests older than this many days are deleted with their outputs; 0 keeps them forever.
     retention_days: float = 30.0
     #: How often the retention task runs.
@@ -354,6 +358,9 @@ class Settings:
             events_poll_interval_s=_float(env, "EVENTS_POLL_INTERVAL_S", 0.5, 0.1),
             events_heartbeat_s=_float(env, "EVENTS_HEARTBEAT_S", 15.0, 0.1),
             events_max_streams=_int(env, "EVENTS_MAX_STREAMS", DEFAULT_EVENTS_MAX_STREAMS, 0),
+            events_max_streams_per_caller=_int(
+                env, "EVENTS_MAX_STREAMS_PER_CALLER", DEFAULT_EVENTS_MAX_STREAMS_PER_CALLER, 0
+            ),
             retention_days=_float(env, "RETENTION_DAYS", 30.0, 0.0),
             retention_interval_s=_float(env, "RETENTION_INTERVAL_S", 3600.0, 1.0),
             metrics_token=env.get("METRICS_TOKEN", "").strip(),

@@ -124,14 +124,14 @@ def _outcome(figures: claims.ImageFigures) -> str:
 
 def _retry(work: claims.ImageWork, task_id: str, delay_s: float, code: str, message: str) -> str:
     if claims.schedule_retry(work.image_id, task_id, delay_s, code, message, claim_token=work.claim_token):
-        metrics.IMAGE_RETRIES.labels(code).inc()
+        metrics.count_image_retry(code)
         return f"retry:{code}"
     return _refused(work.image_id)
 
 
 def _fail(work: claims.ImageWork, code: str, message: str, base_url: str) -> str:
     if claims.fail_image(work.image_id, code, message, base_url, claim_token=work.claim_token):
-        metrics.IMAGES_FAILED.labels(code).inc()
+        metrics.count_image_failed(code)
         return code
     return _refused(work.image_id)
 

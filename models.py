@@ -166,6 +166,8 @@ class Request(db.Model):
     #: A source JPEG that needs no change is kept (without its metadata) when encoding would not shrink it.
     never_bigger: Mapped[bool] = mapped_column(default=True, server_default=text("false"))
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    #: The uploaded file's name as the client sent it (without any folder); None when it sent none.
+    file_name: Mapped[str | None] = mapped_column(String(255))
     #: SHA-256 of the API key that created the request; None when the service is open.
     owner_key_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     product_count: Mapped[int]
@@ -292,7 +294,7 @@ class Image(EncodedFiguresColumns, db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
-#: An output a worker is encoding: not stored yet, and its claim not superseded by a take-over.
+#: An output a worker is encoding: not stored yet, and its claim not given up (taken over, or abandoned).
 ENCODING_OUTPUT = "stored_at IS NULL AND superseded_at IS NULL"
 
 
@@ -314,6 +316,13 @@ class ImageOutput(EncodedFiguresColumns, db.Model):
             postgresql_where=text(ENCODING_OUTPUT),
             sqlite_where=text(ENCODING_OUTPUT),
         ),
+        # The sweep finds given-up and dead claims by age: only rows not stored are indexed, and they are few.
+        Index(
+            "ix_image_outputs_not_stored_created_at",
+            "created_at",
+            postgresql_where=text("stored_at IS NULL"),
+            sqlite_where=text("stored_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -321,8 +330,9 @@ class ImageOutput(EncodedFiguresColumns, db.Model):
     storage_key: Mapped[str] = mapped_column(Text)
     #: When the object was stored; None while it is being encoded.
     stored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    #: When another worker took the encode over as a dead worker's. The row stays, never stored, until
-    #: clean-up removes it with whatever its worker stored late: its id and key are never another claim's.
+    #: When the claim was given up: taken over as a dead worker's, abandoned after a store whose outcome is
+    #: unknown, or retired by retention. The row stays, never stored, naming its key until the sweep has
+    #: deleted whatever was stored under it (``lifecycle/orphans.py``); its id and key are never another claim's.
     superseded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     kept_source: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -421,14 +431,19 @@ class Lease(db.Model):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str | None] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Where the job's last run stopped, for one that goes through a long list a part per run.
+    position: Mapped[str | None] = mapped_column(Text)
 
 
-class ReceivedWebhook(db.Model):
-    """What the built-in receiver got, kept so that a person can see the webhook arrive."""
+class ReceivedWebhook(CallerOwned, db.Model):
+    """What the built-in receiver got, kept so that a person can see the webhook arrive.
+
+    Its owner is that of the request the delivery is about, whose secret its signature verified with.
+    """
 
     __tablename__ = "received_webhooks"
+    __table_args__ = (Index("ix_received_webhooks_owner_id", "owner", "id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     webhook_id: Mapped[str | None] = mapped_column(String(128))
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     signature_valid: Mapped[bool | None]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from access import api_keys, rate_limits
 from errors import ApiError
-from models import FINAL_REQUEST_STATUSES
+from models import FINAL_REQUEST_STATUSES, ImageStatus
 from reading import answers, output_csv, page_cache, report_csv
 from web.request_lookup import load_request
 
@@ -29,10 +31,20 @@ def _page() -> answers.Page:
     return answers.Page(*values)
 
 
+def _image_status() -> ImageStatus | None:
+    raw = request.args.get("image_status", "").strip()
+    if not raw:
+        return None
+    if raw.upper() not in ImageStatus.__members__:
+        names = ", ".join(ImageStatus)
+        raise ApiError(400, "invalid_image_status", f"'image_status' must be one of {names}, got {raw[:20]!r}.")
+    return ImageStatus(raw.upper())
+
+
 @bp.get("/api/status/<request_id>")
 @rate_limits.read_limit
 def get_status(request_id: str):
-    page = _page()
+    page = replace(_page(), image_status=_image_status())
     found = load_request(request_id)
     etag = answers.page_etag(found, page)
     if request.if_none_match.contains(etag):
@@ -44,7 +56,7 @@ def get_status(request_id: str):
         return current_app.json.dumps(answer).encode()
 
     pages: page_cache.RenderedPages = current_app.extensions["rendered_pages"]
-    served = pages.serve((found.id, page.page, page.per_page), etag, found.status, render)
+    served = pages.serve((found.id, page.page, page.per_page, page.image_status), etag, found.status, render)
     if request.if_none_match.contains(served.etag):
         return Response(status=304, headers=_validators(served.etag))
     return Response(served.body, mimetype="application/json", headers=_validators(served.etag))

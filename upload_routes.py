@@ -11,13 +11,12 @@ from access import api_keys, rate_limits
 from config import Settings
 from errors import ApiError
 from imaging import pipeline
-from intake import csv_input, idempotency, quotas
-from lifecycle import creation
+from intake import csv_input, idempotency, quotas, uploaded_file
+from lifecycle import creation, handoff
 from models import db
 from network_policy import addresses
 from network_policy.urls import url_host, url_problem
 from observability import log_context
-from queueing import broker, dispatch, task_names
 from reading.links import output_csv_url, status_url
 
 bp = Blueprint("upload", __name__)
@@ -30,8 +29,10 @@ def create_upload():
     if request.mimetype != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "Send the CSV as multipart/form-data, in a field named 'file'.")
     upload = request.files.get("file")
+    file_name = None
     if upload is not None:
         data = upload.read()
+        file_name = uploaded_file.clean_file_name(upload.filename)
     elif "file" in request.form:  # curl -F 'file=<products.csv' sends the CSV as a plain field
         data = request.form["file"].encode()
     else:
@@ -45,6 +46,7 @@ def create_upload():
         max_dimension=_int_field("max_dimension", 1, 10_000, default=None),
         webhook_url=_webhook_url_field(settings),
         owner_key_hash=api_keys.owner_key_hash(),
+        file_name=file_name,
     )
     claim = _idempotency_claim(data, options)
     if claim is not None:
@@ -86,10 +88,11 @@ def create_upload():
         if replay is None:
             raise
         return _replayed(replay)
+    # Accepted: from here on, a failure to hand the work over is the dispatcher's to retry, not the caller's.
     if created.importing:
-        broker.send(task_names.IMPORT_TASK, str(created.id))
+        handoff.send_import(created.id)
     else:
-        dispatch.fill_queue(settings.image_queue_depth)
+        handoff.queue_images(settings.image_queue_depth)
     return answer, 202, {"Location": location}
 
 

@@ -52,7 +52,8 @@ def receive_webhook():
     headers = {name.lower(): value for name, value in request.headers.items()}
     # A delivery about a tenant's request must carry that tenant's signature, or one tenant could
     # plant entries that another is shown.
-    secret = signing.tenant_secret(current_app.extensions["webhook_secret"], inbox.owner_of(body))
+    owner = inbox.owner_of(body)
+    secret = signing.tenant_secret(current_app.extensions["webhook_secret"], owner)
     try:
         webhook_id = signing.verify(secret, headers, body)
     except signing.InvalidSignature as error:
@@ -61,7 +62,7 @@ def receive_webhook():
         json.loads(body)
     except ValueError:
         raise ApiError(400, "invalid_json", "The webhook body is not JSON.") from None
-    inbox.record(webhook_id, body)
+    inbox.record(webhook_id, body, owner)
     current_app.logger.info("webhook received: %s", webhook_id)
     return {"received": True, "webhook_id": webhook_id}
 

@@ -1,4 +1,4 @@
-"""The built-in receiver's store: the last webhooks it accepted, for a person to look at."""
+"""The built-in receiver's store: the last webhooks it accepted for each owner, for a person to look at."""
 
 from __future__ import annotations
 
@@ -11,16 +11,21 @@ from sqlalchemy import delete, select
 from models import ReceivedWebhook, Request, db
 from reading.answers import timestamp
 
+#: Deliveries kept per owner: one tenant's flood never pushes out another's.
 KEPT = 200
 
 
-def record(webhook_id: str, body: bytes) -> None:
-    """Keep a verified delivery, dropping the oldest beyond the last ``KEPT``."""
-    db.session.add(ReceivedWebhook(webhook_id=webhook_id, signature_valid=True, body=body.decode()))
+def record(webhook_id: str, body: bytes, owner_key_hash: str | None) -> None:
+    """Keep a verified delivery in its owner's inbox, dropping that owner's oldest beyond the last ``KEPT``."""
+    owner = owner_key_hash or ""
+    db.session.add(ReceivedWebhook(owner=owner, webhook_id=webhook_id, signature_valid=True, body=body.decode()))
     db.session.flush()
-    cutoff = db.session.scalar(select(ReceivedWebhook.id).order_by(ReceivedWebhook.id.desc()).offset(KEPT).limit(1))
+    owned = ReceivedWebhook.owner == owner
+    cutoff = db.session.scalar(
+        select(ReceivedWebhook.id).where(owned).order_by(ReceivedWebhook.id.desc()).offset(KEPT).limit(1)
+    )
     if cutoff is not None:
-        db.session.execute(delete(ReceivedWebhook).where(ReceivedWebhook.id <= cutoff))
+        db.session.execute(delete(ReceivedWebhook).where(owned, ReceivedWebhook.id <= cutoff))
     db.session.commit()
 
 
@@ -39,29 +44,21 @@ def owner_of(body: bytes) -> str | None:
 
 
 def list_received(owner_key_hash: str | None) -> list[dict[str, Any]]:
-    """The kept deliveries, newest first; with API keys, only those about the caller's requests."""
-    rows = db.session.scalars(select(ReceivedWebhook).order_by(ReceivedWebhook.id.desc()).limit(KEPT)).all()
-    received = [(row, json.loads(row.body)) for row in rows]
-    if owner_key_hash is not None:
-        mentioned = {_request_id_of(body) for _, body in received} - {None}
-        owned = (
-            set(
-                db.session.scalars(
-                    select(Request.id).where(Request.id.in_(mentioned), Request.owner_key_hash == owner_key_hash)
-                ).all()
-            )
-            if mentioned
-            else set()
-        )
-        received = [(row, body) for row, body in received if _request_id_of(body) in owned]
+    """The caller's kept deliveries (those about its requests), newest first."""
+    rows = db.session.scalars(
+        select(ReceivedWebhook)
+        .where(ReceivedWebhook.owner == (owner_key_hash or ""))
+        .order_by(ReceivedWebhook.id.desc())
+        .limit(KEPT)
+    ).all()
     return [
         {
             "webhook_id": row.webhook_id,
             "received_at": timestamp(row.received_at),
             "signature_valid": row.signature_valid,
-            "body": body,
+            "body": json.loads(row.body),
         }
-        for row, body in received
+        for row in rows
     ]
 
 

@@ -1,1 +1,1 @@
-"""Outbound HTTP under the address guard, deadlines and per-host slots."""
+"""Outbound HTTP under the address guard, deadlines and per-address slots."""

@@ -8,16 +8,20 @@ subclasses ``HTTPAdapter`` rather than ``IPFilterAdapter`` because the latter's 
 own resolution and loopback-only policy, which would resolve twice.
 
 Name resolution, which no socket timeout covers, is waited for only as long as the call's deadline
-(``deadline.watched``) has left.
+(``deadline.watched``) has left. ``reporting_pins`` tells a caller each address a request is pinned to
+before it connects, so what is counted per address is the address actually connected to.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import ipaddress
 import logging
 import socket
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -100,6 +104,26 @@ def resolve_checked(host: str, port: int | None, allowed: tuple[Network, ...]) -
     return addresses[0]
 
 
+PinListener = Callable[[str, IPAddress], None]
+
+_pin_listener: contextvars.ContextVar[PinListener | None] = contextvars.ContextVar(
+    "address_guard_pin_listener", default=None
+)
+
+
+@contextmanager
+def reporting_pins(listener: PinListener) -> Iterator[None]:
+    """Call ``listener(host, address)`` for each request of the block once its address is checked, before it connects.
+
+    What the listener raises ends the request before it connects.
+    """
+    token = _pin_listener.set(listener)
+    try:
+        yield
+    finally:
+        _pin_listener.reset(token)
+
+
 class GuardedAdapter(HTTPAdapter):
     """HTTPAdapter that checks and pins the resolved address of every request (cf. requests-hardened)."""
 
@@ -141,6 +165,9 @@ class GuardedAdapter(HTTPAdapter):
 
         default_port = 443 if host_params["scheme"] == "https" else 80
         pinned = resolve_checked(hostname, port or default_port, self._allowed)
+        listener = _pin_listener.get()
+        if listener is not None:
+            listener(hostname, pinned)
         host_params["host"] = f"[{pinned}]" if pinned.version == 6 else str(pinned)
         return host_params, pool_kwargs
 

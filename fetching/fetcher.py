@@ -1,8 +1,8 @@
 """Image downloads: redirects followed by hand, every hop checked again, and conditional GETs.
 
 Redirects are followed here by hand, so every hop is a new request that is checked again: its URL
-against ``network_policy.urls``, its address by the guard (see ``http_session`` for what bounds each
-request).
+against ``network_policy.urls``, its address by the guard, and each holds a slot of the address it
+connects to while it talks to it (see ``http_session`` for what bounds each request).
 
 ``fetch_image_revalidated`` sends the ``ETag`` and ``Last-Modified`` of an earlier answer back as
 ``If-None-Match`` and ``If-Modified-Since``, on every hop, so an unchanged image costs a 304 and no body.
@@ -23,9 +23,9 @@ from fetching.errors import NETWORK_ERRORS, FetchError, network_failure
 from fetching.host_slots import HostSlots
 from fetching.http_session import (
     FetchLimits,
+    address_slots,
     check_url,
     host_for_message,
-    host_slot,
     read_capped,
     session_for,
     timeouts,
@@ -124,7 +124,8 @@ def _http_error(response: requests.Response, host: str) -> FetchError:
 def fetch_image(url: str, limits: FetchLimits, slots: HostSlots | None = None) -> bytes:
     """GET url with every guard (address policy, redirects, size cap, deadline); raises FetchError.
 
-    With ``slots``, the download first waits for one of its host's slots, within the same deadline.
+    With ``slots``, each request (the first and every redirect hop) first waits for a slot of the address
+    it connects to, within the same deadline.
     """
     fetched = fetch_image_revalidated(url, limits, slots)
     assert fetched.data is not None  # an unconditional GET answered 304 raises http_304
@@ -148,49 +149,61 @@ def fetch_image_revalidated(
     session = session_for(limits)
     with watched(limits.total_timeout_s) as watchdog:
         check_url(url, limits, watchdog)
-        with host_slot(slots, host_for_message(url), watchdog):
-            return _get_following_redirects(session, url, limits, watchdog, sent)
+        return _get_following_redirects(session, url, limits, watchdog, sent, slots)
 
 
 def _get_following_redirects(
-    session: requests.Session, url: str, limits: FetchLimits, watchdog: Watchdog, sent: Validators
+    session: requests.Session,
+    url: str,
+    limits: FetchLimits,
+    watchdog: Watchdog,
+    sent: Validators,
+    slots: HostSlots | None,
 ) -> FetchedImage:
     conditional = _conditional_headers(sent)
     current, host = url, host_for_message(url)
     try:
         for _hop in range(limits.max_redirects + 1):
             host = host_for_message(current)
-            response = session.get(
-                current,
-                headers={"Accept": "image/*,*/*;q=0.8", **conditional},
-                stream=True,
-                allow_redirects=False,
-                timeout=timeouts(limits, watchdog, host, limits.read_timeout_s),
-            )
-            with response:
-                target = session.get_redirect_target(response)
-                if target is not None:
-                    current = urljoin(response.url, target)
-                    check_url(current, limits, watchdog)
-                    continue
-                answered = _clean_validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
-                if response.status_code == 304 and conditional:
-                    # Nothing of a 304 is read, not even to keep the connection: http.client would
-                    # follow a chunked "body" sent after it as far as the server cares to stream.
-                    return FetchedImage(
-                        data=None,
-                        validators=Validators(
-                            etag=answered.etag or sent.etag,
-                            last_modified=answered.last_modified or sent.last_modified,
-                        ),
-                        not_modified=True,
-                    )
-                if not 200 <= response.status_code < 300:
-                    raise _http_error(response, host)
-                data = read_capped(response, limits, watchdog, host)
-                return FetchedImage(data=data, validators=answered, not_modified=False)
+            # Each hop's slot is let go before the next is waited for: holding one while waiting could
+            # deadlock two fetches redirected across each other's hosts.
+            with address_slots(slots, watchdog):
+                response = session.get(
+                    current,
+                    headers={"Accept": "image/*,*/*;q=0.8", **conditional},
+                    stream=True,
+                    allow_redirects=False,
+                    timeout=timeouts(limits, watchdog, host, limits.read_timeout_s),
+                )
+                with response:
+                    target = session.get_redirect_target(response)
+                    if target is None:
+                        return _answer(response, limits, watchdog, host, sent)
+            current = urljoin(response.url, target)
+            check_url(current, limits, watchdog)
     except NETWORK_ERRORS as exc:
         raise network_failure(exc, watchdog, host, "fetch from") from exc
     raise FetchError(
         "too_many_redirects", f"The URL redirected more than {limits.max_redirects} times.", transient=False
     )
+
+
+def _answer(
+    response: requests.Response, limits: FetchLimits, watchdog: Watchdog, host: str, sent: Validators
+) -> FetchedImage:
+    answered = _clean_validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
+    if response.status_code == 304 and (sent.etag is not None or sent.last_modified is not None):
+        # Nothing of a 304 is read, not even to keep the connection: http.client would
+        # follow a chunked "body" sent after it as far as the server cares to stream.
+        return FetchedImage(
+            data=None,
+            validators=Validators(
+                etag=answered.etag or sent.etag,
+                last_modified=answered.last_modified or sent.last_modified,
+            ),
+            not_modified=True,
+        )
+    if not 200 <= response.status_code < 300:
+        raise _http_error(response, host)
+    data = read_capped(response, limits, watchdog, host)
+    return FetchedImage(data=data, validators=answered, not_modified=False)

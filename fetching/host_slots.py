@@ -1,10 +1,16 @@
-"""At most N image fetches at once per source host, across every worker process and machine.
+"""At most N image requests at once per source address, across every worker process and machine.
 
-A slot is held for one fetch. With a Redis broker the slots of a host are a sorted set in that Redis,
-each member a holder whose score is when its lease runs out, so the slot of a worker that died frees
-itself once the fetch's deadline has passed; a Lua script prunes, counts and adds in one step. Without
-Redis (the single-machine setup) they are N lock files per host in the instance folder, held with
-``flock``, which the kernel lets go of when the holder's process ends, however it ends.
+The slots are keyed by ``address_key``: the canonical form of the address a connection is pinned to,
+so every spelling of an address, and every name that resolves to it, shares one set of slots (the
+caller, ``http_session.address_slots``, takes one for each request, redirect hops included).
+
+With a Redis broker the slots of an address are a sorted set in that Redis, each member a holder whose
+score is when its lease runs out, so the slot of a worker that died frees itself once the fetch's
+deadline has passed; a Lua script prunes, counts and adds in one step, and an idle set is gone with
+its last member. Without Redis (the single-machine setup) they are up to N lock files per address in
+the instance folder, held with ``flock``, which the kernel lets go of when the holder's process ends,
+however it ends. A lock file exists only while it is held: its holder removes it, and the address's
+folder once it is empty, on release; ``sweep`` removes what holders that died left behind.
 
 Waiting for a slot polls with a short sleep, for as long as the caller allows.
 """
@@ -13,16 +19,19 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import ipaddress
 import logging
 import os
 import random
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from config import Settings
+from network_policy.addresses import IPAddress
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +55,32 @@ return 1
 """
 
 
-class HostBusy(Exception):
-    """Every slot of the host stayed taken for as long as the caller would wait."""
+def address_key(address: IPAddress) -> str:
+    """The slots' key of ``address``: an IPv4-mapped IPv6 address as its IPv4, without any zone."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)  # a dual-stack socket connects to exactly that IPv4 host
+        address = ipaddress.IPv6Address(int(address))
+    return str(address)
 
-    def __init__(self, host: str, limit: int) -> None:
-        super().__init__(f"all {limit} slots of {host} are taken")
-        self.host = host
+
+class HostBusy(Exception):
+    """Every slot of the address stayed taken for as long as the caller would wait."""
+
+    def __init__(self, key: str, limit: int) -> None:
+        super().__init__(f"all {limit} slots of {key} are taken")
+        self.key = key
         self.limit = limit
 
 
 @dataclass(frozen=True)
 class Slot:
-    host: str
+    key: str
     token: Any
 
 
 class HostSlots:
-    """A counting semaphore per host; subclasses say where the slots live."""
+    """A counting semaphore per key (an ``address_key``); subclasses say where the slots live."""
 
     #: What the slots' store raises when it is unreachable; fetching then goes on without a slot.
     store_errors: tuple[type[BaseException], ...] = (OSError,)
@@ -72,8 +90,8 @@ class HostSlots:
             raise ValueError("a host needs at least one slot")
         self.limit = limit
 
-    def acquire(self, host: str, wait_s: float, lease_s: float) -> Slot | None:
-        """Take one of the host's slots, waiting up to ``wait_s``; ``lease_s`` bounds how long it is held.
+    def acquire(self, key: str, wait_s: float, lease_s: float) -> Slot | None:
+        """Take one of the key's slots, waiting up to ``wait_s``; ``lease_s`` bounds how long it is held.
 
         Returns None, logged, when the slots' store fails: the limit protects the source hosts,
         and is not worth failing the fetch over.
@@ -81,19 +99,19 @@ class HostSlots:
         Raises:
             HostBusy: no slot freed within ``wait_s``.
         """
-        host = host.lower()
+        key = key.lower()
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                token = self._try_acquire(host, lease_s)
+                token = self._try_acquire(key, lease_s)
             except self.store_errors:
-                log.warning("host slots unavailable; fetching from %s without one", host, exc_info=True)
+                log.warning("download slots unavailable; fetching from %s without one", key, exc_info=True)
                 return None
             if token is not None:
-                return Slot(host, token)
+                return Slot(key, token)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise HostBusy(host, self.limit)
+                raise HostBusy(key, self.limit)
             # Jitter keeps waiting workers from polling in step.
             time.sleep(min(remaining, POLL_INTERVAL_S * random.uniform(0.5, 1.5)))
 
@@ -104,9 +122,13 @@ class HostSlots:
         try:
             self._release(slot)
         except self.store_errors:
-            log.warning("could not release a slot of %s; it frees itself", slot.host, exc_info=True)
+            log.warning("could not release a slot of %s; it frees itself", slot.key, exc_info=True)
 
-    def _try_acquire(self, host: str, lease_s: float) -> Any | None:
+    def sweep(self) -> int:
+        """Remove what idle keys left in the store, and say how many keys that was."""
+        return 0
+
+    def _try_acquire(self, key: str, lease_s: float) -> Any | None:
         raise NotImplementedError
 
     def _release(self, slot: Slot) -> None:
@@ -114,7 +136,7 @@ class HostSlots:
 
 
 class RedisHostSlots(HostSlots):
-    """Slots shared by every machine using one Redis: a sorted set of leases per host."""
+    """Slots shared by every machine using one Redis: a sorted set of leases per key, gone when idle."""
 
     def __init__(self, url: str, limit: int, key_prefix: str = "") -> None:
         import redis  # only needed with a Redis broker
@@ -125,46 +147,107 @@ class RedisHostSlots(HostSlots):
         self.key_prefix = key_prefix
         self._acquire_script = self.client.register_script(_ACQUIRE_SCRIPT)
 
-    def key(self, host: str) -> str:
-        return f"{self.key_prefix}host-slots:{host}"
+    def key(self, name: str) -> str:
+        """The Redis key of the slots of ``name``, an ``address_key``."""
+        return f"{self.key_prefix}host-slots:{name}"
 
-    def _try_acquire(self, host: str, lease_s: float) -> Any | None:
+    def _try_acquire(self, key: str, lease_s: float) -> Any | None:
         token = uuid.uuid4().hex
         lease_ms = max(1, int(lease_s * 1000))
-        taken = self._acquire_script(keys=[self.key(host)], args=[self.limit, lease_ms, token])
+        taken = self._acquire_script(keys=[self.key(key)], args=[self.limit, lease_ms, token])
         return token if taken == 1 else None
 
     def _release(self, slot: Slot) -> None:
-        self.client.zrem(self.key(slot.host), slot.token)
+        # Redis deletes a sorted set with its last member, so an idle key leaves nothing behind.
+        self.client.zrem(self.key(slot.key), slot.token)
 
 
 class FileHostSlots(HostSlots):
-    """Slots shared by the processes of one machine: N lock files per host, held with ``flock``."""
+    """Slots shared by the processes of one machine: up to N lock files per key, held with ``flock``."""
 
     def __init__(self, folder: Path, limit: int) -> None:
         super().__init__(limit)
         self.folder = folder
 
-    def _try_acquire(self, host: str, lease_s: float) -> Any | None:
-        # A hash names the folder: a host name may hold characters a file name may not.
-        folder = self.folder / hashlib.sha256(host.encode()).hexdigest()[:32]
-        folder.mkdir(parents=True, exist_ok=True)
+    def _try_acquire(self, key: str, lease_s: float) -> Any | None:
+        # A hash names the folder: a key may hold characters a file name may not.
+        folder = self.folder / hashlib.sha256(key.encode()).hexdigest()[:32]
         first = random.randrange(self.limit)
         for offset in range(self.limit):
-            fd = os.open(folder / f"slot-{(first + offset) % self.limit}", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
+            path = folder / f"slot-{(first + offset) % self.limit}"
+            fd = _lock(path, create=True)
+            if fd is not None:
+                return (fd, path)
         return None
 
     def _release(self, slot: Slot) -> None:
-        os.close(slot.token)  # closing the only descriptor of the file releases its lock
+        fd, path = slot.token
+        _remove_locked(fd, path)
+
+    def sweep(self) -> int:
+        """Remove the lock files no process holds, left by holders that died, and the folders then empty."""
+        removed = 0
+        try:
+            folders = list(self.folder.iterdir())
+        except OSError:  # no slot was ever taken; any other trouble shows where slots are taken
+            return 0
+        for folder in folders:
+            with suppress(OSError):  # a slot is held or being taken, or the folder went meanwhile
+                for path in list(folder.iterdir()):
+                    fd = _lock(path, create=False)
+                    if fd is not None:
+                        _remove_locked(fd, path)
+                folder.rmdir()
+            if not folder.exists():
+                removed += 1
+        return removed
+
+
+def _lock(path: Path, create: bool) -> int | None:
+    """A descriptor of the lock file ``path``, locked; None when another process holds it (or it is gone)."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+        except FileNotFoundError:
+            if not create:
+                return None
+            # The folder was removed as idle, or never made: make it (again).
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _is_at(fd, path):
+                return fd
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        # Its holder removed the file between our open and our lock: that file is no slot any more.
+        os.close(fd)
+        if not create:
+            return None
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _remove_locked(fd: int, path: Path) -> None:
+    """Remove the lock file ``fd`` holds, then let it go, and remove its folder if that left it empty."""
+    try:
+        # Removed while still locked, so whoever opened it meanwhile sees it is gone once they lock it.
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # closing the only descriptor of the file releases its lock
+    with suppress(OSError):  # another slot of the key is held, or being taken
+        path.parent.rmdir()
 
 
 def from_settings(settings: Settings) -> HostSlots | None:

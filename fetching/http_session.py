@@ -1,4 +1,4 @@
-"""The HTTP sessions of outbound calls and what bounds each call: timeouts, the body's size, host slots.
+"""The HTTP sessions of outbound calls and what bounds each call: timeouts, the body's size, address slots.
 
 Every request goes through ``address_guard.GuardedAdapter``, which checks and pins the address
 actually connected to. Bodies are streamed up to ``max_bytes`` and the whole call runs under a
@@ -18,11 +18,17 @@ from urllib.parse import urlsplit
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from fetching.address_guard import BlockedAddressError, DnsResolutionError, GuardedAdapter, resolve_checked
+from fetching.address_guard import (
+    BlockedAddressError,
+    DnsResolutionError,
+    GuardedAdapter,
+    reporting_pins,
+    resolve_checked,
+)
 from fetching.deadline import Watchdog
 from fetching.errors import FetchError, timeout_error, translate
-from fetching.host_slots import HostBusy, HostSlots
-from network_policy.addresses import Network
+from fetching.host_slots import HostBusy, HostSlots, Slot, address_key
+from network_policy.addresses import IPAddress, Network
 from network_policy.urls import MAX_URL_LENGTH, url_problem
 
 CHUNK_SIZE = 64 * 1024
@@ -161,20 +167,34 @@ def timeouts(limits: FetchLimits, watchdog: Watchdog, host: str, read_timeout_s:
 
 
 @contextmanager
-def host_slot(slots: HostSlots | None, host: str, watchdog: Watchdog) -> Iterator[None]:
-    """Hold one of ``host``'s download slots for the block, waiting for it no longer than the deadline."""
+def address_slots(slots: HostSlots | None, watchdog: Watchdog) -> Iterator[None]:
+    """Hold, for the block, a download slot of the address each request in it is pinned to.
+
+    The slot is taken once the guard has resolved and checked the address, before connecting, and waited
+    for no longer than the deadline: every spelling of an address, every name resolving to it and every
+    redirect hop to it counts against the same slots.
+    """
     if slots is None:
         yield
         return
+    held: list[Slot | None] = []
+
+    def take(host: str, address: IPAddress) -> None:
+        key = address_key(address)
+        try:
+            held.append(
+                slots.acquire(key, wait_s=watchdog.remaining(), lease_s=watchdog.remaining() + SLOT_LEASE_GRACE_S)
+            )
+        except HostBusy:
+            raise FetchError(
+                "host_busy",
+                f"{host} ({key}) already had {slots.limit} downloads in progress for the whole time limit.",
+                transient=True,
+            ) from None
+
     try:
-        slot = slots.acquire(host, wait_s=watchdog.remaining(), lease_s=watchdog.remaining() + SLOT_LEASE_GRACE_S)
-    except HostBusy:
-        raise FetchError(
-            "host_busy",
-            f"{host} already had {slots.limit} downloads in progress for the whole time limit.",
-            transient=True,
-        ) from None
-    try:
-        yield
+        with reporting_pins(take):
+            yield
     finally:
-        slots.release(slot)
+        for slot in held:
+            slots.release(slot)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from errors import ApiError
+from intake.uploaded_file import not_text_message
 
 MAX_DETAILS = 100
 
@@ -84,11 +85,14 @@ def decode_text(data: bytes) -> str:
         prefix = body[: exc.start].decode("utf-8", errors="replace")
         row = len(_LINE_BREAK_RE.findall(prefix)) + 1
         bad = body[exc.start : exc.start + 1].hex().upper()
+        message = not_text_message(body) or (
+            f"The CSV is not UTF-8 text (the first bad byte is on row {row}). "
+            "Save it as 'CSV UTF-8' and upload it again."
+        )
         raise ApiError(
             400,
             "csv_not_utf8",
-            f"The CSV is not UTF-8 text (the first bad byte is on row {row}). "
-            "Save it as 'CSV UTF-8' and upload it again.",
+            message,
             [{"row": row, "message": f"byte 0x{bad} is not valid UTF-8"}],
         ) from None
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
+from intake import quotas
 from lifecycle.finalize import write_final_event
 from models import (
     ACTIVE_IMAGE_STATUSES,
@@ -77,13 +78,34 @@ def cancel_request(request_id: uuid.UUID, public_base_url: str) -> bool:
     return True
 
 
-def retry_failed_images(request_id: uuid.UUID, error_codes: frozenset[str] | None = None) -> RetryOutcome | None:
+def retry_failed_images(
+    request_id: uuid.UUID, error_codes: frozenset[str] | None = None, *, max_active_images: int = 0
+) -> RetryOutcome | None:
     """Put a final request's FAILED images (only those with ``error_codes``, if given) back in line.
 
     The images start afresh (attempts, retries and requeues back to 0) and the request is
     PROCESSING again, to end in a new final status with a new webhook event; completed images are
     not touched. Returns None if the request is not final with failures to retry (or is CANCELLED).
+
+    Raises:
+        ApiError: 429 ``quota_exceeded`` if the images would take the request's owner past
+            ``max_active_images`` in flight (0: no limit), as an upload would; nothing is changed.
     """
+    chosen = [Image.request_id == request_id, Image.status == ImageStatus.FAILED]
+    if error_codes is not None:
+        chosen.append(Image.error_code.in_(sorted(error_codes)))
+    if max_active_images:
+        owner = db.session.scalar(select(Request.owner_key_hash).where(Request.id == request_id))
+        retrying = db.session.scalar(select(func.count(Image.id)).where(*chosen))
+        if retrying:
+            # The owner's quota stays locked until the commit below, as an upload's does.
+            quotas.check_more_images(
+                owner,
+                retrying,
+                max_active_images,
+                f"This retry puts {retrying} images back in line",
+                "retry fewer error codes",
+            )
     now = utcnow()
     retried_request = db.session.execute(
         update(Request)
@@ -97,9 +119,6 @@ def retry_failed_images(request_id: uuid.UUID, error_codes: frozenset[str] | Non
     if retried_request is None:
         db.session.rollback()
         return None
-    chosen = [Image.request_id == request_id, Image.status == ImageStatus.FAILED]
-    if error_codes is not None:
-        chosen.append(Image.error_code.in_(sorted(error_codes)))
     occurrences = db.session.scalars(
         update(Image)
         .where(*chosen)

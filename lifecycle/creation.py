@@ -27,6 +27,8 @@ class UploadOptions:
     target_score: float | None = None
     output_format: str = "jpeg"
     never_bigger: bool = True
+    #: The uploaded file's name, shown back in the status and the request list.
+    file_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ def create_request(
             never_bigger=options.never_bigger,
             max_dimension=options.max_dimension,
             webhook_url=options.webhook_url,
+            file_name=options.file_name,
             owner_key_hash=options.owner_key_hash,
             product_count=len(rows),
             total_images=total,

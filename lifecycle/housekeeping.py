@@ -10,7 +10,7 @@ from flask import current_app
 from config import Settings
 from delivery import outbox
 from intake import idempotency
-from lifecycle import creation, finalize, leases, recovery, retention
+from lifecycle import creation, finalize, leases, orphans, recovery, retention
 from observability import metrics
 from queueing import broker, dispatch, task_names
 
@@ -38,13 +38,26 @@ def dispatch_due_work(settings: Settings) -> dict[str, int]:
 RETENTION_BUDGET_S = 60.0
 # Looking for orphaned temporary files lists every output folder: once an hour is enough.
 TEMPORARIES_EVERY_S = 3600.0
+# The sweep's look for orphaned objects stops after this long; the next sweep goes on.
+ORPHANS_BUDGET_S = 20.0
+
+
+def _writers_gone_after_s(settings: Settings) -> float:
+    # No task outlives its hard time limit: past it (and a margin), nothing still writes what it started.
+    return settings.task_time_limit_s + 60.0
 
 
 def _delete_orphaned_temporaries(settings: Settings) -> int:
     # The lease is left to expire, not released: it spaces the scans out, across every sweeper.
     if not leases.try_acquire("temporaries", f"sweep-{uuid.uuid4().hex}", ttl_s=TEMPORARIES_EVERY_S):
         return 0
-    return current_app.extensions["storage"].delete_orphaned_temporaries(settings.task_time_limit_s + 60.0)
+    return current_app.extensions["storage"].delete_orphaned_temporaries(_writers_gone_after_s(settings))
+
+
+def delete_orphaned_objects(settings: Settings) -> orphans.OrphanReport:
+    """Delete the objects of given-up output claims, and a page of the objects no row names; part of the sweep."""
+    budget_s = max(1.0, min(ORPHANS_BUDGET_S, settings.task_soft_time_limit_s / 4))
+    return orphans.sweep_orphans(current_app.extensions["storage"], _writers_gone_after_s(settings), budget_s)
 
 
 def apply_retention(settings: Settings) -> dict[str, int] | None:
@@ -65,14 +78,21 @@ def apply_retention(settings: Settings) -> dict[str, int] | None:
     return figures
 
 
+def _sweep_host_slots() -> int:
+    # Slots remove their own traces when released; what is left was held by processes that died.
+    slots = current_app.extensions["host_slots"]
+    return 0 if slots is None else slots.sweep()
+
+
 def _fail_stuck_images(max_requeues: int, base_url: str) -> int:
     failed = recovery.fail_exhausted_images(max_requeues, base_url)
-    metrics.IMAGES_FAILED.labels("stuck").inc(failed)
+    metrics.count_image_failed("stuck", failed)
     return failed
 
 
 def sweep(settings: Settings) -> dict[str, int] | None:
-    """Recover what was lost: abandoned and lost images, unfinalised requests. One sweep at a time."""
+    """Recover what was lost: abandoned and lost images, unfinalised requests, orphaned files and objects.
+    One sweep at a time."""
     holder = f"sweep-{uuid.uuid4().hex}"
     if not leases.try_acquire("sweep", holder, ttl_s=max(60.0, 4.0 * settings.sweep_interval_s)):
         log.info("sweep: another sweep is running; skipped")
@@ -90,6 +110,8 @@ def sweep(settings: Settings) -> dict[str, int] | None:
             "finalized": finalize.finalize_finished_requests(base_url),
             "expired_keys": idempotency.delete_expired(settings.idempotency_key_ttl_s),
             "temporaries": _delete_orphaned_temporaries(settings),
+            "orphaned_objects": delete_orphaned_objects(settings).deleted(),
+            "host_slots": _sweep_host_slots(),
             "imports": sum(
                 broker.send(task_names.IMPORT_TASK, str(request_id))
                 for request_id in creation.imports_to_resend(IMPORT_LOST_AFTER_S)

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, exists, or_, select
 
+from lifecycle import orphans
 from models import (
     FINAL_REQUEST_STATUSES,
     Image,
@@ -44,7 +45,7 @@ class RetentionReport:
     outputs: int = 0
     source_versions: int = 0
     received_webhooks: int = 0
-    #: Objects whose removal failed: their rows are kept (requests) or their files are orphaned (outputs).
+    #: Objects whose removal failed: their rows are kept (requests), or given up for the sweep (outputs).
     storage_errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
@@ -135,38 +136,27 @@ def delete_request(request_id: uuid.UUID, storage: Storage, report: RetentionRep
 
 
 def delete_unused_outputs(unused_for_s: float, storage: Storage, report: RetentionReport) -> int:
-    """Delete a batch of outputs that no image points at and no lookup touched for ``unused_for_s``, then their
-    objects; returns how many rows went.
+    """Give up a batch of stored outputs that no image points at and no lookup touched for ``unused_for_s``,
+    then delete their objects and their rows; returns how many went (0 once the store refuses a delete: the
+    rest stay given up, naming their keys, and the sweep deletes them).
 
-    The DELETE re-checks both conditions on every row it locks, and a lookup raises ``last_used_at`` under
+    The UPDATE re-checks both conditions on every row it locks, and a lookup raises ``last_used_at`` under
     the same row lock, so an output a worker has just found is never deleted under it.
     """
     cutoff = utcnow() - timedelta(seconds=unused_for_s)
     unused = (
-        select(ImageOutput.id)
-        .where(ImageOutput.last_used_at < cutoff, ~exists().where(Image.output_id == ImageOutput.id))
-        .order_by(ImageOutput.id)
-        .limit(ROWS_PER_BATCH)
+        ImageOutput.stored_at.is_not(None),
+        ImageOutput.last_used_at < cutoff,
+        ~exists().where(Image.output_id == ImageOutput.id),
     )
-    keys = db.session.scalars(
-        delete(ImageOutput)
-        .where(
-            ImageOutput.id.in_(unused.scalar_subquery()),
-            ImageOutput.last_used_at < cutoff,
-            ~exists().where(Image.output_id == ImageOutput.id),
-        )
-        .returning(ImageOutput.storage_key)
-        .execution_options(synchronize_session=False)
-    ).all()
-    db.session.commit()
-    for key in keys:
-        try:
-            storage.delete(key)
-        except StorageError as error:
-            report.storage_errors.append(str(error))
-            log.warning("retention: the object of an unused output was not removed: %s", error)
-    report.outputs += len(keys)
-    return len(keys)
+    batch = select(ImageOutput.id).where(*unused).order_by(ImageOutput.id).limit(ROWS_PER_BATCH)
+    removed = orphans.delete_given_up(orphans.give_up(ImageOutput.id.in_(batch.scalar_subquery()), *unused), storage)
+    report.outputs += removed.count
+    if removed.error is not None:
+        report.storage_errors.append(removed.error)
+        log.warning("retention: the objects of unused outputs are left to the sweep: %s", removed.error)
+        return 0
+    return removed.count
 
 
 def _delete_batches(model, condition, deadline: float | None) -> int:

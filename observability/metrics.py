@@ -12,6 +12,7 @@ scraped, by a collector of the scrape's own registry: never written to the files
 from __future__ import annotations
 
 import hmac
+import http
 import logging
 import os
 import socket
@@ -62,9 +63,18 @@ disable_created_metrics()
 #: The metrics this process records; a scrape reads them (or every process's files), never this alone.
 RECORDED = CollectorRegistry(auto_describe=True)
 
+# Every label value comes from a closed set: a value a client or an image source chooses would be a new
+# series in every process's file, kept for as long as the folder is, and one scrape reads them all.
+#: The methods HTTP defines (RFC 9110, and PATCH); any other a client sends is counted as ``other``.
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+OTHER_METHOD = "other"
+#: The route of a request no URL rule matched, whatever its path.
+UNMATCHED_ROUTE = "(unmatched)"
+_REGISTERED_STATUSES = frozenset(status.value for status in http.HTTPStatus)
+
 HTTP_REQUESTS = Counter(
     "imgsvc_http_requests",
-    "HTTP requests answered, by method, URL rule (not the raw path) and status code.",
+    "HTTP requests answered, by method (or other), URL rule (not the raw path) and status code.",
     ["method", "route", "status"],
     registry=RECORDED,
 )
@@ -115,6 +125,36 @@ WEBHOOKS_GIVEN_UP = Counter(
     "Webhook events that ended FAILED: every attempt used, or refused for good (410, a blocked address).",
     registry=RECORDED,
 )
+HANDOFFS_DEFERRED = Counter(
+    "imgsvc_handoffs_deferred",
+    "Accepted uploads and retries whose work the broker (or the database) did not take just after the commit, "
+    "left to the dispatcher, by kind: images or import.",
+    ["kind"],
+    registry=RECORDED,
+)
+
+
+def method_label(method: str) -> str:
+    """A request's method as a label: the method itself if HTTP defines it, else ``other``."""
+    return method if method in STANDARD_METHODS else OTHER_METHOD
+
+
+def error_code_label(code: str) -> str:
+    """An image error code as a label: ``http_<status>`` of a status no RFC registers becomes its class."""
+    prefix, _, digits = code.partition("_")
+    if prefix == "http" and digits.isdigit() and int(digits) not in _REGISTERED_STATUSES:
+        return f"http_{int(digits) // 100}xx"
+    return code
+
+
+def count_image_failed(code: str, images: int = 1) -> None:
+    """Count images that ended FAILED with error ``code``."""
+    IMAGES_FAILED.labels(error_code_label(code)).inc(images)
+
+
+def count_image_retry(code: str) -> None:
+    """Count an image scheduled again after a transient failure with error ``code``."""
+    IMAGE_RETRIES.labels(error_code_label(code)).inc()
 
 
 def webhook_outcome(status_code: int | None) -> str:
@@ -132,8 +172,8 @@ def init_app(app: Flask) -> None:
 
 
 def _count_response(response: Response) -> Response:
-    rule = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-    HTTP_REQUESTS.labels(request.method, rule, str(response.status_code)).inc()
+    rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+    HTTP_REQUESTS.labels(method_label(request.method), rule, str(response.status_code)).inc()
     return response
 
 

@@ -68,20 +68,27 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
     if isinstance(found, variants.StoredOutput):
         return _reused(found)
     output_id, key = found
-    storing = False
     try:
         # Each option is the encoder's argument of the same name: all that the variant covers reaches the encoder.
         compressed = pipeline.compress(
             download.pop(), max_pixels=settings.max_image_pixels, **dataclasses.asdict(options)
         )
-        storing = True
-        current_app.extensions["storage"].put(key, compressed.data, storage.media_type(key))
     except BaseException:
-        if storing:
-            # A store cut short (a time limit striking as it ends) may have written the object all the same:
-            # deleted while the claim, and so the key, is still this worker's, before it is given up.
-            _delete_own_object(output_id, key, "a store cut short")
-        _abandon(output_id)
+        _abandon(output_id, store_attempted=False)
+        raise
+    try:
+        current_app.extensions["storage"].put(key, compressed.data, storage.media_type(key))
+    except storage.StorageError:
+        # Failed, or its outcome unknown (a timeout): a write may still land. The claim, given up, keeps
+        # naming the key, and the sweep deletes the object once no writer can be left.
+        _abandon(output_id, store_attempted=True)
+        raise
+    except BaseException:
+        # Cut short by this worker's own time limit as the store ended, the object may be written all the
+        # same: deleted at once, while the claim, and so the key, is still this worker's; then given up
+        # like any store that failed, for whatever may still land.
+        _delete_own_object(output_id, key, "a store cut short")
+        _abandon(output_id, store_attempted=True)
         raise
     metrics.DECODE_SECONDS.observe(compressed.decode_s)
     metrics.ENCODE_SECONDS.observe(compressed.encode_s)
@@ -133,15 +140,17 @@ def _delete_superseded(output_id: int, key: str) -> None:
 
 def _delete_own_object(output_id: int, key: str, whose: str) -> None:
     # The key is this claim's alone (a take-over stores under a key of its own): no other output is touched.
+    # Should this fail, the claim's row still names the key, or the sweep's listing finds it.
     try:
         current_app.extensions["storage"].delete(key)
     except storage.StorageError as error:
         log.warning("output %s: the object of %s was not removed: %s", output_id, whose, error)
 
 
-def _abandon(output_id: int) -> None:
+def _abandon(output_id: int, store_attempted: bool) -> None:
     try:
-        variants.abandon_output(output_id)
+        variants.abandon_output(output_id, store_attempted)
     except DATABASE_ERRORS as error:
-        # The claim then looks like a dead worker's, and the next encode of the variant takes it over.
-        log.warning("output %s: the failed encode's claim was not removed: %s", output_id, error)
+        # The claim then looks like a dead worker's: the next encode of the variant takes it over, and the
+        # sweep deletes what it stored once it is older than the hard time limit.
+        log.warning("output %s: the failed encode's claim was not given back: %s", output_id, error)

@@ -150,13 +150,13 @@ class PeerStillEncoding(Exception):
     """Another worker has been encoding the same variant for longer than this one waited: try again later."""
 
 
-def _encoding():
+def still_encoding():
     """An encode's claim still held: not stored, not superseded (``models.ENCODING_OUTPUT``)."""
     return and_(ImageOutput.stored_at.is_(None), ImageOutput.superseded_at.is_(None))
 
 
 def _peer_encoding(variant: str) -> bool:
-    busy = db.session.scalar(select(exists().where(ImageOutput.variant == variant, _encoding())))
+    busy = db.session.scalar(select(exists().where(ImageOutput.variant == variant, still_encoding())))
     db.session.rollback()
     return bool(busy)
 
@@ -184,7 +184,8 @@ def start_output(variant: str, output_format: str, stale_after_s: float) -> tupl
     An encode started more than ``stale_after_s`` ago (its worker died, or froze) is superseded: its claim
     is marked so and a new one, with a new id and so a new key, inserted in the same transaction. Should the
     old worker wake, it stores under its own key, and ``mark_stored`` tells it its claim is gone. The old row
-    stays until clean-up, so its id is never another claim's (SQLite reuses the highest id once deleted).
+    stays until the sweep has deleted what its worker stored, so its id is never another claim's meanwhile
+    (SQLite reuses the highest id once deleted).
     """
     now = utcnow()
     # Undone by the rollback below if another worker's claim wins the insert.
@@ -192,7 +193,7 @@ def start_output(variant: str, output_format: str, stale_after_s: float) -> tupl
         update(ImageOutput)
         .where(
             ImageOutput.variant == variant,
-            _encoding(),
+            still_encoding(),
             ImageOutput.created_at < now - timedelta(seconds=stale_after_s),
         )
         .values(superseded_at=now)
@@ -243,7 +244,7 @@ def mark_stored(output_id: int, figures: EncodedFigures) -> StoredOutput | None:
     alone."""
     row = db.session.execute(
         update(ImageOutput)
-        .where(ImageOutput.id == output_id, _encoding())
+        .where(ImageOutput.id == output_id, still_encoding())
         .values(stored_at=utcnow(), **dataclasses.asdict(figures))
         .returning(ImageOutput)
     ).scalar_one_or_none()
@@ -252,10 +253,16 @@ def mark_stored(output_id: int, figures: EncodedFigures) -> StoredOutput | None:
     return stored
 
 
-def abandon_output(output_id: int) -> None:
-    """Forget an output whose encode or store failed (its object was never completely written). A claim
-    superseded meanwhile is left to clean-up: a take-over's claim has an id of its own, never touched here."""
-    db.session.execute(delete(ImageOutput).where(ImageOutput.id == output_id, _encoding()))
+def abandon_output(output_id: int, store_attempted: bool = True) -> None:
+    """Give back the claim of an encode or store that failed. Before any store its row goes. After a store
+    that failed, the object may be stored all the same (a timeout can come after the store took it): the row
+    stays, given up like a superseded claim, naming its key until the sweep has deleted the object. A claim
+    superseded meanwhile is left to the sweep: a take-over's claim has an id of its own, never touched here."""
+    claim = (ImageOutput.id == output_id, still_encoding())
+    if store_attempted:
+        db.session.execute(update(ImageOutput).where(*claim).values(superseded_at=utcnow()))
+    else:
+        db.session.execute(delete(ImageOutput).where(*claim))
     db.session.commit()
 
 

@@ -12,12 +12,21 @@ from __future__ import annotations
 import heapq
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, text, update
 
 from database import db_now
-from models import ACTIVE_REQUEST_STATUSES, IN_FLIGHT_IMAGE, WAITING_IMAGE, Image, ImageStatus, Request, db
+from models import (
+    ACTIVE_REQUEST_STATUSES,
+    IN_FLIGHT_IMAGE,
+    RELEASED_IMAGE,
+    WAITING_IMAGE,
+    Image,
+    ImageStatus,
+    Request,
+    db,
+)
 from queueing import broker, task_names
 
 #: Queued images kept even with nothing in progress, so idle workers start at once.
@@ -44,11 +53,22 @@ def queue_state() -> QueueState:
     return QueueState(queued=counts.get(ImageStatus.PENDING, 0), processing=counts.get(ImageStatus.PROCESSING, 0))
 
 
+@dataclass
+class Load:
+    """Images in flight per request and per tenant, and each request's released images due again."""
+
+    by_request: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
+    by_owner: dict[str | None, int] = field(default_factory=lambda: defaultdict(int))
+    released: dict[uuid.UUID, int] = field(default_factory=dict)
+
+
 def take_images_to_queue(depth: int, *, lazy: bool = False) -> list[int]:
     """Mark waiting images queued, up to about one per image in progress and at most ``depth``; returns their ids.
 
-    Slots go to the tenant with the fewest images in flight, and within it to the request with the
-    fewest, one at a time. One dispatcher at a time (an advisory lock on PostgreSQL, the write lock
+    Slots go one at a time to the tenant with the fewest images in flight (over all its requests), and
+    within it first to a request with released images (a lost message, a dead worker), then to the
+    request with the fewest in flight. No image is queued before its back-off (``not_before``) is
+    over, released or not. One dispatcher at a time (an advisory lock on PostgreSQL, the write lock
     on SQLite), so two never overfill the window. ``lazy`` (a worker after each image) does nothing
     until a quarter of the window is free, nor while another dispatcher is at work: that one fills it.
     """
@@ -65,13 +85,21 @@ def take_images_to_queue(depth: int, *, lazy: bool = False) -> list[int]:
             return []
     elif postgresql:
         db.session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _DISPATCH_LOCK_ID})
-    in_flight_rows = db.session.execute(
-        select(Image.request_id, Image.status, func.count())
+    # Per request and status, then each request's tenant: a tenant's load is every image it has in
+    # flight, in requests with nothing left waiting too.
+    per_request = (
+        select(Image.request_id, Image.status, func.count().label("images"))
         .where(text(IN_FLIGHT_IMAGE))
         .group_by(Image.request_id, Image.status)
+        .subquery()
+    )
+    in_flight_rows = db.session.execute(
+        select(per_request.c.request_id, Request.owner_key_hash, per_request.c.status, per_request.c.images).join(
+            Request, Request.id == per_request.c.request_id
+        )
     ).all()
-    queued = sum(count for _, status, count in in_flight_rows if status == ImageStatus.PENDING)
-    processing = sum(count for _, status, count in in_flight_rows if status == ImageStatus.PROCESSING)
+    queued = sum(count for _, _, status, count in in_flight_rows if status == ImageStatus.PENDING)
+    processing = sum(count for _, _, status, count in in_flight_rows if status == ImageStatus.PROCESSING)
     # About one waiting message per busy worker process: enough that none waits for work, and short
     # in time, so a request uploaded now waits behind one image per process, not behind a backlog.
     target = min(depth, max(MIN_QUEUED, processing))
@@ -79,57 +107,30 @@ def take_images_to_queue(depth: int, *, lazy: bool = False) -> list[int]:
     if capacity <= 0:
         db.session.commit()
         return []
-    # An image whose message was lost, or whose worker died, was let in long ago: it keeps its place
-    # in line rather than queueing again behind whatever arrived since.
-    released = db.session.scalars(
-        update(Image)
-        .where(
-            Image.id.in_(
-                select(Image.id)
-                .join(Request, Request.id == Image.request_id)
-                .where(
-                    Image.status == ImageStatus.PENDING,
-                    Image.queued_at.is_(None),
-                    Image.requeues > 0,
-                    Request.status.in_(ACTIVE_REQUEST_STATUSES),
-                )
-                .order_by(Image.id)
-                .limit(capacity)
-                .scalar_subquery()
-            )
-        )
-        .values(queued_at=db_now())
-        .returning(Image.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    capacity -= len(released)
-    in_flight: dict[uuid.UUID, int] = defaultdict(int)
-    for request_id, _status, count in in_flight_rows:
-        in_flight[request_id] += count
-    waiting_due = (
-        select(Image.id)
-        .where(
-            Image.request_id == Request.id,
-            text(WAITING_IMAGE),
-            (Image.not_before.is_(None)) | (Image.not_before <= db_now()),
-        )
-        .exists()
+    load = Load()
+    for request_id, owner, _status, count in in_flight_rows:
+        load.by_request[request_id] += count
+        load.by_owner[owner] += count
+    due = (Image.not_before.is_(None)) | (Image.not_before <= db_now())
+    # An image whose message was lost, or whose worker died, was let in long ago: within its tenant's
+    # share it goes before newer work, once its back-off (if it has one) is over.
+    load.released.update(
+        db.session.execute(
+            select(Image.request_id, func.count()).where(text(RELEASED_IMAGE), due).group_by(Image.request_id)
+        ).all()
     )
+    waiting_due = select(Image.id).where(Image.request_id == Request.id, text(WAITING_IMAGE), due).exists()
     candidates = db.session.execute(
         select(Request.id, Request.owner_key_hash, Request.created_at).where(
             Request.status.in_(ACTIVE_REQUEST_STATUSES), waiting_due
         )
     ).all()
-    slots = _share_slots(capacity, candidates, in_flight) if capacity > 0 else {}
-    taken: list[list[int]] = [sorted(released)]
-    for request_id, count in slots.items():
+    taken: list[list[int]] = []
+    for request_id, count in _share_slots(capacity, candidates, load).items():
+        # By id: a request's images are queued in that order, so one released comes before those never sent.
         chosen = (
             select(Image.id)
-            .where(
-                Image.request_id == request_id,
-                text(WAITING_IMAGE),
-                (Image.not_before.is_(None)) | (Image.not_before <= db_now()),
-            )
+            .where(Image.request_id == request_id, text(WAITING_IMAGE), due)
             .order_by(Image.id)
             .limit(count)
         )
@@ -146,13 +147,15 @@ def take_images_to_queue(depth: int, *, lazy: bool = False) -> list[int]:
     return [image_id for group in _interleave(taken) for image_id in group]
 
 
-def _share_slots(capacity: int, candidates, in_flight: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
-    by_owner: dict[str | None, list[tuple[int, object, uuid.UUID]]] = defaultdict(list)
+def _share_slots(capacity: int, candidates, load: Load) -> dict[uuid.UUID, int]:
+    """One slot at a time: to the tenant with the fewest images in flight; within it, to a request with
+    released images first, then to the one with the fewest in flight, then the oldest."""
+    by_owner: dict[str | None, list[tuple[bool, int, object, uuid.UUID]]] = defaultdict(list)
+    released = dict(load.released)
     for request_id, owner, created_at in candidates:
-        by_owner[owner].append((in_flight.get(request_id, 0), created_at, request_id))
-    owners = [
-        (sum(load for load, _, _ in requests), index, owner) for index, (owner, requests) in enumerate(by_owner.items())
-    ]
+        has_released = released.get(request_id, 0) > 0
+        by_owner[owner].append((not has_released, load.by_request.get(request_id, 0), created_at, request_id))
+    owners = [(load.by_owner.get(owner, 0), index, owner) for index, owner in enumerate(by_owner)]
     heapq.heapify(owners)
     for requests in by_owner.values():
         heapq.heapify(requests)
@@ -161,9 +164,10 @@ def _share_slots(capacity: int, candidates, in_flight: dict[uuid.UUID, int]) -> 
         if not owners:
             break
         owner_load, index, owner = heapq.heappop(owners)
-        load, created_at, request_id = heapq.heappop(by_owner[owner])
+        _, request_load, created_at, request_id = heapq.heappop(by_owner[owner])
         slots[request_id] += 1
-        heapq.heappush(by_owner[owner], (load + 1, created_at, request_id))
+        released[request_id] = max(0, released.get(request_id, 0) - 1)
+        heapq.heappush(by_owner[owner], (released[request_id] == 0, request_load + 1, created_at, request_id))
         heapq.heappush(owners, (owner_load + 1, index, owner))
     return slots
 
@@ -235,12 +239,19 @@ def _release_queued(chosen) -> list[int]:
     )
 
 
+def publish(image_ids: list[int]) -> int:
+    """Publish the messages of images just queued; returns how many were. The rest wait for the next fill."""
+    sent = 0
+    try:
+        for image_id in image_ids:
+            if not broker.send(task_names.PROCESS_IMAGE_TASK, image_id):
+                break  # the broker is down: the rest would fail as slowly
+            sent += 1
+    finally:
+        unqueue(image_ids[sent:])
+    return sent
+
+
 def fill_queue(depth: int, *, lazy: bool = False) -> int:
     """Queue waiting images up to ``depth`` and publish them; returns how many were published."""
-    image_ids = take_images_to_queue(depth, lazy=lazy)
-    for sent, image_id in enumerate(image_ids):
-        if not broker.send(task_names.PROCESS_IMAGE_TASK, image_id):
-            # The broker is down: the rest would fail as slowly; they wait for the next fill.
-            unqueue(image_ids[sent:])
-            return sent
-    return len(image_ids)
+    return publish(take_images_to_queue(depth, lazy=lazy))

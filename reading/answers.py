@@ -11,7 +11,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import ColumnElement, Row, func, select
 
 from models import FINAL_REQUEST_STATUSES, Image, ImageStatus, Product, ProductImage, Request, db, derive_status
 from reading.links import output_csv_url
@@ -22,6 +22,8 @@ from storage import Storage
 class Page:
     page: int
     per_page: int
+    #: Only the products with at least one image in this status (each with all its images); None: every product.
+    image_status: ImageStatus | None = None
 
     def describe(self, total: int) -> dict[str, int]:
         return {"page": self.page, "per_page": self.per_page, "total": total, "pages": math.ceil(total / self.per_page)}
@@ -31,6 +33,8 @@ def page_etag(request: Request, page: Page) -> str:
     """A strong validator (unquoted) of one status page: it changes whenever the request or any of its images does."""
     version = f"{request.id}:{request.updated_at.isoformat()}:{request.status}:{request.completed_images}:"
     version += f"{request.failed_images}:{request.cancelled_images}:{request.importing}:{page.page}:{page.per_page}"
+    if page.image_status is not None:
+        version += f":{page.image_status}"
     return hashlib.blake2b(version.encode(), digest_size=12).hexdigest()
 
 
@@ -77,6 +81,7 @@ def find_request(request_id: str, owner_key_hash: str | None) -> Request | None:
 def request_summary(request: Request) -> dict[str, Any]:
     return {
         "request_id": str(request.id),
+        "file_name": request.file_name,
         "status": request.status,
         "created_at": timestamp(request.created_at),
         "progress": progress(request),
@@ -85,16 +90,23 @@ def request_summary(request: Request) -> dict[str, Any]:
 
 def request_status(request: Request, page: Page, storage: Storage, public_base_url: str) -> dict[str, Any]:
     """The full status answer: the request, then one page of its products with their images."""
+    shown = [Product.request_id == request.id]
+    if page.image_status is not None:
+        shown.append(_has_image_in(page.image_status))
     products = db.session.scalars(
         select(Product)
-        .where(Product.request_id == request.id)
+        .where(*shown)
         .order_by(Product.position)
         .offset((page.page - 1) * page.per_page)
         .limit(page.per_page)
     ).all()
     images_by_product = _images_of(products)
+    total = request.product_count
+    if page.image_status is not None:
+        total = db.session.scalar(select(func.count()).select_from(Product).where(*shown)) or 0
     return {
         "request_id": str(request.id),
+        "file_name": request.file_name,
         "status": request.status,
         "created_at": timestamp(request.created_at),
         "updated_at": timestamp(request.updated_at),
@@ -110,8 +122,18 @@ def request_status(request: Request, page: Page, storage: Storage, public_base_u
         "importing": request.importing,
         "totals": totals(request),
         "products": [_product_answer(product, images_by_product.get(product.id, []), storage) for product in products],
-        "pagination": page.describe(request.product_count),
+        "pagination": page.describe(total),
     }
+
+
+def _has_image_in(status: ImageStatus) -> ColumnElement[bool]:
+    """The product (of the enclosing query) has an image in ``status``."""
+    return (
+        select(ProductImage.id)
+        .join(Image, Image.id == ProductImage.image_id)
+        .where(ProductImage.product_id == Product.id, Image.status == status)
+        .exists()
+    )
 
 
 def _images_of(products: Sequence[Product | Row]) -> dict[int, list[Row]]:

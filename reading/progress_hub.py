@@ -103,6 +103,10 @@ class StreamsExhausted(Exception):
     """Every progress stream this process may serve is taken."""
 
 
+class CallerStreamsExhausted(StreamsExhausted):
+    """The caller holds every progress stream of this process that one caller may."""
+
+
 class _Watched:
     """One watched request: its latest state, and the condition its watchers wait on."""
 
@@ -123,10 +127,15 @@ class ProgressHub:
     watchers of the requests that changed.
     """
 
-    def __init__(self, read_states: StateReader, poll_interval_s: float, max_streams: int) -> None:
+    def __init__(
+        self, read_states: StateReader, poll_interval_s: float, max_streams: int, max_streams_per_caller: int = 0
+    ) -> None:
         self.read_states = read_states
         self.poll_interval_s = poll_interval_s
         self.max_streams = max_streams
+        #: Streams one caller may hold at once; 0 leaves only ``max_streams``.
+        self.max_streams_per_caller = max_streams_per_caller
+        self._streams_by_caller: dict[str, int] = {}
         self._lock = threading.Lock()
         self._have_watchers = threading.Condition(self._lock)
         self._watched: dict[uuid.UUID, _Watched] = {}
@@ -136,23 +145,31 @@ class ProgressHub:
         self.reads = 0
         self.streams_opened = 0
 
-    # --- streams: the per-process cap ------------------------------------------------------
+    # --- streams: the per-process cap, and each caller's share of it -------------------------
 
-    def open_stream(self) -> None:
-        """Take one of the process's stream slots.
+    def open_stream(self, caller: str = "") -> None:
+        """Take one of the process's stream slots for ``caller`` (its API key's hash, or its address).
 
         Raises:
             StreamsExhausted: all ``max_streams`` are taken.
+            CallerStreamsExhausted: ``caller`` holds ``max_streams_per_caller`` already.
         """
         with self._lock:
             if self._streams >= self.max_streams:
                 raise StreamsExhausted
+            held = self._streams_by_caller.get(caller, 0)
+            if self.max_streams_per_caller and held >= self.max_streams_per_caller:
+                raise CallerStreamsExhausted
+            self._streams_by_caller[caller] = held + 1
             self._streams += 1
             self.streams_opened += 1
 
-    def close_stream(self) -> None:
+    def close_stream(self, caller: str = "") -> None:
         with self._lock:
             self._streams -= 1
+            held = self._streams_by_caller.pop(caller, 0) - 1
+            if held > 0:
+                self._streams_by_caller[caller] = held
 
     @property
     def open_streams(self) -> int:
@@ -257,5 +274,8 @@ class ProgressHub:
 
 def init_app(app: Any, settings: Any) -> None:
     app.extensions["progress_hub"] = ProgressHub(
-        database_reader(app), settings.events_poll_interval_s, settings.events_max_streams
+        database_reader(app),
+        settings.events_poll_interval_s,
+        settings.events_max_streams,
+        settings.events_max_streams_per_caller,
     )

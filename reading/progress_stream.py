@@ -38,9 +38,11 @@ class ProgressStream:
         read_at: float,
         last_event_id: str | None,
         heartbeat_s: float,
+        caller: str = "",
     ) -> None:
-        hub.open_stream()  # raises StreamsExhausted
+        hub.open_stream(caller)  # raises StreamsExhausted
         self.hub = hub
+        self.caller = caller
         self.request_id = request_id
         self.current = current
         self.read_at = read_at
@@ -60,7 +62,7 @@ class ProgressStream:
             return
         self._closed = True
         self._frames.close()
-        self.hub.close_stream()
+        self.hub.close_stream(self.caller)
 
     def _generate(self) -> Iterator[str]:
         yield f"retry: {RECONNECT_AFTER_MS}\n\n"

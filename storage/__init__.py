@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from config import Settings
-from storage.interface import MEDIA_TYPES, OUTPUT_KEY, Storage, StorageError, is_output_key, media_type
+from storage.interface import (
+    MEDIA_TYPES,
+    OUTPUT_KEY,
+    SHARED_PREFIX,
+    ListedObject,
+    Storage,
+    StorageError,
+    is_output_key,
+    media_type,
+    shared_output_id,
+)
 from storage.local import LocalStorage
 from storage.s3 import S3Storage
 
 __all__ = [
     "MEDIA_TYPES",
     "OUTPUT_KEY",
+    "SHARED_PREFIX",
+    "ListedObject",
     "LocalStorage",
     "S3Storage",
     "Storage",
@@ -17,6 +29,7 @@ __all__ = [
     "from_settings",
     "is_output_key",
     "media_type",
+    "shared_output_id",
 ]
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from storage.interface import StorageError, is_output_key
+from storage.interface import SHARED_PREFIX, ListedObject, StorageError, is_output_key
 
 
 class LocalStorage:
@@ -78,6 +79,35 @@ class LocalStorage:
             except FileNotFoundError:
                 continue  # renamed or removed meanwhile
         return removed
+
+    def list_objects(self, start_after: str, limit: int) -> list[ListedObject]:
+        """The files under ``objects/``, in key order, each folder read whole; temporary files are not listed.
+
+        Raises:
+            StorageError: the folder cannot be read.
+        """
+        top = self.root / SHARED_PREFIX
+        listed: list[ListedObject] = []
+        try:
+            folders = sorted(entry.name for entry in os.scandir(top) if entry.is_dir()) if top.is_dir() else []
+            for folder in folders:
+                prefix = f"{SHARED_PREFIX}{folder}/"
+                if start_after[: len(prefix)] > prefix:
+                    continue  # every key in this folder sorts before start_after
+                for name in sorted(entry.name for entry in os.scandir(top / folder) if not entry.name.startswith(".")):
+                    key = prefix + name
+                    if key <= start_after:
+                        continue
+                    try:
+                        modified = (top / folder / name).stat().st_mtime
+                    except FileNotFoundError:
+                        continue  # removed meanwhile
+                    listed.append(ListedObject(key, datetime.fromtimestamp(modified, UTC)))
+                    if len(listed) >= limit:
+                        return listed
+        except OSError as error:
+            raise StorageError(f"cannot list {top}: {error.strerror or error}") from error
+        return listed
 
     def url_for(self, key: str) -> str:
         return f"{self.public_base_url}/media/{key}"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.interface import StorageError
+from storage.interface import SHARED_PREFIX, ListedObject, StorageError
 
 
 class S3Storage:
     """An S3-compatible bucket; output URLs are the objects' URLs."""
+
+    #: Keys a listing asks for at once (S3 answers at most 1,000).
+    LIST_PAGE = 1000
 
     def __init__(self, bucket: str, endpoint_url: str | None, region: str | None, public_base_url: str | None) -> None:
         import boto3  # only needed when this backend is chosen
@@ -27,7 +30,8 @@ class S3Storage:
         """A PUT is atomic in S3: readers see the old object or the new one, never a part.
 
         Raises:
-            StorageError: the store did not take the object (an error answer, a timeout, no connection).
+            StorageError: the store refused, or did not answer in time. After a timeout the object may be
+                stored all the same: the caller's claim keeps naming the key until the sweep deletes it.
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -51,6 +55,27 @@ class S3Storage:
 
     def delete_orphaned_temporaries(self, older_than_s: float) -> int:
         return 0  # a PUT to the store is whole or nothing: it leaves no temporary object
+
+    def list_objects(self, start_after: str, limit: int) -> list[ListedObject]:
+        """ListObjectsV2 under ``objects/``, a page at a time (S3 lists keys in order).
+
+        Raises:
+            StorageError: the store did not answer, or refused.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        listed: list[ListedObject] = []
+        request = {"Bucket": self.bucket, "Prefix": SHARED_PREFIX, "StartAfter": start_after}
+        try:
+            while len(listed) < limit:
+                page = self.client.list_objects_v2(**request, MaxKeys=min(self.LIST_PAGE, limit - len(listed)))
+                listed += [ListedObject(item["Key"], item["LastModified"]) for item in page.get("Contents", [])]
+                if not page.get("IsTruncated"):
+                    break
+                request["ContinuationToken"] = page["NextContinuationToken"]
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"the object store did not list {SHARED_PREFIX}: {error}") from error
+        return listed[:limit]
 
     def url_for(self, key: str) -> str:
         return f"{self.public_base_url}/{key}"

@@ -11,4 +11,6 @@ pytest_plugins = [
     "support.loopback",
     "support.receivers",
     "support.services",
+    "support.slots",
+    "support.browser",
 ]

@@ -36,16 +36,25 @@ def get_status_events(request_id: str):
             read_at,
             last_event_id=request.headers.get("Last-Event-ID") or None,
             heartbeat_s=settings.events_heartbeat_s,
+            caller=rate_limits.client_key(),
         )
-    except progress_hub.StreamsExhausted:
-        raise ApiError(
-            503,
-            "too_many_streams",
-            "This server follows as many progress streams as it may; poll the status API, or try again shortly.",
-            headers={"Retry-After": str(RETRY_AFTER_FULL_S)},
+    except progress_hub.CallerStreamsExhausted:
+        raise _too_many_streams(
+            "You already follow as many progress streams on this server as one caller may"
         ) from None
+    except progress_hub.StreamsExhausted:
+        raise _too_many_streams("This server follows as many progress streams as it may") from None
     return Response(
         stream,
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _too_many_streams(why: str) -> ApiError:
+    return ApiError(
+        503,
+        "too_many_streams",
+        f"{why}; poll the status API, or try again shortly.",
+        headers={"Retry-After": str(RETRY_AFTER_FULL_S)},
     )

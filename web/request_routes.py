@@ -9,9 +9,8 @@ from flask import Blueprint, current_app, request
 from access import rate_limits
 from config import Settings
 from errors import ApiError
-from lifecycle import control
+from lifecycle import control, handoff
 from models import FINAL_REQUEST_STATUSES, Request, RequestStatus, db
-from queueing import dispatch
 from reading.answers import progress
 from reading.links import status_url
 from web.request_lookup import load_request
@@ -44,11 +43,11 @@ def retry_request(request_id: str):
     if found.status == RequestStatus.CANCELLED:
         raise ApiError(409, "request_cancelled", "The request was cancelled; upload its CSV again to run it.")
     settings: Settings = current_app.config["SETTINGS"]
-    retried = control.retry_failed_images(found.id, error_codes)
+    retried = control.retry_failed_images(found.id, error_codes, max_active_images=settings.max_active_images_per_key)
     if retried is None:
         which = " with the codes given" if error_codes is not None else ""
         raise ApiError(409, "nothing_to_retry", f"The request has no failed images{which} to retry.")
-    dispatch.fill_queue(settings.image_queue_depth)
+    handoff.queue_images(settings.image_queue_depth)
     location = status_url(settings.public_base_url, found.id)
     answer = {
         "request_id": str(found.id),

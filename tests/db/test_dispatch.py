@@ -203,3 +203,41 @@ def test_a_lazy_refill_leaves_the_window_to_a_dispatcher_at_work(quiet_service, 
             other.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": dispatch._DISPATCH_LOCK_ID})
             other.commit()
     assert dispatch.fill_queue(16, lazy=True) == 16
+
+
+def test_a_released_image_waits_out_its_back_off(base_url, sent):
+    new_request(1)
+    [image_id] = dispatch.take_images_to_queue(10)
+    age_queue(timedelta(seconds=30))
+    assert dispatch.release_lost_images(stale_after_s=300, grace_s=5, broker_holds=0) == [image_id]
+    assert dispatch.take_images_to_queue(10) == [image_id]  # released, it goes again at once
+    # Its next start fails for a moment: it is given back with an hour's back-off, released or not.
+    assert claims.claim_image(image_id, "t0", 5, base_url) is not None
+    assert claims.schedule_retry(image_id, "t0", 3600, "http_503", "busy")
+    assert dispatch.take_images_to_queue(10) == []
+    db.session.execute(update(Image).where(Image.id == image_id).values(not_before=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    assert dispatch.take_images_to_queue(10) == [image_id]
+
+
+def test_released_images_take_only_their_tenants_share(base_url, sent):
+    lost_tenant = new_request(12, owner="a" * 64)
+    assert dispatch.fill_queue(12) == 12
+    age_queue(timedelta(seconds=30))
+    assert len(dispatch.release_lost_images(stale_after_s=300, grace_s=5, broker_holds=0)) == 12
+    other = new_request(12, owner="b" * 64)
+    sent.clear()
+    assert dispatch.fill_queue(12) == 12
+    assert request_of(sent_ids(sent)) == {lost_tenant: 6, other: 6}
+
+
+def test_a_tenants_load_counts_its_requests_with_nothing_left_waiting(base_url, sent):
+    busy = new_request(6, owner="a" * 64)
+    assert dispatch.fill_queue(6) == 6  # all of it in flight: nothing of it waits any more
+    more_of_a = new_request(20, owner="a" * 64)
+    tenant_b = new_request(20, owner="b" * 64)
+    sent.clear()
+    assert dispatch.fill_queue(18) == 12
+    # Tenant a already has six in flight: b's first six slots even them out, then they alternate.
+    assert request_of(sent_ids(sent)) == {tenant_b: 9, more_of_a: 3}
+    assert busy not in request_of(sent_ids(sent))

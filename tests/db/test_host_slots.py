@@ -1,4 +1,4 @@
-"""The per-host semaphore on both of its stores: Redis (leases in a sorted set) and lock files."""
+"""The per-address semaphore on both of its stores: Redis (leases in a sorted set) and lock files (there while held)."""
 
 from __future__ import annotations
 
@@ -7,45 +7,18 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from support.backing import REQUIRE_SERVICES, ROOT
+from support.backing import ROOT
+from support.slots import REDIS_URL
 
 from config import Settings
 from fetching import host_slots
-from fetching.host_slots import FileHostSlots, HostBusy, RedisHostSlots
+from fetching.host_slots import FileHostSlots, HostBusy, HostSlots, RedisHostSlots
+from lifecycle import housekeeping
 
-REDIS_URL = os.environ.get("TEST_BROKER_URL") or "redis://127.0.0.1:6379/0"
 HOST = "images.example.test"
-
-
-@pytest.fixture
-def redis_prefix():
-    import redis
-
-    prefix = f"imgsvc-test-slots-{uuid.uuid4().hex[:8]}:"
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"Redis at {REDIS_URL} cannot be reached: {error}", pytrace=False)
-        pytest.skip(f"Redis at {REDIS_URL} cannot be reached")
-    yield prefix
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-
-
-@pytest.fixture(params=["redis", "file"])
-def make_slots(request, tmp_path):
-    """Builds slot sets that share one store, as the processes of a deployment do."""
-    if request.param == "redis":
-        prefix = request.getfixturevalue("redis_prefix")
-        return lambda limit: RedisHostSlots(REDIS_URL, limit, prefix)
-    return lambda limit: FileHostSlots(tmp_path / "host-slots", limit)
 
 
 def test_at_most_limit_slots_per_host_are_held(make_slots) -> None:
@@ -83,8 +56,8 @@ def test_a_waiting_acquire_takes_a_slot_as_soon_as_one_is_released(make_slots) -
     assert 0.25 <= time.monotonic() - started < 2
 
 
-def test_contending_threads_never_hold_more_than_the_limit(make_slots) -> None:
-    slots = make_slots(2)
+def take_in_turns(slots: HostSlots) -> dict[str, int]:
+    """Six threads take a slot of one host five times each; how many held one at most, and how many turns ended."""
     lock = threading.Lock()
     state = {"now": 0, "peak": 0, "done": 0}
 
@@ -105,6 +78,11 @@ def test_contending_threads_never_hold_more_than_the_limit(make_slots) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+    return state
+
+
+def test_contending_threads_never_hold_more_than_the_limit(make_slots) -> None:
+    state = take_in_turns(make_slots(2))
     assert state["done"] == 30
     assert state["peak"] == 2
 
@@ -164,3 +142,71 @@ def test_settings_choose_the_store(tmp_path: Path) -> None:
     assert isinstance(host_slots.from_settings(redis_settings), RedisHostSlots)
     assert host_slots.from_settings(Settings.from_env({**base, "FETCH_MAX_PER_HOST": "0"})) is None
     assert Settings.from_env(base).fetch_max_per_host == 32
+
+
+# --- lock files exist only while held -----------------------------------------------
+
+
+def leave_behind(folder: Path, key: str) -> None:
+    """Take one of ``key``'s slots in a process that then dies: what it leaves is its lock file, held by no one."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; from pathlib import Path; from fetching import host_slots\n"
+            f"assert host_slots.FileHostSlots(Path({str(folder)!r}), 1).acquire({key!r}, 0, 30)\n"
+            "os._exit(0)",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+
+
+def test_lock_files_and_folders_go_once_their_slots_are_released(tmp_path: Path) -> None:
+    folder = tmp_path / "host-slots"
+    slots = FileHostSlots(folder, 2)
+    held = [slots.acquire(key, 0, 30) for key in ("127.0.0.2", "127.0.0.2", "::1", HOST)]
+    assert len(list(folder.iterdir())) == 3
+    for slot in held:
+        slots.release(slot)
+    assert list(folder.iterdir()) == []
+
+
+def test_the_sweep_removes_what_holders_that_died_left_and_nothing_held(tmp_path: Path) -> None:
+    folder = tmp_path / "host-slots"
+    slots = FileHostSlots(folder, 1)
+    leave_behind(folder, "127.0.0.2")
+    held = slots.acquire("127.0.0.3", 0, 30)
+    assert len(list(folder.iterdir())) == 2
+
+    assert slots.sweep() == 1
+    assert len(list(folder.iterdir())) == 1
+    with pytest.raises(HostBusy):
+        FileHostSlots(folder, 1).acquire("127.0.0.3", 0, 0.1)
+    slots.release(held)
+    assert list(folder.iterdir()) == []
+    assert slots.sweep() == 0
+
+
+def test_sweeping_while_slots_are_taken_never_lets_more_than_the_limit_in(tmp_path: Path) -> None:
+    folder = tmp_path / "host-slots"
+    sweeper = FileHostSlots(folder, 2)
+    outcome: dict[str, int] = {}
+    contention = threading.Thread(target=lambda: outcome.update(take_in_turns(FileHostSlots(folder, 2))))
+    contention.start()
+    while contention.is_alive():
+        sweeper.sweep()
+    assert outcome["done"] == 30
+    assert outcome["peak"] == 2
+    assert list(folder.iterdir()) == []
+
+
+def test_the_sweeper_sweeps_the_lock_files(quiet_service, base_url) -> None:
+    slots = quiet_service.app.extensions["host_slots"]
+    assert isinstance(slots, FileHostSlots)
+    leave_behind(slots.folder, "127.0.0.2")
+
+    report = housekeeping.sweep(quiet_service.app.config["SETTINGS"])
+    assert report is not None and report["host_slots"] == 1
+    assert list(slots.folder.iterdir()) == []

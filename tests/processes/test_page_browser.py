@@ -1,98 +1,19 @@
-"""The web page in a real browser (Debian's chromium, driven by Playwright) against the real service.
-
-Chromium missing is a failure, not a skip, when TEST_REQUIRE_SERVICES=1 (as in CI, which installs it).
-"""
+"""The web page in a real browser (Debian's chromium, driven by Playwright) against the real service: progress
+over the event stream, cancel, retry, and the fallback to polling. The browser and the page are in
+support/browser.py."""
 
 from __future__ import annotations
 
 import re
 import threading
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 from support.api import csv_of
-from support.backing import REQUIRE_SERVICES
 from support.images import SlowImages, jpeg_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
-
-CHROMIUM = Path("/usr/bin/chromium")
-FINAL_WAIT_MS = 90_000
-
-# Every text the page writes into #percent, in order: what arrived, event after event.
-RECORD_PROGRESS = """
-window.__percents = [];
-document.addEventListener("DOMContentLoaded", () => {
-  const percent = document.getElementById("percent");
-  new MutationObserver(() => window.__percents.push(percent.textContent))
-    .observe(percent, { childList: true, characterData: true, subtree: true });
-});
-"""
-
-
-def _missing(message: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        _missing(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed: pip install -r requirements-dev.txt")
-    with sync_playwright() as playwright:
-        # As root (CI, containers) chromium runs only without its sandbox; the pages are our own.
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
-class PageUnderTest:
-    """One browser page on the service, counting its calls to the events endpoint and the status API."""
-
-    def __init__(self, browser, service) -> None:
-        self.context = browser.new_context()
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(FINAL_WAIT_MS)
-        self.page.add_init_script(RECORD_PROGRESS)
-        self.event_streams: list[str] = []
-        self.status_polls: list[str] = []
-        self.page.on("request", self._count)
-        self.page.goto(service.url("/"))
-
-    def _count(self, request) -> None:
-        if re.search(r"/api/status/[^/?]+/events", request.url):
-            self.event_streams.append(request.url)
-        elif re.search(r"/api/status/[^/?]+\?per_page=1$", request.url):
-            self.status_polls.append(request.url)  # the fallback's polls (the details use per_page=100)
-
-    def upload(self, csv_bytes: bytes) -> str:
-        self.page.set_input_files("#file", files=[{"name": "p.csv", "mimeType": "text/csv", "buffer": csv_bytes}])
-        self.page.click("#submit")
-        self.page.wait_for_selector("#request-id:not(:empty)")
-        return self.page.text_content("#request-id")
-
-    def wait_status(self, status: str) -> None:
-        from playwright.sync_api import expect
-
-        expect(self.page.locator("#status")).to_have_text(status, timeout=FINAL_WAIT_MS)
-
-    def close(self) -> None:
-        self.context.close()
-
-
-@pytest.fixture
-def page(browser, service) -> Iterator[PageUnderTest]:
-    under_test = PageUnderTest(browser, service)
-    yield under_test
-    under_test.close()
 
 
 def test_the_page_follows_progress_over_the_event_stream(page, service, source_server):
@@ -135,6 +56,7 @@ def test_cancel_on_a_slow_request_shows_cancelled(page, service, source_server):
     expect(cancel).to_be_visible()
 
     cancel.click()
+    page.page.click("#cancel-confirm")  # the page asks first
 
     page.wait_status("CANCELLED")
     expect(page.page.locator("#counts")).to_contain_text("cancelled")  # the final event, from the stream

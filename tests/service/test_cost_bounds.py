@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 
 import pytest
 import requests
 from support.api import csv_of, upload, wait_final
 from support.deployments import SideDeployment
+from support.handlers import InFlight
 from support.images import jpeg_bytes
 from support.services import ApiServer
 
@@ -98,28 +97,6 @@ def test_open_service_shares_one_active_image_limit_and_zero_means_unlimited(qui
     finally:
         limited.stop()
         unlimited.stop()
-
-
-class InFlight:
-    """A source handler that serves an image slowly and records the most requests it had at once."""
-
-    def __init__(self, body: bytes, seconds: float) -> None:
-        self.body, self.seconds = body, seconds
-        self.now = self.peak = self.served = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, request) -> None:
-        with self._lock:
-            self.now += 1
-            self.peak = max(self.peak, self.now)
-        try:
-            time.sleep(self.seconds)
-        finally:
-            # Counted down before the answer goes out: the fetcher still holds its slot until it has it.
-            with self._lock:
-                self.now -= 1
-                self.served += 1
-        request.send(200, self.body, {"Content-Type": "image/jpeg"})
 
 
 @pytest.fixture

@@ -100,6 +100,23 @@ def test_worker_counts_reach_the_apis_scrape(service, source_server, receiver):
     assert after.types["imgsvc_images_waiting"] == "gauge"
 
 
+def test_a_status_no_rfc_registers_is_counted_by_its_class(service, source_server):
+    before = scrape(service)
+    path = f"/{uuid.uuid4().hex}/odd.jpg"
+    source_server.route(path, respond(499, b"client closed"))
+
+    response = upload(service.base_url, csv_of([(1, "SKU1", [source_server.url(path)])]))
+    assert response.status_code == 202, response.text
+    status = wait_final(service.base_url, response.json()["request_id"])
+    assert status["status"] == "FAILED"
+    assert status["products"][0]["images"][0]["error"]["code"] == "http_499"
+    # The status API names the source's own status; the metric folds it, so that a source cannot
+    # add a series for each of the 900 statuses it may send.
+    after = scrape(service)
+    assert after.grew_since(before, "imgsvc_images_failed_total", error_code="http_4xx") == 1
+    assert "http_499" not in after.labelled("imgsvc_images_failed_total", "error_code")
+
+
 def test_webhooks_given_up_after_network_errors(service, source_server):
     before = scrape(service)
     good = serve(source_server, jpeg_bytes((200, 100 + uuid.uuid4().int % 64)))

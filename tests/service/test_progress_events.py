@@ -240,6 +240,49 @@ def test_the_stream_cap_answers_503_and_frees_slots(quiet_events_api):
         assert third.response.status_code == 200
 
 
+def test_one_caller_past_its_share_of_streams_is_refused_and_another_still_follows(quiet_service, clean_quiet_tables):
+    from app import create_app
+
+    server = ApiServer()
+    overrides = {
+        **quiet_service.overrides,
+        "public_base_url": server.base_url,
+        "api_keys": (KEY_A, KEY_B),
+        "events_heartbeat_s": 0.3,
+        "events_max_streams": 4,
+        "events_max_streams_per_caller": 2,
+    }
+    app = create_app(overrides)
+    server.start(app)
+    key_a, key_b = {"X-API-Key": KEY_A}, {"X-API-Key": KEY_B}
+    try:
+        url_a = events_url(server.base_url, _quiet_request(server.base_url, headers=key_a))
+        url_b = events_url(server.base_url, _quiet_request(server.base_url, headers=key_b))
+        held = [EventStream(url_a, key_a), EventStream(url_a, key_a)]
+        try:
+            assert [stream.response.status_code for stream in held] == [200, 200]
+            # Streamed, and its status checked before its body, so that a stream wrongly opened fails the
+            # test rather than holding it.
+            with requests.get(url_a, headers=key_a, stream=True, timeout=10) as refused:
+                assert refused.status_code == 503
+                assert_error(refused, 503, "too_many_streams")
+                assert refused.headers["Retry-After"].isdigit()
+            # The process has room left, and the other tenant gets it.
+            with EventStream(url_b, key_b) as other:
+                assert other.response.status_code == 200
+                assert next(other.events())["data"]["status"] == "PENDING"
+        finally:
+            held[0].close()
+        # The caller's slot comes back once the server sees its client gone.
+        hub: ProgressHub = app.extensions["progress_hub"]
+        assert wait_until(lambda: hub.open_streams == 1, timeout_s=10), hub.open_streams
+        with EventStream(url_a, key_a) as again:
+            assert again.response.status_code == 200
+        held[1].close()
+    finally:
+        server.stop()
+
+
 def test_waiting_streams_hold_no_database_connection(quiet_service, clean_quiet_tables):
     from app import create_app
     from models import db
@@ -452,6 +495,21 @@ def test_the_stream_cap_is_counted_per_hub():
     hub.close_stream()
     hub.open_stream()
     assert hub.open_streams == 2 and hub.streams_opened == 3
+
+
+def test_each_caller_holds_at_most_its_share_of_the_hubs_streams():
+    hub = ProgressHub(FakeRows().read, poll_interval_s=60, max_streams=3, max_streams_per_caller=2)
+    hub.open_stream("key:a")
+    hub.open_stream("key:a")
+    with pytest.raises(progress_hub.CallerStreamsExhausted):
+        hub.open_stream("key:a")
+    hub.open_stream("ip:127.0.0.3")  # another caller is not held up by the first one's streams
+    with pytest.raises(progress_hub.StreamsExhausted) as full:  # the process's cap still holds for everyone
+        hub.open_stream("ip:127.0.0.4")
+    assert not isinstance(full.value, progress_hub.CallerStreamsExhausted)
+    hub.close_stream("key:a")
+    hub.open_stream("key:a")  # its slot is its own again
+    assert hub.open_streams == 3 and hub.streams_opened == 4
 
 
 def test_an_unread_stream_body_gives_its_slot_back_when_closed():

@@ -1,7 +1,10 @@
-"""Handler factories for ``LoopbackHTTPServer``: a fixed answer, a redirect, an endless body, a drip, a hang."""
+"""Handler factories for ``LoopbackHTTPServer``: a fixed answer, a redirect, an endless body, a drip, a hang,
+and ``InFlight``, a slow answer that counts how many requests it had at once."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -79,3 +82,25 @@ def hang(request: RequestHandler) -> None:
     """A handler that reads the request and never answers until the server stops."""
     request.close_connection = True
     request.stopping.wait()
+
+
+class InFlight:
+    """A source handler that serves an image slowly and records the most requests it had at once."""
+
+    def __init__(self, body: bytes, seconds: float, content_type: str = "image/jpeg") -> None:
+        self.body, self.seconds, self.content_type = body, seconds, content_type
+        self.now = self.peak = self.served = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request: RequestHandler) -> None:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            time.sleep(self.seconds)
+        finally:
+            # Counted down before the answer goes out: the fetcher still holds its slot until it has it.
+            with self._lock:
+                self.now -= 1
+                self.served += 1
+        request.send(200, self.body, {"Content-Type": self.content_type})

@@ -20,6 +20,7 @@ import requests
 from support.canaries import CanaryPair, CanaryServer, canaries
 from support.handlers import drip, endless_body, hang, redirect, respond
 from support.loopback import LoopbackHTTPServer, RequestHandler, ipv6_loopback_available, unused_port
+from support.resolver import fake_dns
 
 from fetching import address_guard
 from fetching.fetcher import (
@@ -121,27 +122,6 @@ def victim_url(template: str, victims: CanaryPair) -> str:
 
 
 ALL_SPELLINGS = V4_VICTIM_SPELLINGS + V6_VICTIM_SPELLINGS
-
-
-def fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, Callable[[], list[str]]]) -> list[str]:
-    """Answer the given names from a table; everything else must be a numeric host (never sent to a resolver)."""
-    real = socket.getaddrinfo
-    asked: list[str] = []
-
-    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
-        if host in answers:
-            asked.append(host)
-            result = []
-            for address in answers[host]():
-                if ":" in address:
-                    result.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port or 0, 0, 0)))
-                else:
-                    result.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0)))
-            return result
-        return real(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return asked
 
 
 # --- the address guard ---------------------------------------------------------

@@ -73,3 +73,18 @@ def test_s3_backend_stores_and_serves_an_output(tmp_path, s3_endpoint, bucket):
 def test_s3_public_base_url_names_a_cdn_in_front_of_the_bucket(tmp_path, s3_endpoint, bucket):
     settings = s3_settings(tmp_path, s3_endpoint, S3_PUBLIC_BASE_URL="https://cdn.example.com/media/")
     assert storage.from_settings(settings).url_for("a/b.jpg") == "https://cdn.example.com/media/a/b.jpg"
+
+
+def test_s3_listing_pages_through_the_shared_outputs_in_key_order(tmp_path, s3_endpoint, bucket, monkeypatch):
+    backend = storage.from_settings(s3_settings(tmp_path, s3_endpoint))
+    monkeypatch.setattr(storage.S3Storage, "LIST_PAGE", 2)  # several pages per listing
+    keys = sorted(f"objects/{n:02x}/{n:02x}{'0' * 62}-{n}.jpg" for n in (3, 200, 17, 90, 41))
+    for key in keys:
+        backend.put(key, b"jpeg")
+    backend.put("req-2/1.jpg", b"per-request output")
+
+    first = backend.list_objects("", 3)
+    assert [item.key for item in first] == keys[:3]
+    assert first[0].modified_at.tzinfo is not None
+    assert [item.key for item in backend.list_objects(first[-1].key, 10)] == keys[3:]
+    assert backend.list_objects(keys[-1], 10) == []

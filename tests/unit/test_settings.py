@@ -67,6 +67,12 @@ def test_default_limits(tmp_path) -> None:
     assert settings.max_url_length == 2_048
 
 
+def test_one_caller_may_hold_an_eighth_of_the_progress_streams(tmp_path) -> None:
+    settings = from_env(tmp_path)
+    assert (settings.events_max_streams, settings.events_max_streams_per_caller) == (64, 8)
+    assert from_env(tmp_path, EVENTS_MAX_STREAMS_PER_CALLER="0").events_max_streams_per_caller == 0
+
+
 def test_default_sweep_and_stale_intervals(tmp_path) -> None:
     settings = from_env(tmp_path)
     assert settings.sweep_interval_s == 30
@@ -220,6 +226,8 @@ def test_database_url_is_rewritten_for_psycopg2(tmp_path, given: str, expected: 
         ("FETCH_ALLOWED_NETWORKS", "127.0.0.0/8,10.0.0.1/8"),
         ("STORAGE_BACKEND", "ftp"),
         ("STORAGE_BACKEND", "gcs"),
+        ("EVENTS_MAX_STREAMS_PER_CALLER", "some"),
+        ("EVENTS_MAX_STREAMS_PER_CALLER", "-1"),
     ],
 )
 def test_malformed_value_raises_settings_error_naming_it(tmp_path, name: str, value: str) -> None:

@@ -324,3 +324,31 @@ def test_orphaned_temporary_files_older_than_a_task_are_removed(local: LocalStor
     assert not orphan.exists()
     assert recent.exists() and (root / KEY).read_bytes() == b"jpeg"
     assert local.delete_orphaned_temporaries(older_than_s=210) == 0
+
+
+def test_a_listing_goes_through_the_shared_outputs_in_key_order_from_where_it_stopped(
+    local: LocalStorage, root: Path
+) -> None:
+    keys = sorted(f"objects/{prefix}/{prefix}{DIGEST[2:]}-{n}.jpg" for prefix in ("0a", "ff", "7c") for n in (1, 2))
+    for key in keys:
+        local.put(key, b"jpeg")
+    local.put(KEY, b"jpeg")  # a per-request output: not under objects/
+    (root / "objects" / "0a" / ".tmp-writing.jpg").write_bytes(b"half")
+
+    first = local.list_objects("", 4)
+    assert [item.key for item in first] == keys[:4]
+    assert [item.key for item in local.list_objects(first[-1].key, 4)] == keys[4:]
+    assert local.list_objects(keys[-1], 4) == []
+    modified = first[0].modified_at
+    assert modified.tzinfo is not None and abs(modified.timestamp() - os.path.getmtime(root / keys[0])) < 1
+
+
+def test_a_listing_of_a_store_with_no_shared_outputs_is_empty(local: LocalStorage) -> None:
+    assert local.list_objects("", 10) == []
+
+
+def test_a_shared_outputs_key_holds_its_row_id() -> None:
+    assert storage.shared_output_id(f"objects/ab/{DIGEST}-42.webp") == 42
+    assert storage.shared_output_id(KEY) is None
+    assert storage.shared_output_id(f"objects/ab/{DIGEST}-{10**19}.jpg") is None  # no row has such an id
+    assert storage.shared_output_id("objects/ab/notes.txt") is None

@@ -161,8 +161,8 @@ class Snapshot:
 
 
 def snapshot(database: sqlalchemy.Engine, request_id: str, media: Path) -> Snapshot:
-    """The request's row, its images' rows, their outputs' rows (but when lookups last used them), and the
-    storage folder's files with their hashes."""
+    """The request's row, its images' rows, the stored outputs of their variants (but when lookups last used
+    them; claims given up are the sweep's to delete), and the storage folder's files with their hashes."""
     with database.connect() as connection:
         request = connection.execute(sqlalchemy.text("SELECT * FROM requests WHERE id = :id"), {"id": request_id})
         request = tuple(request.one())
@@ -177,8 +177,8 @@ def snapshot(database: sqlalchemy.Engine, request_id: str, media: Path) -> Snaps
             for row in connection.execute(
                 sqlalchemy.text(
                     "SELECT o.id, o.variant, o.storage_key, o.stored_at, o.bytes_out FROM image_outputs o"
-                    " WHERE o.variant IN (SELECT p.variant FROM image_outputs p JOIN images i ON i.output_id = p.id"
-                    " WHERE i.request_id = :id) ORDER BY o.id"
+                    " WHERE o.stored_at IS NOT NULL AND o.variant IN (SELECT p.variant FROM image_outputs p"
+                    " JOIN images i ON i.output_id = p.id WHERE i.request_id = :id) ORDER BY o.id"
                 ),
                 {"id": request_id},
             )

@@ -68,16 +68,35 @@ def held_by(database: sqlalchemy.Engine, request_id: str, tasks: set[str]) -> di
     return {image_id: task for image_id, task in rows if task in tasks}
 
 
-def freeze_while_holding(worker: ServiceProcess, database, request_id: str) -> dict[int, str]:
-    """SIGSTOP the worker's process group at a moment it holds images; the images it held, frozen."""
+def frozen_in_a_transaction(database) -> int:
+    """Sessions left in a transaction (so maybe holding row locks) for over half a second: a frozen process's."""
+    with database.connect() as connection:
+        return connection.execute(
+            sqlalchemy.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state LIKE 'idle in transaction%' AND state_change < now() - interval '0.5 seconds'"
+            )
+        ).scalar()
+
+
+def freeze_while_holding(worker: ServiceProcess, database, request_id: str, report: dict) -> dict[int, str]:
+    """SIGSTOP the worker's process group at a moment it holds images; the images it held, frozen.
+
+    Not in the middle of a transaction: the rows it locked would hold every other worker's writes to its
+    request, and the sweep, until it woke (a liveness matter, not this test's; counted in the report).
+    """
     deadline = time.monotonic() + 60
+    report["refrozen_out_of_a_transaction"] = 0
     while time.monotonic() < deadline:
         if held_by(database, request_id, worker.image_tasks()):
             worker.freeze()
+            time.sleep(0.6)
             held = held_by(database, request_id, worker.image_tasks())
-            if held:
+            in_transaction = frozen_in_a_transaction(database)
+            if held and not in_transaction:
                 return held
-            worker.thaw()  # it finished them just before it stopped: try again
+            report["refrozen_out_of_a_transaction"] += bool(in_transaction)
+            worker.thaw()  # it finished them just before it stopped, or stopped in a transaction: again
         time.sleep(0.1)
     raise AssertionError(f"{worker.name} never held an image of {request_id}:\n{worker.log()[-3000:]}")
 
@@ -165,7 +184,7 @@ def test_a_frozen_worker_wakes_after_its_images_were_taken_over(
     request_id, urls = start_request(service, slow_again_source, receiver, images=IMAGES)
     wait_progress(service, request_id, 4)
 
-    frozen = freeze_while_holding(second, database, request_id)
+    frozen = freeze_while_holding(second, database, request_id, report)
     frozen_at = time.monotonic()
     at_thaw = wait_taken_over(database, frozen)
     second.thaw()
@@ -199,8 +218,13 @@ def test_a_worker_frozen_in_the_middle_of_a_store(
     service.start_all()
     marker = tmp_path / "stalled-store"
     python_path = os.pathsep.join(filter(None, [str(STALLED_STORE), service.env.get("PYTHONPATH")]))
+    # One pool process, the one that stalls: no other is frozen at a moment of its own, maybe in a transaction.
     second = service.start_role(
-        "stalling-worker", PYTHONPATH=python_path, FAULT_STALL_STORE=str(marker), **STALLS[stall]
+        "stalling-worker",
+        PYTHONPATH=python_path,
+        FAULT_STALL_STORE=str(marker),
+        WORKER_CONCURRENCY="1",
+        **STALLS[stall],
     )
     request_id, urls = start_request(service, slow_again_source, receiver, images=24)
 
@@ -211,6 +235,8 @@ def test_a_worker_frozen_in_the_middle_of_a_store(
     stalled_key = marker.read_text().split()[1]
     frozen = held_by(database, request_id, second.image_tasks())
     assert frozen, f"the stalling worker held no image when frozen:\n{second.log()[-3000:]}"
+    time.sleep(0.6)
+    assert not frozen_in_a_transaction(database), "the stalling worker was frozen in a transaction"
     at_thaw = wait_taken_over(database, frozen)
     second.thaw()
     woken = Woken(second, frozen, time.monotonic())

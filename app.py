@@ -94,7 +94,9 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
 
         Migrate(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
     app.extensions["storage"] = storage.from_settings(settings)
-    app.extensions["rendered_pages"] = page_cache.RenderedPages(max_lag_s=settings.status_max_lag_s)
+    app.extensions["rendered_pages"] = page_cache.RenderedPages(
+        settings.status_cache_bytes, max_lag_s=settings.status_max_lag_s
+    )
     app.extensions["host_slots"] = host_slots.from_settings(settings)
     app.extensions["webhook_secret"] = signing.load_or_create_secret(settings)
     app.extensions["variant_secret"] = variants.variant_secret(app.extensions["webhook_secret"])

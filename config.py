@@ -20,6 +20,8 @@ DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 DEFAULT_EVENTS_MAX_STREAMS = 64
 #: Of those, the streams one caller (API key, or client address when the service is open) may hold.
 DEFAULT_EVENTS_MAX_STREAMS_PER_CALLER = 8
+#: The memory one image may take in an image worker process, in MiB; the launcher sizes the pool by it.
+DEFAULT_IMAGE_DECODE_BUDGET_MB = 384
 
 # The settings that must nest: soft < hard < visibility timeout, and hard < stale threshold.
 _SOFT, _HARD = "TASK_SOFT_TIME_LIMIT_S", "TASK_TIME_LIMIT_S"
@@ -109,6 +111,11 @@ def log_level(env: Mapping[str, str]) -> str:
     if value not in LOG_LEVELS:
         raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
     return value
+
+
+def image_decode_budget_mb(env: Mapping[str, str]) -> int:
+    """``IMAGE_DECODE_BUDGET_MB``, which the launcher reads too, to size the image worker's pool by memory."""
+    return _int(env, "IMAGE_DECODE_BUDGET_MB", DEFAULT_IMAGE_DECODE_BUDGET_MB, 16)
 
 
 def _rate_limit_storage(env: Mapping[str, str]) -> str:
@@ -294,6 +301,10 @@ class Settings:
     log_format: str = "text"
     #: The lowest level logged by every process; DEBUG shows the housekeeping that runs every second.
     log_level: str = "INFO"
+    #: The memory one image may take on its way through the pipeline, estimated before decoding.
+    image_decode_budget_bytes: int = DEFAULT_IMAGE_DECODE_BUDGET_MB << 20
+    #: The bytes of rendered status pages each API process keeps.
+    status_cache_bytes: int = 32 << 20
     s3: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -367,6 +378,8 @@ class Settings:
             cors_origins=_origins(env, "CORS_ORIGINS"),
             log_format=log_format(env),
             log_level=log_level(env),
+            image_decode_budget_bytes=image_decode_budget_mb(env) << 20,
+            status_cache_bytes=_int(env, "STATUS_CACHE_BYTES", 32 << 20, 0),
             s3={
                 key: env[key]
                 for key in ("S3_BUCKET", "S3_ENDPOINT_URL", "S3_REGION", "S3_PUBLIC_BASE_URL")

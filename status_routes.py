@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, request, stream_with_context
@@ -51,12 +52,16 @@ def get_status(request_id: str):
         return Response(status=304, headers=_validators(etag))
     settings = current_app.config["SETTINGS"]
 
-    def render() -> bytes:
-        answer = answers.request_status(found, page, current_app.extensions["storage"], settings.public_base_url)
-        return current_app.json.dumps(answer).encode()
+    def render() -> Iterator[bytes]:
+        storage = current_app.extensions["storage"]
+        return answers.request_status_parts(found, page, storage, settings.public_base_url, current_app.json.dumps)
 
     pages: page_cache.RenderedPages = current_app.extensions["rendered_pages"]
     served = pages.serve((found.id, page.page, page.per_page, page.image_status), etag, found.status, render)
+    if isinstance(served, page_cache.StreamedPage):
+        # Too big to keep: sent as it renders, a few products at a time (see RenderedPages).
+        parts = stream_with_context(served.parts)
+        return Response(parts, mimetype="application/json", headers=_validators(served.etag))
     if request.if_none_match.contains(served.etag):
         return Response(status=304, headers=_validators(served.etag))
     return Response(served.body, mimetype="application/json", headers=_validators(served.etag))

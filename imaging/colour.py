@@ -18,6 +18,8 @@ _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 # 16-bit samples map to 8 bits by /257 (65535 -> 255); Pillow's own I -> L clips instead.
 # Mode I (32-bit) is read as 16-bit too; values outside 0..65535 clamp to black/white.
 _SIXTEEN_TO_EIGHT = [round(value / 257) for value in range(65536)]
+# Pixels of 16-bit grey converted at a time (a 4 MiB strip of 32-bit samples).
+_STRIP_PIXELS = 1 << 20
 
 
 def choose_profile(work: Work) -> None:
@@ -25,6 +27,15 @@ def choose_profile(work: Work) -> None:
     # A gray or CMYK source's profile does not describe the RGB output.
     icc = work.source_icc
     work.icc = icc if work.image.mode in _RGB_MODES and is_rgb_profile(icc) else None
+
+
+def working_mode(im: Image.Image) -> str:
+    """The mode to_working_mode brings ``im`` to: L, CMYK or RGB (readable from the header, before decoding)."""
+    if im.mode in _SIXTEEN_BIT_MODES or im.mode in ("1", "F"):
+        return "L"
+    if im.mode in ("L", "CMYK") and "transparency" not in im.info:
+        return im.mode
+    return "RGB"
 
 
 def to_working_mode(work: Work) -> None:
@@ -57,11 +68,7 @@ def _working_image(im: Image.Image) -> Image.Image:
     if mode in ("RGB", "L", "CMYK") and "transparency" not in im.info:
         return im
     if mode in _SIXTEEN_BIT_MODES:
-        wide = im if mode == "I" else im.convert("I")
-        gray = wide.point(_SIXTEEN_TO_EIGHT, "L")
-        if wide is not im:
-            wide.close()
-        return gray
+        return _sixteen_to_eight(im)
     if mode in ("1", "F"):
         # F (float TIFF) has no defined range; values are taken as 0..255 and clipped.
         return im.convert("L")
@@ -75,6 +82,18 @@ def _working_image(im: Image.Image) -> Image.Image:
             alpha.close()
         return flat
     return im.convert("RGB")
+
+
+def _sixteen_to_eight(im: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit I) grey to L by /257, a strip at a time: no 32-bit copy of the whole image is made."""
+    gray = Image.new("L", im.size)
+    rows = max(1, _STRIP_PIXELS // im.width)
+    for top in range(0, im.height, rows):
+        box = (0, top, im.width, min(top + rows, im.height))
+        strip = im.crop(box)
+        wide = strip if strip.mode == "I" else strip.convert("I")
+        gray.paste(wide.point(_SIXTEEN_TO_EIGHT, "L"), box[:2])
+    return gray
 
 
 def _cmyk_to_rgb(im: Image.Image, icc: object) -> Image.Image:

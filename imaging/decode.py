@@ -90,6 +90,7 @@ def check_header(work: Work) -> None:
     width, height = source.size
     if width <= 0 or height <= 0:
         raise ImageProcessingError("not_an_image", "The image has no pixels.")
+    work.source_size = (width, height)
     if width * height > work.max_pixels:
         raise _too_many_pixels(
             f"The image is {width}x{height} ({width * height} pixels); the limit is {work.max_pixels}."
@@ -105,6 +106,10 @@ def load(work: Work) -> None:
     """Step: decode the pixels. Raises ImageProcessingError (see image_errors)."""
     with image_errors():
         work.image.load()
+    if work.source_format == "WEBP":
+        # WebP's decoder keeps two canvases of the image's size for as long as the image lives: a copy
+        # lets them go (a copy costs no more than the decoder did at its peak).
+        work.replace(work.image.copy())
 
 
 def close_file(work: Work) -> None:

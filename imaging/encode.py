@@ -6,7 +6,6 @@ import io
 
 from PIL import Image
 
-from imaging.errors import ImageProcessingError
 from imaging.work import Work
 
 # Measured on the bench's photos up to 4 MP at quality 50 (bench/bench_quality_auto.py, bench/RESULTS.md):
@@ -15,7 +14,8 @@ from imaging.work import Work
 WEBP_METHOD = 2
 AVIF_SPEED = 9
 #: The longest side each output format holds: libjpeg's and WebP's limits; libavif encodes up to 65536 px but
-#: its decoder (Pillow's, and quality=auto's check of its own output) stops at 32768 by default.
+#: its decoder (Pillow's, and quality=auto's check of its own output) stops at 32768 by default. A longer
+#: image is shrunk to fit (see resize.plan).
 MAX_SIDE = {"jpeg": 65500, "webp": 16383, "avif": 32768}
 
 
@@ -23,20 +23,6 @@ def strip_metadata(work: Work) -> None:
     """Step, last: drop what the source's info still holds."""
     # The encoders fall back to the source's info for some metadata (AVIF: the profile; JPEG: the comment).
     work.image.info.clear()
-
-
-def check_size(im: Image.Image, output_format: str) -> None:
-    """Refuse, before any encode, an image with a side longer than ``output_format`` holds.
-
-    Raises ImageProcessingError ``too_many_pixels``: a smaller max_dimension or another format would do.
-    """
-    limit = MAX_SIDE[output_format]
-    if max(im.size) > limit:
-        raise ImageProcessingError(
-            "too_many_pixels",
-            f"The image is {im.width}x{im.height}; {output_format.upper()} holds at most {limit} px a side. "
-            f"Ask for a max_dimension of {limit} or less, or another format.",
-        )
 
 
 def encode_image(im: Image.Image, quality: int, *, output_format: str, icc: bytes | None) -> bytes:

@@ -12,10 +12,11 @@ import functools
 import io
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, features
 
-from imaging import colour, decode, encode, keep_source, orientation, quality_search, resize
+from imaging import budget, colour, decode, encode, keep_source, orientation, quality_search, resize
 from imaging.decode import ALLOWED_FORMATS
 from imaging.encode import AVIF_SPEED, WEBP_METHOD
 from imaging.errors import ImageProcessingError
@@ -36,19 +37,23 @@ __all__ = [
     "ImageProcessingError",
     "compress",
     "encodable_formats",
+    "memory_needed",
     "prepare",
 ]
 
 OUTPUT_FORMATS = ("jpeg", "webp", "avif")
+#: The pixel limit when none is given (the service's MAX_IMAGE_PIXELS default).
+MAX_PIXELS = 50_000_000
 
 #: What ``prepare`` does to an opened source, in order. Header checks and choices come before ``decode.load``
-#: (nothing is decoded for a refused image, and a JPEG is drafted smaller); the file is read for the last
-#: time before ``decode.close_file``.
+#: (nothing is decoded for a refused image, and a JPEG is drafted smaller before its memory is counted); the
+#: file is read for the last time before ``decode.close_file``.
 PREPARE_STEPS: tuple[Step, ...] = (
     decode.check_header,
     resize.plan,
     keep_source.hold,
     resize.draft,
+    budget.check,
     decode.load,
     orientation.read,
     colour.choose_profile,
@@ -95,22 +100,25 @@ def compress(
     *,
     quality: int | None = 50,
     max_dimension: int | None = None,
-    max_pixels: int = 50_000_000,
+    max_pixels: int = MAX_PIXELS,
     output_format: str = "jpeg",
     target_score: float | None = None,
     never_bigger: bool = False,
+    decode_budget: int | None = budget.DEFAULT_BUDGET,
 ) -> CompressedImage:
     """Decode ``data``, shrink, orient and flatten it (see prepare), and encode it as ``output_format``.
 
-    JPEG is baseline, 4:2:0; WebP and AVIF are lossy, 4:2:0. Only an RGB ICC profile is carried over, never
+    JPEG is baseline, 4:2:0; WebP and AVIF are lossy, 4:2:0. A side longer than the output format holds
+    (encode.MAX_SIDE) is shrunk to fit, as max_dimension would. Only an RGB ICC profile is carried over, never
     EXIF, XMP or comments. ``quality=None`` ("auto") encodes at the lowest quality whose SSIM-luma score
     against the prepared image meets ``target_score`` (see quality_search.encode_auto). ``never_bigger`` hands
     back the source's own JPEG data, without its metadata, when the output would be no smaller and the source
     needs no change (a JPEG, RGB or gray, no resize, no rotation): same pixels, fewer bytes.
 
-    Raises ImageProcessingError with code ``not_an_image``, ``too_many_pixels`` (also for a side longer than
-    the output format holds, encode.MAX_SIDE) or ``corrupt_image`` for what Pillow refuses in the source (see
-    decode.image_errors); ValueError for out-of-range arguments or a format Pillow cannot encode here.
+    Raises ImageProcessingError with code ``not_an_image``, ``too_many_pixels``, ``image_too_large`` (the
+    memory it would take, estimated before decoding, is past ``decode_budget`` bytes: see budget; None is no
+    limit) or ``corrupt_image`` for what Pillow refuses in the source (see decode.image_errors); ValueError for
+    out-of-range arguments or a format Pillow cannot encode here.
     Anything else (a bug of ours, MemoryError, a task time limit) propagates.
 
     A caller that passes the only reference to ``data`` has its memory back as soon as the
@@ -128,16 +136,26 @@ def compress(
     if output_format not in encodable_formats():
         raise ValueError(f"this Pillow cannot encode {output_format}")
     _check_limits(max_dimension, max_pixels)
+    if decode_budget is not None and (isinstance(decode_budget, bool) or not isinstance(decode_budget, int)):
+        raise ValueError(f"decode_budget must be an int (bytes) or None, got {decode_budget!r}")
     keep_jpeg = bool(never_bigger) and output_format == "jpeg"
     stream, source_bytes = decode.open_stream(data)
     del data
 
     started = time.perf_counter()
-    work = _prepare(stream, source_bytes, max_dimension, max_pixels, keep_jpeg)
+    work = _prepare(
+        stream,
+        source_bytes,
+        max_dimension,
+        max_pixels,
+        keep_jpeg,
+        output_format=output_format,
+        auto=quality is None,
+        decode_budget=decode_budget,
+    )
     decoded = time.perf_counter()
     try:
         im = work.image
-        encode.check_size(im, output_format)
         encoder = functools.partial(encode.encode_image, output_format=output_format, icc=work.icc)
         score = None
         if quality is None:
@@ -164,7 +182,7 @@ def compress(
         work.image.close()
 
 
-def prepare(data: bytes, *, max_dimension: int | None = None, max_pixels: int = 50_000_000) -> Image.Image:
+def prepare(data: bytes, *, max_dimension: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """The RGB pixels compress encodes for ``data``: decoded, shrunk, oriented, flattened onto white.
 
     Raises ImageProcessingError and ValueError as compress.
@@ -173,6 +191,28 @@ def prepare(data: bytes, *, max_dimension: int | None = None, max_pixels: int = 
     stream, source_bytes = decode.open_stream(data)
     del data
     return _prepare(stream, source_bytes, max_dimension, max_pixels, keep_jpeg=False).image
+
+
+def memory_needed(
+    data: bytes, *, output_format: str = "jpeg", quality: int | None = 50, max_dimension: int | None = None
+) -> int:
+    """The most memory, in bytes, compress would take for ``data`` with these options: the estimate its
+    ``decode_budget`` is checked against (see budget), read from the header alone.
+
+    Raises ImageProcessingError and ValueError as compress (with its default max_pixels).
+    """
+    _check_limits(max_dimension, MAX_PIXELS)
+    stream, source_bytes = decode.open_stream(data)
+    del data
+    source = decode.open_image(stream)
+    work = Work(source, stream, source_bytes, max_dimension, MAX_PIXELS, False, output_format=output_format)
+    work.auto = quality is None
+    try:
+        for step in PREPARE_STEPS[: PREPARE_STEPS.index(budget.check)]:
+            step(work)
+        return budget.estimate(work)
+    finally:
+        work.image.close()
 
 
 def _check_limits(max_dimension: object, max_pixels: object) -> None:
@@ -185,13 +225,20 @@ def _check_limits(max_dimension: object, max_pixels: object) -> None:
 
 
 def _prepare(
-    stream: io.BytesIO, source_bytes: int, max_dimension: int | None, max_pixels: int, keep_jpeg: bool
+    stream: io.BytesIO,
+    source_bytes: int,
+    max_dimension: int | None,
+    max_pixels: int,
+    keep_jpeg: bool,
+    **asked: Any,
 ) -> Work:
-    """Open the source and run PREPARE_STEPS over it; the image is closed if a step fails."""
-    source = decode.open_image(stream)
-    work = Work(
-        source, stream, source_bytes, max_dimension, max_pixels, keep_jpeg, source_icc=source.info.get("icc_profile")
-    )
+    """Open the source and run PREPARE_STEPS over it; the image is closed if a step fails.
+
+    ``asked``: the Work's other fields (output_format, auto, decode_budget).
+    """
+    # The Work holds the only reference to the source: a step that replaces the image frees it, decoder and all.
+    work = Work(decode.open_image(stream), stream, source_bytes, max_dimension, max_pixels, keep_jpeg, **asked)
+    work.source_icc = work.image.info.get("icc_profile")
     try:
         for step in PREPARE_STEPS:
             step(work)

@@ -1,9 +1,11 @@
-"""Shrinking to fit max_dimension: planned from the header, drafted on load (JPEG), resampled after."""
+"""Shrinking to fit max_dimension and the output format's longest side: planned from the header, drafted on load
+(JPEG), resampled after."""
 
 from __future__ import annotations
 
 from PIL import Image
 
+from imaging.encode import MAX_SIDE
 from imaging.work import Work
 
 _RESAMPLE = Image.Resampling.LANCZOS
@@ -20,8 +22,9 @@ def target_size(width: int, height: int, max_dimension: int | None) -> tuple[int
 
 
 def plan(work: Work) -> None:
-    """Step: choose the size to shrink to, if any."""
-    work.target = target_size(*work.image.size, work.max_dimension)
+    """Step: choose the size to shrink to, if any: to max_dimension, and to the longest side the output holds."""
+    fits = MAX_SIDE[work.output_format]
+    work.target = target_size(*work.image.size, fits if work.max_dimension is None else min(work.max_dimension, fits))
 
 
 def draft(work: Work) -> None:

@@ -34,6 +34,14 @@ class Work:
     icc: bytes | None = None
     #: The source file, held only when it is a JPEG that could be kept as it is (see keep_source).
     source_jpeg: bytes | None = None
+    #: The format it is encoded as, and whether its quality is searched (quality=auto): the format's longest
+    #: side bounds the size (see resize.plan), and both weigh in the memory it takes (see budget).
+    output_format: str = "jpeg"
+    auto: bool = False
+    #: The most memory, in bytes, the image may take on its way (see budget); None is no limit.
+    decode_budget: int | None = None
+    #: The source's size as its header gives it, before any draft.
+    source_size: tuple[int, int] = (0, 0)
 
     def replace(self, new: Image.Image) -> None:
         """Make ``new`` the image, freeing the old one's pixels at once: peak memory stays at two images."""

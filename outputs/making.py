@@ -71,7 +71,10 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
     try:
         # Each option is the encoder's argument of the same name: all that the variant covers reaches the encoder.
         compressed = pipeline.compress(
-            download.pop(), max_pixels=settings.max_image_pixels, **dataclasses.asdict(options)
+            download.pop(),
+            max_pixels=settings.max_image_pixels,
+            decode_budget=settings.image_decode_budget_bytes,
+            **dataclasses.asdict(options),
         )
     except BaseException:
         _abandon(output_id, store_attempted=False)

@@ -10,10 +10,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from config import DEFAULT_EVENTS_MAX_STREAMS, log_level
+from config import DEFAULT_EVENTS_MAX_STREAMS, SettingsError, image_decode_budget_mb, log_level
 from process_launch.environment import ROOT
 
 IMAGE_PROCESSES_PER_CORE = 8
+#: The share of the machine's memory the image worker's processes may take together, each at its worst.
+IMAGE_WORKER_MEMORY_SHARE = 0.5
+#: An image worker process's own memory before an image's, in MiB (about 100 MiB of RSS measured).
+IMAGE_PROCESS_BASELINE_MB = 128
+_CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 IMAGE_WORKER_NICENESS = 10
 # Threads of each API process for ordinary calls, on top of the ones its progress streams may park.
 ORDINARY_WEB_THREADS = 16
@@ -50,14 +55,49 @@ def web_threads(env: dict[str, str]) -> str:
     return raw
 
 
+def image_worker_concurrency(env: dict[str, str], cores: int, memory_bytes: int | None) -> str:
+    """The image worker's process count: ``WORKER_CONCURRENCY`` when set, else IMAGE_PROCESSES_PER_CORE a core,
+    and no more than IMAGE_WORKER_MEMORY_SHARE of ``memory_bytes`` holds with each process at its worst
+    (IMAGE_PROCESS_BASELINE_MB and an image's ``IMAGE_DECODE_BUDGET_MB``); at least one.
+    """
+    raw = env.get("WORKER_CONCURRENCY", "").strip()
+    if raw:
+        return raw
+    try:
+        worst_mb = IMAGE_PROCESS_BASELINE_MB + image_decode_budget_mb(env)
+    except SettingsError as error:
+        raise SystemExit(str(error)) from None
+    # Most of an image's time is spent waiting on its source: many more processes than cores keep
+    # every core encoding while the others wait (bench/RESULTS.md has the figures).
+    count = IMAGE_PROCESSES_PER_CORE * cores
+    if memory_bytes:
+        count = min(count, int(IMAGE_WORKER_MEMORY_SHARE * memory_bytes) // (worst_mb << 20))
+    return str(max(1, count))
+
+
+def machine_memory() -> int | None:
+    """The memory the processes started here may use, in bytes: the machine's, or its cgroup's limit when lower
+    (a container's); None when unknown."""
+    try:
+        known = [os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")]
+    except (ValueError, OSError, AttributeError):
+        known = []
+    for path in _CGROUP_MEMORY_LIMITS:
+        try:
+            limit = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():  # "max" (cgroup v2) is no limit; v1 writes a huge number instead
+            known.append(int(limit))
+    return min(known) if known else None
+
+
 def commands(env: dict[str, str]) -> dict[str, list[str]]:
     """The command line of each role: ``api``, ``worker``, ``control`` and ``beat``."""
     bin_dir = Path(sys.executable).parent
     port = env.get("PORT", "5000")
     host = env.get("HOST", "127.0.0.1")
-    # Most of an image's time is spent waiting on its source: many more processes than cores keep
-    # every core encoding while the others wait (bench/RESULTS.md has the figures).
-    concurrency = env.get("WORKER_CONCURRENCY", str(IMAGE_PROCESSES_PER_CORE * (os.cpu_count() or 2)))
+    concurrency = image_worker_concurrency(env, os.cpu_count() or 2, machine_memory())
     json_logs = env.get("LOG_FORMAT", "").strip().lower() == "json"
     level = log_level(env)
     # Celery's banner is printed, not logged; gunicorn's master logs before any app exists.

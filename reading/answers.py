@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -88,8 +88,16 @@ def request_summary(request: Request) -> dict[str, Any]:
     }
 
 
-def request_status(request: Request, page: Page, storage: Storage, public_base_url: str) -> dict[str, Any]:
-    """The full status answer: the request, then one page of its products with their images."""
+#: Products rendered at a time into a status page: what one page holds in Python objects at once, whatever
+#: its per_page (50 products of at most MAX_URLS_PER_PRODUCT images each).
+PRODUCTS_PER_PART = 50
+
+
+def request_status_parts(
+    request: Request, page: Page, storage: Storage, public_base_url: str, dumps: Callable[[Any], str]
+) -> Iterator[bytes]:
+    """The full status answer as JSON (``dumps``), in parts: the request, then one page of its products with
+    their images, PRODUCTS_PER_PART products at a time, then the pagination."""
     shown = [Product.request_id == request.id]
     if page.image_status is not None:
         shown.append(_has_image_in(page.image_status))
@@ -100,30 +108,37 @@ def request_status(request: Request, page: Page, storage: Storage, public_base_u
         .offset((page.page - 1) * page.per_page)
         .limit(page.per_page)
     ).all()
-    images_by_product = _images_of(products)
+    head = dumps(
+        {
+            "request_id": str(request.id),
+            "file_name": request.file_name,
+            "status": request.status,
+            "created_at": timestamp(request.created_at),
+            "updated_at": timestamp(request.updated_at),
+            "completed_at": timestamp(request.completed_at),
+            "progress": progress(request),
+            "quality": request.quality if request.quality is not None else "auto",
+            "target_score": request.target_score,
+            "format": request.output_format,
+            "never_bigger": request.never_bigger,
+            "max_dimension": request.max_dimension,
+            "webhook_url": request.webhook_url,
+            "output_csv_url": output_csv_url(public_base_url, request.id),
+            "importing": request.importing,
+            "totals": totals(request),
+        }
+    )
     total = request.product_count
     if page.image_status is not None:
         total = db.session.scalar(select(func.count()).select_from(Product).where(*shown)) or 0
-    return {
-        "request_id": str(request.id),
-        "file_name": request.file_name,
-        "status": request.status,
-        "created_at": timestamp(request.created_at),
-        "updated_at": timestamp(request.updated_at),
-        "completed_at": timestamp(request.completed_at),
-        "progress": progress(request),
-        "quality": request.quality if request.quality is not None else "auto",
-        "target_score": request.target_score,
-        "format": request.output_format,
-        "never_bigger": request.never_bigger,
-        "max_dimension": request.max_dimension,
-        "webhook_url": request.webhook_url,
-        "output_csv_url": output_csv_url(public_base_url, request.id),
-        "importing": request.importing,
-        "totals": totals(request),
-        "products": [_product_answer(product, images_by_product.get(product.id, []), storage) for product in products],
-        "pagination": page.describe(total),
-    }
+    pagination = dumps(page.describe(total))
+    yield f'{head[:-1]}, "products": ['.encode()
+    for start in range(0, len(products), PRODUCTS_PER_PART):
+        part = products[start : start + PRODUCTS_PER_PART]
+        images_by_product = _images_of(part)
+        answers = (dumps(_product_answer(p, images_by_product.get(p.id, []), storage)) for p in part)
+        yield (", " if start else "").encode() + ", ".join(answers).encode()
+    yield f'], "pagination": {pagination}}}'.encode()
 
 
 def _has_image_in(status: ImageStatus) -> ColumnElement[bool]:

@@ -14,7 +14,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from imaging import colour, encode, keep_source, orientation, perceptual, resize
+from imaging import budget, colour, encode, keep_source, orientation, perceptual, resize
 from imaging.pipeline import ImageProcessingError, compress
 
 
@@ -98,7 +98,7 @@ def _raise(exc: BaseException):
             (keep_source, "_needs_no_change", {"never_bigger": True}),
             (colour, "is_rgb_profile", {}),
             (encode, "encode_image", {}),
-            (encode, "check_size", {"output_format": "webp"}),
+            (budget, "estimate", {}),
             (perceptual, "choose_quality", {"quality": None, "target_score": 0.965}),
         ]
     ],

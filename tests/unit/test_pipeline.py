@@ -861,13 +861,18 @@ def test_a_format_this_pillow_cannot_encode_is_refused(monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize(("output_format", "limit"), [("jpeg", 65500), ("webp", 16383), ("avif", 32768)])
 @pytest.mark.parametrize("quality", [50, None])
-def test_a_side_longer_than_the_output_format_holds_is_too_many_pixels(
+def test_a_side_longer_than_the_output_format_holds_is_shrunk_to_fit(
     output_format: str, limit: int, quality: int | None
 ) -> None:
     target = None if quality else 0.965
-    for size in ((limit + 1, 16), (16, limit + 1)):
-        error = raises("too_many_pixels", encode(Image.new("RGB", size), "PNG"), output_format=output_format)
-        assert f"at most {limit} px a side" in error.message and "max_dimension" in error.message
+    for size, fitted in (((limit + 1, 16), (limit, 16)), ((16, 2 * limit), (8, limit))):
+        shrunk = compress(
+            encode(Image.new("RGB", size), "PNG"), output_format=output_format, quality=quality, target_score=target
+        )
+        assert (shrunk.width, shrunk.height) == fitted
+        assert open_output(shrunk).size == fitted
+    # max_dimension shrinks further, never past the format's side.
+    assert compress(encode(Image.new("RGB", (limit + 1, 16)), "PNG"), output_format=output_format).width == limit
     fits = compress(
         encode(Image.new("RGB", (limit + 1, 16)), "PNG"),
         output_format=output_format,

@@ -73,6 +73,13 @@ def test_one_caller_may_hold_an_eighth_of_the_progress_streams(tmp_path) -> None
     assert from_env(tmp_path, EVENTS_MAX_STREAMS_PER_CALLER="0").events_max_streams_per_caller == 0
 
 
+def test_memory_budgets_default_and_read_from_the_environment(tmp_path) -> None:
+    defaults = from_env(tmp_path)
+    assert (defaults.image_decode_budget_bytes, defaults.status_cache_bytes) == (384 << 20, 32 << 20)
+    given = from_env(tmp_path, IMAGE_DECODE_BUDGET_MB="1024", STATUS_CACHE_BYTES="0")
+    assert (given.image_decode_budget_bytes, given.status_cache_bytes) == (1 << 30, 0)
+
+
 def test_default_sweep_and_stale_intervals(tmp_path) -> None:
     settings = from_env(tmp_path)
     assert settings.sweep_interval_s == 30
@@ -228,6 +235,10 @@ def test_database_url_is_rewritten_for_psycopg2(tmp_path, given: str, expected: 
         ("STORAGE_BACKEND", "gcs"),
         ("EVENTS_MAX_STREAMS_PER_CALLER", "some"),
         ("EVENTS_MAX_STREAMS_PER_CALLER", "-1"),
+        ("IMAGE_DECODE_BUDGET_MB", "lots"),
+        ("IMAGE_DECODE_BUDGET_MB", "8"),
+        ("STATUS_CACHE_BYTES", "32MiB"),
+        ("STATUS_CACHE_BYTES", "-1"),
     ],
 )
 def test_malformed_value_raises_settings_error_naming_it(tmp_path, name: str, value: str) -> None:

@@ -62,7 +62,9 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
     content_sha256 = hashlib.sha256(download[0]).hexdigest()
     _remember(owner, source_url, known, variants.KnownSource(sent.etag, sent.last_modified, content_sha256))
     variant = variants.variant_key(secret, owner, content_sha256, options)
-    found = variants.claim_or_find(variant, options.output_format, stale_after_s=settings.task_time_limit_s + 60.0)
+    found = variants.claim_or_find(
+        variant, options.output_format, stale_after_s=settings.task_time_limit_s + 60.0, wait_s=peer_wait_s(settings)
+    )
     if isinstance(found, variants.StoredOutput):
         return _reused(found)
     output_id, key = found
@@ -79,7 +81,16 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
         raise
     try:
         current_app.extensions["storage"].put(key, compressed.data, storage.media_type(key))
+    except storage.StorageError:
+        # Failed, or its outcome unknown (a timeout): a write may still land. The claim, given up, keeps
+        # naming the key, and the sweep deletes the object once no writer can be left.
+        _abandon(output_id, store_attempted=True)
+        raise
     except BaseException:
+        # Cut short by this worker's own time limit as the store ended, the object may be written all the
+        # same: deleted at once, while the claim, and so the key, is still this worker's; then given up
+        # like any store that failed, for whatever may still land.
+        _delete_own_object(output_id, key, "a store cut short")
         _abandon(output_id, store_attempted=True)
         raise
     metrics.DECODE_SECONDS.observe(compressed.decode_s)
@@ -101,6 +112,17 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
     return MadeOutput(key, output_id, stored.figures, reused=False)
 
 
+def peer_wait_s(settings: Settings) -> float:
+    """How long to wait for a worker encoding the same variant: ``WAIT_FOR_PEER_S``, but at most a quarter of
+    the soft time limit.
+
+    A wait that ran into the limit would fail the image as ``processing_timeout`` for the peer's sake, and a
+    dead worker's claim holds until it is stale, longer than any limit; the rest of the limit is left to the
+    download before the wait and the encode after it. A wait cut short is retried (``output_busy``).
+    """
+    return min(variants.WAIT_FOR_PEER_S, settings.task_soft_time_limit_s / 4)
+
+
 def _remember(owner: str, source_url: str, known: variants.KnownSource | None, seen: variants.KnownSource) -> None:
     """Keep what the URL answered for its next conditional GET; no write when nothing changed lately."""
     if known is None and seen.etag is None and seen.last_modified is None:
@@ -115,13 +137,17 @@ def _reused(stored: variants.StoredOutput) -> MadeOutput:
 
 
 def _delete_superseded(output_id: int, key: str) -> None:
-    # The key is this claim's alone (a take-over stores under a key of its own): no other output is touched.
-    # Should this fail, the superseded row still names the key, or the sweep's listing finds it.
     log.warning("output %s: the encode was taken over while this worker ran; its object is deleted", output_id)
+    _delete_own_object(output_id, key, "a superseded encode")
+
+
+def _delete_own_object(output_id: int, key: str, whose: str) -> None:
+    # The key is this claim's alone (a take-over stores under a key of its own): no other output is touched.
+    # Should this fail, the claim's row still names the key, or the sweep's listing finds it.
     try:
         current_app.extensions["storage"].delete(key)
     except storage.StorageError as error:
-        log.warning("output %s: the object of a superseded encode was not removed: %s", output_id, error)
+        log.warning("output %s: the object of %s was not removed: %s", output_id, whose, error)
 
 
 def _abandon(output_id: int, store_attempted: bool) -> None:

@@ -216,9 +216,11 @@ def start_output(variant: str, output_format: str, stale_after_s: float) -> tupl
     return output_id, key
 
 
-def claim_or_find(variant: str, output_format: str, stale_after_s: float) -> StoredOutput | tuple[int, str]:
-    """The stored output of ``variant`` if there is one (waiting for a worker encoding it), else the claim of
-    its encode, as ``start_output`` returns it.
+def claim_or_find(
+    variant: str, output_format: str, stale_after_s: float, wait_s: float = WAIT_FOR_PEER_S
+) -> StoredOutput | tuple[int, str]:
+    """The stored output of ``variant`` if there is one (waiting up to ``wait_s`` for a worker encoding it),
+    else the claim of its encode, as ``start_output`` returns it.
 
     Raises:
         PeerStillEncoding: another worker is still encoding it after the wait.
@@ -230,7 +232,7 @@ def claim_or_find(variant: str, output_format: str, stale_after_s: float) -> Sto
         started = start_output(variant, output_format, stale_after_s)
         if started is not None:
             return started
-        stored = wait_for_peer(variant)
+        stored = wait_for_peer(variant, wait_s)
         if stored is not None:
             return stored
     raise PeerStillEncoding("the output was claimed and given up three times")

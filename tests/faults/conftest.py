@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from harness import PostgresCluster, RedisServer, Service
+from invariants import engine_of, not_completed
 from support.images import jpeg_bytes
 from support.loopback import IMAGE_HOST, LoopbackHTTPServer, RequestHandler, unused_port
+from support.receivers import WebhookReceiver
 
 REPORT_PATH = os.environ.get("FAULT_REPORT")
 
@@ -43,11 +45,14 @@ class SlowSource:
     """Images served from 127.0.0.2 with a delay each, so that there is time to strike mid-request.
 
     Each has bytes of its own, so that each is encoded and stored (equal bytes would share one output).
+    ``again_delay_s``, when set, is the delay of every download of an image after its first: a take-over
+    of an image is then still under way for that long.
     """
 
-    def __init__(self, server: LoopbackHTTPServer, delay_s: float) -> None:
+    def __init__(self, server: LoopbackHTTPServer, delay_s: float, again_delay_s: float | None = None) -> None:
         self.server = server
         self.delay_s = delay_s
+        self.again_delay_s = again_delay_s
         self.images: dict[str, bytes] = {}
         self.hits: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -64,7 +69,8 @@ class SlowSource:
         path = request.path.split("?")[0]
         with self._lock:
             self.hits[request.path] = self.hits.get(request.path, 0) + 1
-        time.sleep(self.delay_s)
+            again = self.hits[request.path] > 1 and self.again_delay_s is not None
+        time.sleep(self.again_delay_s if again else self.delay_s)
         request.send(200, self.images[path], {"Content-Type": "image/jpeg"})
 
     def downloads(self, urls: list[str]) -> int:
@@ -138,11 +144,28 @@ def service(service_env, tmp_path) -> Iterator[Service]:
 @pytest.fixture
 def database(service_env) -> Iterator[sqlalchemy.Engine]:
     """A direct connection to the service's database, for checking invariants from outside."""
-    engine = sqlalchemy.create_engine(
-        service_env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg2://"), pool_pre_ping=True
-    )
+    engine = engine_of(service_env)
     yield engine
     engine.dispose()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed fault test's report tells every image of its database that is not COMPLETED, whatever failed
+    (an assertion, a time-out, a process that would not start)."""
+    outcome = yield
+    result = outcome.get_result()
+    env = item.funcargs.get("service_env") if hasattr(item, "funcargs") else None
+    if result.when != "call" or not result.failed or env is None:
+        return
+    database = engine_of(env)
+    try:
+        told = not_completed(database)
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        told = f"the database could not be read: {error}"
+    finally:
+        database.dispose()
+    result.sections.append(("images not COMPLETED", told or "every image COMPLETED"))
 
 
 @pytest.fixture
@@ -155,3 +178,8 @@ def report(request):
     if REPORT_PATH:
         with open(REPORT_PATH, "a") as handle:
             handle.write(line + "\n")
+
+
+@pytest.fixture
+def receiver(loopback_server):
+    return WebhookReceiver(loopback_server, f"/hooks/{uuid.uuid4().hex}")

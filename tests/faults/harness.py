@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,11 +18,14 @@ import time
 from pathlib import Path
 
 import requests
+from support.launched import as_from_a_terminal
 from support.loopback import unused_port
 
 import launcher
 
 ROOT = Path(__file__).resolve().parents[2]
+#: How a worker logs the image tasks it takes from the queue, with their task ids.
+IMAGE_TASK_RECEIVED = re.compile(r"image_tasks\.process_image\[([0-9a-f-]{36})\] received")
 
 
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
@@ -146,7 +150,7 @@ class ServiceProcess:
         self.name = name
         self.log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
         self.process = subprocess.Popen(
-            argv,
+            as_from_a_terminal(argv),
             env=env,
             cwd=ROOT,
             stdout=open(self.log_path, "wb"),  # noqa: SIM115  (owned by the child)
@@ -160,10 +164,23 @@ class ServiceProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=20)
 
+    def freeze(self) -> None:
+        """SIGSTOP the process and every child it started, as a machine that stops running would."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT them all: each goes on from where it stopped, its clocks having moved on."""
+        os.killpg(self.process.pid, signal.SIGCONT)
+
+    def image_tasks(self) -> set[str]:
+        """The ids of the image tasks this worker took from the queue so far, from its log."""
+        return set(IMAGE_TASK_RECEIVED.findall(self.log()))
+
     def stop(self) -> None:
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
+                os.killpg(self.process.pid, signal.SIGCONT)  # a frozen process acts on SIGTERM only once woken
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill_group()
@@ -211,6 +228,15 @@ class Service:
         wait_for(lambda: "ready." in worker.log() or worker.process.poll() is not None, 60, f"{name} to be ready")
         assert worker.process.poll() is None, worker.log()[-3000:]
         return worker
+
+    def start_role(self, name: str, role: str = "worker", **settings: str) -> ServiceProcess:
+        """``launcher.py ROLE`` with ``settings`` added to the environment, as another machine runs a role."""
+        env = {**self.env, **settings}
+        process = ServiceProcess(name, [sys.executable, str(ROOT / "launcher.py"), role], env, self.log_dir)
+        self.processes[name] = process
+        wait_for(lambda: "ready." in process.log() or process.process.poll() is not None, 60, f"{name} to be ready")
+        assert process.process.poll() is None, process.log()[-3000:]
+        return process
 
     def start_beat(self) -> None:
         argv = [*launcher.commands(self.env)["beat"], "--schedule", str(self.log_dir / f"beat-{time.monotonic_ns()}")]

@@ -7,122 +7,21 @@ once, one output file each, and the webhook arrived once.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
 import requests
 import sqlalchemy
 from harness import kill_tree_of, wait_for
+from invariants import not_completed, require_completed
+from scenario import IMAGES, check_complete, deliveries_for, progress, start_request, wait_final, wait_progress
 from support.api import csv_of, upload
-from support.receivers import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(240)
-
-IMAGES = 200
-FINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED"}
-
-
-@pytest.fixture
-def receiver(loopback_server):
-    import uuid
-
-    return WebhookReceiver(loopback_server, f"/hooks/{uuid.uuid4().hex}")
-
-
-def start_request(service, slow_source, receiver, images: int = IMAGES) -> tuple[str, list[str]]:
-    urls = slow_source.urls(images)
-    rows = [(n + 1, f"SKU{n + 1}", urls[n : n + 4]) for n in range(0, images, 4)]
-    started = time.monotonic()
-    response = upload(service.base_url, csv_of(rows), headers=service.auth, webhook_url=receiver.url)
-    assert response.status_code == 202, response.text
-    assert time.monotonic() - started < 10
-    return response.json()["request_id"], urls
-
-
-def progress(service, request_id: str) -> dict:
-    return requests.get(
-        f"{service.base_url}/api/status/{request_id}?per_page=1", headers=service.auth, timeout=10
-    ).json()
-
-
-def wait_progress(service, request_id: str, at_least: int, timeout_s: float = 60) -> int:
-    def done() -> int | None:
-        p = progress(service, request_id)["progress"]
-        finished = p["completed_images"] + p["failed_images"]
-        return finished if finished >= at_least else None
-
-    return wait_for(done, timeout_s, f"{at_least} images of {request_id} to finish")
-
-
-def wait_final(service, request_id: str, timeout_s: float = 150) -> dict:
-    def final() -> dict | None:
-        try:
-            answer = progress(service, request_id)
-        except requests.RequestException:
-            return None
-        return answer if answer.get("status") in FINAL else None
-
-    return wait_for(final, timeout_s, f"request {request_id} to be final", interval_s=0.5)
-
-
-def check_complete(service, database, slow_source, receiver, request_id: str, urls: list[str], report) -> None:
-    """The invariants: completed, every image once, one output file each, one webhook."""
-    answer = wait_final(service, request_id)
-    assert answer["status"] == "COMPLETED", answer
-    assert answer["progress"]["completed_images"] == len(urls)
-    with database.connect() as connection:
-        statuses = Counter(
-            connection.execute(
-                sqlalchemy.text("SELECT status FROM images WHERE request_id = :id"), {"id": request_id}
-            ).scalars()
-        )
-        events = connection.execute(
-            sqlalchemy.text("SELECT count(*) FROM webhook_events WHERE request_id = :id"), {"id": request_id}
-        ).scalar()
-        attempts = connection.execute(
-            sqlalchemy.text("SELECT sum(attempts), sum(requeues) FROM images WHERE request_id = :id"),
-            {"id": request_id},
-        ).one()
-        output_keys = (
-            connection.execute(
-                sqlalchemy.text("SELECT output_key FROM images WHERE request_id = :id"), {"id": request_id}
-            )
-            .scalars()
-            .all()
-        )
-    assert statuses == {"COMPLETED": len(urls)}
-    assert events == 1
-    # Each image has bytes of its own: one output of its own, stored whole.
-    media = Path(service.env["INSTANCE_DIR"]) / "media"
-    outputs = sorted({media / key for key in output_keys if key and (media / key).is_file()})
-    leftovers = sorted(media.glob("objects/*/.tmp-*"))
-    assert len(outputs) == len(urls)
-    wait_for(lambda: len(_deliveries_for(receiver, request_id)) >= 1, 30, "the webhook")
-    time.sleep(2)  # a second delivery would arrive by now
-    deliveries = _deliveries_for(receiver, request_id)
-    assert len(deliveries) == 1, f"{len(deliveries)} deliveries"
-    report.update(
-        images=len(urls),
-        completed=statuses["COMPLETED"],
-        output_files=len(outputs),
-        temporary_files_left=len(leftovers),
-        downloads=slow_source.downloads(urls),
-        task_attempts=int(attempts[0]),
-        sweeper_requeues=int(attempts[1]),
-        webhook_events=events,
-        webhook_deliveries=len(deliveries),
-    )
-
-
-def _deliveries_for(receiver, request_id: str) -> list[dict]:
-    return [d for d in receiver.deliveries() if json.loads(d["body"])["data"]["request_id"] == request_id]
 
 
 # Every fault below strikes the same scenario (a request under way) and is judged by the same checks,
@@ -183,13 +82,15 @@ def test_postgres_restarted_mid_request(service, database, postgres, slow_source
 def test_webhook_receiver_fails_then_accepts(service, database, slow_source, receiver, report):
     service.start_all()
     receiver.answer_with(500, 500, 503)
+    # The last answer takes a second: the receiver has seen the attempt well before the worker records it.
+    receiver.answer_delay_s = 1.0
     request_id, _ = start_request(service, slow_source, receiver, images=8)
 
     wait_final(service, request_id)
-    wait_for(lambda: len(_deliveries_for(receiver, request_id)) >= 4, 60, "four delivery attempts")
-    log = requests.get(f"{service.base_url}/api/requests/{request_id}/webhook-deliveries", timeout=10).json()
+    wait_for(lambda: len(deliveries_for(receiver, request_id)) >= 4, 60, "four delivery attempts")
+    log = delivery_log_once_answered(service, request_id)
 
-    deliveries = _deliveries_for(receiver, request_id)
+    deliveries = deliveries_for(receiver, request_id)
     assert len({d["headers"]["webhook-id"] for d in deliveries}) == 1
     assert len({d["headers"]["webhook-timestamp"] for d in deliveries}) >= 2  # a fresh timestamp per attempt
     assert len(log["events"]) == 1
@@ -202,6 +103,20 @@ def test_webhook_receiver_fails_then_accepts(service, database, slow_source, rec
         attempts=len(event["attempts"]),
         deliveries=len(deliveries),
     )
+
+
+def delivery_log_once_answered(service, request_id: str, timeout_s: float = 15) -> dict:
+    """The request's webhook deliveries once its event is no longer PENDING (or the last seen after the time-out).
+
+    The receiver sees an attempt as it arrives, before the worker has its answer and records it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        url = f"{service.base_url}/api/requests/{request_id}/webhook-deliveries"
+        log = requests.get(url, timeout=10).json()
+        if time.monotonic() > deadline or any(event["status"] != "PENDING" for event in log["events"]):
+            return log
+        time.sleep(0.2)
 
 
 def test_upload_while_the_broker_is_down(service, database, redis_server, slow_source, receiver, report):
@@ -261,11 +176,12 @@ def test_poison_image_fails_after_bounded_attempts(service, database, loopback_s
 
     image = answer["products"][0]["images"][0]
     max_attempts = int(service.env.get("IMAGE_MAX_ATTEMPTS", "5"))
-    assert answer["status"] == "FAILED"
-    assert image["error"]["code"] == "too_many_attempts"
-    assert image["attempts"] == max_attempts
+    told = not_completed(database, request_id)
+    assert answer["status"] == "FAILED", f"request {answer['status']}; {told}"
+    assert image["error"]["code"] == "too_many_attempts", told
+    assert image["attempts"] == max_attempts, told
     assert len(requests_seen) == max_attempts
-    wait_for(lambda: len(_deliveries_for(receiver, request_id)) == 1, 30, "the webhook")
+    wait_for(lambda: len(deliveries_for(receiver, request_id)) == 1, 30, "the webhook")
     assert worker.process.poll() is None  # the worker itself survived every crash of its pool
     report.update(
         fault="every attempt's pool process SIGKILLed (a poison image)",
@@ -328,7 +244,9 @@ def test_redis_restarted_under_steady_traffic(service, database, redis_server, s
     check_complete(service, database, slow_source, receiver, big_id, big_urls, report)
     service.api_key = tenant_b
     for request_id, _ in small:
-        assert wait_final(service, request_id, timeout_s=240)["status"] == "COMPLETED"
+        status = wait_final(service, request_id, timeout_s=240)["status"]
+        require_completed(database, request_id, status)
+        assert status == "COMPLETED"
     hits = [slow_source.downloads([url]) for url in big_urls] + [
         small_source.downloads([url]) for _, urls in small for url in urls
     ]
@@ -351,6 +269,7 @@ def test_a_worker_whose_clock_runs_slow_keeps_its_claims(service, database, slow
 
     answer = wait_final(service, request_id)
 
+    require_completed(database, request_id, answer["status"])
     assert answer["status"] == "COMPLETED"
     assert source.downloads(urls) == len(urls)
     with database.connect() as connection:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.launched import GONE_WITHIN_S, LauncherRun, Terminal, describe, read_process
+from support.launched import GONE_WITHIN_S, LauncherRun, Terminal, as_from_a_terminal, describe, read_process
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +157,9 @@ def test_one_role_runs_alone_with_its_own_command_line(tmp_path) -> None:
     subprocess.run([sys.executable, "launcher.py", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:
-        worker = subprocess.Popen([sys.executable, "launcher.py", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log)
+        worker = subprocess.Popen(
+            as_from_a_terminal([sys.executable, "launcher.py", "worker"]), cwd=ROOT, env=env, stdout=log, stderr=log
+        )
     try:
         deadline = time.monotonic() + 60
         while b"ready." not in log_path.read_bytes() and time.monotonic() < deadline:

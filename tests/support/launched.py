@@ -24,6 +24,15 @@ from support.loopback import unused_port
 PROCESSES_OF_A_RUN = 8
 GONE_WITHIN_S = 15
 LAUNCHER = [sys.executable, "launcher.py"]
+#: What a terminal's shell leaves at their defaults and a runner may have set to "ignore" (``nohup`` ignores
+#: SIGHUP; a script's ``cmd &`` ignores SIGINT and SIGQUIT), which a process inherits across exec.
+TERMINAL_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+# Resets them, then becomes the command (same pid): no preexec_fn, which is unsafe in a process with threads.
+_WITH_DEFAULT_SIGNALS = (
+    "import os, signal, sys; "
+    f"[signal.signal(s, signal.SIG_DFL) for s in {tuple(int(s) for s in TERMINAL_SIGNALS)}]; "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,11 @@ def carries(pid: int, marker: bytes) -> bool:
         return False
 
 
+def as_from_a_terminal(argv: list[str]) -> list[str]:
+    """``argv`` started with the signal dispositions a terminal gives, whatever the test runner inherited."""
+    return [sys.executable, "-c", _WITH_DEFAULT_SIGNALS, *argv]
+
+
 def launch_environment(folder: Path, **settings: str) -> dict[str, str]:
     """The whole environment of a launch of its own: nothing of the test's but PATH, its folders in folder."""
     return {
@@ -82,10 +96,11 @@ def launch_environment(folder: Path, **settings: str) -> dict[str, str]:
 
 
 def start_launcher(env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """``python launcher.py`` from the project's root, in a session of its own, its output in log_path."""
+    """``python launcher.py`` from the project's root, in a session of its own with a terminal's signal
+    dispositions, its output in log_path."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            LAUNCHER,
+            as_from_a_terminal(LAUNCHER),
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -152,7 +167,7 @@ class LauncherRun:
             self.process = start_launcher(env, self.log_path)
         else:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", MAKE_LEADING_A_TERMINAL, *LAUNCHER],
+                as_from_a_terminal([sys.executable, "-c", MAKE_LEADING_A_TERMINAL, *LAUNCHER]),
                 cwd=ROOT,
                 env=env,
                 stdin=terminal.slave,

@@ -23,6 +23,8 @@ class WebhookReceiver:
         self.statuses: list[int] = []
         #: When each delivery arrived (``time.time()``), in order.
         self.arrivals: list[float] = []
+        #: How long the answers past the script (200) take: the delivery is seen here before it is answered.
+        self.answer_delay_s = 0.0
         self._lock = threading.Lock()
         server.route(path, self._handle)
 
@@ -38,7 +40,10 @@ class WebhookReceiver:
     def _handle(self, request: RequestHandler) -> None:
         with self._lock:
             self.arrivals.append(time.time())
-            status = self.statuses.pop(0) if self.statuses else 200
+            scripted = bool(self.statuses)
+            status = self.statuses.pop(0) if scripted else 200
+        if not scripted:
+            time.sleep(self.answer_delay_s)
         request.send(status, b"{}", {"Content-Type": "application/json"})
 
     def deliveries(self) -> list[dict[str, Any]]:

@@ -1,0 +1,120 @@
+"""The scenario every fault strikes, a request under way, and the checks made from outside once it is final."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy
+from harness import wait_for
+from invariants import engine_of, not_completed, require_completed
+from support.api import csv_of, upload
+
+IMAGES = 200
+FINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED"}
+
+
+def start_request(service, slow_source, receiver, images: int = IMAGES) -> tuple[str, list[str]]:
+    urls = slow_source.urls(images)
+    rows = [(n + 1, f"SKU{n + 1}", urls[n : n + 4]) for n in range(0, images, 4)]
+    started = time.monotonic()
+    response = upload(service.base_url, csv_of(rows), headers=service.auth, webhook_url=receiver.url)
+    assert response.status_code == 202, response.text
+    assert time.monotonic() - started < 10
+    return response.json()["request_id"], urls
+
+
+def progress(service, request_id: str) -> dict:
+    return requests.get(
+        f"{service.base_url}/api/status/{request_id}?per_page=1", headers=service.auth, timeout=10
+    ).json()
+
+
+def wait_progress(service, request_id: str, at_least: int, timeout_s: float = 60) -> int:
+    def done() -> int | None:
+        p = progress(service, request_id)["progress"]
+        finished = p["completed_images"] + p["failed_images"]
+        return finished if finished >= at_least else None
+
+    return wait_for(done, timeout_s, f"{at_least} images of {request_id} to finish")
+
+
+def wait_final(service, request_id: str, timeout_s: float = 150) -> dict:
+    """The request's status once it is final; on a time-out, a failure naming its images not COMPLETED."""
+    last: dict = {}
+
+    def final() -> dict | None:
+        try:
+            last["answer"] = progress(service, request_id)
+        except requests.RequestException:
+            return None
+        return last["answer"] if last["answer"].get("status") in FINAL else None
+
+    try:
+        return wait_for(final, timeout_s, f"request {request_id} to be final", interval_s=0.5)
+    except AssertionError as timed_out:
+        database = engine_of(service.env)
+        try:
+            unfinished = not_completed(database, request_id)
+        finally:
+            database.dispose()
+        status = last.get("answer", {}).get("status")
+        pytest.fail(f"{timed_out} (last seen {status}); {unfinished}", pytrace=False)
+
+
+def check_complete(service, database, slow_source, receiver, request_id: str, urls: list[str], report) -> None:
+    """The invariants: completed, every image once, one output file each, one webhook."""
+    answer = wait_final(service, request_id)
+    require_completed(database, request_id, answer["status"])
+    assert answer["status"] == "COMPLETED", answer
+    assert answer["progress"]["completed_images"] == len(urls)
+    with database.connect() as connection:
+        statuses = Counter(
+            connection.execute(
+                sqlalchemy.text("SELECT status FROM images WHERE request_id = :id"), {"id": request_id}
+            ).scalars()
+        )
+        events = connection.execute(
+            sqlalchemy.text("SELECT count(*) FROM webhook_events WHERE request_id = :id"), {"id": request_id}
+        ).scalar()
+        attempts = connection.execute(
+            sqlalchemy.text("SELECT sum(attempts), sum(requeues) FROM images WHERE request_id = :id"),
+            {"id": request_id},
+        ).one()
+        output_keys = (
+            connection.execute(
+                sqlalchemy.text("SELECT output_key FROM images WHERE request_id = :id"), {"id": request_id}
+            )
+            .scalars()
+            .all()
+        )
+    assert statuses == {"COMPLETED": len(urls)}
+    assert events == 1
+    # Each image has bytes of its own: one output of its own, stored whole.
+    media = Path(service.env["INSTANCE_DIR"]) / "media"
+    outputs = sorted({media / key for key in output_keys if key and (media / key).is_file()})
+    leftovers = sorted(media.glob("objects/*/.tmp-*"))
+    assert len(outputs) == len(urls)
+    wait_for(lambda: len(deliveries_for(receiver, request_id)) >= 1, 30, "the webhook")
+    time.sleep(2)  # a second delivery would arrive by now
+    deliveries = deliveries_for(receiver, request_id)
+    assert len(deliveries) == 1, f"{len(deliveries)} deliveries"
+    report.update(
+        images=len(urls),
+        completed=statuses["COMPLETED"],
+        output_files=len(outputs),
+        temporary_files_left=len(leftovers),
+        downloads=slow_source.downloads(urls),
+        task_attempts=int(attempts[0]),
+        sweeper_requeues=int(attempts[1]),
+        webhook_events=events,
+        webhook_deliveries=len(deliveries),
+    )
+
+
+def deliveries_for(receiver, request_id: str) -> list[dict]:
+    return [d for d in receiver.deliveries() if json.loads(d["body"])["data"]["request_id"] == request_id]

@@ -26,7 +26,7 @@ from fetching import host_slots
 from models import db
 from observability import log_context, metrics
 from outputs import variants
-from queueing import broker, task_names
+from queueing import broker, redis_transport, task_names
 from reading import page_cache, progress_hub
 from web import docs_routes, health, media_routes, metrics_routes, page_routes, progress_routes, request_routes
 
@@ -172,6 +172,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         }
     return {
         "broker_url": broker.with_host(settings.broker_url),
+        "broker_transport": redis_transport.transport_for(settings.broker_url),
         "broker_transport_options": transport_options,
         "visibility_timeout": settings.broker_visibility_timeout_s,
         "broker_connection_retry_on_startup": True,

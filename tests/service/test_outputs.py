@@ -308,6 +308,14 @@ def _apply_retention(service) -> dict[str, int]:
     return report
 
 
+def _requests_as_retention_sees_them(service) -> str:
+    """Every request's id, status and times, and the clock: what a retention report that missed one is read with."""
+    with service.app.app_context():
+        rows = db.session.execute(select(Request.id, Request.status, Request.created_at, Request.updated_at)).all()
+        db.session.remove()
+    return f"now {utcnow().isoformat()}; requests {[tuple(map(str, row)) for row in rows]}"
+
+
 def _stored_file(service, output_url: str) -> Path:
     return service.app.config["SETTINGS"].storage_root / urlsplit(output_url).path.removeprefix("/media/")
 
@@ -323,7 +331,7 @@ def test_a_request_past_retention_goes_with_its_files_and_an_output_still_used_s
 
     report = _apply_retention(service)
 
-    assert report["requests"] == 1 and report["outputs"] == 1
+    assert report["requests"] == 1 and report["outputs"] == 1, (report, _requests_as_retention_sees_them(service))
     assert requests.get(service.url(f"/api/status/{old['request_id']}"), timeout=10).status_code == 404
     assert not _stored_file(service, old_own["output_url"]).exists()
     assert requests.get(old_own["output_url"], timeout=10).status_code == 404

@@ -60,7 +60,8 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
         return "skipped"
     log_context.bind(image_id=image_id, request_id=work.request_id)
     try:
-        made = making.make_output(work.owner, work.source_url, work.options, settings)
+        encoder = variants.Encoder(image_id, work.claim_token)
+        made = making.make_output(work.owner, work.source_url, work.options, settings, encoder)
     except fetcher.FetchError as error:
         if error.transient and work.retries < settings.fetch_max_retries:
             delay = retry_delay(work.retries, error.retry_after)
@@ -72,8 +73,8 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
         message = f"The output could not be stored after {work.retries + 1} tries: {error}"
         return _fail(work, "storage_error", message, base_url)
     except (variants.PeerStillEncoding, variants.EncodeSuperseded) as error:
-        # Not the image's fault, and bounded: a claim older than the hard time limit is taken over, and
-        # the worker that took it over is encoding this very output.
+        # Not the image's fault, and bounded: a claim whose image claim is gone, or older than the hard time
+        # limit, is taken over, and the worker that took it over is encoding this very output.
         return _retry(work, task_id, retry_delay(0, None), "output_busy", str(error))
     except pipeline.ImageProcessingError as error:
         return _fail(work, error.code, error.message, base_url)

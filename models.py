@@ -335,6 +335,10 @@ class ImageOutput(EncodedFiguresColumns, db.Model):
     #: deleted whatever was stored under it (``lifecycle/orphans.py``); its id and key are never another claim's.
     superseded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     kept_source: Mapped[bool] = mapped_column(default=False)
+    #: The image claim the encode was started for (image id and claim token): the encode's claim holds only
+    #: while that image claim does. None on rows from before, whose claims hold until they are stale.
+    encoder_image_id: Mapped[int | None] = mapped_column(BigId)
+    encoder_claim_token: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     #: Raised by every lookup that may point an image at it; clean-up leaves recently used outputs alone.
     last_used_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)

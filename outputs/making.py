@@ -32,8 +32,15 @@ class MadeOutput:
     reused: bool
 
 
-def make_output(owner: str, source_url: str, options: variants.OutputOptions, settings: Settings) -> MadeOutput:
-    """Download (or revalidate) ``owner``'s source and find its output, or encode and store it.
+def make_output(
+    owner: str,
+    source_url: str,
+    options: variants.OutputOptions,
+    settings: Settings,
+    encoder: variants.Encoder | None = None,
+) -> MadeOutput:
+    """Download (or revalidate) ``owner``'s source and find its output, or encode and store it, for the image
+    claim ``encoder``.
 
     The same bytes with the same options are encoded once per caller: an earlier output of their variant is
     reused. A URL that sent validators is revalidated, when its last bytes' output exists: a 304 costs no
@@ -63,7 +70,11 @@ def make_output(owner: str, source_url: str, options: variants.OutputOptions, se
     _remember(owner, source_url, known, variants.KnownSource(sent.etag, sent.last_modified, content_sha256))
     variant = variants.variant_key(secret, owner, content_sha256, options)
     found = variants.claim_or_find(
-        variant, options.output_format, stale_after_s=settings.task_time_limit_s + 60.0, wait_s=peer_wait_s(settings)
+        variant,
+        options.output_format,
+        stale_after_s=settings.task_time_limit_s + 60.0,
+        wait_s=peer_wait_s(settings),
+        encoder=encoder,
     )
     if isinstance(found, variants.StoredOutput):
         return _reused(found)

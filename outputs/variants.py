@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, exists, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from models import Image, ImageOutput, SourceVersion, db, utcnow
+from models import Image, ImageOutput, ImageStatus, SourceVersion, db, utcnow
 
 #: Raised when an encoder change makes earlier outputs of the same options differ from new ones.
 PIPELINE_VERSION = 1
@@ -150,13 +150,34 @@ class PeerStillEncoding(Exception):
     """Another worker has been encoding the same variant for longer than this one waited: try again later."""
 
 
+@dataclass(frozen=True)
+class Encoder:
+    """The image claim an encode is made for: the encode's claim of its output holds only while that one does."""
+
+    image_id: int
+    claim_token: int
+
+
 def still_encoding():
     """An encode's claim still held: not stored, not superseded (``models.ENCODING_OUTPUT``)."""
     return and_(ImageOutput.stored_at.is_(None), ImageOutput.superseded_at.is_(None))
 
 
+def _encoder_gone():
+    """The image claim the encode was started for no longer holds: its image was released, retried, claimed
+    again or finished, so whatever that worker still does is discarded; nobody need wait for it."""
+    return and_(
+        ImageOutput.encoder_image_id.is_not(None),
+        ~exists().where(
+            Image.id == ImageOutput.encoder_image_id,
+            Image.status == ImageStatus.PROCESSING,
+            Image.claim_token == ImageOutput.encoder_claim_token,
+        ),
+    )
+
+
 def _peer_encoding(variant: str) -> bool:
-    busy = db.session.scalar(select(exists().where(ImageOutput.variant == variant, still_encoding())))
+    busy = db.session.scalar(select(exists().where(ImageOutput.variant == variant, still_encoding(), ~_encoder_gone())))
     db.session.rollback()
     return bool(busy)
 
@@ -177,15 +198,18 @@ class EncodeSuperseded(Exception):
     """This worker's claim of an encode was taken over as a dead worker's: its output is not the variant's."""
 
 
-def start_output(variant: str, output_format: str, stale_after_s: float) -> tuple[int, str] | None:
-    """Claim the encode of ``variant``: the new output's id and the key to store it under, or None if another
-    worker is encoding it.
+def start_output(
+    variant: str, output_format: str, stale_after_s: float, encoder: Encoder | None = None
+) -> tuple[int, str] | None:
+    """Claim the encode of ``variant`` for ``encoder``: the new output's id and the key to store it under, or
+    None if another worker is encoding it.
 
-    An encode started more than ``stale_after_s`` ago (its worker died, or froze) is superseded: its claim
-    is marked so and a new one, with a new id and so a new key, inserted in the same transaction. Should the
-    old worker wake, it stores under its own key, and ``mark_stored`` tells it its claim is gone. The old row
-    stays until the sweep has deleted what its worker stored, so its id is never another claim's meanwhile
-    (SQLite reuses the highest id once deleted).
+    An encode whose image claim no longer holds (``_encoder_gone``), or started more than ``stale_after_s``
+    ago (its worker died, or froze, holding a claim from before encoders were recorded), is superseded: its
+    claim is marked so and a new one, with a new id and so a new key, inserted in the same transaction.
+    Should the old worker wake, it stores under its own key, and ``mark_stored`` tells it its claim is gone.
+    The old row stays until the sweep has deleted what its worker stored, so its id is never another claim's
+    meanwhile (SQLite reuses the highest id once deleted).
     """
     now = utcnow()
     # Undone by the rollback below if another worker's claim wins the insert.
@@ -194,11 +218,20 @@ def start_output(variant: str, output_format: str, stale_after_s: float) -> tupl
         .where(
             ImageOutput.variant == variant,
             still_encoding(),
-            ImageOutput.created_at < now - timedelta(seconds=stale_after_s),
+            or_(ImageOutput.created_at < now - timedelta(seconds=stale_after_s), _encoder_gone()),
         )
         .values(superseded_at=now)
+        .execution_options(synchronize_session=False)
     )
-    row = ImageOutput(variant=variant, storage_key="", created_at=now, last_used_at=now, kept_source=False)
+    row = ImageOutput(
+        variant=variant,
+        storage_key="",
+        created_at=now,
+        last_used_at=now,
+        kept_source=False,
+        encoder_image_id=encoder.image_id if encoder else None,
+        encoder_claim_token=encoder.claim_token if encoder else None,
+    )
     db.session.add(row)
     try:
         db.session.flush()
@@ -217,7 +250,11 @@ def start_output(variant: str, output_format: str, stale_after_s: float) -> tupl
 
 
 def claim_or_find(
-    variant: str, output_format: str, stale_after_s: float, wait_s: float = WAIT_FOR_PEER_S
+    variant: str,
+    output_format: str,
+    stale_after_s: float,
+    wait_s: float = WAIT_FOR_PEER_S,
+    encoder: Encoder | None = None,
 ) -> StoredOutput | tuple[int, str]:
     """The stored output of ``variant`` if there is one (waiting up to ``wait_s`` for a worker encoding it),
     else the claim of its encode, as ``start_output`` returns it.
@@ -229,7 +266,7 @@ def claim_or_find(
         stored = find_stored(variant)
         if stored is not None:
             return stored
-        started = start_output(variant, output_format, stale_after_s)
+        started = start_output(variant, output_format, stale_after_s, encoder)
         if started is not None:
             return started
         stored = wait_for_peer(variant, wait_s)

@@ -322,3 +322,42 @@ def test_a_worker_that_stores_after_its_encode_was_taken_over_deletes_only_its_o
     assert storage.local_path(frozen_keys[0]) is None  # the file is gone
     assert storage.local_path(current_key).read_bytes() == b"current output"
     assert variants.find_stored(variant).id == current_id
+
+
+def test_an_encode_claim_holds_while_its_image_claim_does_and_goes_with_it(base_url):
+    variant = variants.variant_key(variants.variant_secret("whsec_test"), "", "cd" * 32, variants.OutputOptions())
+    _, image_id = new_image()
+    _, other_image_id = new_image()
+    frozen = claims.claim_image(image_id, "frozen-task", MAX_ATTEMPTS, base_url)
+    other = claims.claim_image(other_image_id, "other-task", MAX_ATTEMPTS, base_url)
+    frozen_id, _ = variants.start_output(variant, "jpeg", STALE_AFTER_S, variants.Encoder(image_id, frozen.claim_token))
+    # Another image with the same bytes waits while the claim's image claim holds, however young the claim.
+    other_encoder = variants.Encoder(other_image_id, other.claim_token)
+    assert variants.start_output(variant, "jpeg", STALE_AFTER_S, other_encoder) is None
+    with pytest.raises(variants.PeerStillEncoding):
+        variants.wait_for_peer(variant, wait_s=0.3)
+
+    current = supersede(image_id, base_url)
+    current_id, _ = variants.start_output(
+        variant, "jpeg", STALE_AFTER_S, variants.Encoder(image_id, current.claim_token)
+    )
+
+    assert current_id != frozen_id
+    assert variants.mark_stored(frozen_id, ENCODED) is None
+    assert variants.mark_stored(current_id, ENCODED).id == current_id
+
+
+def test_a_peer_whose_image_claim_is_gone_is_not_waited_for(base_url):
+    variant = variants.variant_key(variants.variant_secret("whsec_test"), "", "ef" * 32, variants.OutputOptions())
+    _, image_id = new_image()
+    first = claims.claim_image(image_id, "first-task", MAX_ATTEMPTS, base_url)
+    variants.start_output(variant, "jpeg", STALE_AFTER_S, variants.Encoder(image_id, first.claim_token))
+    # The first attempt lost its database mid-store; the task's retry (same task id) claims the image again.
+    retry = claims.claim_image(image_id, "first-task", MAX_ATTEMPTS, base_url)
+    assert retry is not None and retry.claim_token > first.claim_token
+
+    assert variants.wait_for_peer(variant, wait_s=30) is None
+    claimed = variants.claim_or_find(
+        variant, "jpeg", STALE_AFTER_S, wait_s=30, encoder=variants.Encoder(image_id, retry.claim_token)
+    )
+    assert isinstance(claimed, tuple)

@@ -29,24 +29,29 @@ migrate: $(RUN_STAMP)
 	$(BIN)/python -m flask --app app:create_app db upgrade
 
 ## The test suite, every tier but the faults: SQLite and the filesystem broker, or TEST_DATABASE_URL and TEST_BROKER_URL.
-## The service tier's files run TEST_WORKERS at a time (mostly waiting on workers, not on the CPU); every tier
-## runs even when one before it failed, and the exit status says whether any did.
+## The service and processes tiers' files run TEST_WORKERS at a time (mostly waiting on processes, not on the
+## CPU); every tier runs even when one before it failed, and the exit status says whether any did.
 TEST_WORKERS ?= 2
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 test: $(DEV_STAMP)
 	@status=0; \
 	$(BIN)/pytest tests/unit tests/db || status=1; \
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile tests/service || status=1; \
-	$(BIN)/pytest tests/processes || status=1; \
+	$(BIN)/pytest $(PARALLEL) tests/service || status=1; \
+	$(BIN)/pytest $(PARALLEL) tests/processes || status=1; \
 	exit $$status
 
 ## One tier alone (tests/<tier>): unit (no database, no process), db (a database, no worker),
 ## service (the HTTP API and a real worker), processes (launcher, CLI, newman, browser, compose).
-test-unit test-db test-service test-processes: test-%: $(DEV_STAMP)
+test-unit test-db: test-%: $(DEV_STAMP)
 	$(BIN)/pytest tests/$*
 
-## The fault suite: real processes, PostgreSQL and Redis clusters of its own, faults injected.
+test-service test-processes: test-%: $(DEV_STAMP)
+	$(BIN)/pytest $(PARALLEL) tests/$*
+
+## The fault suite: real processes, PostgreSQL and Redis clusters of its own (one per test worker), faults
+## injected; its tests run TEST_WORKERS at a time.
 test-faults: $(DEV_STAMP)
-	$(BIN)/pytest -o addopts="-ra --strict-markers" tests/faults
+	$(BIN)/pytest -n $(TEST_WORKERS) -o addopts="-ra --strict-markers" tests/faults
 
 $(BENCH_STAMP): requirements.txt requirements-dev.txt requirements-bench.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-bench.txt

@@ -203,7 +203,9 @@ def test_redis_restarted_under_steady_traffic(service, database, redis_server, s
     service.env["STALE_IMAGE_AFTER_S"] = "30"
     service.api_key = tenant_a
     service.start_all()
-    big_id, big_urls = start_request(service, slow_source, receiver)
+    # Half the usual request: the traffic gives it half the workers, and the test waits for all of B's after it.
+    big_images = IMAGES // 2
+    big_id, big_urls = start_request(service, slow_source, receiver, images=big_images)
     small_source = type(slow_source)(slow_source.server, delay_s=0.55)
     small: list[tuple[str, list[str]]] = []
     stop = threading.Event()
@@ -227,7 +229,7 @@ def test_redis_restarted_under_steady_traffic(service, database, redis_server, s
     traffic = threading.Thread(target=upload_every_second, daemon=True)
     traffic.start()
     try:
-        report["finished_before_fault"] = wait_progress(service, big_id, IMAGES // 4)
+        report["finished_before_fault"] = wait_progress(service, big_id, big_images // 4)
         redis_server.stop()
         time.sleep(2)
         redis_server.start()

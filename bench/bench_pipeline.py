@@ -1,4 +1,5 @@
-"""Time pipeline.compress on 12 MP inputs and report peak RSS; a script, not a test.
+"""Time pipeline.compress on 12 MP and 2 MP inputs, with and without libvips, and report peak RSS; a script,
+not a test.
 
 Each case runs in a fresh subprocess so its peak RSS (getrusage ru_maxrss) is its own.
 Usage: python bench/bench_pipeline.py [--repeat N]
@@ -21,14 +22,20 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "samples"))
 sys.dont_write_bytecode = True  # the service serves samples/; keep __pycache__ out of it
 
-# name: (input file, compress keyword arguments); "naive" is the textbook version for contrast.
-CASES: dict[str, tuple[str, dict[str, int | None]]] = {
-    "jpeg 12MP, full size": ("photo.jpg", {"max_dimension": None}),
-    "jpeg 12MP -> 1600": ("photo.jpg", {"max_dimension": 1600}),
-    "jpeg 12MP -> 800": ("photo.jpg", {"max_dimension": 800}),
-    "naive jpeg 12MP -> 1600": ("photo.jpg", {"max_dimension": 1600}),
-    "png 12MP, full size": ("photo.png", {"max_dimension": None}),
-    "png 12MP -> 1600": ("photo.png", {"max_dimension": 1600}),
+# name: (input file, max_dimension, engine). "service" is pipeline.compress as the service runs it (libvips for
+# the JPEGs it shrinks); "pillow" the same with libvips turned off, for the side-by-side; "naive" the textbook
+# version for contrast.
+CASES: dict[str, tuple[str, int | None, str]] = {
+    "jpeg 12MP, full size": ("photo.jpg", None, "service"),
+    "jpeg 12MP -> 1600": ("photo.jpg", 1600, "service"),
+    "pillow jpeg 12MP -> 1600": ("photo.jpg", 1600, "pillow"),
+    "jpeg 12MP -> 800": ("photo.jpg", 800, "service"),
+    "pillow jpeg 12MP -> 800": ("photo.jpg", 800, "pillow"),
+    "jpeg 2MP -> 1024": ("photo-2mp.jpg", 1024, "service"),
+    "pillow jpeg 2MP -> 1024": ("photo-2mp.jpg", 1024, "pillow"),
+    "naive jpeg 12MP -> 1600": ("photo.jpg", 1600, "naive"),
+    "png 12MP, full size": ("photo.png", None, "service"),
+    "png 12MP -> 1600": ("photo.png", 1600, "service"),
 }
 
 
@@ -47,14 +54,15 @@ def naive_compress(data: bytes, quality: int, max_dimension: int | None) -> byte
 
 def run_case(name: str, folder: Path, repeat: int) -> dict[str, float]:
     """Run one case in this process and return its timings and memory."""
-    from imaging import pipeline
+    from imaging import pipeline, shrink_on_load
 
-    filename, kwargs = CASES[name]
+    filename, max_dimension, engine = CASES[name]
     data = (folder / filename).read_bytes()
-    max_dimension = kwargs["max_dimension"]
+    if engine == "pillow":
+        shrink_on_load.applies = lambda *_args: False
 
     def once() -> int:
-        if name.startswith("naive"):
+        if engine == "naive":
             return len(naive_compress(data, 50, max_dimension))
         return len(pipeline.compress(data, quality=50, max_dimension=max_dimension).data)
 
@@ -81,6 +89,7 @@ def make_inputs(folder: Path) -> None:
     im = landscape((4000, 3000), seed=12)
     im.save(folder / "photo.jpg", "JPEG", quality=90)
     im.save(folder / "photo.png", "PNG", compress_level=1)
+    landscape((1632, 1224), seed=13).save(folder / "photo-2mp.jpg", "JPEG", quality=90)
 
 
 def main() -> None:
@@ -103,7 +112,7 @@ def main() -> None:
         # Linux keeps ru_maxrss across fork+exec, so this parent must stay small: generating
         # the inputs here would inflate every child's peak.
         subprocess.run([sys.executable, __file__, "--make-inputs", "--folder", tmp], check=True)
-        print(f"{'case':<26}{'ms/image':>10}{'peak RSS MiB':>14}{'growth MiB':>12}{'in KiB':>9}{'out KiB':>9}")
+        print(f"{'case':<28}{'ms/image':>10}{'peak RSS MiB':>14}{'growth MiB':>12}{'in KiB':>9}{'out KiB':>9}")
         for name in CASES:
             child = subprocess.run(
                 [sys.executable, __file__, "--case", name, "--folder", tmp, "--repeat", str(args.repeat)],
@@ -113,7 +122,7 @@ def main() -> None:
             )
             r = json.loads(child.stdout)
             print(
-                f"{name:<26}{r['ms_per_image']:>10.0f}{r['peak_rss_mib']:>14.0f}"
+                f"{name:<28}{r['ms_per_image']:>10.0f}{r['peak_rss_mib']:>14.0f}"
                 f"{r['peak_rss_mib'] - r['baseline_rss_mib']:>12.0f}{r['input_kib']:>9.0f}{r['output_kib']:>9.0f}"
             )
         print(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -98,6 +101,39 @@ class Polls:
     @property
     def rate(self) -> float:
         return len(self.latencies_ms) / self.seconds
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    """What wrk (a load tool in C, from Debian) saw of one URL: requests/s, latency percentiles, non-2xx/3xx."""
+
+    path: str
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    bad: int
+
+
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, headers: dict[str, str], connections: int = 50, seconds: float = 10.0) -> WrkRun | None:
+    """``connections`` keep-alive connections on 2 threads GETting ``url`` for ``seconds``; None without wrk."""
+    if shutil.which("wrk") is None:
+        return None
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    latency = {
+        point: float(value) * _WRK_UNITS[unit]
+        for point, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    }
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failed = (int(bad.group(1)) if bad else 0) + (sum(int(n) for n in errors.groups()) if errors else 0)
+    return WrkRun(url.split("/", 3)[-1], rate, latency.get("50", 0.0), latency.get("99", 0.0), failed)
 
 
 def percentile(values: list[float], fraction: float) -> float:

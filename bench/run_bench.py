@@ -2,7 +2,7 @@
 photos served from 127.0.0.2, and one table of what matters: throughput against the same run's CPU
 limit, upload and poll times, worker memory, fairness, webhook latency and scaling.
 
-Usage: python bench/run_bench.py [--long] [--images N] [--skip-encoders]
+Usage: python bench/run_bench.py [--long] [--images N] [--skip-encoders] [--skip-peer]
        python bench/run_bench.py --quick | --only GROUP ... | --profile LATENCY_S   (no RESULTS.md)
 
 Environment: BENCH_WORKER_CONCURRENCY (the image worker's processes; default: the launcher's),
@@ -62,6 +62,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--long", action="store_true", help="also measure worker RSS over 5,000 images")
     parser.add_argument("--skip-encoders", action="store_true")
+    parser.add_argument("--skip-peer", action="store_true", help="do not run thumbor beside the throughput cases")
     parser.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups (RESULTS.md is not written)")
     parser.add_argument("--set", action="append", metavar="NAME=VALUE", help="a service setting to try (repeatable)")
     parser.add_argument("--quick", action="store_true", help="a tenth of the images, to check the bench itself")

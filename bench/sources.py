@@ -2,17 +2,21 @@
 webhook receiver that notes when each delivery arrived.
 
 One threaded HTTP/1.1 server (keep-alive capable) does both. A photo URL says its latency and photo:
-``/l<milliseconds>/<photo index>/<anything>``, so every URL can be distinct (the service downloads each
-distinct URL once per request) while the bytes served are the cached photos'.
+``/l<milliseconds>/<photo index>/<name>``. Every URL serves bytes of its own, as a real catalog does: the
+cached photo with its name stamped in (a JPEG comment segment, a PNG text chunk), same pixels, so the
+service's reuse of equal bytes never stands in for an encode. A name that starts with ``same-`` serves the
+photo's bytes as they are, for the case that measures reuse itself.
 """
 
 from __future__ import annotations
 
 import json
 import socketserver
+import struct
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,6 +24,22 @@ from photos import Photo
 
 HOST = "127.0.0.2"
 HOOK_PATH = "/hook"
+#: Names that serve the photo's own bytes (equal bytes under many URLs: the reuse case).
+SAME_BYTES = "same-"
+
+
+def stamped(body: bytes, name: str) -> bytes:
+    """``body`` with ``name`` written into it where no decoder looks: a JPEG COM segment right after SOI, or a
+    PNG tEXt chunk right after IHDR. The pixels are the same; the bytes, and so their SHA-256, are the name's."""
+    text = name.encode("utf-8", "replace")[:1000]
+    if body[:2] == b"\xff\xd8":
+        return body[:2] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + body[2:]
+    if body[:8] == b"\x89PNG\r\n\x1a\n":
+        ihdr_end = 8 + 8 + 13 + 4
+        data = b"Comment\x00" + text
+        chunk = struct.pack(">I", len(data)) + b"tEXt" + data + struct.pack(">I", zlib.crc32(b"tEXt" + data))
+        return body[:ihdr_end] + chunk + body[ihdr_end:]
+    raise ValueError("only JPEG and PNG photos are stamped")
 
 
 @dataclass(frozen=True)
@@ -42,11 +62,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         parts = self.path.split("/")
         try:
-            latency_ms, index = int(parts[1].removeprefix("l")), int(parts[2])
+            latency_ms, index, name = int(parts[1].removeprefix("l")), int(parts[2]), parts[3]
             body, content_type = self.server.owner.bodies[index]
         except (IndexError, ValueError):
             self._send(404, b"")
             return
+        if not name.startswith(SAME_BYTES):
+            body = stamped(body, name)
         time.sleep(latency_ms / 1000)
         self._send(200, body, content_type)
 
@@ -125,15 +147,21 @@ class SourceServer:
         assert self._server is not None
         return self._server.server_port
 
-    def sources(self, count: int, latency_s: float, tag: str, first_photo: int = 0) -> list[Source]:
-        """``count`` distinct URLs cycling over the photos, each answered after ``latency_s``."""
+    def sources(
+        self, count: int, latency_s: float, tag: str, first_photo: int = 0, same_bytes: bool = False
+    ) -> list[Source]:
+        """``count`` distinct URLs cycling over the photos, each answered after ``latency_s``, each with bytes of
+        its own (``same_bytes``: the photos' own bytes, equal under every URL of a photo)."""
         latency_ms = round(latency_s * 1000)
+        prefix = SAME_BYTES if same_bytes else ""
         chosen = []
         for n in range(count):
             index = (first_photo + n) % len(self.photos)
             extension = "jpg" if self.photos[index].spec.format == "JPEG" else "png"
-            url = f"http://{HOST}:{self.port}/l{latency_ms}/{index}/{tag}-{n}.{extension}"
-            chosen.append(Source(url, len(self.bodies[index][0]), index))
+            name = f"{prefix}{tag}-{n}.{extension}"
+            size = len(self.bodies[index][0]) if same_bytes else len(stamped(self.bodies[index][0], name))
+            url = f"http://{HOST}:{self.port}/l{latency_ms}/{index}/{name}"
+            chosen.append(Source(url, size, index))
         return chosen
 
     def hook_url(self) -> str:

@@ -178,9 +178,12 @@ class RunningService:
         return sorted(int(pid) for pid in children)
 
     def media_bytes(self, request_id: str) -> tuple[int, int]:
-        """(files, bytes) stored for the request under INSTANCE_DIR/media/<request_id>/."""
-        folder = self.instance_dir / "media" / request_id
-        sizes = [path.stat().st_size for path in folder.glob("*") if path.is_file()]
+        """(files, bytes) of the distinct outputs the request's images point at, stored under INSTANCE_DIR/media/."""
+        keys = self.query(
+            "SELECT DISTINCT output_key FROM images WHERE request_id = %s AND output_key IS NOT NULL", (request_id,)
+        )
+        media = self.instance_dir / "media"
+        sizes = [(media / key).stat().st_size for (key,) in keys if (media / key).is_file()]
         return len(sizes), sum(sizes)
 
     def cpu_by_process(self) -> dict[str, float]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import cases
 import facts
+import peer_thumbor
 import profiling
 import report
 import throughput
@@ -52,8 +53,12 @@ THROUGHPUT_CASES = (
     ("full/100ms", 0.1, None, 0.85),
     ("1024/100ms", 0.1, 1024, 0.85),
     ("full/500ms", 0.5, None, 0.8),
-    ("full/0ms", 0.0, None, 0.9),
+    ("full/0ms", 0.0, None, 0.85),
+    ("1024/0ms", 0.0, 1024, 0.85),
 )
+#: The cases thumbor runs too, side by side, and the service's least multiple of its throughput there.
+PEER_CASES = ("full/100ms", "1024/100ms")
+PEER_TARGET = 1.5
 
 STARTED = time.monotonic()
 
@@ -154,19 +159,33 @@ class Bench:
                 # same bytes, while the service is idle.
                 sample = case.photos[: 5 * len(self.photos)]
                 with facts.OthersCpu(service) as others:
-                    case.cpu_limit = throughput.cpu_limit(self.paths, sample, max_dimension, self.processes)
+                    for codec in throughput.CODECS:
+                        case.cpu_limits[codec] = throughput.cpu_limit(
+                            self.paths, sample, max_dimension, self.processes, codec
+                        )
                 case.cpu_limit_others_share = others.share
+                if label in PEER_CASES and not self.args.skip_peer:
+                    self._peer(case)
+                limits = ", ".join(f"{codec} {rate:.1f}" for codec, rate in case.cpu_limits.items())
                 log(
-                    f"  CPU limit {case.cpu_limit:.1f} images/s: ratio {case.ratio:.2f}; other processes took "
-                    f"{case.others_share:.0%} of the CPU in the case, {case.cpu_limit_others_share:.0%} in the limit"
+                    f"  CPU limits {limits} images/s: ratio {case.ratio:.2f} to the faster; other processes took "
+                    f"{case.others_share:.0%} of the CPU in the case, {case.cpu_limit_others_share:.0%} in the limits"
                 )
                 self.throughput.append(case)
         self.memory = throughput.PoolMemory.merge(memories)
+
+    def _peer(self, case: throughput.Throughput) -> None:
+        """thumbor on the same case, one process per core, the service idle meanwhile."""
+        with peer_thumbor.Thumbor(self.processes) as peer:
+            measured = peer.throughput(self.server, case.label, case.images, case.latency_s, case.max_dimension)
+        case.peer_rate, case.peer_ok = measured.rate, measured.ok
+        log(f"  thumbor {measured.rate:.1f} images/s ({measured.ok}/{measured.images} answered with a JPEG)")
 
     def rows_throughput(self) -> None:
         targets = {label: target for label, *_rest, target in THROUGHPUT_CASES}
         deadline = self.counts.case_deadline_s
         self.rows += [report.throughput_row(case, targets[case.label], deadline) for case in self.throughput]
+        self.rows += [report.peer_row(case, PEER_TARGET) for case in self.throughput if case.peer_rate is not None]
         if self.throughput:
             self.rows.append(report.bytes_row(self.throughput))
 
@@ -220,6 +239,14 @@ class Bench:
                     f"p99 {cases.percentile(result.latencies_ms, 0.99):.0f} ms, {result.rate:.0f}/s"
                 )
                 self.rows.append(report.polls_row(result, len(sources), 100))
+            auth = {"Authorization": f"Bearer {self.keys[0]}"}
+            health = cases.wrk(f"{service.base_url}/healthz", {})
+            status = cases.wrk(f"{service.base_url}/api/status/{upload.request_id}", auth)
+            if health is None or status is None:
+                self.notes.append("wrk is not installed (apt-get install wrk): the poll rate was not measured")
+            else:
+                log(f"wrk: /healthz {health.rate:.0f}/s, status page {status.rate:.0f}/s")
+                self.rows.append(report.poll_rate_row(status, health, len(sources)))
 
     def group_fairness(self, stack: Stack) -> None:
         with self._service(stack, "fairness") as (service, api):

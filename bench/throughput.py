@@ -32,9 +32,21 @@ class Throughput:
     bytes_out: int
     outputs: int
     photos: list[int] = field(repr=False, default_factory=list)
-    cpu_limit: float | None = None  #: images/s of the CPU-only run on the same bytes
+    #: images/s of CPU-only runs on the same bytes, by codec path (see CODECS): the limit is the faster one's
+    cpu_limits: dict[str, float] = field(default_factory=dict)
     others_share: float = 0.0  #: of the machine's CPU, taken by processes not the bench's during the case
-    cpu_limit_others_share: float = 0.0  #: the same during the CPU-only run
+    cpu_limit_others_share: float = 0.0  #: the same during the CPU-only runs
+    #: The peer's images/s on the same case, measured right after it (see peer_thumbor); None when not run
+    peer_rate: float | None = None
+    peer_ok: int = 0
+
+    @property
+    def cpu_limit(self) -> float | None:
+        return max(self.cpu_limits.values()) if self.cpu_limits else None
+
+    @property
+    def faster_codec(self) -> str | None:
+        return max(self.cpu_limits, key=self.cpu_limits.get) if self.cpu_limits else None
 
     @property
     def rate(self) -> float:
@@ -105,21 +117,49 @@ def _load_bodies(paths: list[str]) -> None:
     _POOL_BODIES[:] = [Path(path).read_bytes() for path in paths]
 
 
-def _compress_one(job: tuple[int, int | None]) -> int:
-    from imaging import pipeline
-
-    index, max_dimension = job
-    return len(pipeline.compress(_POOL_BODIES[index], quality=50, max_dimension=max_dimension).data)
+#: The codec paths a CPU limit is measured with: the service's own pipeline with libvips turned off (Pillow
+#: alone), and libvips alone, as a thumbnailing service would call it (one thread a process).
+CODECS = ("pillow", "libvips")
 
 
-def cpu_limit(paths: list[Path], photos: list[int], max_dimension: int | None, processes: int) -> float:
-    """images/s of ``processes`` processes recompressing the same bytes from memory, nothing else."""
+def _compress_pillow(data: bytes, max_dimension: int | None) -> int:
+    from imaging import pipeline, shrink_on_load
+
+    shrink_on_load.applies = lambda *_args: False
+    return len(pipeline.compress(data, quality=50, max_dimension=max_dimension).data)
+
+
+def _compress_libvips(data: bytes, max_dimension: int | None) -> int:
+    import pyvips
+
+    pyvips.cache_set_max(0)
+    pyvips.concurrency_set(1)
+    if max_dimension:
+        image = pyvips.Image.thumbnail_buffer(data, max_dimension, height=max_dimension, size="down")
+    else:
+        image = pyvips.Image.new_from_buffer(data, "", access="sequential").autorot()
+    if image.hasalpha():
+        image = image.flatten(background=255)
+    if image.bands == 1:
+        image = image.colourspace("srgb")
+    return len(image.jpegsave_buffer(Q=50, keep=pyvips.ForeignKeep.NONE, subsample_mode="on"))
+
+
+def _compress_one(job: tuple[str, int, int | None]) -> int:
+    codec, index, max_dimension = job
+    compress = _compress_pillow if codec == "pillow" else _compress_libvips
+    return compress(_POOL_BODIES[index], max_dimension)
+
+
+def cpu_limit(paths: list[Path], photos: list[int], max_dimension: int | None, processes: int, codec: str) -> float:
+    """images/s of ``processes`` processes recompressing the same bytes from memory with ``codec``, nothing else."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes, initializer=_load_bodies, initargs=([str(p) for p in paths],)) as pool:
-        # Warm-up: imports, Pillow's plugins and the allocator, in every process.
-        pool.map(_compress_one, [(index, max_dimension) for index in range(len(paths))] * processes, chunksize=1)
+        # Warm-up: imports, the codec's plugins and the allocator, in every process.
+        warm = [(codec, index, max_dimension) for index in range(len(paths))] * processes
+        pool.map(_compress_one, warm, chunksize=1)
         started = time.perf_counter()
-        pool.map(_compress_one, [(index, max_dimension) for index in photos], chunksize=1)
+        pool.map(_compress_one, [(codec, index, max_dimension) for index in photos], chunksize=1)
         elapsed = time.perf_counter() - started
     return len(photos) / elapsed
 

@@ -131,8 +131,10 @@ def image_worker_processes(env: dict[str, str]) -> int:
 
 
 def processes_per_core() -> int:
-    """Image worker processes the launcher starts per core by default (1 before it had the notion)."""
-    return getattr(launcher, "IMAGE_PROCESSES_PER_CORE", 1)
+    """Image worker processes the launcher starts per core by default."""
+    from process_launch import processes
+
+    return processes.IMAGE_PROCESSES_PER_CORE
 
 
 def _pg_ctl() -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image, features
 
-from imaging import budget, colour, decode, encode, keep_source, orientation, quality_search, resize, shrink_on_load
+from imaging import budget, colour, decode, encode, keep_source, orientation, quality_search, resize
 from imaging.decode import ALLOWED_FORMATS
 from imaging.encode import AVIF_SPEED, WEBP_METHOD
 from imaging.errors import ImageProcessingError
@@ -143,7 +143,7 @@ def compress(
     del data
 
     started = time.perf_counter()
-    work = _open(
+    work = _prepare(
         stream,
         source_bytes,
         max_dimension,
@@ -153,9 +153,6 @@ def compress(
         auto=quality is None,
         decode_budget=decode_budget,
     )
-    if shrink_on_load.applies(work, quality):
-        return _shrink_on_load(work, quality, started)
-    _finish_preparing(work)
     decoded = time.perf_counter()
     try:
         im = work.image
@@ -227,10 +224,6 @@ def _check_limits(max_dimension: object, max_pixels: object) -> None:
         raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
 
 
-#: The steps that read the header alone, before anything is decoded: every check and every choice.
-HEADER_STEPS = PREPARE_STEPS[: PREPARE_STEPS.index(decode.load)]
-
-
 def _prepare(
     stream: io.BytesIO,
     source_bytes: int,
@@ -243,59 +236,13 @@ def _prepare(
 
     ``asked``: the Work's other fields (output_format, auto, decode_budget).
     """
-    work = _open(stream, source_bytes, max_dimension, max_pixels, keep_jpeg, **asked)
-    _finish_preparing(work)
-    return work
-
-
-def _open(
-    stream: io.BytesIO,
-    source_bytes: int,
-    max_dimension: int | None,
-    max_pixels: int,
-    keep_jpeg: bool,
-    **asked: Any,
-) -> Work:
-    """Open the source and run HEADER_STEPS over it; the image is closed if a step fails."""
     # The Work holds the only reference to the source: a step that replaces the image frees it, decoder and all.
     work = Work(decode.open_image(stream), stream, source_bytes, max_dimension, max_pixels, keep_jpeg, **asked)
     work.source_icc = work.image.info.get("icc_profile")
-    _run(work, HEADER_STEPS)
-    return work
-
-
-def _finish_preparing(work: Work) -> None:
-    """Run the rest of PREPARE_STEPS, from the decode on."""
-    _run(work, PREPARE_STEPS[len(HEADER_STEPS) :])
-
-
-def _run(work: Work, steps: tuple[Step, ...]) -> None:
     try:
-        for step in steps:
+        for step in PREPARE_STEPS:
             step(work)
     except BaseException:
         work.image.close()
         raise
-
-
-def _shrink_on_load(work: Work, quality: int, started: float) -> CompressedImage:
-    """The output made by libvips (see shrink_on_load), from the header Pillow has read and checked."""
-    try:
-        orientation.read(work)
-        colour.choose_profile(work)
-        data, width, height = shrink_on_load.compress(work, quality, work.orientation, work.icc is not None)
-    finally:
-        work.image.close()
-        work.stream.close()
-    return CompressedImage(
-        data,
-        width,
-        height,
-        work.source_format,
-        work.source_bytes,
-        format="jpeg",
-        quality=quality,
-        score=None,
-        kept_source=False,
-        decode_s=time.perf_counter() - started,
-    )
+    return work

@@ -117,15 +117,14 @@ def _load_bodies(paths: list[str]) -> None:
     _POOL_BODIES[:] = [Path(path).read_bytes() for path in paths]
 
 
-#: The codec paths a CPU limit is measured with: the service's own pipeline with libvips turned off (Pillow
-#: alone), and libvips alone, as a thumbnailing service would call it (one thread a process).
+#: The codec paths a CPU limit is measured with: the service's own pipeline (Pillow), and libvips alone, as a
+#: thumbnailing service would call it (one thread a process).
 CODECS = ("pillow", "libvips")
 
 
 def _compress_pillow(data: bytes, max_dimension: int | None) -> int:
-    from imaging import pipeline, shrink_on_load
+    from imaging import pipeline
 
-    shrink_on_load.applies = lambda *_args: False
     return len(pipeline.compress(data, quality=50, max_dimension=max_dimension).data)
 
 

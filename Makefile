@@ -42,11 +42,17 @@ test: $(DEV_STAMP)
 
 ## One tier alone (tests/<tier>): unit (no database, no process), db (a database, no worker),
 ## service (the HTTP API and a real worker), processes (launcher, CLI, newman, browser, compose).
-test-unit test-db: test-%: $(DEV_STAMP)
-	$(BIN)/pytest tests/$*
+test-unit: $(DEV_STAMP)
+	$(BIN)/pytest tests/unit
 
-test-service test-processes: test-%: $(DEV_STAMP)
-	$(BIN)/pytest $(PARALLEL) tests/$*
+test-db: $(DEV_STAMP)
+	$(BIN)/pytest tests/db
+
+test-service: $(DEV_STAMP)
+	$(BIN)/pytest $(PARALLEL) tests/service
+
+test-processes: $(DEV_STAMP)
+	$(BIN)/pytest $(PARALLEL) tests/processes
 
 ## The fault suite: real processes, PostgreSQL and Redis clusters of its own (one per test worker), faults
 ## injected; its tests run TEST_WORKERS at a time.

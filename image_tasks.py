@@ -25,7 +25,7 @@ from imaging import pipeline
 from lifecycle import claims, creation, housekeeping
 from models import ImageStatus, db, utcnow
 from observability import log_context, metrics
-from outputs import making, variants
+from outputs import encode_claims, making
 from queueing import backoff, dispatch, task_names
 from storage import StorageError
 
@@ -60,7 +60,7 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
         return "skipped"
     log_context.bind(image_id=image_id, request_id=work.request_id)
     try:
-        encoder = variants.Encoder(image_id, work.claim_token)
+        encoder = encode_claims.Encoder(image_id, work.claim_token)
         made = making.make_output(work.owner, work.source_url, work.options, settings, encoder)
     except fetcher.FetchError as error:
         if error.transient and work.retries < settings.fetch_max_retries:
@@ -72,7 +72,7 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
             return _retry(work, task_id, retry_delay(work.retries, None), "storage_error", str(error))
         message = f"The output could not be stored after {work.retries + 1} tries: {error}"
         return _fail(work, "storage_error", message, base_url)
-    except (variants.PeerStillEncoding, variants.EncodeSuperseded) as error:
+    except (encode_claims.PeerStillEncoding, encode_claims.EncodeSuperseded) as error:
         # Not the image's fault, and bounded: a claim whose image claim is gone, or older than the hard time
         # limit, is taken over, and the worker that took it over is encoding this very output.
         return _retry(work, task_id, retry_delay(0, None), "output_busy", str(error))
@@ -95,7 +95,7 @@ def _process(task_id: str, image_id: int, settings: Settings) -> str:
     # is dropped, not left behind unreferenced.
     if not made.reused:
         try:
-            unused = variants.drop_if_unused(made.output_id)
+            unused = encode_claims.drop_if_unused(made.output_id)
             if unused is not None:
                 current_app.extensions["storage"].delete(unused)
         except StorageError as error:

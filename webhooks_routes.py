@@ -11,6 +11,7 @@ from access import api_keys, rate_limits
 from delivery import inbox, outbox, signing
 from errors import ApiError
 from queueing import broker, task_names
+from reading import webhook_log
 from web.request_lookup import load_request
 
 bp = Blueprint("webhooks", __name__)
@@ -23,7 +24,7 @@ def list_deliveries(request_id: str):
     return {
         "request_id": str(found.id),
         "webhook_url": found.webhook_url,
-        "events": outbox.describe_events(found.id),
+        "events": webhook_log.describe_events(found.id),
     }
 
 

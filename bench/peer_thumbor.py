@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import venv
 from concurrent.futures import ThreadPoolExecutor
@@ -122,14 +123,15 @@ class Thumbor:
     ) -> PeerRate:
         """Every source once through thumbor, IN_FLIGHT at a time, from the first request to the last answer."""
         urls = [self.url(source.url, max_dimension) for source in server.sources(images, latency_s, f"thumbor-{label}")]
-        sessions: dict[int, requests.Session] = {}
+        local = threading.local()
+        sessions: list[requests.Session] = []
 
         def fetch(url: str) -> bool:
-            import threading
-
-            session = sessions.setdefault(threading.get_ident(), requests.Session())
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+                sessions.append(local.session)
             try:
-                answer = session.get(url, timeout=60)
+                answer = local.session.get(url, timeout=60)
             except requests.RequestException:
                 return False
             return answer.status_code == 200 and answer.content[:2] == b"\xff\xd8"
@@ -140,7 +142,7 @@ class Thumbor:
             started = time.perf_counter()
             ok = sum(pool.map(fetch, urls))
             seconds = time.perf_counter() - started
-        for session in sessions.values():
+        for session in sessions:
             session.close()
         return PeerRate(label, images, ok, seconds, self.processes)
 

@@ -25,6 +25,7 @@ import os
 import random
 import time
 import uuid
+from abc import ABC, abstractmethod
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,7 @@ class Slot:
     token: Any
 
 
-class HostSlots:
+class HostSlots(ABC):
     """A counting semaphore per key (an ``address_key``); subclasses say where the slots live."""
 
     #: What the slots' store raises when it is unreachable; fetching then goes on without a slot.
@@ -128,11 +129,13 @@ class HostSlots:
         """Remove what idle keys left in the store, and say how many keys that was."""
         return 0
 
+    @abstractmethod
     def _try_acquire(self, key: str, lease_s: float) -> Any | None:
-        raise NotImplementedError
+        """Take one of the key's slots for ``lease_s``: the slot's token, or None if all are taken."""
 
+    @abstractmethod
     def _release(self, slot: Slot) -> None:
-        raise NotImplementedError
+        """Give the slot back."""
 
 
 class RedisHostSlots(HostSlots):

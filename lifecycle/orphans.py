@@ -25,7 +25,7 @@ from sqlalchemy import and_, delete, select, update
 
 from lifecycle import leases
 from models import ImageOutput, db, utcnow
-from outputs import variants
+from outputs import encode_claims
 from storage import Storage, StorageError, shared_output_id
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def sweep_orphans(storage: Storage, older_than_s: float, budget_s: float) -> Orp
     report = OrphanReport()
     deadline = time.monotonic() + budget_s
     cutoff = utcnow() - timedelta(seconds=older_than_s)
-    dead = (variants.still_encoding(), ImageOutput.created_at < cutoff)
+    dead = (encode_claims.still_encoding(), ImageOutput.created_at < cutoff)
     batch = select(ImageOutput.id).where(*dead).order_by(ImageOutput.created_at).limit(CLAIMS_PER_RUN)
     report.dead_claims = len(give_up(ImageOutput.id.in_(batch.scalar_subquery()), *dead))
     rows = db.session.execute(

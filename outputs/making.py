@@ -17,7 +17,7 @@ from fetching import fetcher
 from fetching.limits import fetch_limits
 from imaging import pipeline
 from observability import metrics
-from outputs import variants
+from outputs import encode_claims, variants
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def make_output(
     source_url: str,
     options: variants.OutputOptions,
     settings: Settings,
-    encoder: variants.Encoder | None = None,
+    encoder: encode_claims.Encoder | None = None,
 ) -> MadeOutput:
     """Download (or revalidate) ``owner``'s source and find its output, or encode and store it, for the image
     claim ``encoder``.
@@ -69,7 +69,7 @@ def make_output(
     content_sha256 = hashlib.sha256(download[0]).hexdigest()
     _remember(owner, source_url, known, variants.KnownSource(sent.etag, sent.last_modified, content_sha256))
     variant = variants.variant_key(secret, owner, content_sha256, options)
-    found = variants.claim_or_find(
+    found = encode_claims.claim_or_find(
         variant,
         options.output_format,
         stale_after_s=settings.task_time_limit_s + 60.0,
@@ -116,10 +116,10 @@ def make_output(
         score=compressed.score,
         kept_source=compressed.kept_source,
     )
-    stored = variants.mark_stored(output_id, encoded)
+    stored = encode_claims.mark_stored(output_id, encoded)
     if stored is None:
         _delete_superseded(output_id, key)
-        raise variants.EncodeSuperseded(f"output {output_id}: the encode was taken over while this worker ran")
+        raise encode_claims.EncodeSuperseded(f"output {output_id}: the encode was taken over while this worker ran")
     return MadeOutput(key, output_id, stored.figures, reused=False)
 
 
@@ -131,7 +131,7 @@ def peer_wait_s(settings: Settings) -> float:
     dead worker's claim holds until it is stale, longer than any limit; the rest of the limit is left to the
     download before the wait and the encode after it. A wait cut short is retried (``output_busy``).
     """
-    return min(variants.WAIT_FOR_PEER_S, settings.task_soft_time_limit_s / 4)
+    return min(encode_claims.WAIT_FOR_PEER_S, settings.task_soft_time_limit_s / 4)
 
 
 def _remember(owner: str, source_url: str, known: variants.KnownSource | None, seen: variants.KnownSource) -> None:
@@ -163,7 +163,7 @@ def _delete_own_object(output_id: int, key: str, whose: str) -> None:
 
 def _abandon(output_id: int, store_attempted: bool) -> None:
     try:
-        variants.abandon_output(output_id, store_attempted)
+        encode_claims.abandon_output(output_id, store_attempted)
     except DATABASE_ERRORS as error:
         # The claim then looks like a dead worker's: the next encode of the variant takes it over, and the
         # sweep deletes what it stored once it is older than the hard time limit.

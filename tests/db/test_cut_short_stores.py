@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from fetching import fetcher
 from imaging import pipeline
 from models import ImageOutput, db
-from outputs import making, variants
+from outputs import encode_claims, making, variants
 
 pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 
@@ -57,11 +57,11 @@ def test_a_store_cut_short_after_its_write_leaves_no_object_and_frees_the_claim(
 
     [key] = written
     assert storage.local_path(key) is None  # the object is gone at once
-    assert output_rows(variants.still_encoding()) == 0  # and the claim given up
+    assert output_rows(encode_claims.still_encoding()) == 0  # and the claim given up
     variant = variants.variant_key(
         current_app.extensions["variant_secret"], "", hashlib.sha256(source).hexdigest(), options
     )
-    assert variants.start_output(variant, "jpeg", settings.task_time_limit_s + 60.0) is not None
+    assert encode_claims.start_output(variant, "jpeg", settings.task_time_limit_s + 60.0) is not None
 
 
 def test_an_encode_that_fails_before_its_store_deletes_nothing(base_url, monkeypatch):

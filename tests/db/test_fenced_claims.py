@@ -26,7 +26,7 @@ from fetching import fetcher
 from intake.csv_input import ProductRow
 from lifecycle import claims, creation, recovery
 from models import Image, ImageOutput, ImageStatus, Request, RequestStatus, WebhookEvent, db, utcnow
-from outputs import making, variants
+from outputs import encode_claims, making, variants
 
 pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 
@@ -233,9 +233,9 @@ def test_a_late_result_drops_the_output_made_for_it_unless_another_found_it(base
 
     def encode_while_superseded(*_args, **_kwargs):
         variant = variants.variant_key(secret, "", uuid.uuid4().hex * 2, variants.OutputOptions())
-        output_id, key = variants.start_output(variant, "jpeg", STALE_AFTER_S)
+        output_id, key = encode_claims.start_output(variant, "jpeg", STALE_AFTER_S)
         storage.put(key, b"late output")
-        stored = variants.mark_stored(output_id, ENCODED)
+        stored = encode_claims.mark_stored(output_id, ENCODED)
         supersede(image_id, base_url, new_task=f"new-task-{len(made)}")
         if found_by_another[0]:
             assert variants.find_stored(variant) is not None
@@ -262,22 +262,22 @@ def test_a_late_result_drops_the_output_made_for_it_unless_another_found_it(base
 
 def test_a_late_store_of_a_taken_over_encode_marks_nothing_and_the_new_claim_stores(base_url):
     variant = variants.variant_key(variants.variant_secret("whsec_test"), "", "ab" * 32, variants.OutputOptions())
-    frozen_id, frozen_key = variants.start_output(variant, "jpeg", STALE_AFTER_S)
+    frozen_id, frozen_key = encode_claims.start_output(variant, "jpeg", STALE_AFTER_S)
     past = utcnow() - timedelta(seconds=STALE_AFTER_S + 1)
     db.session.execute(update(ImageOutput).values(created_at=past, last_used_at=past))
     db.session.commit()
-    current_id, current_key = variants.start_output(variant, "jpeg", STALE_AFTER_S)
+    current_id, current_key = encode_claims.start_output(variant, "jpeg", STALE_AFTER_S)
     assert (current_id, current_key) != (frozen_id, frozen_key)
 
-    assert variants.mark_stored(frozen_id, ENCODED) is None
-    variants.abandon_output(frozen_id)
+    assert encode_claims.mark_stored(frozen_id, ENCODED) is None
+    encode_claims.abandon_output(frozen_id)
     assert variants.find_stored(variant) is None
     db.session.expire_all()
     current = db.session.get(ImageOutput, current_id)
     assert (current.stored_at, current.superseded_at, current.storage_key) == (None, None, current_key)
     db.session.commit()
 
-    stored = variants.mark_stored(current_id, ENCODED)
+    stored = encode_claims.mark_stored(current_id, ENCODED)
     assert stored is not None and (stored.id, stored.storage_key) == (current_id, current_key)
     assert variants.find_stored(variant).id == current_id
 
@@ -305,14 +305,14 @@ def test_a_worker_that_stores_after_its_encode_was_taken_over_deletes_only_its_o
             update(ImageOutput).values(created_at=utcnow() - timedelta(seconds=settings.task_time_limit_s + 61))
         )
         db.session.commit()
-        current_id, current_key = variants.start_output(variant, "jpeg", settings.task_time_limit_s + 60.0)
+        current_id, current_key = encode_claims.start_output(variant, "jpeg", settings.task_time_limit_s + 60.0)
         real_put(current_key, b"current output", content_type)
-        variants.mark_stored(current_id, ENCODED)
+        encode_claims.mark_stored(current_id, ENCODED)
         current.append((current_id, current_key))
         real_put(key, data, content_type)
 
     monkeypatch.setattr(storage, "put", frozen_put)
-    with pytest.raises(variants.EncodeSuperseded):
+    with pytest.raises(encode_claims.EncodeSuperseded):
         making.make_output("", SOURCE_URL, options, settings)
 
     [(current_id, current_key)] = current
@@ -330,34 +330,36 @@ def test_an_encode_claim_holds_while_its_image_claim_does_and_goes_with_it(base_
     _, other_image_id = new_image()
     frozen = claims.claim_image(image_id, "frozen-task", MAX_ATTEMPTS, base_url)
     other = claims.claim_image(other_image_id, "other-task", MAX_ATTEMPTS, base_url)
-    frozen_id, _ = variants.start_output(variant, "jpeg", STALE_AFTER_S, variants.Encoder(image_id, frozen.claim_token))
+    frozen_id, _ = encode_claims.start_output(
+        variant, "jpeg", STALE_AFTER_S, encode_claims.Encoder(image_id, frozen.claim_token)
+    )
     # Another image with the same bytes waits while the claim's image claim holds, however young the claim.
-    other_encoder = variants.Encoder(other_image_id, other.claim_token)
-    assert variants.start_output(variant, "jpeg", STALE_AFTER_S, other_encoder) is None
-    with pytest.raises(variants.PeerStillEncoding):
-        variants.wait_for_peer(variant, wait_s=0.3)
+    other_encoder = encode_claims.Encoder(other_image_id, other.claim_token)
+    assert encode_claims.start_output(variant, "jpeg", STALE_AFTER_S, other_encoder) is None
+    with pytest.raises(encode_claims.PeerStillEncoding):
+        encode_claims.wait_for_peer(variant, wait_s=0.3)
 
     current = supersede(image_id, base_url)
-    current_id, _ = variants.start_output(
-        variant, "jpeg", STALE_AFTER_S, variants.Encoder(image_id, current.claim_token)
+    current_id, _ = encode_claims.start_output(
+        variant, "jpeg", STALE_AFTER_S, encode_claims.Encoder(image_id, current.claim_token)
     )
 
     assert current_id != frozen_id
-    assert variants.mark_stored(frozen_id, ENCODED) is None
-    assert variants.mark_stored(current_id, ENCODED).id == current_id
+    assert encode_claims.mark_stored(frozen_id, ENCODED) is None
+    assert encode_claims.mark_stored(current_id, ENCODED).id == current_id
 
 
 def test_a_peer_whose_image_claim_is_gone_is_not_waited_for(base_url):
     variant = variants.variant_key(variants.variant_secret("whsec_test"), "", "ef" * 32, variants.OutputOptions())
     _, image_id = new_image()
     first = claims.claim_image(image_id, "first-task", MAX_ATTEMPTS, base_url)
-    variants.start_output(variant, "jpeg", STALE_AFTER_S, variants.Encoder(image_id, first.claim_token))
+    encode_claims.start_output(variant, "jpeg", STALE_AFTER_S, encode_claims.Encoder(image_id, first.claim_token))
     # The first attempt lost its database mid-store; the task's retry (same task id) claims the image again.
     retry = claims.claim_image(image_id, "first-task", MAX_ATTEMPTS, base_url)
     assert retry is not None and retry.claim_token > first.claim_token
 
-    assert variants.wait_for_peer(variant, wait_s=30) is None
-    claimed = variants.claim_or_find(
-        variant, "jpeg", STALE_AFTER_S, wait_s=30, encoder=variants.Encoder(image_id, retry.claim_token)
+    assert encode_claims.wait_for_peer(variant, wait_s=30) is None
+    claimed = encode_claims.claim_or_find(
+        variant, "jpeg", STALE_AFTER_S, wait_s=30, encoder=encode_claims.Encoder(image_id, retry.claim_token)
     )
     assert isinstance(claimed, tuple)

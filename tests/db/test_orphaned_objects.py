@@ -27,7 +27,7 @@ import storage
 from fetching import fetcher
 from lifecycle import housekeeping, orphans, retention
 from models import ImageOutput, Lease, db, utcnow
-from outputs import making, variants
+from outputs import encode_claims, making, variants
 
 pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 
@@ -94,14 +94,14 @@ def sweep() -> dict[str, int]:
 def claim(store, data: bytes = b"encoded", sha: str | None = None) -> tuple[int, str]:
     """A new variant's encode claimed and stored, not yet marked stored."""
     variant = variants.variant_key(SECRET, "", sha or uuid.uuid4().hex * 2, variants.OutputOptions())
-    output_id, key = variants.start_output(variant, "jpeg", grace_s())
+    output_id, key = encode_claims.start_output(variant, "jpeg", grace_s())
     store.put(key, data)
     return output_id, key
 
 
 def stored_output(store) -> tuple[int, str]:
     output_id, key = claim(store, b"stored output")
-    assert variants.mark_stored(output_id, ENCODED) is not None
+    assert encode_claims.mark_stored(output_id, ENCODED) is not None
     return output_id, key
 
 
@@ -173,8 +173,8 @@ def test_the_store_of_a_worker_killed_before_marking_it_is_deleted_after_the_har
     assert stored_keys(store) == {live_key, stored_key}
     assert rows_naming(dead_key) == 0 and report["orphaned_objects"] == 1
     # Should the dead worker only have frozen, waking marks nothing: its claim is gone.
-    assert variants.mark_stored(dead_id, ENCODED) is None
-    assert variants.mark_stored(live_id, ENCODED) is not None
+    assert encode_claims.mark_stored(dead_id, ENCODED) is None
+    assert encode_claims.mark_stored(live_id, ENCODED) is not None
     assert db.session.get(ImageOutput, stored_id).stored_at is not None
     db.session.commit()
 
@@ -191,7 +191,7 @@ def test_the_store_of_a_superseded_claim_is_deleted_and_the_take_over_kept(store
     assert stored_keys(store) == {taken_key}
     assert rows_naming(frozen_key) == 0 and rows_naming(taken_key) == 1
     assert report["orphaned_objects"] == 1
-    assert variants.mark_stored(taken_id, ENCODED) is not None
+    assert encode_claims.mark_stored(taken_id, ENCODED) is not None
 
 
 def test_an_unused_output_retention_could_not_delete_stays_named_until_the_sweep_deletes_it(store, monkeypatch):
@@ -237,7 +237,7 @@ def test_the_listing_deletes_old_objects_no_row_names_and_nothing_else(store):
     live_id, live_key = claim(store)
     stored_key = stored_output(store)[1]
     given_up_id, given_up_key = claim(store)
-    variants.abandon_output(given_up_id)
+    encode_claims.abandon_output(given_up_id)
     # Left by an older version, or by a delete that failed after its row went; one holds a live row's id.
     unnamed = {unnamed_key(10**12), unnamed_key(live_id)}
     for key in unnamed:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 
 from lifecycle import retention
 from models import ImageOutput, SourceVersion, db, utcnow
-from outputs import variants
+from outputs import encode_claims, variants
 
 SECRET = variants.variant_secret("whsec_test")
 SHA = "ab" * 32
@@ -58,7 +58,7 @@ def _count(model) -> int:
 
 def test_one_worker_encodes_a_variant_and_another_waits_for_its_output(app):
     variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
-    claim = variants.claim_or_find(variant, "jpeg", stale_after_s=300)
+    claim = encode_claims.claim_or_find(variant, "jpeg", stale_after_s=300)
     assert isinstance(claim, tuple)
     output_id, key = claim
     assert key == f"objects/{variant[:2]}/{variant}-{output_id}.jpg"
@@ -66,14 +66,14 @@ def test_one_worker_encodes_a_variant_and_another_waits_for_its_output(app):
 
     def second_worker() -> None:
         with app.app_context():
-            found.append(variants.claim_or_find(variant, "jpeg", stale_after_s=300))
+            found.append(encode_claims.claim_or_find(variant, "jpeg", stale_after_s=300))
             db.session.remove()
 
     waiting = threading.Thread(target=second_worker)
     waiting.start()
     time.sleep(0.5)
     assert not found  # still waiting for the first encode
-    variants.mark_stored(output_id, FIGURES)
+    encode_claims.mark_stored(output_id, FIGURES)
     waiting.join(10)
 
     [stored] = found
@@ -83,35 +83,35 @@ def test_one_worker_encodes_a_variant_and_another_waits_for_its_output(app):
 
 def test_an_encode_whose_worker_died_is_taken_over(app):
     variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
-    output_id, key = variants.start_output(variant, "jpeg", stale_after_s=300)
-    assert variants.start_output(variant, "jpeg", stale_after_s=300) is None
+    output_id, key = encode_claims.start_output(variant, "jpeg", stale_after_s=300)
+    assert encode_claims.start_output(variant, "jpeg", stale_after_s=300) is None
     past = utcnow() - timedelta(seconds=301)
     db.session.execute(update(ImageOutput).values(created_at=past, last_used_at=past))
     db.session.commit()
 
     # A claim of its own, under a key of its own: the dead worker, should it wake, writes nothing of it.
-    taken_id, taken_key = variants.start_output(variant, "jpeg", stale_after_s=300)
+    taken_id, taken_key = encode_claims.start_output(variant, "jpeg", stale_after_s=300)
     assert taken_id != output_id and taken_key != key
 
 
 def test_a_worker_that_waited_too_long_gives_up_for_now(app, monkeypatch):
     variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
-    variants.start_output(variant, "jpeg", stale_after_s=300)
-    with pytest.raises(variants.PeerStillEncoding):
-        variants.wait_for_peer(variant, wait_s=0.3)
+    encode_claims.start_output(variant, "jpeg", stale_after_s=300)
+    with pytest.raises(encode_claims.PeerStillEncoding):
+        encode_claims.wait_for_peer(variant, wait_s=0.3)
 
 
 def test_a_dropped_output_goes_only_if_nobody_found_it(app):
     variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
-    output_id, _ = variants.start_output(variant, "jpeg", stale_after_s=300)
-    variants.mark_stored(output_id, FIGURES)
+    output_id, _ = encode_claims.start_output(variant, "jpeg", stale_after_s=300)
+    encode_claims.mark_stored(output_id, FIGURES)
     assert variants.find_stored(variant) is not None  # another image found it meanwhile
-    assert variants.drop_if_unused(output_id) is None
+    assert encode_claims.drop_if_unused(output_id) is None
 
     other = variants.variant_key(SECRET, "", "cd" * 32, variants.OutputOptions())
-    unused_id, unused_key = variants.start_output(other, "jpeg", stale_after_s=300)
-    variants.mark_stored(unused_id, FIGURES)
-    assert variants.drop_if_unused(unused_id) == unused_key
+    unused_id, unused_key = encode_claims.start_output(other, "jpeg", stale_after_s=300)
+    encode_claims.mark_stored(unused_id, FIGURES)
+    assert encode_claims.drop_if_unused(unused_id) == unused_key
     assert _count(ImageOutput) == 1
 
 
@@ -120,9 +120,9 @@ def test_clean_up_leaves_recently_found_outputs_alone(app, tmp_path):
 
     storage = LocalStorage(tmp_path, "http://x")
     variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
-    output_id, key = variants.start_output(variant, "jpeg", stale_after_s=300)
+    output_id, key = encode_claims.start_output(variant, "jpeg", stale_after_s=300)
     storage.put(key, b"jpeg")
-    variants.mark_stored(output_id, FIGURES)
+    encode_claims.mark_stored(output_id, FIGURES)
     past = utcnow() - timedelta(hours=2)
     db.session.execute(update(ImageOutput).values(created_at=past, last_used_at=past))
     db.session.commit()
@@ -149,10 +149,10 @@ def test_a_source_version_is_kept_only_while_the_url_sends_validators(app):
 
 def test_a_claim_after_the_encode_finished_finds_the_output_instead(app):
     variant = variants.variant_key(SECRET, "", SHA, variants.OutputOptions())
-    first, _ = variants.start_output(variant, "jpeg", stale_after_s=300)
+    first, _ = encode_claims.start_output(variant, "jpeg", stale_after_s=300)
     assert variants.find_stored(variant) is None  # a second worker looks while the first still encodes
-    variants.mark_stored(first, FIGURES)  # ... and the first one finishes before the second claims
+    encode_claims.mark_stored(first, FIGURES)  # ... and the first one finishes before the second claims
 
-    assert variants.start_output(variant, "jpeg", stale_after_s=300) is None
-    assert variants.claim_or_find(variant, "jpeg", stale_after_s=300).id == first
+    assert encode_claims.start_output(variant, "jpeg", stale_after_s=300) is None
+    assert encode_claims.claim_or_find(variant, "jpeg", stale_after_s=300).id == first
     assert _count(ImageOutput) == 1

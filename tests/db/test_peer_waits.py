@@ -22,7 +22,7 @@ from fetching import fetcher
 from intake.csv_input import ProductRow
 from lifecycle import creation
 from models import Image, db
-from outputs import making, variants
+from outputs import encode_claims, making, variants
 
 pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
 
@@ -60,13 +60,13 @@ def a_dead_workers_claim(monkeypatch) -> None:
     monkeypatch.setattr(fetcher, "fetch_image_revalidated", lambda *_args, **_kwargs: fetched)
     digest = hashlib.sha256(out.getvalue()).hexdigest()
     variant = variants.variant_key(current_app.extensions["variant_secret"], "", digest, variants.OutputOptions())
-    assert variants.start_output(variant, "jpeg", stale_after_s=3600) is not None
+    assert encode_claims.start_output(variant, "jpeg", stale_after_s=3600) is not None
 
 
 def test_the_wait_for_a_peer_is_a_quarter_of_the_soft_time_limit_at_most(short_limits):
     assert making.peer_wait_s(short_limits) == SOFT_LIMIT_S / 4
     default = dataclasses.replace(short_limits, task_soft_time_limit_s=120, task_time_limit_s=150)
-    assert making.peer_wait_s(default) == variants.WAIT_FOR_PEER_S
+    assert making.peer_wait_s(default) == encode_claims.WAIT_FOR_PEER_S
 
 
 def test_an_image_whose_encode_a_dead_worker_claimed_is_retried_not_failed(short_limits, monkeypatch, soft_time_limit):

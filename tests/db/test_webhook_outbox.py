@@ -19,6 +19,7 @@ from delivery import outbox
 from intake.csv_input import ProductRow
 from lifecycle import claims, creation
 from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
+from reading import webhook_log
 from reading.answers import timestamp
 
 pytestmark = pytest.mark.usefixtures("clean_quiet_tables")
@@ -323,7 +324,7 @@ def test_reopen_without_events_is_none(base_url, sent):
 
     assert outbox.reopen_last_event(request_id) is None
     assert outbox.reopen_last_event(uuid.uuid4()) is None
-    assert outbox.describe_events(request_id) == []
+    assert webhook_log.describe_events(request_id) == []
 
 
 def test_describe_events_lists_attempts_in_order(base_url, sent):
@@ -341,7 +342,7 @@ def test_describe_events_lists_attempts_in_order(base_url, sent):
         outbox.record_attempt(work, at=times[-1], **outcome)
     _, other_event = finished_request(base_url)
 
-    described = outbox.describe_events(request_id)
+    described = webhook_log.describe_events(request_id)
 
     row = event(event_id)
     assert described == [

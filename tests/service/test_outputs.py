@@ -20,8 +20,8 @@ from PIL import Image
 from sqlalchemy import func, select, update
 from support.api import csv_of, upload, wait_final
 
-import image_tasks
 from imaging import perceptual, pipeline
+from lifecycle import housekeeping
 from models import Image as ImageRow
 from models import ImageOutput, Request, db, utcnow
 
@@ -302,8 +302,10 @@ def _age(service, request_id: str, days: float) -> None:
 
 
 def _apply_retention(service) -> dict[str, int]:
+    # The function the task runs, not the task: a shared task runs in the app of the newest Celery app, and
+    # another test of this process may have created one on a database of its own.
     with service.app.app_context():
-        report = image_tasks.apply_retention()
+        report = housekeeping.apply_retention(service.app.config["SETTINGS"])
         db.session.remove()
     return report
 

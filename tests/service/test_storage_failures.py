@@ -119,7 +119,7 @@ def test_an_object_store_stopped_mid_request_and_started_again_loses_no_image(s3
 
 @pytest.mark.usefixtures("clean_tables")
 def test_the_sweep_removes_a_temporary_file_left_by_a_killed_writer(service):
-    import image_tasks
+    from lifecycle import housekeeping
     from models import db
 
     folder = service.instance / "media" / str(uuid.uuid4())
@@ -133,7 +133,7 @@ def test_the_sweep_removes_a_temporary_file_left_by_a_killed_writer(service):
     def swept() -> bool:
         # The maintenance worker's own sweep may come first (then this one finds the sweep lease held).
         with service.app.app_context():
-            image_tasks.sweep()
+            housekeeping.sweep(service.app.config["SETTINGS"])
             db.session.remove()
         return not orphan.exists()
 

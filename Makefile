@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test test-unit test-db test-service test-processes test-faults lint bench bench-pipeline migrate clean
+.PHONY: run test test-unit test-db test-service test-processes test-faults lint bench bench-pipeline bench-libvips migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +29,13 @@ migrate: $(RUN_STAMP)
 	$(BIN)/python -m flask --app app:create_app db upgrade
 
 ## The test suite, every tier but the faults: SQLite and the filesystem broker, or TEST_DATABASE_URL and TEST_BROKER_URL.
-## The service and processes tiers' files run TEST_WORKERS at a time (mostly waiting on processes, not on the
-## CPU); every tier runs even when one before it failed, and the exit status says whether any did.
+## Each tier's files run TEST_WORKERS at a time (the service and processes tiers mostly wait on processes, not
+## on the CPU); every tier runs even when one before it failed, and the exit status says whether any did.
 TEST_WORKERS ?= 2
 PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 test: $(DEV_STAMP)
 	@status=0; \
-	$(BIN)/pytest tests/unit tests/db || status=1; \
+	$(BIN)/pytest $(PARALLEL) tests/unit tests/db || status=1; \
 	$(BIN)/pytest $(PARALLEL) tests/service || status=1; \
 	$(BIN)/pytest $(PARALLEL) tests/processes || status=1; \
 	exit $$status
@@ -72,6 +72,9 @@ bench: $(BENCH_STAMP)
 
 bench-pipeline: $(DEV_STAMP)
 	$(BIN)/python bench/bench_pipeline.py
+
+bench-libvips: $(BENCH_STAMP)
+	$(BIN)/python bench/bench_libvips_parity.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -27,7 +27,7 @@ from models import db
 from observability import log_context, metrics
 from outputs import variants
 from queueing import broker, redis_transport, task_names
-from reading import page_cache, progress_hub
+from reading import page_cache, progress_hub, request_versions
 from web import docs_routes, health, media_routes, metrics_routes, page_routes, progress_routes, request_routes
 
 cors = CORS()
@@ -97,6 +97,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, migrations: bool = Tr
     app.extensions["rendered_pages"] = page_cache.RenderedPages(
         settings.status_cache_bytes, max_lag_s=settings.status_max_lag_s
     )
+    app.extensions["request_versions"] = request_versions.RequestVersions(app, settings.status_max_lag_s)
     app.extensions["host_slots"] = host_slots.from_settings(settings)
     app.extensions["webhook_secret"] = signing.load_or_create_secret(settings)
     app.extensions["variant_secret"] = variants.variant_secret(app.extensions["webhook_secret"])

@@ -2,6 +2,11 @@
 
     python cli.py upload products.csv [--webhook-url URL] [--quality N|auto] [--target-score S]
                                       [--format jpeg|webp|avif] [--no-never-bigger] [--max-dimension N]
+                                      [--profile NAME] [--renditions SPEC] [--fit contain|pad|cover]
+                                      [--width N] [--height N] [--aspect W:H] [--background COLOUR]
+                                      [--trim [TOLERANCE]] [--margin SHARE] [--min-dimension N]
+                                      [--upscale|--no-upscale] [--max-bytes N] [--gravity centre|attention]
+                                      [--strip all|rights] [--duplicates|--no-duplicates]
                                       [--idempotency-key KEY] [--wait] [--output out.csv] [--timeout S] [--json]
     python cli.py status REQUEST_ID [--wait] [--output out.csv] [--timeout S] [--json]
     python cli.py cancel REQUEST_ID [--json]
@@ -25,6 +30,15 @@ when stderr is a terminal, else one plain line per change. ``--output`` (which i
 saves the output CSV. A final request with failed images ends with their count by error code and
 where its report and failed rows are, on stderr.
 
+``--profile`` names a marketplace profile (its canvas, size bounds and byte cap preset the first rendition,
+which is then checked against the marketplace's rules); ``--renditions`` asks several outputs of each image,
+e.g. ``main:2048,zoom:1600,thumb:400x400:pad`` (the output CSV gets a column ``Output Image Urls (<name>)``
+for each beyond the first); the canvas options apply to every rendition and override the profile's. Only
+the options given are sent; the service checks them and refuses a bad one (``invalid_option``, naming the
+field). The status of a request with a profile prints its compliance summary after the status line:
+images passing as uploaded, fixed and still failing, then each rule failed; ``--wait`` ends with it too,
+on stderr.
+
 Exit codes, by the request's status once the command is done:
     0  COMPLETED, or not final and not waited for (an upload, a retry, a status without --wait); a CSV written
     2  COMPLETED_WITH_ERRORS
@@ -45,6 +59,7 @@ from typing import NoReturn
 from command_line.api_client import DEFAULT_BASE_URL, Client, CliError, describe_detail
 from command_line.commands import COMMANDS
 from command_line.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE
+from marketplaces.profiles import PROFILES
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -68,6 +83,70 @@ def quality_value(raw: str) -> str:
     if raw.strip().lower() == "auto" or raw.strip().isdigit():
         return raw.strip().lower()
     raise argparse.ArgumentTypeError(f"must be a number (1-95) or auto, got {raw!r}")
+
+
+def trim_value(raw: str) -> str:
+    """true, false, or a tolerance 0-255; the service checks the range and answers with its own error."""
+    text = raw.strip().lower()
+    if text in ("true", "false", "yes", "no", "on", "off") or text.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(
+        f"must be true, false or a tolerance 0-255, got {raw!r} (a bare --trim goes after the CSV)"
+    )
+
+
+def add_plan_options(upload: argparse.ArgumentParser) -> None:
+    """The output plan's options of ``upload``: a profile, renditions, the canvas, metadata and duplicates."""
+    upload.add_argument(
+        "--profile",
+        choices=tuple(PROFILES),
+        help="a marketplace profile: presets the first rendition and checks it against the marketplace's rules",
+    )
+    upload.add_argument(
+        "--renditions",
+        metavar="SPEC",
+        help="the outputs of each image, NAME:N (longest side) or NAME:WxH[:FIT], comma-separated, such as "
+        "main:2048,zoom:1600,thumb:400x400:pad; or a JSON list of objects",
+    )
+    canvas = upload.add_argument_group("canvas options (every rendition; they override the profile's)")
+    canvas.add_argument(
+        "--fit",
+        choices=("contain", "pad", "cover"),
+        help="contain (the service's default), pad or cover; pad and cover need --width and --height, or --aspect",
+    )
+    canvas.add_argument("--width", type=int, help="the canvas's width, 1-10000")
+    canvas.add_argument("--height", type=int, help="the canvas's height, 1-10000")
+    canvas.add_argument("--aspect", metavar="W:H", help="the canvas's width to height, such as 1:1 or 1:1.44")
+    canvas.add_argument("--background", metavar="COLOUR", help="#rrggbb, #rgb, white or black (default white)")
+    canvas.add_argument(
+        "--trim",
+        nargs="?",
+        const="true",
+        type=trim_value,
+        metavar="TOLERANCE",
+        help="remove a uniform border first; alone: a tolerance of 12; or true, false, or a tolerance 0-255",
+    )
+    canvas.add_argument("--margin", metavar="SHARE", help="the canvas's share left empty on each side, 0-0.4 or 5%%")
+    canvas.add_argument("--min-dimension", type=int, help="the least shortest side, 1-10000")
+    canvas.add_argument(
+        "--upscale",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="enlarge to reach --min-dimension or the box (the service's default: never enlarge)",
+    )
+    canvas.add_argument("--max-bytes", type=int, help="the most bytes an output may weigh, 1000-100000000")
+    canvas.add_argument("--gravity", choices=("centre", "attention"), help="cover's crop (default centre)")
+    upload.add_argument(
+        "--strip",
+        choices=("all", "rights"),
+        help="the outputs' metadata: all keeps none; rights keeps copyright, creator and the ICC profile (default)",
+    )
+    upload.add_argument(
+        "--duplicates",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flag near-duplicate sources (the service's default: on with --profile)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep a source JPEG the encode would not shrink (the service's default: on)",
     )
     upload.add_argument("--max-dimension", type=int, help="shrink so the longest side is at most this")
+    add_plan_options(upload)
     upload.add_argument(
         "--idempotency-key",
         help="sent as Idempotency-Key: the same upload sent again with the same key answers the first request",

@@ -292,6 +292,10 @@ class Settings:
     max_active_images_per_key: int = 500_000
     #: Image fetches at once per source host, across all workers and machines; 0 is no limit.
     fetch_max_per_host: int = 8
+    #: Images to a message: claimed, fetched and recorded together by one image process.
+    image_batch_size: int = 16
+    #: Sources one image process downloads at once while it encodes: network waits off its core.
+    image_fetch_threads: int = 16
     #: Webhook attempts in flight at once per tenant (the open service is one) and per receiving host.
     webhook_max_per_tenant: int = 4
     webhook_max_per_host: int = 8
@@ -388,6 +392,8 @@ class Settings:
             rate_limit_auth_failures=env.get("RATE_LIMIT_AUTH_FAILURES") or "20/minute",
             max_active_images_per_key=_int(env, "MAX_ACTIVE_IMAGES_PER_KEY", 500_000, 0),
             fetch_max_per_host=_int(env, "FETCH_MAX_PER_HOST", 32, 0),
+            image_batch_size=_int(env, "IMAGE_BATCH_SIZE", 16, 1, 256),
+            image_fetch_threads=_int(env, "IMAGE_FETCH_THREADS", 16, 1, 64),
             webhook_max_per_tenant=_int(env, "WEBHOOK_MAX_PER_TENANT", 4, 1),
             webhook_max_per_host=_int(env, "WEBHOOK_MAX_PER_HOST", 8, 1),
             webhook_resend_cooldown_s=_float(env, "WEBHOOK_RESEND_COOLDOWN_S", 10.0, 0.0),

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (
+    JSON,
     BigInteger,
     DateTime,
     ForeignKey,
@@ -189,6 +190,9 @@ class Request(db.Model):
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     #: The products and images are still being written by the import task (a big upload).
     importing: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    #: The outputs asked beyond the encoding options above: the marketplace profile, the canvas, the
+    #: renditions and the checks, as ``outputs.plan.OutputPlan.describe`` writes them; None for a plain request.
+    output_plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class RequestImport(db.Model):
@@ -236,6 +240,12 @@ class EncodedFiguresColumns:
     #: The quality the output was encoded at (None when the source was kept), and the score it reached.
     quality: Mapped[int | None]
     score: Mapped[float | None]
+    #: The marketplace rules the source and the output failed and what was changed (``compliance.report``);
+    #: None when the request named no profile.
+    compliance: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The source's 64-bit perceptual hash, stored signed (``imaging.perceptual_hash.to_signed``); None when
+    #: near-duplicates were not looked for.
+    phash: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Image(EncodedFiguresColumns, db.Model):
@@ -258,6 +268,13 @@ class Image(EncodedFiguresColumns, db.Model):
             postgresql_where=text(IN_FLIGHT_IMAGE),
             sqlite_where=text(IN_FLIGHT_IMAGE),
         ),
+        # The images a task holds, found by its id when its message is delivered again.
+        Index(
+            "ix_images_processing_claimed_by",
+            "claimed_by",
+            postgresql_where=text("status = 'PROCESSING'"),
+            sqlite_where=text("status = 'PROCESSING'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -272,6 +289,8 @@ class Image(EncodedFiguresColumns, db.Model):
     retries: Mapped[int] = mapped_column(default=0)
     #: When the dispatcher handed the image to the broker (database clock); None while it waits.
     queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: The id of the message (a batch of images) that carries it while queued: lost messages are counted by it.
+    queued_in: Mapped[str | None] = mapped_column(String(64))
     #: A retry's back-off: the dispatcher leaves the image alone until then (database clock).
     not_before: Mapped[datetime | None] = mapped_column(UtcDateTime)
     #: The Celery task id that claimed it: a redelivery of that same message may take it over.
@@ -289,9 +308,40 @@ class Image(EncodedFiguresColumns, db.Model):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     kept_source: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    #: An earlier image of the same caller (this request's or a retained one's) whose source looks the same.
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ImageRendition(EncodedFiguresColumns, db.Model):
+    """An output of an image beyond its first (``Image.output_id``): a named rendition of a request that asked
+    for several, recorded with the image."""
+
+    __tablename__ = "image_renditions"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    #: The rendition's place in the request's list: 1 for the second (the first is the image's own output).
+    position: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(32))
+    output_id: Mapped[int] = mapped_column(ForeignKey("image_outputs.id"), index=True)
+    output_key: Mapped[str] = mapped_column(Text)
+    reused: Mapped[bool] = mapped_column(default=False)
+
+
+class ImageHashBand(db.Model):
+    """One band of an image's perceptual hash (see ``imaging.perceptual_hash.bands``), looked up exactly: two
+    hashes near enough to be duplicates share at least one band, so candidates are found by index."""
+
+    __tablename__ = "image_hash_bands"
+    __table_args__ = (Index("ix_image_hash_bands_owner_band_value", "owner", "band", "value"),)
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    band: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int]
+    #: The image's caller ("" for the open service): duplicates are never looked for across callers.
+    owner: Mapped[str] = mapped_column(String(64))
 
 
 #: An output a worker is encoding: not stored yet, and its claim not given up (taken over, or abandoned).

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
 from access import api_keys, rate_limits
 from errors import ApiError
@@ -42,11 +43,45 @@ def _image_status() -> ImageStatus | None:
     return ImageStatus(raw.upper())
 
 
+def _answered_from_memory() -> bool:
+    """Whether this process can answer the poll from memory, with no round trip: its request's version is known
+    here (``request_versions``), and the poll names it (a 304) or its page is kept (``page_cache``). Then
+    ``g.memory_answer`` is the answer."""
+    g.pop("memory_answer", None)
+    if request.view_args is None:
+        return False
+    try:
+        request_id = uuid.UUID(request.view_args.get("request_id", ""))
+        page = replace(_page(), image_status=_image_status())
+    except (ValueError, ApiError):
+        return False
+    version = current_app.extensions["request_versions"].known(request_id)
+    if version is None or version.owner_key_hash != api_keys.owner_key_hash():
+        return False
+    etag = answers.page_etag(version, page)
+    pages: page_cache.RenderedPages = current_app.extensions["rendered_pages"]
+    kept = pages.usable((version.id, page.page, page.per_page, page.image_status), etag, version.status)
+    served_etag = kept.etag if kept is not None else etag
+    if request.if_none_match.contains(served_etag):
+        g.memory_answer = Response(status=304, headers=_validators(served_etag))
+    elif kept is not None:
+        g.memory_answer = Response(kept.body, mimetype="application/json", headers=_validators(kept.etag))
+    else:
+        return False
+    return True
+
+
 @bp.get("/api/status/<request_id>")
-@rate_limits.read_limit
+@rate_limits.read_limit_unless_from_memory(_answered_from_memory)
 def get_status(request_id: str):
+    answer = g.pop("memory_answer", None)
+    if answer is not None:
+        return answer
     page = replace(_page(), image_status=_image_status())
+    versions = current_app.extensions["request_versions"]
+    mark = versions.mark()
     found = load_request(request_id)
+    versions.remember(found, mark)
     etag = answers.page_etag(found, page)
     if request.if_none_match.contains(etag):
         return Response(status=304, headers=_validators(etag))

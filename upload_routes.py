@@ -17,6 +17,7 @@ from models import db
 from network_policy import addresses
 from network_policy.urls import url_host, url_problem
 from observability import log_context
+from output_plan import fields
 from reading.links import output_csv_url, status_url
 
 bp = Blueprint("upload", __name__)
@@ -38,12 +39,16 @@ def create_upload():
     else:
         raise ApiError(400, "missing_file", "The form has no field 'file' holding the CSV.")
     quality, target_score = _quality_fields()
+    output_format = _format_field()
+    max_dimension = _int_field("max_dimension", 1, 10_000, default=None)
+    plan = fields.read_plan(request.form, _encoding_given(quality, target_score, output_format, max_dimension))
     options = creation.UploadOptions(
         quality=quality,
         target_score=target_score,
-        output_format=_format_field(),
+        output_format=output_format,
         never_bigger=_flag_field("never_bigger", default=True),
-        max_dimension=_int_field("max_dimension", 1, 10_000, default=None),
+        max_dimension=max_dimension,
+        plan=plan,
         webhook_url=_webhook_url_field(settings),
         owner_key_hash=api_keys.owner_key_hash(),
         file_name=file_name,
@@ -92,8 +97,21 @@ def create_upload():
     if created.importing:
         handoff.send_import(created.id)
     else:
-        handoff.queue_images(settings.image_queue_depth)
+        handoff.queue_images(settings.image_queue_depth, settings.image_batch_size)
     return answer, 202, {"Location": location}
+
+
+def _encoding_given(
+    quality: int | None, target_score: float | None, output_format: str, max_dimension: int | None
+) -> dict[str, object]:
+    """The encoding fields the form gave, as read: a plan's renditions take them over its profile's."""
+    read = {
+        "quality": "auto" if quality is None else quality,
+        "target_score": target_score,
+        "format": output_format,
+        "max_dimension": max_dimension,
+    }
+    return {name: value for name, value in read.items() if request.form.get(name, "").strip()}
 
 
 def _idempotency_claim(data: bytes, options: creation.UploadOptions) -> idempotency.KeyClaim | None:
@@ -107,6 +125,7 @@ def _idempotency_claim(data: bytes, options: creation.UploadOptions) -> idempote
         "never_bigger": options.never_bigger,
         "max_dimension": options.max_dimension,
         "webhook_url": options.webhook_url,
+        "plan": options.plan.describe() if options.plan else None,
     }
     return idempotency.KeyClaim(
         idempotency.owner_of(options.owner_key_hash), key, idempotency.fingerprint(data, described)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import limits
 from flask import Flask, Response, current_app
@@ -43,6 +44,22 @@ AUTH_CHECK_TTL_S = 1.0
 #: Route decorators; the limits are read from the settings at request time.
 upload_limit = limiter.limit(lambda: current_app.config["SETTINGS"].rate_limit_uploads)
 read_limit = limiter.limit(lambda: current_app.config["SETTINGS"].rate_limit_reads)
+
+_in_memory = limits.strategies.SlidingWindowCounterRateLimiter(limits.storage.MemoryStorage())
+
+
+def read_limit_unless_from_memory(answered_from_memory: Callable[[], bool]):
+    """``read_limit``, but a call ``answered_from_memory`` (a poll answered ``304`` with no round trip) is counted
+    in this process alone: the limiter's shared store would cost it more than its answer. Past the limit there,
+    the call is counted in the shared store like any other, which decides."""
+
+    def exempt() -> bool:
+        if not answered_from_memory():
+            return False
+        limit = limits.parse(current_app.config["SETTINGS"].rate_limit_reads)
+        return _in_memory.hit(limit, KEY_PREFIX, "memory", client_key())
+
+    return limiter.limit(lambda: current_app.config["SETTINGS"].rate_limit_reads, exempt_when=exempt)
 
 
 class AuthFailures:

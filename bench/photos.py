@@ -43,6 +43,31 @@ SPECS = (
     PhotoSpec("retina", 12.0, "JPEG"),
 )
 
+#: A catalog's mix, for the service's cases, in 20 photos served in turn: 30% at their own sizes (0.1-2 MP), 55%
+#: at about 2 MP, 10% at about 10 MP and 5% PNG.
+CATALOG_SPECS = (
+    PhotoSpec("chelsea", 0.135, "JPEG"),
+    PhotoSpec("coffee", 0.24, "JPEG"),
+    PhotoSpec("astronaut", 0.262, "JPEG"),
+    PhotoSpec("rocket", 0.273, "JPEG"),
+    PhotoSpec("hubble_deep_field", 0.872, "JPEG"),
+    PhotoSpec("retina", 1.99, "JPEG"),
+    PhotoSpec("chelsea", 2.0, "JPEG"),
+    PhotoSpec("coffee", 2.0, "JPEG"),
+    PhotoSpec("astronaut", 2.0, "JPEG"),
+    PhotoSpec("rocket", 2.0, "JPEG"),
+    PhotoSpec("hubble_deep_field", 2.0, "JPEG"),
+    PhotoSpec("immunohistochemistry", 2.0, "JPEG"),
+    PhotoSpec("retina", 2.2, "JPEG"),
+    PhotoSpec("chelsea", 1.8, "JPEG"),
+    PhotoSpec("coffee", 2.2, "JPEG"),
+    PhotoSpec("astronaut", 2.2, "JPEG"),
+    PhotoSpec("rocket", 1.8, "JPEG"),
+    PhotoSpec("astronaut", 10.0, "JPEG"),
+    PhotoSpec("rocket", 10.0, "JPEG"),
+    PhotoSpec("coffee", 2.0, "PNG"),
+)
+
 
 @dataclass(frozen=True)
 class Photo:
@@ -68,15 +93,15 @@ def _make(spec: PhotoSpec, path: Path) -> tuple[int, int]:
     return size
 
 
-def ensure_photos(folder: Path = CACHE) -> list[Photo]:
-    """The photos of ``SPECS``, generated into ``folder`` the first time (a few seconds)."""
+def ensure_photos(folder: Path = CACHE, specs: tuple[PhotoSpec, ...] = SPECS) -> list[Photo]:
+    """The photos of ``specs``, generated into ``folder`` the first time (a few seconds)."""
     folder.mkdir(parents=True, exist_ok=True)
     index_path = folder / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     if index.get("version") != VERSION:
         index = {"version": VERSION, "photos": {}}
     photos = []
-    for spec in SPECS:
+    for spec in specs:
         path = folder / spec.filename
         known = index["photos"].get(spec.filename)
         if known is None or not path.exists() or path.stat().st_size != known["size"]:
@@ -84,7 +109,7 @@ def ensure_photos(folder: Path = CACHE) -> list[Photo]:
             known = {"width": width, "height": height, "size": path.stat().st_size}
             index["photos"][spec.filename] = known
         photos.append(Photo(spec, path, known["width"], known["height"], known["size"]))
-    wanted = {spec.filename for spec in SPECS}
+    wanted = {spec.filename for spec in (*SPECS, *CATALOG_SPECS)}
     for stale in [*folder.glob("*.jpg"), *folder.glob("*.png")]:
         if stale.name not in wanted:
             stale.unlink()
@@ -100,7 +125,8 @@ def describe(photos: list[Photo]) -> str:
     high = max(p.spec.megapixels for p in photos)
     samples = ", ".join(sorted({p.spec.sample for p in photos}))
     return (
-        f"{len(photos)} scikit-image sample photos ({samples}) upscaled to {low:g}-{high:g} MP "
+        f"{len(photos)} scikit-image sample photos ({samples}) at {low:g}-{high:g} MP "
         f"(mean {sum(p.width * p.height for p in photos) / len(photos) / 1e6:.1f} MP), {jpeg} JPEG q90 and "
-        f"{len(photos) - jpeg} PNG; upscaled photos are smoother than camera ones, so they decode and encode faster"
+        f"{len(photos) - jpeg} PNG; photos upscaled past their own size are smoother than camera ones, so they"
+        " decode and encode faster"
     )

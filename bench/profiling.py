@@ -15,15 +15,18 @@ from pathlib import Path
 #: On-CPU samples of this many pool processes: a py-spy for each of sixteen would take the CPU it measures.
 PROFILED_PROCESSES = 4
 
-#: The service's own steps of an image, by the first frame of theirs found on a sample's stack.
+#: The service's own steps of an image, by the first frame of theirs found on a sample's stack (py-spy names a
+#: method with its class: "Recorder.flush (processing/batch.py:210)").
 CONCERNS = (
-    ("compress (imaging/pipeline", "pipeline.compress"),
-    ("fetch_image (fetching/fetcher", "fetcher.fetch_image"),
-    ("claim_image (lifecycle/claims", "claims.claim_image"),
-    ("complete_image (lifecycle/claims", "claims.complete_image"),
-    ("fail_image (lifecycle/claims", "claims.fail_image"),
-    ("fill_queue (queueing/dispatch", "dispatch.fill_queue"),
-    ("put (storage/__init__", "storage.put"),
+    ("compress (imaging/pipeline", "pipeline.compress (decode, resample, encode)"),
+    ("claim_or_find (outputs/encode_claims", "the output's look-up and claim (encode_claims.claim_or_find)"),
+    ("mark_stored (outputs/encode_claims", "the output marked stored (encode_claims.mark_stored)"),
+    ("fetch_image_revalidated (fetching/fetcher", "the download (fetcher.fetch_image_revalidated)"),
+    ("known_source (outputs/variants", "the source's validators (variants.known_source)"),
+    ("flush (processing/batch", "the batch's records (Recorder.flush)"),
+    ("claim_images (lifecycle/claims", "the batch's claim (claims.claim_images)"),
+    ("fill_queue (queueing/dispatch", "the refill (dispatch.fill_queue)"),
+    ("put (storage/", "the output's store (storage put)"),
 )
 
 
@@ -70,7 +73,7 @@ def by_concern(path: Path) -> str:
     shares: Counter[str] = Counter()
     for frames, count in _samples(path):
         concern = next(
-            (name for frame in frames for prefix, name in CONCERNS if frame.startswith(prefix)),
+            (name for frame in frames for step, name in CONCERNS if step in frame),
             "process_image, the rest" if any(f.startswith("process_image") for f in frames) else "celery, the rest",
         )
         shares[concern] += count

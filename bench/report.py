@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cases import Polls, SmallBehindBig, Tenants, UploadTimes, WrkRun, percentile
-from throughput import PoolMemory, Throughput
+from throughput import PlannedLimit, PoolMemory, Throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,6 +82,37 @@ def throughput_row(case: Throughput, target_ratio: float, deadline_s: float) -> 
         )
     met = ratio >= target_ratio and case.failed == 0 if comparable else None
     return Row(measure, setup, outcome, f"ratio ≥ {target_ratio}", met)
+
+
+def profile_rows(
+    case: Throughput, limit: PlannedLimit, fields: dict[str, str], check_target: float, deadline_s: float
+) -> list[Row]:
+    asked = ", ".join(f"`{name}={value}`" for name, value in fields.items())
+    setup = (
+        f"{case.images} distinct URLs, 0 ms source latency, {asked}: each image's three renditions from one decode, "
+        f"the source and the first rendition checked, the source hashed; POST to final status (or the images done "
+        f"at {deadline_s:g} s); {case.workers} image worker processes"
+    )
+    outcome = f"{case.rate:.1f} images/s ({_s(case.seconds)}, {case.completed} completed, {case.failed} failed)"
+    if case.timed_out:
+        outcome += f"; **not final** ({case.status}) at the deadline: the rate of the images done"
+    ratio = case.rate / limit.rate if limit.rate else 0.0
+    outcome += f"; the same work from memory {limit.rate:.1f} images/s: **ratio {ratio:.2f}**"
+    disturbed = max(case.others_share, case.cpu_limit_others_share)
+    if disturbed >= NOTED:
+        outcome += (
+            f" (other processes took {case.others_share:.0%} of the CPU during the case, "
+            f"{case.cpu_limit_others_share:.0%} during the limit)"
+        )
+    checks = Row(
+        "Profile: compliance checks and perceptual hash",
+        "their time per image against the image's whole time making the profile case's renditions from memory "
+        "(decode, trims, canvases, three encodes, checks, hash), on the case's photos",
+        f"{limit.check_ms:.1f} ms of {limit.image_ms:.1f} ms per image: **{limit.check_share:.1%}**",
+        f"< {check_target:.0%}",
+        limit.check_share < check_target,
+    )
+    return [Row("Throughput, marketplace profile and three renditions", setup, outcome, "—", None), checks]
 
 
 def peer_row(case: Throughput, target: float) -> Row:
@@ -214,6 +245,19 @@ def memory_rows(
                 f"median {_mb(statistics.median(peaks) * 1048576)}; {over} at or over 150 MB",
                 "< 150 MB",
                 over == 0,
+            )
+        )
+    if during is not None and during.service_pss_peak_mib:
+        peak = during.service_pss_peak_mib * 1048576
+        rows.append(
+            Row(
+                "Whole service memory, PSS",
+                "every process `make run` starts (API, image, webhook and maintenance workers with their pools, "
+                "beat), shared pages counted once; sampled twice a second, idle at its start and during the "
+                f"throughput cases ({images:,} images, {large:,} of them 8-12 MP)",
+                f"idle {_mb(during.service_pss_idle_mib * 1048576)}, **peak {_mb(peak)}**",
+                "< 1,000 MB",
+                peak < 1000e6,
             )
         )
     if long_run is None:

@@ -100,6 +100,23 @@ class BenchRedis(RedisServer):
         wait_for(self.is_up, 20, "redis to accept connections")
 
 
+def tree_pids(roots: list[int]) -> list[int]:
+    """The processes ``roots`` and all their descendants, by parentage."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, stack = [], list(roots)
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, ()))
+    return found
+
+
 def tree_cpu_s(root: int) -> float:
     """CPU seconds of a process and all its descendants, with the children each has reaped.
 
@@ -169,6 +186,10 @@ class RunningService:
     def worker_processes(self) -> int:
         """The image worker's pool size, as launcher.commands gives it."""
         return image_worker_processes(self.env)
+
+    def service_pids(self) -> list[int]:
+        """Every process ``make run`` would start for this service (API, workers and their pools, beat)."""
+        return tree_pids([process.process.pid for process in self.processes.values()])
 
     def worker_pool_pids(self) -> list[int]:
         """The image worker's pool processes (the children of its main process)."""

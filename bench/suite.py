@@ -20,12 +20,12 @@ import profiling
 import report
 import throughput
 from client import Api, csv_of
-from photos import describe, ensure_photos
+from photos import CATALOG_SPECS, describe, ensure_photos
 from sources import SourceServer
 from stack import ROOT, Stack, processes_per_core
 
 HERE = ROOT / "bench"
-GROUPS = ("throughput", "scaling", "uploads", "polls", "fairness", "tenants")
+GROUPS = ("throughput", "profile", "scaling", "uploads", "polls", "fairness", "tenants")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,11 @@ THROUGHPUT_CASES = (
     ("full/0ms", 0.0, None, 0.85),
     ("1024/0ms", 0.0, 1024, 0.85),
 )
+#: The profile case: Google Merchant Center's profile and three renditions, the first the marketplace's.
+PROFILE_FIELDS = {"profile": "google_merchant", "renditions": "main:2048,zoom:1600,thumb:400x400:pad"}
+#: The compliance checks' and the perceptual hash's most share of an image's CPU.
+CHECK_SHARE_TARGET = 0.10
+
 #: The cases thumbor runs too, side by side, and the service's least multiple of its throughput there.
 PEER_CASES = ("full/100ms", "1024/100ms")
 PEER_TARGET = 1.5
@@ -75,7 +80,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.counts = QUICK if args.quick else Counts(throughput=args.images or Counts.throughput)
-        self.photos = ensure_photos()
+        self.photos = ensure_photos(specs=CATALOG_SPECS)
         self.paths = [photo.path for photo in self.photos]
         self.keys = (f"bench-a-{secrets.token_hex(8)}", f"bench-b-{secrets.token_hex(8)}")
         self.rows: list[report.Row] = []
@@ -188,6 +193,37 @@ class Bench:
         self.rows += [report.peer_row(case, PEER_TARGET) for case in self.throughput if case.peer_rate is not None]
         if self.throughput:
             self.rows.append(report.bytes_row(self.throughput))
+
+    def group_profile(self, stack: Stack) -> None:
+        """A profile with three renditions on the catalog mix, against the same work from memory."""
+        with self._service(stack, "profile") as (service, api):
+            log(f"profile: {self.counts.throughput} images, {PROFILE_FIELDS}")
+            with facts.OthersCpu(service) as others:
+                case = throughput.throughput(
+                    service,
+                    api,
+                    self.server,
+                    label="profile",
+                    images=self.counts.throughput,
+                    latency_s=0.0,
+                    max_dimension=None,
+                    tag="profile",
+                    deadline_s=self.counts.case_deadline_s * 2,
+                    fields=PROFILE_FIELDS,
+                )
+            case.others_share = others.share
+            done = f"{case.completed} completed, {case.failed} failed"
+            log(f"  {case.rate:.1f} images/s in {case.seconds:.1f} s ({done})")
+            sample = case.photos[: 5 * len(self.photos)]
+            with facts.OthersCpu(service) as others:
+                limit = throughput.planned_limit(self.paths, sample, PROFILE_FIELDS, self.processes)
+            case.cpu_limit_others_share = others.share
+        log(
+            f"  limit {limit.rate:.1f} images/s: ratio {case.rate / limit.rate:.2f}; checks and hash "
+            f"{limit.check_ms:.1f} ms of {limit.image_ms:.1f} ms per image ({limit.check_share:.1%})"
+        )
+        deadline = self.counts.case_deadline_s * 2
+        self.rows += report.profile_rows(case, limit, PROFILE_FIELDS, CHECK_SHARE_TARGET, deadline)
 
     def group_scaling(self, stack: Stack) -> None:
         """One core's worth of image worker processes, pinned to one core, against two cores' worth."""

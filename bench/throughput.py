@@ -68,6 +68,7 @@ def throughput(
     max_dimension: int | None,
     tag: str,
     deadline_s: float,
+    fields: dict[str, str] | None = None,
 ) -> Throughput:
     """Upload ``images`` distinct URLs and time the request from POST to its final status.
 
@@ -76,7 +77,7 @@ def throughput(
     """
     workers = service.worker_processes
     sources = server.sources(images, latency_s, tag)
-    fields = {"max_dimension": str(max_dimension)} if max_dimension else {}
+    fields = dict(fields or {}) | ({"max_dimension": str(max_dimension)} if max_dimension else {})
     upload = api.upload(csv_of([s.url for s in sources]), **fields)
     final_at, status = api.wait_final(upload.request_id, deadline_s)
     progress = status["progress"]
@@ -163,6 +164,76 @@ def cpu_limit(paths: list[Path], photos: list[int], max_dimension: int | None, p
     return len(photos) / elapsed
 
 
+@dataclass(frozen=True)
+class PlannedLimit:
+    """The same-run limit of a profile case's work from memory, and what its checks and hash cost there."""
+
+    rate: float  #: images/s: every rendition of each source, from one decode, with the checks and the hash
+    check_share: float  #: of the CPU time per image, the compliance checks' and the perceptual hash's
+    check_ms: float  #: their time per image, in ms
+    image_ms: float  #: the whole image's time, in ms
+
+
+_PLAN: list = []
+
+
+def _load_planned(paths: list[str], form: dict[str, str]) -> None:
+    from output_plan import fields
+
+    _load_bodies(paths)
+    _PLAN[:] = [fields.read_plan(form, {"format": "jpeg", "quality": 50, "target_score": None, "max_dimension": None})]
+
+
+def _compress_planned(index: int) -> tuple[float, float]:
+    """One source's renditions as the worker makes them for the plan: (seconds in all, seconds checking)."""
+    from imaging import renditions
+    from outputs import rendition_making
+
+    plan = _PLAN[0]
+    checking = [0.0]
+
+    def timed(inspect):
+        def run(*args):
+            started = time.perf_counter()
+            try:
+                return inspect(*args)
+            finally:
+                checking[0] += time.perf_counter() - started
+
+        return run
+
+    checked = plan.rules is not None
+    started = time.perf_counter()
+    renditions.compress_renditions(
+        _POOL_BODIES[index],
+        [item.spec for item in plan.renditions],
+        inspect_source=timed(rendition_making.source_inspector(checked, plan.duplicates)),
+        inspect_output=timed(rendition_making.output_inspector) if checked else None,
+        inspected=(0,) if checked else (),
+        keep_metadata=plan.metadata == "keep_rights",
+    )
+    return time.perf_counter() - started, checking[0]
+
+
+def planned_limit(paths: list[Path], photos: list[int], form: dict[str, str], processes: int) -> PlannedLimit:
+    """images/s of ``processes`` processes making a plan's renditions (``form``: the upload's fields) of the same
+    bytes from memory, as the worker makes them (one decode, the checks, the hash), nothing else."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes, initializer=_load_planned, initargs=([str(p) for p in paths], form)) as pool:
+        pool.map(_compress_planned, list(range(len(paths))) * processes, chunksize=1)
+        started = time.perf_counter()
+        timings = pool.map(_compress_planned, photos, chunksize=1)
+        elapsed = time.perf_counter() - started
+    whole = sum(total for total, _ in timings)
+    checking = sum(checked for _, checked in timings)
+    return PlannedLimit(
+        rate=len(photos) / elapsed,
+        check_share=checking / whole if whole else 0.0,
+        check_ms=1000 * checking / len(timings),
+        image_ms=1000 * whole / len(timings),
+    )
+
+
 # ---------------------------------------------------------------------------------------------------
 # Memory of the image worker's pool processes
 
@@ -177,6 +248,9 @@ class PoolMemory:
     #: Pool processes seen that were gone by the last sample of their service: celery replaced them.
     replaced: int = 0
     services: int = 1  #: service starts these processes belong to
+    #: The whole service's proportional set size (shared pages counted once), at its first sample and its peak.
+    service_pss_idle_mib: float = 0.0
+    service_pss_peak_mib: float = 0.0
 
     @classmethod
     def merge(cls, memories: list[MemorySampler]) -> PoolMemory:
@@ -186,8 +260,26 @@ class PoolMemory:
             merged.peak_mib.update(sampler.memory.peak_mib)
             merged.rss_mib.update(sampler.memory.rss_mib)
             merged.replaced += sampler.memory.replaced
+            merged.service_pss_idle_mib = max(merged.service_pss_idle_mib, sampler.memory.service_pss_idle_mib)
+            merged.service_pss_peak_mib = max(merged.service_pss_peak_mib, sampler.memory.service_pss_peak_mib)
         merged.services = len(memories)
         return merged
+
+
+def _read_pss_mib(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def service_pss_mib(service: RunningService) -> float:
+    """The proportional set size of every process of the service, in MiB: shared pages counted once in all."""
+    return sum(_read_pss_mib(pid) for pid in service.service_pids())
 
 
 def _read_memory(pid: int) -> tuple[float, float] | None:
@@ -224,6 +316,10 @@ class MemorySampler:
             self.memory.rss_mib[pid] = rss
         self.memory.alive = alive
         self.memory.replaced = len(set(self.memory.peak_mib) - alive)
+        pss = service_pss_mib(self.service)
+        if not self.memory.service_pss_idle_mib:
+            self.memory.service_pss_idle_mib = pss
+        self.memory.service_pss_peak_mib = max(self.memory.service_pss_peak_mib, pss)
         return self.memory
 
     def _run(self) -> None:

@@ -12,6 +12,7 @@ from urllib.parse import quote
 from command_line.api_client import FAILURE_PAGE_SIZE, FAILURE_PAGES, Client, CliError
 from command_line.exit_codes import EXIT_CODES, FINAL_STATUSES
 from command_line.progress import ProgressLines, progress_display, progress_line, wait_final
+from output_plan.fields import PLAN_FIELDS
 
 
 def save_output(client: Client, request_id: str, path: Path, printer: ProgressLines) -> None:
@@ -37,15 +38,47 @@ def failure_summary(client: Client, request_id: str, status: dict[str, Any]) -> 
     return [counted, f"the rows to fix and upload again: cli.py failed-rows {request_id} --output failed-rows.csv"]
 
 
+def plan_summary(status: dict[str, Any]) -> list[str]:
+    """A planned request's compliance summary (with a profile) and near-duplicate count (when flagged), as lines:
+    how many images passed as uploaded, were fixed or still fail, and by rule; nothing for a plain request."""
+    lines = []
+    summary = status.get("compliance")
+    if summary:
+        lines.append(
+            f"compliance with {summary['profile']} ({summary['checked']} checked): "
+            f"{summary['passing_as_uploaded']} passing as uploaded, {summary['fixed']} fixed, "
+            f"{summary['still_failing']} still failing"
+        )
+        for code, counts in (summary.get("by_rule") or {}).items():
+            lines.append(f"  {code}: {counts['source']} failed as uploaded, {counts['output']} still failing")
+    duplicates = status.get("duplicate_images")
+    if duplicates:
+        lines.append(f"near-duplicates of earlier images: {duplicates} (the report's Duplicate Of names them)")
+    return lines
+
+
+def final_plan_summary(client: Client, request_id: str, status: dict[str, Any]) -> list[str]:
+    """``plan_summary`` of a final request; ``status`` as the wait ended (a progress event has no plan fields,
+    so the status API is asked)."""
+    if "profile" not in status:
+        try:
+            status = client.status(request_id)
+        except CliError as error:
+            return [f"the status (and any compliance summary) could not be read: {error.message}"]
+    return plan_summary(status)
+
+
 def finish(client: Client, request_id: str, args: argparse.Namespace) -> int:
-    """With ``--wait``: follow the request, save ``--output``, sum up the failures, and turn the final status into
-    the exit code."""
+    """With ``--wait``: follow the request, sum up its compliance, save ``--output``, sum up the failures, and turn
+    the final status into the exit code."""
     if not args.wait:
         return 0
     # The summary goes through the display: on a terminal above the bar, which stays its last line.
     printer = progress_display()
     try:
         status = wait_final(client, request_id, args.timeout, printer)
+        for line in final_plan_summary(client, request_id, status):
+            printer.note(line)
         if args.output:
             save_output(client, request_id, args.output, printer)
         for line in failure_summary(client, request_id, status):
@@ -67,14 +100,15 @@ def run_upload(client: Client, args: argparse.Namespace) -> int:
     if not args.csv.is_file():
         raise CliError(f"no such file: {args.csv}")
     fields = {
-        name: str(value)
+        name: str(value).lower() if isinstance(value, bool) else str(value)
         for name, value in (
             ("webhook_url", args.webhook_url),
             ("quality", args.quality),
             ("target_score", args.target_score),
             ("format", args.format),
-            ("never_bigger", None if args.never_bigger is None else str(args.never_bigger).lower()),
+            ("never_bigger", args.never_bigger),
             ("max_dimension", args.max_dimension),
+            *((name, getattr(args, name)) for name in PLAN_FIELDS),
         )
         if value not in (None, "")
     }
@@ -89,6 +123,9 @@ def run_status(client: Client, args: argparse.Namespace) -> int:
     print_answer(status, args, progress_line(status))
     if args.wait and status["status"] not in FINAL_STATUSES:
         return finish(client, args.request_id, args)
+    if not args.json:
+        for line in plan_summary(status):
+            print(line, flush=True)
     printer = ProgressLines()
     if args.output:
         save_output(client, args.request_id, args.output, printer)

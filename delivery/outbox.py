@@ -20,7 +20,8 @@ from delivery import in_flight
 from models import DeliveryStatus, Request, RequestStatus, WebhookAttempt, WebhookEvent, db, utcnow
 from observability import metrics
 from queueing import backoff, broker, task_names
-from reading.answers import progress, timestamp
+from reading import planned_outputs
+from reading.answers import progress, timestamp, totals
 from reading.links import output_csv_url
 
 EVENT_TYPE = "request.completed"
@@ -64,6 +65,9 @@ def create_event(request: Request, public_base_url: str) -> str:
             "output_csv_url": output_csv_url(public_base_url, request.id),
         },
     }
+    planned = planned_outputs.webhook_fields(request)
+    if planned:
+        payload["data"] |= {"totals": {**totals(request), **planned}}
     event_id = f"msg_{uuid.uuid4().hex}"
     db.session.add(
         WebhookEvent(

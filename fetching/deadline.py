@@ -8,6 +8,7 @@ pools register every socket they open or hand out again with the call's watchdog
 from __future__ import annotations
 
 import contextvars
+import signal
 import socket
 import threading
 import time
@@ -18,6 +19,27 @@ from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+#: Signals sent to a worker process as a whole: the soft time limit (SIGUSR1), shutdown, and the like.
+MAIN_THREAD_SIGNALS = {
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGALRM,
+}
+
+
+def leave_signals_to_the_main_thread() -> None:
+    """Block, in the calling helper thread, the signals sent to the process as a whole.
+
+    The kernel hands such a signal to any thread that does not block it. Python runs its handler on the main
+    thread only, at the next bytecode the main thread runs: taken by a helper thread, it would leave a main
+    thread blocked in a system call (a sleep, a read) where it is, and a soft time limit would never strike.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, MAIN_THREAD_SIGNALS)
 
 
 @dataclass(frozen=True)
@@ -72,7 +94,13 @@ class Watchdog:
             _shutdown(sock)
 
     def start(self) -> None:
-        self._timer.start()
+        # The timer thread starts with this thread's signal mask: it must not take the signals meant for the main
+        # thread either (see ``leave_signals_to_the_main_thread``).
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, MAIN_THREAD_SIGNALS)
+        try:
+            self._timer.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def cancel(self) -> None:
         self._timer.cancel()

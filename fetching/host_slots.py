@@ -214,8 +214,10 @@ def _lock(path: Path, create: bool) -> int | None:
         except FileNotFoundError:
             if not create:
                 return None
-            # The folder was removed as idle, or never made: make it (again).
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # The folder was removed as idle, or never made: make it (again). A sweep may remove it
+            # between mkdir finding it and checking it is a folder; then mkdir raises and we try again.
+            with suppress(FileExistsError):
+                path.parent.mkdir(parents=True, exist_ok=True)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -136,3 +136,39 @@ def _may_turn(im: Image.Image, source_format: str) -> bool:
 
 def _mib(size: float) -> int:
     return -(-int(size) // MiB)
+
+
+def check_rendition(
+    base: tuple[int, int],
+    content: tuple[int, int],
+    drawn: tuple[int, int],
+    output_format: str,
+    auto: bool,
+    decode_budget: int | None,
+    max_pixels: int,
+) -> None:
+    """Refuse a rendition that would be too large to make: past ``max_pixels`` (``too_many_pixels``), or, with the
+    decoded source (``base``) held beside it, its scaled content and its canvas (``drawn``) encoded, past the
+    decode budget (``image_too_large``). An upscaled or padded rendition can be far larger than its source.
+
+    Raises:
+        ImageProcessingError: as above.
+    """
+    width, height = drawn
+    if width * height > max_pixels:
+        raise ImageProcessingError(
+            "too_many_pixels",
+            f"A rendition would be {width}x{height} ({width * height} pixels); the limit is {max_pixels}: a smaller "
+            "box, min_dimension or max_dimension would fit.",
+        )
+    if decode_budget is None:
+        return
+    encoder = ENCODER_BYTES_PER_PIXEL[output_format, auto]
+    needed = 4 * (base[0] * base[1] + content[0] * content[1]) + (4 + encoder) * width * height + FIXED_BYTES
+    if needed > decode_budget:
+        raise ImageProcessingError(
+            "image_too_large",
+            f"A {width}x{height} rendition would take about {_mib(needed)} MiB of memory to make as "
+            f"{output_format.upper()}; the per-image budget is {_mib(decode_budget)} MiB (IMAGE_DECODE_BUDGET_MB). "
+            "A smaller box, min_dimension or max_dimension would fit.",
+        )

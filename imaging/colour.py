@@ -1,4 +1,5 @@
-"""Colour: the working mode (RGB, L or CMYK), 16-bit samples, alpha flattened onto white, CMYK and ICC to sRGB."""
+"""Colour: the working mode (RGB, L or CMYK), 16-bit samples, alpha flattened onto the background, CMYK and ICC
+to sRGB."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def to_working_mode(work: Work) -> None:
     # The first conversion reads what the file declared (its palette, a tRNS chunk): Pillow checks
     # some of it only here, after load(), e.g. "palette index out of range" for an overlong tRNS.
     with decode.image_errors(decode.CONVERSION_ERRORS):
-        working = _working_image(work.image)
+        working = _working_image(work.image, work.background)
     work.replace(working)
 
 
@@ -59,8 +60,8 @@ def to_rgb(work: Work) -> None:
         work.replace(im.convert("RGB"))
 
 
-def _working_image(im: Image.Image) -> Image.Image:
-    """Bring the image to RGB, L or CMYK (all resample well), flattening alpha onto white.
+def _working_image(im: Image.Image, background: tuple[int, int, int] = _WHITE) -> Image.Image:
+    """Bring the image to RGB, L or CMYK (all resample well), flattening alpha onto ``background``.
 
     Returns ``im`` itself when it already is in one of those modes, so RGB costs no copy.
     """
@@ -76,7 +77,7 @@ def _working_image(im: Image.Image) -> Image.Image:
         alpha = im if mode in ("RGBA", "LA") else im.convert("LA" if mode == "La" else "RGBA")
         # Compositing onto white before resampling equals premultiplied resampling followed
         # by compositing, and avoids Pillow's full-size RGBa round trip in resize().
-        flat = Image.new("RGB", im.size, _WHITE)
+        flat = Image.new("RGB", im.size, background)
         flat.paste(alpha, mask=alpha)
         if alpha is not im:
             alpha.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 
 from PIL import Image
 
@@ -25,17 +26,24 @@ def strip_metadata(work: Work) -> None:
     work.image.info.clear()
 
 
-def encode_image(im: Image.Image, quality: int, *, output_format: str, icc: bytes | None) -> bytes:
-    """``im`` encoded as ``output_format`` at ``quality``, carrying ``icc`` and no other metadata."""
+def encode_image(
+    im: Image.Image,
+    quality: int,
+    *,
+    output_format: str,
+    icc: bytes | None,
+    metadata: Mapping[str, bytes] | None = None,
+) -> bytes:
+    """``im`` encoded as ``output_format`` at ``quality``, carrying ``icc`` and no other metadata than
+    ``metadata``'s ``exif`` and ``xmp`` blocks (see metadata_policy.encoder_arguments)."""
     out = io.BytesIO()
+    kept = {"exif": b"", "xmp": b""} | dict(metadata or {})
     if output_format == "jpeg":
         # Deliberately no optimize/progressive (+25-150% CPU).
-        im.save(out, "JPEG", quality=quality, icc_profile=icc, exif=b"", xmp=b"", comment=b"")
+        im.save(out, "JPEG", quality=quality, icc_profile=icc, comment=b"", **kept)
     elif output_format == "webp":
-        im.save(out, "WEBP", quality=quality, method=WEBP_METHOD, icc_profile=icc or b"", exif=b"", xmp=b"")
+        im.save(out, "WEBP", quality=quality, method=WEBP_METHOD, icc_profile=icc or b"", **kept)
     else:
         # One thread: a worker process per core already keeps every core busy; threads only add overhead.
-        im.save(
-            out, "AVIF", quality=quality, speed=AVIF_SPEED, max_threads=1, icc_profile=icc or b"", exif=b"", xmp=b""
-        )
+        im.save(out, "AVIF", quality=quality, speed=AVIF_SPEED, max_threads=1, icc_profile=icc or b"", **kept)
     return out.getvalue()

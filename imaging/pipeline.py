@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, features
 
-from imaging import budget, colour, decode, encode, keep_source, orientation, quality_search, resize
+from imaging import budget, colour, decode, encode, keep_source, libvips_jpeg, orientation, quality_search, resize
 from imaging.decode import ALLOWED_FORMATS
 from imaging.encode import AVIF_SPEED, WEBP_METHOD
 from imaging.errors import ImageProcessingError
@@ -38,10 +39,12 @@ __all__ = [
     "compress",
     "encodable_formats",
     "memory_needed",
+    "open_prepared",
     "prepare",
 ]
 
 OUTPUT_FORMATS = ("jpeg", "webp", "avif")
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 #: The pixel limit when none is given (the service's MAX_IMAGE_PIXELS default).
 MAX_PIXELS = 50_000_000
 
@@ -143,7 +146,7 @@ def compress(
     del data
 
     started = time.perf_counter()
-    work = _prepare(
+    work = _open(
         stream,
         source_bytes,
         max_dimension,
@@ -153,6 +156,9 @@ def compress(
         auto=quality is None,
         decode_budget=decode_budget,
     )
+    if libvips_jpeg.applies(work, quality):
+        return _libvips_jpeg(work, quality, started)
+    _finish_preparing(work)
     decoded = time.perf_counter()
     try:
         im = work.image
@@ -193,6 +199,53 @@ def prepare(data: bytes, *, max_dimension: int | None = None, max_pixels: int = 
     return _prepare(stream, source_bytes, max_dimension, max_pixels, keep_jpeg=False).image
 
 
+def open_prepared(
+    data: bytes,
+    *,
+    max_dimension_for: Callable[[tuple[int, int], int], int | None],
+    max_pixels: int = MAX_PIXELS,
+    decode_budget: int | None = budget.DEFAULT_BUDGET,
+    output_format: str = "jpeg",
+    auto: bool = False,
+    background: tuple[int, int, int] = (255, 255, 255),
+    on_open: Callable[[Image.Image], None] | None = None,
+) -> Work:
+    """``data`` through PREPARE_STEPS, shrunk to the longest side ``max_dimension_for(header size, EXIF
+    orientation)`` gives (None: whole): a Work whose image is upright RGB, alpha flattened onto ``background``.
+    ``on_open`` is handed the source as opened, before a pixel is decoded. The caller closes the image.
+
+    Raises ImageProcessingError and ValueError as compress.
+    """
+    _check_limits(None, max_pixels)
+    stream, source_bytes = decode.open_stream(data)
+    del data
+    work = Work(
+        decode.open_image(stream),
+        stream,
+        source_bytes,
+        None,
+        max_pixels,
+        False,
+        output_format=output_format,
+        auto=auto,
+        decode_budget=decode_budget,
+        background=background,
+    )
+    im = work.image
+    work.source_icc = im.info.get("icc_profile")
+    work.had_alpha = im.mode in _ALPHA_MODES or "transparency" in im.info
+    _run(work, (decode.check_header,))
+    try:
+        if on_open is not None:
+            on_open(im)
+        work.max_dimension = max_dimension_for(work.source_size, orientation.exif_orientation(im))
+    except BaseException:
+        im.close()
+        raise
+    _run(work, PREPARE_STEPS)
+    return work
+
+
 def memory_needed(
     data: bytes, *, output_format: str = "jpeg", quality: int | None = 50, max_dimension: int | None = None
 ) -> int:
@@ -224,6 +277,10 @@ def _check_limits(max_dimension: object, max_pixels: object) -> None:
         raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
 
 
+#: The steps that read the header alone, before anything is decoded: every check and every choice.
+HEADER_STEPS = PREPARE_STEPS[: PREPARE_STEPS.index(decode.load)]
+
+
 def _prepare(
     stream: io.BytesIO,
     source_bytes: int,
@@ -236,13 +293,59 @@ def _prepare(
 
     ``asked``: the Work's other fields (output_format, auto, decode_budget).
     """
+    work = _open(stream, source_bytes, max_dimension, max_pixels, keep_jpeg, **asked)
+    _finish_preparing(work)
+    return work
+
+
+def _open(
+    stream: io.BytesIO,
+    source_bytes: int,
+    max_dimension: int | None,
+    max_pixels: int,
+    keep_jpeg: bool,
+    **asked: Any,
+) -> Work:
+    """Open the source and run HEADER_STEPS over it; the image is closed if a step fails."""
     # The Work holds the only reference to the source: a step that replaces the image frees it, decoder and all.
     work = Work(decode.open_image(stream), stream, source_bytes, max_dimension, max_pixels, keep_jpeg, **asked)
     work.source_icc = work.image.info.get("icc_profile")
+    _run(work, HEADER_STEPS)
+    return work
+
+
+def _finish_preparing(work: Work) -> None:
+    """Run the rest of PREPARE_STEPS, from the decode on."""
+    _run(work, PREPARE_STEPS[len(HEADER_STEPS) :])
+
+
+def _run(work: Work, steps: tuple[Step, ...]) -> None:
     try:
-        for step in PREPARE_STEPS:
+        for step in steps:
             step(work)
     except BaseException:
         work.image.close()
         raise
-    return work
+
+
+def _libvips_jpeg(work: Work, quality: int, started: float) -> CompressedImage:
+    """The output made by libvips (see libvips_jpeg), from the header Pillow has read and checked."""
+    try:
+        orientation.read(work)
+        colour.choose_profile(work)
+        data, width, height = libvips_jpeg.compress(work, quality, work.orientation, work.icc is not None)
+    finally:
+        work.image.close()
+        work.stream.close()
+    return CompressedImage(
+        data,
+        width,
+        height,
+        work.source_format,
+        work.source_bytes,
+        format="jpeg",
+        quality=quality,
+        score=None,
+        kept_source=False,
+        decode_s=time.perf_counter() - started,
+    )

@@ -42,6 +42,10 @@ class Work:
     decode_budget: int | None = None
     #: The source's size as its header gives it, before any draft.
     source_size: tuple[int, int] = (0, 0)
+    #: Whether the source has an alpha channel or a transparent colour.
+    had_alpha: bool = False
+    #: What transparency is flattened onto.
+    background: tuple[int, int, int] = (255, 255, 255)
 
     def replace(self, new: Image.Image) -> None:
         """Make ``new`` the image, freeing the old one's pixels at once: peak memory stays at two images."""

@@ -52,9 +52,12 @@ def cancel_request(request_id: uuid.UUID, public_base_url: str) -> bool:
         .returning(Request.id)
     ).first()
     if ended is None:
+        active = (Image.request_id == request_id, Image.status.in_(ACTIVE_IMAGE_STATUSES))
+        # In id order, as a batch's claim and flush lock them: one UPDATE alone locks in whatever order it scans.
+        db.session.execute(select(Image.id).where(*active).order_by(Image.id).with_for_update())
         db.session.execute(
             update(Image)
-            .where(Image.request_id == request_id, Image.status.in_(ACTIVE_IMAGE_STATUSES))
+            .where(*active)
             .values(
                 status=ImageStatus.CANCELLED,
                 claimed_by=None,

@@ -15,6 +15,7 @@ from database import db_now
 from intake import idempotency
 from intake.csv_input import CsvLayout, ProductRow
 from models import Image, ImageStatus, Product, ProductImage, Request, RequestImport, RequestStatus, db, utcnow
+from output_plan.plan import OutputPlan
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class UploadOptions:
     never_bigger: bool = True
     #: The uploaded file's name, shown back in the status and the request list.
     file_name: str | None = None
+    #: Renditions, canvas, profile and checks; None for one plain output per image.
+    plan: OutputPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ def create_request(
             max_dimension=options.max_dimension,
             webhook_url=options.webhook_url,
             file_name=options.file_name,
+            output_plan=options.plan.describe() if options.plan else None,
             owner_key_hash=options.owner_key_hash,
             product_count=len(rows),
             total_images=total,

@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import literal, select, update
 
 from delivery import outbox
+from lifecycle import duplicates
 from models import ACTIVE_REQUEST_STATUSES, ImageCounts, Request, db, status_case, utcnow
 
 #: The request's counters as the status rule reads them. They do not tell waiting images from those in
@@ -36,12 +37,14 @@ def finalize_request(request_id: uuid.UUID, public_base_url: str) -> str | None:
             Request.completed_images + Request.failed_images >= Request.total_images,
         )
         .values(status=status_case(REQUEST_COUNTS), completed_at=now, updated_at=now)
-        .returning(Request.status)
+        .returning(Request.status, Request.owner_key_hash, Request.output_plan)
     ).first()
     if row is None:
         return None
+    if row.output_plan is not None and row.output_plan.get("duplicates"):
+        duplicates.flag_request(request_id, row.owner_key_hash or "")
     write_final_event(request_id, public_base_url)
-    return row[0]
+    return row.status
 
 
 def write_final_event(request_id: uuid.UUID, public_base_url: str) -> None:

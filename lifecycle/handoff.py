@@ -19,11 +19,12 @@ from queueing import broker, dispatch, task_names
 log = logging.getLogger(__name__)
 
 
-def queue_images(depth: int) -> None:
+def queue_images(depth: int, batch_size: int = 1) -> None:
     """Queue and publish waiting images now; whatever fails is left to the dispatcher's next fill."""
     try:
-        image_ids = dispatch.take_images_to_queue(depth)
-        if dispatch.publish(image_ids) == len(image_ids):
+        share = dispatch.queue_state() == dispatch.QueueState(queued=0, processing=0)
+        image_ids = dispatch.take_images_to_queue(depth, batch_size=batch_size)
+        if dispatch.publish(image_ids, batch_size, share=share) == len(image_ids):
             return
     except Exception:  # a database or broker error, after the commit: the tick starts over from the rows
         log.warning("images not queued now; the dispatcher will queue them", exc_info=True)

@@ -26,7 +26,10 @@ IMPORT_LOST_AFTER_S = 60.0
 
 def dispatch_due_work(settings: Settings) -> dict[str, int]:
     """Refill the image queue and send the webhook attempts that fell due; beat runs it every second."""
-    report = {"images": dispatch.fill_queue(settings.image_queue_depth), "webhooks": 0}
+    report = {
+        "images": dispatch.fill_queue(settings.image_queue_depth, batch_size=settings.image_batch_size),
+        "webhooks": 0,
+    }
     for event_id in outbox.take_due_events(WEBHOOK_LOST_AFTER_S):
         report["webhooks"] += broker.send(task_names.DELIVER_TASK, event_id)
     # Every second: a line only when it handed work on, so that an idle service logs nothing.
@@ -117,7 +120,7 @@ def sweep(settings: Settings) -> dict[str, int] | None:
                 for request_id in creation.imports_to_resend(IMPORT_LOST_AFTER_S)
             ),
         }
-        report["queued"] = dispatch.fill_queue(settings.image_queue_depth)
+        report["queued"] = dispatch.fill_queue(settings.image_queue_depth, batch_size=settings.image_batch_size)
     finally:
         leases.release("sweep", holder)
     if any(report.values()):

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, select, update
 
+from database import db_now
 from lifecycle import leases
 from models import ImageOutput, db, utcnow
 from outputs import encode_claims
@@ -104,7 +105,7 @@ def sweep_orphans(storage: Storage, older_than_s: float, budget_s: float) -> Orp
     page of ``objects/`` for objects no row names; for at most about ``budget_s``."""
     report = OrphanReport()
     deadline = time.monotonic() + budget_s
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    cutoff = db_now(-older_than_s)
     dead = (encode_claims.still_encoding(), ImageOutput.created_at < cutoff)
     batch = select(ImageOutput.id).where(*dead).order_by(ImageOutput.created_at).limit(CLAIMS_PER_RUN)
     report.dead_claims = len(give_up(ImageOutput.id.in_(batch.scalar_subquery()), *dead))
@@ -122,7 +123,9 @@ def sweep_orphans(storage: Storage, older_than_s: float, budget_s: float) -> Orp
         log.warning("sweep: the objects of given-up outputs are kept for the next run: %s", removed.error)
         return report
     if time.monotonic() < deadline:
-        delete_unnamed_objects(storage, cutoff, deadline - time.monotonic(), report)
+        # An object's age is by the storage's own clock, against this process's.
+        objects_cutoff = utcnow() - timedelta(seconds=older_than_s)
+        delete_unnamed_objects(storage, objects_cutoff, deadline - time.monotonic(), report)
     return report
 
 

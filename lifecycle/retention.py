@@ -21,6 +21,7 @@ from models import (
     FINAL_REQUEST_STATUSES,
     Image,
     ImageOutput,
+    ImageRendition,
     Product,
     ReceivedWebhook,
     Request,
@@ -148,6 +149,7 @@ def delete_unused_outputs(unused_for_s: float, storage: Storage, report: Retenti
         ImageOutput.stored_at.is_not(None),
         ImageOutput.last_used_at < cutoff,
         ~exists().where(Image.output_id == ImageOutput.id),
+        ~exists().where(ImageRendition.output_id == ImageOutput.id),
     )
     batch = select(ImageOutput.id).where(*unused).order_by(ImageOutput.id).limit(ROWS_PER_BATCH)
     removed = orphans.delete_given_up(orphans.give_up(ImageOutput.id.in_(batch.scalar_subquery()), *unused), storage)

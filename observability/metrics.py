@@ -36,6 +36,7 @@ from sqlalchemy import func, select, text
 import database
 from errors import ApiError
 from models import WAITING_IMAGE, Image, Request, RequestStatus, db, utcnow
+from observability.batched_counts import BatchedCounts
 from queueing import broker
 
 log = logging.getLogger(__name__)
@@ -171,9 +172,13 @@ def init_app(app: Flask) -> None:
     app.after_request(_count_response)
 
 
+#: Every HTTP response, counted in batches (``BatchedCounts``).
+HTTP_RESPONSES = BatchedCounts(HTTP_REQUESTS)
+
+
 def _count_response(response: Response) -> Response:
     rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-    HTTP_REQUESTS.labels(method_label(request.method), rule, str(response.status_code)).inc()
+    HTTP_RESPONSES.inc(method_label(request.method), rule, str(response.status_code))
     return response
 
 
@@ -194,6 +199,7 @@ def check_scrape_token(presented: str) -> None:
 
 def exposition() -> tuple[bytes, str]:
     """Everything recorded on this machine (or in this process) and the gauges read now, as Prometheus text."""
+    HTTP_RESPONSES.flush()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_RecordedCollector())
     registry.register(_StateCollector())

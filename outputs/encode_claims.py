@@ -1,23 +1,24 @@
 """Claiming the encode of a variant (``variants``): one worker encodes it, the others wait for its output.
 
 A worker that meets a new variant inserts its output row first, under a unique index on the variants being
-encoded; a second worker with the same bytes fails that insert and waits for the first one's output. A claim
-names the image claim it was made for and holds only while that one does (or, from before, until it is
-stale); then the next worker takes the encode over under a new row and key. Each function is a short
-transaction of its own.
+encoded; a second worker with the same bytes has that insert refused and waits for the first one's output. A
+claim names the image claim it was made for and holds only while that one does (or, from before, until it is
+stale); then the next worker takes the encode over under a new row and key. Each function ends the short
+transaction it runs in; a look-up that finds no output and the claim that follows are one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
-from sqlalchemy import and_, delete, exists, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, delete, exists, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from models import Image, ImageOutput, ImageStatus, db, utcnow
+from database import db_now
+from models import ENCODING_OUTPUT, Image, ImageOutput, ImageRendition, ImageStatus, db, utcnow
 from outputs import variants
 
 #: How long a worker waits for another that is encoding the same variant, and how often it looks.
@@ -81,7 +82,7 @@ def start_output(
     variant: str, output_format: str, stale_after_s: float, encoder: Encoder | None = None
 ) -> tuple[int, str] | None:
     """Claim the encode of ``variant`` for ``encoder``: the new output's id and the key to store it under, or
-    None if another worker is encoding it.
+    None if another worker is encoding it. Goes on with the caller's transaction, and ends it.
 
     An encode whose image claim no longer holds (``_encoder_gone``), or started more than ``stale_after_s``
     ago (its worker died, or froze, holding a claim from before encoders were recorded), is superseded: its
@@ -90,42 +91,54 @@ def start_output(
     The old row stays until the sweep has deleted what its worker stored, so its id is never another claim's
     meanwhile (SQLite reuses the highest id once deleted).
     """
-    now = utcnow()
-    # Undone by the rollback below if another worker's claim wins the insert.
-    db.session.execute(
-        update(ImageOutput)
-        .where(
-            ImageOutput.variant == variant,
-            still_encoding(),
-            or_(ImageOutput.created_at < now - timedelta(seconds=stale_after_s), _encoder_gone()),
-        )
-        .values(superseded_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    row = ImageOutput(
-        variant=variant,
-        storage_key="",
-        created_at=now,
-        last_used_at=now,
-        kept_source=False,
-        encoder_image_id=encoder.image_id if encoder else None,
-        encoder_claim_token=encoder.claim_token if encoder else None,
-    )
-    db.session.add(row)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        return None
+    output_id = _insert_claim(variant, encoder)
+    if output_id is None:
+        superseded = db.session.execute(
+            update(ImageOutput)
+            .where(
+                ImageOutput.variant == variant,
+                still_encoding(),
+                or_(ImageOutput.created_at < db_now(-stale_after_s), _encoder_gone()),
+            )
+            .values(superseded_at=db_now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        output_id = _insert_claim(variant, encoder) if superseded else None
+        if output_id is None:
+            db.session.rollback()
+            return None
     # An encode that finished after this worker looked for its output holds no claim any more: look again,
     # after the insert, so that one of the two always sees the other.
     if db.session.scalar(select(exists().where(ImageOutput.variant == variant, ImageOutput.stored_at.is_not(None)))):
         db.session.rollback()
         return None
-    row.storage_key = variants.output_key(variant, row.id, output_format)
-    output_id, key = row.id, row.storage_key
+    key = variants.output_key(variant, output_id, output_format)
+    db.session.execute(update(ImageOutput).where(ImageOutput.id == output_id).values(storage_key=key))
     db.session.commit()
     return output_id, key
+
+
+def _insert_claim(variant: str, encoder: Encoder | None) -> int | None:
+    """Insert the claim of ``variant``'s encode unless one is still held (the unique index says so): its id.
+
+    Stamped by the database's clock, as every staleness test is: a worker whose own clock runs slow would
+    otherwise make claims that look stale to the others at once, and have its encodes taken over."""
+    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(ImageOutput)
+        .values(
+            variant=variant,
+            storage_key="",
+            created_at=db_now(),
+            last_used_at=db_now(),
+            kept_source=False,
+            encoder_image_id=encoder.image_id if encoder else None,
+            encoder_claim_token=encoder.claim_token if encoder else None,
+        )
+        .on_conflict_do_nothing(index_elements=[ImageOutput.variant], index_where=text(ENCODING_OUTPUT))
+        .returning(ImageOutput.id)
+    )
+    return db.session.execute(statement).scalar_one_or_none()
 
 
 def claim_or_find(
@@ -134,30 +147,37 @@ def claim_or_find(
     stale_after_s: float,
     wait_s: float = WAIT_FOR_PEER_S,
     encoder: Encoder | None = None,
+    before_waiting: Callable[[], None] | None = None,
 ) -> variants.variants.StoredOutput | tuple[int, str]:
     """The stored output of ``variant`` if there is one (waiting up to ``wait_s`` for a worker encoding it),
     else the claim of its encode, as ``start_output`` returns it.
+
+    ``before_waiting`` is called before any wait: a caller that marks its outputs stored later, several at a
+    time, marks those it holds there, or it could wait for its own output, or two such workers for each other's.
 
     Raises:
         PeerStillEncoding: another worker is still encoding it after the wait.
     """
     for _round in range(3):
-        stored = variants.find_stored(variant)
+        stored = variants.find_stored(variant, commit=False)
         if stored is not None:
+            db.session.commit()
             return stored
         started = start_output(variant, output_format, stale_after_s, encoder)
         if started is not None:
             return started
+        if before_waiting is not None:
+            before_waiting()
         stored = wait_for_peer(variant, wait_s)
         if stored is not None:
             return stored
     raise PeerStillEncoding("the output was claimed and given up three times")
 
 
-def mark_stored(output_id: int, figures: variants.EncodedFigures) -> variants.StoredOutput | None:
+def mark_stored(output_id: int, figures: variants.EncodedFigures, commit: bool = True) -> variants.StoredOutput | None:
     """The output's object is stored: later lookups of its variant find it. None if the claim was superseded
     (taken over as a dead worker's): nothing is marked, and the object stored under its key is the caller's
-    alone."""
+    alone. With ``commit=False`` the caller's transaction goes on, to be ended by the caller."""
     row = db.session.execute(
         update(ImageOutput)
         .where(ImageOutput.id == output_id, still_encoding())
@@ -165,7 +185,8 @@ def mark_stored(output_id: int, figures: variants.EncodedFigures) -> variants.St
         .returning(ImageOutput)
     ).scalar_one_or_none()
     stored = variants.as_stored(row) if row is not None else None
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return stored
 
 
@@ -194,6 +215,7 @@ def drop_if_unused(output_id: int) -> str | None:
             ImageOutput.id == output_id,
             ImageOutput.last_used_at == ImageOutput.created_at,
             ~exists().where(Image.output_id == ImageOutput.id),
+            ~exists().where(ImageRendition.output_id == ImageOutput.id),
         )
         .returning(ImageOutput.storage_key)
     ).scalar_one_or_none()

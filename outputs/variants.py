@@ -21,7 +21,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from compliance.rules import CHECKS_VERSION, ProfileRules
+from database import db_now
+from imaging.renditions import RenditionSpec
 from models import ImageOutput, SourceVersion, db, utcnow
+from output_plan.plan import OutputPlan, rules_described, spec_described
 
 #: Raised when an encoder change makes earlier outputs of the same options differ from new ones.
 PIPELINE_VERSION = 1
@@ -53,6 +57,46 @@ class OutputOptions:
 
 
 @dataclass(frozen=True)
+class RenditionOptions:
+    """Everything that changes one rendition's bytes or its recorded checks (see output_plan)."""
+
+    spec: RenditionSpec
+    rules: ProfileRules | None = None
+    metadata: str = "keep_rights"
+    #: Whether the source's perceptual hash is recorded with the output.
+    hashed: bool = False
+    #: What transparency is flattened onto: the first rendition's background, for every rendition of a plan.
+    flattened_onto: tuple[int, int, int] = (255, 255, 255)
+
+    @classmethod
+    def of(cls, plan: OutputPlan, position: int) -> RenditionOptions:
+        """Rendition ``position`` of ``plan``: the first carries the checks and the hash."""
+        first = position == 0
+        return cls(
+            plan.renditions[position].spec,
+            rules=plan.rules if first else None,
+            metadata=plan.metadata,
+            hashed=plan.duplicates and first,
+            flattened_onto=plan.first.spec.canvas.background,
+        )
+
+    @property
+    def output_format(self) -> str:
+        return self.spec.output_format
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "pipeline": PIPELINE_VERSION,
+            **spec_described(self.spec),
+            "rules": rules_described(self.rules),
+            "checks": CHECKS_VERSION if self.rules is not None else None,
+            "metadata": self.metadata,
+            "hashed": self.hashed,
+            "flattened_onto": list(self.flattened_onto),
+        }
+
+
+@dataclass(frozen=True)
 class EncodedFigures:
     """What an encode made: the source's and the output's sizes, the output's pixels, quality and score."""
 
@@ -63,6 +107,10 @@ class EncodedFigures:
     quality: int | None
     score: float | None
     kept_source: bool
+    #: The checks of the source and the output against a profile's rules (see compliance.report).
+    compliance: dict | None = None
+    #: The source's perceptual hash, signed.
+    phash: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,12 +164,17 @@ def as_stored(row: ImageOutput) -> StoredOutput:
         row.quality,
         row.score,
         row.kept_source,
+        row.compliance,
+        row.phash,
     )
     return StoredOutput(row.id, row.storage_key, figures)
 
 
-def find_stored(variant: str) -> StoredOutput | None:
-    """The stored output of ``variant``, marked as just used so that clean-up leaves it alone; or None."""
+def find_stored(variant: str, commit: bool = True) -> StoredOutput | None:
+    """The stored output of ``variant``, marked as just used so that clean-up leaves it alone; or None.
+
+    With ``commit=False`` the caller's transaction goes on, to be ended by the caller.
+    """
     row = db.session.execute(
         update(ImageOutput)
         .where(
@@ -132,11 +185,12 @@ def find_stored(variant: str) -> StoredOutput | None:
             .limit(1)
             .scalar_subquery()
         )
-        .values(last_used_at=utcnow())
+        .values(last_used_at=db_now())
         .returning(ImageOutput)
     ).scalar_one_or_none()
     found = as_stored(row) if row is not None else None
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return found
 
 
@@ -144,15 +198,36 @@ def _url_hash(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
 
 
+def known_sources(sources: list[tuple[str, str]]) -> dict[tuple[str, str], KnownSource]:
+    """``known_source`` of each (owner, url), in one query within the caller's transaction; those known only."""
+    if not sources:
+        return {}
+    by_hash = {(owner, _url_hash(url)): (owner, url) for owner, url in sources}
+    rows = db.session.execute(
+        select(
+            SourceVersion.owner,
+            SourceVersion.url_hash,
+            SourceVersion.etag,
+            SourceVersion.last_modified,
+            SourceVersion.content_sha256,
+            SourceVersion.updated_at,
+        ).where(
+            SourceVersion.owner.in_({owner for owner, _ in by_hash}),
+            SourceVersion.url_hash.in_({url_hash for _, url_hash in by_hash}),
+        )
+    ).all()
+    return {
+        by_hash[(row.owner, row.url_hash)]: KnownSource(row.etag, row.last_modified, row.content_sha256, row.updated_at)
+        for row in rows
+        if (row.owner, row.url_hash) in by_hash
+    }
+
+
 def known_source(owner: str, url: str) -> KnownSource | None:
     """What ``url`` answered this caller last, if it sent validators; None otherwise."""
-    row = db.session.execute(
-        select(
-            SourceVersion.etag, SourceVersion.last_modified, SourceVersion.content_sha256, SourceVersion.updated_at
-        ).where(SourceVersion.owner == owner, SourceVersion.url_hash == _url_hash(url))
-    ).first()
+    known = known_sources([(owner, url)]).get((owner, url))
     db.session.rollback()
-    return KnownSource(*row) if row is not None else None
+    return known
 
 
 def remember_source(owner: str, url: str, etag: str | None, last_modified: str | None, content_sha256: str) -> None:

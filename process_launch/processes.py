@@ -13,7 +13,8 @@ from pathlib import Path
 from config import DEFAULT_EVENTS_MAX_STREAMS, SettingsError, image_decode_budget_mb, log_level
 from process_launch.environment import ROOT
 
-IMAGE_PROCESSES_PER_CORE = 8
+#: One image process a core: each downloads its batch's sources on threads while it encodes (``processing``).
+IMAGE_PROCESSES_PER_CORE = 1
 #: The share of the machine's memory the image worker's processes may take together, each at its worst.
 IMAGE_WORKER_MEMORY_SHARE = 0.5
 #: An image worker process's own memory before an image's, in MiB (about 100 MiB of RSS measured).
@@ -72,8 +73,6 @@ def image_worker_concurrency(env: dict[str, str], cores: int, memory_bytes: int 
         worst_mb = IMAGE_PROCESS_BASELINE_MB + image_decode_budget_mb(env)
     except SettingsError as error:
         raise SystemExit(str(error)) from None
-    # Most of an image's time is spent waiting on its source: many more processes than cores keep
-    # every core encoding while the others wait (bench/RESULTS.md has the figures).
     count = IMAGE_PROCESSES_PER_CORE * cores
     if memory_bytes:
         count = min(count, int(IMAGE_WORKER_MEMORY_SHARE * memory_bytes) // (worst_mb << 20))

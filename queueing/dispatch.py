@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import String, func, select, text, update
 
 from database import db_now
 from models import (
@@ -33,6 +33,11 @@ from queueing import broker, task_names
 MIN_QUEUED = 4
 # Any constant will do: it only has to be the same in every process.
 _DISPATCH_LOCK_ID = 0x1A9E5
+
+
+def min_queued(batch_size: int) -> int:
+    """Images kept queued even with nothing in progress: a few, or two messages' worth."""
+    return max(MIN_QUEUED, 2 * batch_size)
 
 
 @dataclass(frozen=True)
@@ -62,21 +67,23 @@ class Load:
     released: dict[uuid.UUID, int] = field(default_factory=dict)
 
 
-def take_images_to_queue(depth: int, *, lazy: bool = False) -> list[int]:
+def take_images_to_queue(depth: int, *, lazy: bool = False, batch_size: int = 1) -> list[int]:
     """Mark waiting images queued, up to about one per image in progress and at most ``depth``; returns their ids.
 
     Slots go one at a time to the tenant with the fewest images in flight (over all its requests), and
     within it first to a request with released images (a lost message, a dead worker), then to the
     request with the fewest in flight. No image is queued before its back-off (``not_before``) is
     over, released or not. One dispatcher at a time (an advisory lock on PostgreSQL, the write lock
-    on SQLite), so two never overfill the window. ``lazy`` (a worker after each image) does nothing
+    on SQLite), so two never overfill the window. With ``batch_size`` images to a message, at least two
+    messages' worth are kept queued. ``lazy`` (a worker after each image) does nothing
     until a quarter of the window is free, nor while another dispatcher is at work: that one fills it.
     """
     postgresql = db.session.get_bind().dialect.name == "postgresql"
+    least = min_queued(batch_size)
     if lazy:
         state = queue_state()
-        target = min(depth, max(MIN_QUEUED, state.processing))
-        if target - state.queued < max(1, target // 4):
+        target = min(depth, max(least, state.processing))
+        if target - state.queued < max(batch_size, target // 4):
             return []
         if postgresql and not db.session.scalar(
             text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": _DISPATCH_LOCK_ID}
@@ -102,8 +109,11 @@ def take_images_to_queue(depth: int, *, lazy: bool = False) -> list[int]:
     processing = sum(count for _, _, status, count in in_flight_rows if status == ImageStatus.PROCESSING)
     # About one waiting message per busy worker process: enough that none waits for work, and short
     # in time, so a request uploaded now waits behind one image per process, not behind a backlog.
-    target = min(depth, max(MIN_QUEUED, processing))
+    target = min(depth, max(least, processing))
     capacity = target - queued
+    # Whole batches while workers are busy, or the window would hand them out in scraps as images finish.
+    if batch_size > 1 and (queued or processing):
+        capacity -= capacity % batch_size
     if capacity <= 0:
         db.session.commit()
         return []
@@ -189,7 +199,7 @@ def unqueue(image_ids: list[int]) -> None:
     db.session.execute(
         update(Image)
         .where(Image.id.in_(image_ids), Image.status == ImageStatus.PENDING)
-        .values(queued_at=None)
+        .values(queued_at=None, queued_in=None)
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
@@ -199,23 +209,31 @@ def release_lost_images(stale_after_s: float, grace_s: float, broker_holds: int 
     """Put queued images whose message was lost back to waiting; returns their ids.
 
     Two tests, both by the database's clock. Exact: the broker holds ``broker_holds`` messages
-    (its queue plus what workers have reserved), so if more images are marked queued, the oldest
-    of the excess (queued more than ``grace_s`` ago, so a message being published is not mistaken)
-    were lost. Backstop, for a broker that cannot tell: queued longer than ``stale_after_s``. A
-    message that was only slow costs a duplicate, which the claim turns away.
+    (its queue plus what workers have reserved), so if the queued images name more messages
+    (``queued_in``), the oldest of the excess (queued more than ``grace_s`` ago, so a message being
+    published is not mistaken) were lost, and all their images with them. Backstop, for a broker
+    that cannot tell: queued longer than ``stale_after_s``. A message that was only slow costs a
+    duplicate, which the claim turns away.
     """
     released: list[int] = []
+    queued = (Image.status == ImageStatus.PENDING, Image.queued_at.is_not(None))
     if broker_holds is not None:
-        queued = db.session.scalar(
-            select(func.count()).where(Image.status == ImageStatus.PENDING, Image.queued_at.is_not(None))
-        )
-        missing = min((queued or 0) - broker_holds, limit)
+        # An image queued before messages were named is a message of its own.
+        message = func.coalesce(Image.queued_in, func.cast(Image.id, String))
+        messages = db.session.scalar(select(func.count(func.distinct(message))).where(*queued))
+        missing = min((messages or 0) - broker_holds, limit)
         if missing > 0:
-            released += _release_queued(
-                select(Image.id)
-                .where(Image.status == ImageStatus.PENDING, Image.queued_at < db_now(-grace_s))
-                .order_by(Image.queued_at, Image.id)
+            oldest = (
+                select(message.label("message"))
+                .where(*queued)
+                .group_by(message)
+                .having(func.max(Image.queued_at) < db_now(-grace_s))
+                .order_by(func.min(Image.queued_at), func.min(Image.id))
                 .limit(missing)
+                .subquery()
+            )
+            released += _release_queued(
+                select(Image.id).where(*queued, message.in_(select(oldest.c.message))).limit(limit)
             )
     released += _release_queued(
         select(Image.id)
@@ -232,26 +250,62 @@ def _release_queued(chosen) -> list[int]:
         db.session.scalars(
             update(Image)
             .where(Image.id.in_(chosen.scalar_subquery()), Image.status == ImageStatus.PENDING)
-            .values(queued_at=None, requeues=Image.requeues + 1, updated_at=db_now())
+            .values(queued_at=None, queued_in=None, requeues=Image.requeues + 1, updated_at=db_now())
             .returning(Image.id)
             .execution_options(synchronize_session=False)
         ).all()
     )
 
 
-def publish(image_ids: list[int]) -> int:
-    """Publish the messages of images just queued; returns how many were. The rest wait for the next fill."""
+def publish(image_ids: list[int], batch_size: int = 1, *, share: bool = True) -> int:
+    """Publish the messages of images just queued, up to ``batch_size`` images to a message; returns how many
+    images were. The rest wait for the next fill.
+
+    An image that had a start that died (a worker killed under it, or a message lost) goes alone, so a
+    poison image kills no batch but its own. ``share``: see ``form_batches``.
+    """
+    batches = form_batches(image_ids, batch_size, share=share)
     sent = 0
     try:
-        for image_id in image_ids:
-            if not broker.send(task_names.PROCESS_IMAGE_TASK, image_id):
+        for batch_id, batch in batches:
+            if not broker.send(task_names.PROCESS_IMAGE_TASK, *batch, task_id=batch_id):
                 break  # the broker is down: the rest would fail as slowly
-            sent += 1
+            sent += len(batch)
     finally:
-        unqueue(image_ids[sent:])
+        unqueue([image_id for _, batch in batches for image_id in batch][sent:])
     return sent
 
 
-def fill_queue(depth: int, *, lazy: bool = False) -> int:
-    """Queue waiting images up to ``depth`` and publish them; returns how many were published."""
-    return publish(take_images_to_queue(depth, lazy=lazy))
+def form_batches(image_ids: list[int], batch_size: int, *, share: bool = True) -> list[tuple[str, list[int]]]:
+    """Group queued images into messages, each named in its images' ``queued_in``: in the order given, at most
+    ``batch_size`` to a message, a suspect image alone. ``share`` (an upload's fill, the tick's, when workers may
+    be idle) makes at least two messages, for two idle workers; a worker's refill after its batch makes them
+    whole, or batches would shrink by half at every refill."""
+    if not image_ids:
+        return []
+    suspect = set(
+        db.session.scalars(
+            select(Image.id).where(Image.id.in_(image_ids), (Image.requeues > 0) | (Image.attempts > Image.retries))
+        ).all()
+    )
+    size = max(1, min(batch_size, -(-len(image_ids) // 2))) if share else max(1, batch_size)
+    groups: list[list[int]] = [[image_id] for image_id in image_ids if image_id in suspect]
+    rest = [image_id for image_id in image_ids if image_id not in suspect]
+    groups += [rest[start : start + size] for start in range(0, len(rest), size)]
+    batches = [(str(uuid.uuid4()), group) for group in groups]
+    for batch_id, group in batches:
+        db.session.execute(
+            update(Image)
+            .where(Image.id.in_(group))
+            .values(queued_in=batch_id)
+            .execution_options(synchronize_session=False)
+        )
+    db.session.commit()
+    return batches
+
+
+def fill_queue(depth: int, *, lazy: bool = False, batch_size: int = 1) -> int:
+    """Queue waiting images up to ``depth`` and publish them; returns how many were published. Batches are shared
+    out between idle workers only when nothing is in flight."""
+    share = not lazy and queue_state() == QueueState(queued=0, processing=0)
+    return publish(take_images_to_queue(depth, lazy=lazy, batch_size=batch_size), batch_size, share=share)

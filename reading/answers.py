@@ -14,7 +14,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, func, select
 
 from models import FINAL_REQUEST_STATUSES, Image, ImageStatus, Product, ProductImage, Request, db, derive_status
+from reading import planned_outputs
 from reading.links import output_csv_url
+from reading.request_versions import Version
 from storage import Storage
 
 
@@ -29,7 +31,7 @@ class Page:
         return {"page": self.page, "per_page": self.per_page, "total": total, "pages": math.ceil(total / self.per_page)}
 
 
-def page_etag(request: Request, page: Page) -> str:
+def page_etag(request: Request | Version, page: Page) -> str:
     """A strong validator (unquoted) of one status page: it changes whenever the request or any of its images does."""
     version = f"{request.id}:{request.updated_at.isoformat()}:{request.status}:{request.completed_images}:"
     version += f"{request.failed_images}:{request.cancelled_images}:{request.importing}:{page.page}:{page.per_page}"
@@ -126,6 +128,7 @@ def request_status_parts(
             "output_csv_url": output_csv_url(public_base_url, request.id),
             "importing": request.importing,
             "totals": totals(request),
+            **planned_outputs.request_fields(request),
         }
     )
     total = request.product_count
@@ -136,7 +139,8 @@ def request_status_parts(
     for start in range(0, len(products), PRODUCTS_PER_PART):
         part = products[start : start + PRODUCTS_PER_PART]
         images_by_product = _images_of(part)
-        answers = (dumps(_product_answer(p, images_by_product.get(p.id, []), storage)) for p in part)
+        extras = planned_outputs.ImageExtras.of(request, images_by_product, storage)
+        answers = (dumps(_product_answer(p, images_by_product.get(p.id, []), storage, extras)) for p in part)
         yield (", " if start else "").encode() + ", ".join(answers).encode()
     yield f'], "pagination": {pagination}}}'.encode()
 
@@ -158,6 +162,7 @@ def _images_of(products: Sequence[Product | Row]) -> dict[int, list[Row]]:
     rows = db.session.execute(
         select(
             ProductImage.product_id,
+            Image.id,
             Image.source_url,
             Image.output_key,
             Image.status,
@@ -180,12 +185,18 @@ def _images_of(products: Sequence[Product | Row]) -> dict[int, list[Row]]:
     return {pid: list(group) for pid, group in groupby(rows, key=lambda r: r.product_id)}
 
 
-def _product_answer(product: Product, images: list[Row], storage: Storage) -> dict[str, Any]:
+def _product_answer(
+    product: Product, images: list[Row], storage: Storage, extras: planned_outputs.ImageExtras | None = None
+) -> dict[str, Any]:
+    answers = [_image_answer(image, storage) for image in images]
+    if extras is not None:
+        for image, answer in zip(images, answers, strict=True):
+            answer |= extras.of_image(image.id, answer)
     return {
         "serial_number": product.serial_number,
         "product_name": product.name,
         "status": derive_status([image.status for image in images]),
-        "images": [_image_answer(image, storage) for image in images],
+        "images": answers,
     }
 
 

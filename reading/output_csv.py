@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Row, select
 
 from intake import csv_input, csv_records
 from models import Product, Request, db
+from reading import planned_outputs
 from reading.answers import _images_of
 from storage import Storage
 
@@ -36,34 +37,65 @@ def output_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
         yield from _four_column_lines(request, storage)
         return
     line_end = request.csv_line_end or "\r\n"
-    output_index = csv_records.column_index(request.csv_header, csv_input.OUTPUT_COLUMN)
-    header = _kept_record(request.csv_header, output_index, None)
+    names = output_columns(request)
+    indexes = [csv_records.column_index(request.csv_header, name) for name in names]
+    header = _kept_record(request.csv_header, indexes, names)
     db.session.rollback()
     yield ("\ufeff" if request.csv_bom else "") + header + line_end
     for products, images_by_product in _product_batches(request):
+        renditions = _renditions_of(images_by_product, len(names))
         lines = []
         for product in products:
-            images = images_by_product.get(product.id, [])
-            outputs = ",".join(storage.url_for(i.output_key) if i.output_key else "" for i in images)
-            lines.append(_kept_record(product.source_record or "", output_index, outputs) + line_end)
+            columns = _output_columns(images_by_product.get(product.id, []), renditions, len(names), storage)
+            lines.append(_kept_record(product.source_record or "", indexes, None, columns) + line_end)
         yield "".join(lines)
 
 
-def _kept_record(record: str, output_index: int | None, outputs: str | None) -> str:
-    """One record as written with its output cell added or replaced (``outputs`` None: the header's own).
+def output_columns(request: Request) -> list[str]:
+    """The output columns: ``Output Image Urls`` (the first rendition), then one per other rendition."""
+    return [csv_input.OUTPUT_COLUMN] + [rendition_column(name) for name in planned_outputs.rendition_names(request)[1:]]
+
+
+def rendition_column(name: str) -> str:
+    """The added column of a rendition beyond the first (whose URLs go in ``Output Image Urls``)."""
+    return f"{csv_input.OUTPUT_COLUMN} ({name})"
+
+
+def _renditions_of(images_by_product: dict[int, list[Row]], columns: int) -> dict[int, dict[int, Row]]:
+    if columns == 1:
+        return {}
+    return planned_outputs.renditions_of([image.id for images in images_by_product.values() for image in images])
+
+
+def _output_columns(
+    images: list[Row], renditions: dict[int, dict[int, Row]], columns: int, storage: Storage
+) -> list[str]:
+    """Each output column's cell for one product: its images' URLs of that rendition, positions aligned."""
+    cells = [",".join(storage.url_for(image.output_key) if image.output_key else "" for image in images)]
+    for position in range(1, columns):
+        keys = [renditions.get(image.id, {}).get(position) for image in images]
+        cells.append(",".join(storage.url_for(row.output_key) if row is not None else "" for row in keys))
+    return cells
+
+
+def _kept_record(
+    record: str, indexes: list[int | None], header_names: list[str] | None, outputs: list[str] | None = None
+) -> str:
+    """One record as written with its output cells added or replaced: the header's own names
+    (``header_names``), or a product's ``outputs``, one per output column at ``indexes`` (None: appended).
 
     Only a cell a spreadsheet would run as a formula is written anew; every other keeps its bytes.
     """
     cells = formula_safe_cells(record)
     if outputs is None:
-        if output_index is None:
-            cells.append(csv_input.OUTPUT_COLUMN)
-    else:
-        output_cell = _csv_cell(neutralize_formula(outputs))
-        if output_index is None:
+        cells += [name for name, index in zip(header_names or [], indexes, strict=True) if index is None]
+        return ",".join(cells)
+    for index, value in zip(indexes, outputs, strict=True):
+        output_cell = _csv_cell(neutralize_formula(value))
+        if index is None:
             cells.append(output_cell)
         else:
-            cells[output_index] = output_cell
+            cells[index] = output_cell
     return ",".join(cells)
 
 
@@ -103,19 +135,21 @@ class _CsvRows:
 
 def _four_column_lines(request: Request, storage: Storage) -> Iterator[str]:
     rows = _CsvRows()
-    rows.write(["S. No.", "Product Name", "Input Image Urls", "Output Image Urls"])
+    names = output_columns(request)
+    rows.write(["S. No.", "Product Name", "Input Image Urls", *names])
     db.session.rollback()
     yield rows.take()
     for products, images_by_product in _product_batches(request):
+        renditions = _renditions_of(images_by_product, len(names))
         for product in products:
             images = images_by_product.get(product.id, [])
-            outputs = [storage.url_for(i.output_key) if i.output_key else "" for i in images]
+            columns = _output_columns(images, renditions, len(names), storage)
             rows.write(
                 [
                     str(product.serial_number),
                     neutralize_formula(product.name),
                     neutralize_formula(",".join(i.source_url for i in images)),
-                    neutralize_formula(",".join(outputs)),
+                    *(neutralize_formula(cell) for cell in columns),
                 ]
             )
         yield rows.take()

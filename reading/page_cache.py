@@ -107,6 +107,10 @@ class RenderedPages:
         if page is not None:
             self.kept_bytes -= len(page.body) + ENTRY_OVERHEAD
 
+    def usable(self, key: tuple[Any, ...], etag: str, status: str) -> RenderedPage | None:
+        """The kept page for ``key`` at version ``etag`` (``status``), or a recent one as above; None if neither."""
+        return self._usable(key, etag, status)
+
     def _usable(self, key: tuple[Any, ...], etag: str, status: str) -> RenderedPage | None:
         with self._lock:
             page = self._pages.get(key)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import Row
 
 from intake import csv_records
 from models import ImageStatus, Request, db
+from output_plan.plan import OutputPlan
+from reading import planned_outputs
 from reading.answers import saved_bytes
 from reading.output_csv import _CsvRows, _product_batches, neutralize_formula
 from storage import Storage
@@ -38,10 +41,13 @@ def report_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
     """One row per image of each product, in upload then input order, at any status; batched like the output."""
     rows = _CsvRows()
     serial_index = csv_records.column_index(request.csv_header, "S. No.") if request.csv_header else None
-    rows.write(REPORT_COLUMNS)
+    plan = planned_outputs.plan_of(request)
+    extra_names = [item.name for item in plan.renditions[1:]] if plan is not None else []
+    rows.write(REPORT_COLUMNS + _plan_columns(plan, extra_names))
     db.session.rollback()
     yield rows.take()
     for products, images_by_product in _product_batches(request):
+        extras = planned_outputs.ImageExtras.of(request, images_by_product, storage)
         for product in products:
             serial = _serial_as_written(product, serial_index)
             for position, image in enumerate(images_by_product.get(product.id, []), start=1):
@@ -66,6 +72,8 @@ def report_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
                     _yes_no(image.kept_source, image.status),
                     _yes_no(image.reused, image.status),
                 ]
+                if extras is not None:
+                    cells += _plan_cells(extras.of_image(image.id, _plain(image, storage)), extras)
                 rows.write([neutralize_formula("" if cell is None else str(cell)) for cell in cells])
         yield rows.take()
 
@@ -79,3 +87,46 @@ def _serial_as_written(product: Row, serial_index: int | None) -> str:
     if serial_index is None or product.source_record is None:
         return str(product.serial_number)
     return csv_records.cell_value(csv_records.split_record(product.source_record)[serial_index]).strip()
+
+
+#: Each rendition beyond the first adds these columns, after its name.
+RENDITION_COLUMNS = ("Url", "Width", "Height", "Bytes")
+COMPLIANCE_COLUMNS = ("Compliance", "Source Failures", "Changes", "Fixed", "Output Failures")
+
+
+def _plan_columns(plan: OutputPlan | None, extra_names: list[str]) -> tuple[str, ...]:
+    if plan is None:
+        return ()
+    columns = [f"{name} {column}" for name in extra_names for column in RENDITION_COLUMNS]
+    if plan.profile is not None:
+        columns += COMPLIANCE_COLUMNS
+    if plan.duplicates:
+        columns.append("Duplicate Of")
+    return tuple(columns)
+
+
+def _plain(image: Row, storage: Storage) -> dict[str, Any]:
+    """What ``ImageExtras.of_image`` reads of the image's own answer."""
+    return {
+        "output_url": storage.url_for(image.output_key) if image.output_key else None,
+        "width": image.width,
+        "height": image.height,
+        "bytes_out": image.bytes_out,
+        "quality": image.quality,
+        "score": image.score,
+        "reused": image.reused,
+    }
+
+
+def _plan_cells(added: dict[str, Any], extras: planned_outputs.ImageExtras) -> list[Any]:
+    cells: list[Any] = []
+    for rendition in added["renditions"][1:]:
+        cells += [rendition["url"] or "", rendition["width"], rendition["height"], rendition["bytes"]]
+    if extras.checked:
+        found = added.get("compliance") or {}
+        cells.append(found.get("verdict", ""))
+        cells += [" ".join(found.get(name, [])) for name in ("source_failures", "changes", "fixed", "output_failures")]
+    if extras.duplicates_looked_for:
+        duplicate = added.get("duplicate_of")
+        cells.append(f"{duplicate['product_name']} {duplicate['input_url']}" if duplicate else "")
+    return cells

@@ -27,6 +27,7 @@ def cancel_request(request_id: str):
     found = load_request(request_id)
     settings: Settings = current_app.config["SETTINGS"]
     cancelled = control.cancel_request(found.id, settings.public_base_url)
+    current_app.extensions["request_versions"].forget(found.id)
     found = db.session.get_one(Request, found.id, populate_existing=True)
     if not cancelled:
         raise ApiError(409, "already_final", f"The request is already {found.status}; there is nothing to cancel.")
@@ -44,10 +45,11 @@ def retry_request(request_id: str):
         raise ApiError(409, "request_cancelled", "The request was cancelled; upload its CSV again to run it.")
     settings: Settings = current_app.config["SETTINGS"]
     retried = control.retry_failed_images(found.id, error_codes, max_active_images=settings.max_active_images_per_key)
+    current_app.extensions["request_versions"].forget(found.id)
     if retried is None:
         which = " with the codes given" if error_codes is not None else ""
         raise ApiError(409, "nothing_to_retry", f"The request has no failed images{which} to retry.")
-    handoff.queue_images(settings.image_queue_depth)
+    handoff.queue_images(settings.image_queue_depth, settings.image_batch_size)
     location = status_url(settings.public_base_url, found.id)
     answer = {
         "request_id": str(found.id),

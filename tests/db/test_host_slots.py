@@ -202,6 +202,29 @@ def test_sweeping_while_slots_are_taken_never_lets_more_than_the_limit_in(tmp_pa
     assert list(folder.iterdir()) == []
 
 
+def test_a_folder_swept_between_mkdir_finding_it_and_checking_it_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race CI met once: mkdir(exist_ok=True) saw the folder, a sweep removed it, and the
+    # check that follows raised FileExistsError. The taker must make it again, not go without a slot.
+    slots = FileHostSlots(tmp_path / "host-slots", 1)
+    real_mkdir = Path.mkdir
+    swept: list[Path] = []
+
+    def mkdir_losing_the_race(self: Path, *args: object, **kwargs: object) -> None:
+        if not swept:
+            swept.append(self)
+            raise FileExistsError(17, "File exists", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_losing_the_race)
+    held = slots.acquire("127.0.0.2", 0, 1)
+    assert swept
+    with pytest.raises(HostBusy):
+        FileHostSlots(tmp_path / "host-slots", 1).acquire("127.0.0.2", 0, 0.1)
+    slots.release(held)
+
+
 def test_the_sweeper_sweeps_the_lock_files(quiet_service, base_url) -> None:
     slots = quiet_service.app.extensions["host_slots"]
     assert isinstance(slots, FileHostSlots)

@@ -156,3 +156,15 @@ def test_a_claim_after_the_encode_finished_finds_the_output_instead(app):
     assert encode_claims.start_output(variant, "jpeg", stale_after_s=300) is None
     assert encode_claims.claim_or_find(variant, "jpeg", stale_after_s=300).id == first
     assert _count(ImageOutput) == 1
+
+
+def test_an_encode_claimed_by_a_worker_whose_clock_runs_slow_is_not_taken_over_as_stale(app, monkeypatch):
+    variant = variants.variant_key(SECRET, "", "ef" * 32, variants.OutputOptions())
+    with monkeypatch.context() as slow_clock:
+        slow_clock.setattr(encode_claims, "utcnow", lambda: utcnow() - timedelta(seconds=600))
+        first = encode_claims.start_output(variant, "jpeg", stale_after_s=66)
+    assert first is not None
+
+    assert encode_claims.start_output(variant, "jpeg", stale_after_s=66) is None
+    assert db.session.get(ImageOutput, first[0]).superseded_at is None
+    db.session.commit()

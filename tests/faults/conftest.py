@@ -123,6 +123,10 @@ def service_env(postgres, redis_server, tmp_path) -> dict[str, str]:
         "RATE_LIMIT_UPLOADS": "100000/minute",
         "RATE_LIMIT_READS": "100000/minute",
         "WORKER_CONCURRENCY": "2",
+        # Batches of four fetched two at a time: enough in flight that a fault lands mid-batch, and requests
+        # that still run for seconds, as the scenarios' timings assume.
+        "IMAGE_BATCH_SIZE": "4",
+        "IMAGE_FETCH_THREADS": "2",
         "WEB_CONCURRENCY": "2",
         "API_KEYS": "",
     }

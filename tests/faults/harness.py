@@ -143,6 +143,14 @@ class RedisServer:
             return False
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class ServiceProcess:
     """One process of the service (or the launcher of all of them), in a process group of its own."""
 
@@ -186,6 +194,13 @@ class ServiceProcess:
                 self.kill_group()
             except ProcessLookupError:
                 pass
+        # A wrapper (faketime) may end before what it runs: nothing of the group outlives the test. Its pool's
+        # processes, whose parent is gone, are given a few seconds to end on their own, then killed.
+        deadline = time.monotonic() + 5
+        while _group_alive(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

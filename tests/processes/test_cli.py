@@ -489,3 +489,194 @@ def test_cli_sample_names_the_address_the_service_answers_at(service):
     assert result.returncode == 0, result.stderr
     urls = [url for row in csv.DictReader(io.StringIO(result.stdout)) for url in row["Input Image Urls"].split(",")]
     assert len(urls) == 5 and all(url.startswith(f"{service.base_url}/samples/") for url in urls), urls
+
+
+# --- marketplace profiles, renditions and the canvas ----------------------------------------------
+
+
+def test_cli_upload_sends_only_the_plan_options_given():
+    sys.path.insert(0, str(ROOT))
+    import cli
+    from command_line import commands
+
+    class Recorder:
+        def upload(self, csv_path, fields, idempotency_key=None):
+            self.fields = fields
+            return {"request_id": "r1"}
+
+    def sent(*options: str) -> dict[str, str]:
+        recorder = Recorder()
+        args = cli.build_parser().parse_args(["upload", str(CLI), *options])
+        assert commands.run_upload(recorder, args) == 0
+        return recorder.fields
+
+    assert sent() == {}
+    assert sent(
+        "--profile",
+        "amazon_main",
+        "--renditions",
+        "main:2048,zoom:1600,thumb:400x400:pad",
+        "--fit",
+        "pad",
+        "--width",
+        "800",
+        "--height",
+        "600",
+        "--aspect",
+        "1:1",
+        "--background",
+        "#FFF",
+        "--margin",
+        "5%",
+        "--min-dimension",
+        "500",
+        "--no-upscale",
+        "--max-bytes",
+        "200000",
+        "--gravity",
+        "attention",
+        "--strip",
+        "all",
+        "--no-duplicates",
+        "--trim",
+    ) == {
+        "profile": "amazon_main",
+        "renditions": "main:2048,zoom:1600,thumb:400x400:pad",
+        "fit": "pad",
+        "width": "800",
+        "height": "600",
+        "aspect": "1:1",
+        "background": "#FFF",
+        "trim": "true",
+        "margin": "5%",
+        "min_dimension": "500",
+        "upscale": "false",
+        "max_bytes": "200000",
+        "gravity": "attention",
+        "strip": "all",
+        "duplicates": "false",
+    }
+    assert sent("--trim", "30", "--upscale", "--duplicates") == {"trim": "30", "upscale": "true", "duplicates": "true"}
+    assert sent("--trim", "false", "--max-dimension", "100") == {"trim": "false", "max_dimension": "100"}
+
+
+def test_cli_plan_summary_lines():
+    sys.path.insert(0, str(ROOT))
+    from command_line.commands import plan_summary
+
+    assert plan_summary({"status": "COMPLETED", "progress": {}}) == []
+    assert plan_summary({"profile": None, "renditions": [], "duplicates": False}) == []
+    summary = {
+        "profile": "amazon_main",
+        "checked": 4,
+        "passing_as_uploaded": 1,
+        "fixed": 2,
+        "still_failing": 1,
+        "by_rule": {"white_background": {"source": 3, "output": 1}, "min_longest_side": {"source": 1, "output": 0}},
+    }
+    assert plan_summary({"profile": "amazon_main", "compliance": summary, "duplicate_images": 2}) == [
+        "compliance with amazon_main (4 checked): 1 passing as uploaded, 2 fixed, 1 still failing",
+        "  white_background: 3 failed as uploaded, 1 still failing",
+        "  min_longest_side: 1 failed as uploaded, 0 still failing",
+        "near-duplicates of earlier images: 2 (the report's Duplicate Of names them)",
+    ]
+
+
+def test_cli_upload_with_a_profile_and_renditions_sums_up_the_compliance(service, source_server, tmp_path):
+    small = serve(source_server, jpeg_bytes((400, 300)))  # below Google's 500x500: fixed by upscaling
+    big = serve(source_server, jpeg_bytes((900, 700)))
+    products = tmp_path / "products.csv"
+    products.write_bytes(csv_of([(1, "SKU1", [small, big])]))
+    out = tmp_path / "out.csv"
+    summary = [
+        "compliance with google_merchant (2 checked): 1 passing as uploaded, 1 fixed, 0 still failing",
+        "  min_size: 1 failed as uploaded, 0 still failing",
+    ]
+
+    result = run_cli(
+        "upload",
+        str(products),
+        "--base-url",
+        service.base_url,
+        "--profile",
+        "google_merchant",
+        "--renditions",
+        "main:2048,zoom:1600,thumb:400x400:pad",
+        "--output",
+        str(out),
+        "--timeout",
+        "120",
+    )
+
+    assert result.returncode == 0, result.stderr
+    request_id = result.stdout.strip()
+    lines = result.stderr.splitlines()
+    assert lines[-3:] == [*summary, f"output CSV saved to {out}"], result.stderr
+    assert "COMPLETED: 100.0% (2 completed, 0 failed, 0 pending of 2)" in lines
+    row = next(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(row["Output Image Urls (zoom)"].split(",")) == 2
+    thumbs = row["Output Image Urls (thumb)"].split(",")
+    assert Image.open(io.BytesIO(requests.get(thumbs[1], timeout=10).content)).size == (400, 400)
+    status = requests.get(service.url(f"/api/status/{request_id}"), timeout=10).json()
+    assert status["profile"] == "google_merchant"
+    assert status["renditions"][0]["canvas"]["min_dimension"] == 500  # the profile's preset reached the service
+
+    printed = run_cli("status", request_id, "--base-url", service.base_url)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.splitlines() == ["COMPLETED: 100.0% (2 completed, 0 failed, 0 pending of 2)", *summary]
+
+    as_json = run_cli("status", request_id, "--base-url", service.base_url, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["compliance"]["fixed"] == 1  # the JSON as the service answered it
+
+
+def test_cli_upload_canvas_options_reach_the_service(service, source_server, tmp_path):
+    products = tmp_path / "products.csv"
+    products.write_bytes(csv_of([(1, "SKU1", [serve(source_server, jpeg_bytes((300, 200)))])]))
+
+    result = run_cli(
+        "upload",
+        str(products),
+        "--base-url",
+        service.base_url,
+        "--fit",
+        "pad",
+        "--width",
+        "240",
+        "--height",
+        "240",
+        "--background",
+        "black",
+        "--strip",
+        "all",
+        "--no-duplicates",
+        "--wait",
+        "--timeout",
+        "120",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "compliance" not in result.stderr  # no profile, no summary
+    status = wait_final(service.base_url, result.stdout.strip())
+    assert (status["profile"], status["metadata"], status["duplicates"]) == (None, "strip_all", False)
+    canvas = status["renditions"][0]["canvas"]
+    assert (canvas["fit"], canvas["width"], canvas["height"], canvas["background"]) == ("pad", 240, 240, [0, 0, 0])
+    image = status["products"][0]["images"][0]
+    assert (image["width"], image["height"]) == (240, 240)
+
+
+def test_cli_upload_of_a_refused_plan_option_names_the_field(service, source_server, tmp_path):
+    products = tmp_path / "products.csv"
+    products.write_bytes(csv_of([(1, "SKU1", [serve(source_server, jpeg_bytes())])]))
+
+    refused = run_cli("upload", str(products), "--base-url", service.base_url, "--renditions", "main:2048,t:400x0")
+    unknown = run_cli("upload", str(products), "--profile", "etsy", timeout_s=30)
+    no_csv = run_cli("upload", "--trim", str(products), timeout_s=30)
+
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert "error: invalid_option: " in refused.stderr and "(HTTP 422)" in refused.stderr
+    assert "  field 'renditions[1].height': " in refused.stderr
+    assert requests.get(service.url("/api/requests"), timeout=10).json()["requests"] == []
+    assert unknown.returncode == 64 and "invalid choice: 'etsy'" in unknown.stderr
+    assert no_csv.returncode == 64 and "a bare --trim goes after the CSV" in no_csv.stderr

@@ -134,6 +134,15 @@ def expectations(base: str) -> list[Expected]:
         Expected("never_bigger=false", stdout=[r'"request_id"']),
         Expected("grep '\"reused\"'", stdout=[r'"reused": true'], not_printed=[r'"reused": false']),
         Expected("format=webp", stdout=[r'"request_id"(.|\n)*"request_id"']),
+        Expected(
+            "-F profile=google_merchant",
+            stdout=[
+                r'^COMPLETED \{"profile": "google_merchant", "checked": 5, "passing_as_uploaded": 5, "fixed": 0, '
+                r'"still_failing": 0, "by_rule": \{\}\}$',
+                r"^S\. No\.,Product Name,Input Image Urls,Output Image Urls,Output Image Urls \(zoom\),"
+                r"Output Image Urls \(thumb\)$",
+            ],
+        ),
         Expected("/api/openapi.json", stdout=[r'"openapi":\s*"3\.1']),
     ]
 

@@ -198,8 +198,12 @@ def test_a_refused_upload_stores_no_key_and_the_fixed_upload_may_use_it(service,
 # --- cancel ---------------------------------------------------------------------------------------
 
 
+IMAGES_TO_CANCEL = 48
+
+
 def test_a_cancel_midway_stops_the_fetches_and_sends_one_webhook(service, source_server, receiver):
-    source = Source(source_server, 16, delay_s=0.4)
+    # Three times what the workers hold at once (two batches running, two queued): some never start.
+    source = Source(source_server, IMAGES_TO_CANCEL, delay_s=0.4)
     created = upload(
         service.base_url,
         csv_of([(n + 1, f"P{n}", [url]) for n, url in enumerate(source.urls)]),
@@ -228,13 +232,13 @@ def test_a_cancel_midway_stops_the_fetches_and_sends_one_webhook(service, source
     fetched_after = [n for n, path in enumerate(source.paths) if any(t > cancel_seen for t in source.fetched_at[path])]
     # Only an image a worker had already taken may still be fetched; none waiting in line is.
     assert all(started[ids[n]] > 0 for n in fetched_after), (fetched_after, started)
-    never_started = [n for n in range(16) if started[ids[n]] == 0]
+    never_started = [n for n in range(IMAGES_TO_CANCEL) if started[ids[n]] == 0]
     assert never_started and all(source.fetches(n) == 0 for n in never_started)
 
     status = requests.get(status_url, timeout=5).json()
     assert status["status"] == "CANCELLED"
     progress = status["progress"]
-    assert progress["completed_images"] + progress["failed_images"] + progress["cancelled_images"] == 16
+    assert progress["completed_images"] + progress["failed_images"] + progress["cancelled_images"] == IMAGES_TO_CANCEL
     assert progress["cancelled_images"] >= len(never_started) and progress["pending_images"] == 0
     states = [image["status"] for product in status["products"] for image in product["images"]]
     assert set(states) <= {"COMPLETED", "CANCELLED"}

@@ -3,6 +3,7 @@ conforming, schemathesis against the live service, and Swagger UI served offline
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -13,6 +14,7 @@ from openapi_spec_validator import validate
 from support.api import csv_of, upload, wait_final
 from support.handlers import respond
 from support.images import jpeg_bytes
+from support.loopback import wait_until
 
 from web.docs_routes import openapi_document
 
@@ -76,6 +78,8 @@ def _examples(node, document, found):
     if isinstance(node, dict):
         if "schema" in node and "example" in node:
             found.append((_resolved(node["schema"], document), node["example"]))
+        if "schema" in node and isinstance(node.get("examples"), dict):
+            found += [(_resolved(node["schema"], document), item["value"]) for item in node["examples"].values()]
         for value in node.values():
             _examples(value, document, found)
     elif isinstance(node, list):
@@ -87,7 +91,7 @@ def test_every_example_validates_against_its_schema():
     document = openapi_document()
     found: list = []
     _examples(document, document, found)
-    assert found
+    assert len(found) >= 7  # the planned status and the webhook's among them
     for schema, example in found:
         jsonschema.Draft202012Validator(schema).validate(example)
 
@@ -120,6 +124,58 @@ def test_live_answers_match_the_documented_schemas(service, source_server):
     bad_page = requests.get(f"{base}/api/requests?page=0", timeout=10)
     assert bad_page.status_code == 400
     _conforms(bad_page, "/api/requests", "get")
+
+
+def _webhook_schema() -> dict:
+    document = openapi_document()
+    body = _resolved(document["webhooks"]["requestFinal"]["post"]["requestBody"], document)
+    return body["content"]["application/json"]["schema"]
+
+
+def test_live_answers_of_a_planned_request_match_the_documented_schemas(service, source_server, receiver):
+    """An upload with a profile and renditions: its status (profile, renditions, compliance, each image's
+    renditions and compliance report) and its webhook (data.totals) conform, and so do its refusals."""
+    source_server.route("/small.jpg", respond(200, jpeg_bytes((400, 300)), {"Content-Type": "image/jpeg"}))
+    source_server.route("/big.jpg", respond(200, jpeg_bytes((900, 700)), {"Content-Type": "image/jpeg"}))
+    base = service.base_url
+    urls = [source_server.url("/small.jpg"), source_server.url("/big.jpg")]
+    created = upload(
+        base,
+        csv_of([(1, "Shoe", urls)]),
+        profile="google_merchant",
+        renditions="main:2048,zoom:1600,thumb:400x400:pad",
+        webhook_url=receiver.url,
+    )
+    assert created.status_code == 202, created.text
+    request_id = _conforms(created, "/api/upload", "post")["request_id"]
+    wait_final(base, request_id)
+
+    status = requests.get(f"{base}/api/status/{request_id}", timeout=10)
+    body = _conforms(status, "/api/status/{request_id}", "get")
+    assert body["status"] == "COMPLETED", body
+    assert body["profile"] == "google_merchant" and body["duplicates"] is True
+    assert [item["name"] for item in body["renditions"]] == ["main", "zoom", "thumb"]
+    assert body["compliance"]["profile"] == "google_merchant" and body["compliance"]["checked"] == 2
+    images = body["products"][0]["images"]
+    for image in images:
+        assert [item["name"] for item in image["renditions"]] == ["main", "zoom", "thumb"]
+        assert image["renditions"][0]["url"] == image["output_url"]
+        assert image["compliance"]["verdict"] in ("pass", "fixed")
+    assert "min_size" in images[0]["compliance"]["source_failures"]  # 400x300 is below 500x500
+    assert (images[1]["renditions"][2]["width"], images[1]["renditions"][2]["height"]) == (400, 400)
+    assert wait_until(lambda: receiver.deliveries(), timeout_s=30)
+    event = json.loads(receiver.deliveries()[0]["body"])
+    jsonschema.Draft202012Validator(_webhook_schema()).validate(event)
+    assert [item["name"] for item in event["data"]["totals"]["renditions"]] == ["main", "zoom", "thumb"]
+    assert event["data"]["totals"]["compliance"] == body["compliance"]
+
+    refused = upload(base, csv_of([(1, "Shoe", urls)]), profile="etsy")
+    assert refused.status_code == 422
+    assert _conforms(refused, "/api/upload", "post")["error"]["code"] == "unknown_profile"
+    invalid = upload(base, csv_of([(1, "Shoe", urls)]), renditions="main:2048,thumb:400x0")
+    assert invalid.status_code == 422
+    error = _conforms(invalid, "/api/upload", "post")["error"]
+    assert error["code"] == "invalid_option" and error["details"][0]["field"] == "renditions[1].height"
 
 
 def test_schemathesis_finds_no_server_error_nor_undocumented_answer(service):

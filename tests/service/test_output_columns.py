@@ -60,14 +60,15 @@ def test_a_written_cell_is_quoted_exactly_when_csv_writer_would(value: str) -> N
 
 def test_a_record_keeps_its_bytes_but_for_cells_a_spreadsheet_would_run() -> None:
     record = ' 007 ,"Shirt, red","http://a/1.jpg","=1+2",-5,"x""y",@me,"\tpad",ok'
-    kept = output_csv._kept_record(record, None, "http://o/1.jpg,http://o/2.jpg")
+    kept = output_csv._kept_record(record, [None], None, ["http://o/1.jpg,http://o/2.jpg"])
     assert (
         kept
         == ' 007 ,"Shirt, red","http://a/1.jpg",\'=1+2,\'-5,"x""y",\'@me,\'\tpad,ok,"http://o/1.jpg,http://o/2.jpg"'
     )
-    assert output_csv._kept_record("a,Output Image Urls,b", 1, "http://o/1.jpg") == "a,http://o/1.jpg,b"
-    assert output_csv._kept_record('"S. No.",Output Image Urls', 1, None) == '"S. No.",Output Image Urls'
-    assert output_csv._kept_record('"S. No.",=Name', None, None) == '"S. No.",\'=Name,Output Image Urls'
+    assert output_csv._kept_record("a,Output Image Urls,b", [1], None, ["http://o/1.jpg"]) == "a,http://o/1.jpg,b"
+    header = ["Output Image Urls"]
+    assert output_csv._kept_record('"S. No.",Output Image Urls', [1], header) == '"S. No.",Output Image Urls'
+    assert output_csv._kept_record('"S. No.",=Name', [None], header) == '"S. No.",\'=Name,Output Image Urls'
 
 
 # --- the output CSV -------------------------------------------------------------------------------

@@ -143,6 +143,10 @@ def service(backing_services) -> Iterator[Service]:
         "FETCH_READ_TIMEOUT_S": "2",
         "FETCH_TOTAL_TIMEOUT_S": "5",
         "FETCH_MAX_BYTES": str(5 * 1024 * 1024),
+        # Small batches fetched two at a time: a request of a few slow images still runs long enough for a
+        # test to see it midway (a page's rows filling in, a cancel), as a big request does in production.
+        "IMAGE_BATCH_SIZE": "4",
+        "IMAGE_FETCH_THREADS": "2",
         "WEBHOOK_TIMEOUT_S": "3",
         "WEBHOOK_RETRY_SCHEDULE": "0,1,1,1",
         "STORAGE_MAX_RETRIES": "2",

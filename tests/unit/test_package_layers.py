@@ -13,6 +13,9 @@ NOT_APPLICATION = {"tests", "bench", "migrations", "static", "samples", "docs", 
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"config", "errors", "models", "database", "network_policy"}),
     frozenset({"storage", "access", "imaging"}),
+    frozenset({"compliance"}),
+    frozenset({"marketplaces"}),
+    frozenset({"output_plan"}),
     frozenset({"queueing"}),
     frozenset({"observability"}),
     frozenset({"intake"}),
@@ -21,6 +24,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"reading"}),
     frozenset({"delivery"}),
     frozenset({"lifecycle"}),
+    frozenset({"processing"}),
     frozenset({"web", "command_line", "process_launch"}),
     frozenset({"upload_routes", "status_routes", "webhooks_routes", "image_tasks", "app", "cli", "launcher"}),
 )

@@ -10,16 +10,17 @@ from process_launch.processes import IMAGE_PROCESS_BASELINE_MB, IMAGE_WORKER_MEM
 GiB = 1 << 30
 
 
-def test_a_machine_with_memory_to_spare_gets_eight_processes_a_core() -> None:
-    assert image_worker_concurrency({}, 2, 64 * GiB) == "16"
-    assert image_worker_concurrency({}, 4, None) == "32"  # memory unknown: the cores alone
+def test_a_machine_with_memory_to_spare_gets_one_process_a_core() -> None:
+    assert image_worker_concurrency({}, 2, 64 * GiB) == "2"
+    assert image_worker_concurrency({}, 4, None) == "4"  # memory unknown: the cores alone
 
 
 @pytest.mark.parametrize(
     ("memory", "budget_mb", "expected"),
     [
-        (4 * GiB, None, 4),  # 2 GiB / (128 + 384) MiB
-        (4 * GiB, "64", 10),  # a smaller budget: 2 GiB / 192 MiB
+        (1 * GiB, None, 1),  # 512 MiB / (128 + 384) MiB
+        (2 * GiB, None, 2),
+        (4 * GiB, "64", 8),  # the cores bound it first
         (8 * GiB, "1024", 3),
         (256 << 20, None, 1),  # never none at all
     ],

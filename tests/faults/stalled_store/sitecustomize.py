@@ -10,10 +10,7 @@ process of that worker creates the file, writes its pid and key there, and stops
   to ``FAULT_STALL_STORE_LINGER_S`` seconds, so that its soft time limit, which passed while it was
   frozen, strikes there: after the object was written, before the store returned.
 
-``FAULT_STALL_STORE_CLOCK=stood_still`` stands for a machine whose clock stood still while it was stopped
-(a paused VM): the soft time limit that the pool's parent signals (SIGUSR1) on waking is ignored until the
-task ends, so that the woken task finishes what it was doing. Once the store it was stopped in is over, the
-file gets a second line, ``stored <key>``.
+Once a ``before_write`` store is over, the file gets a second line, ``stored <key>``.
 """
 
 from __future__ import annotations
@@ -26,12 +23,10 @@ if MARKER:
     import signal
     import time
 
-    from celery.signals import task_postrun, worker_process_init
+    from celery.signals import worker_process_init
 
     AT = os.environ.get("FAULT_STALL_STORE_AT", "before_write")
     LINGER_S = float(os.environ.get("FAULT_STALL_STORE_LINGER_S", "0"))
-    CLOCK_STOOD_STILL = os.environ.get("FAULT_STALL_STORE_CLOCK") == "stood_still"
-    SOFT_LIMIT_SIGNAL = signal.SIGUSR1  # billiard's SIG_SOFT_TIMEOUT
 
     def _first_to_stall(key: str) -> bool:
         try:
@@ -42,19 +37,7 @@ if MARKER:
         os.close(fd)
         return True
 
-    def _ignore_the_soft_limit_until_the_task_ends() -> None:
-        # Ignored, not blocked: a blocked signal could still reach another thread of the process.
-        handler = signal.signal(SOFT_LIMIT_SIGNAL, signal.SIG_IGN)
-
-        def restore(**_kwargs) -> None:
-            signal.signal(SOFT_LIMIT_SIGNAL, handler)
-            task_postrun.disconnect(restore)
-
-        task_postrun.connect(restore, weak=False)
-
     def _stop_here() -> None:
-        if CLOCK_STOOD_STILL:
-            _ignore_the_soft_limit_until_the_task_ends()
         os.kill(os.getpid(), signal.SIGSTOP)
 
     def _say(what: str) -> None:

@@ -1,0 +1,1 @@
+"""The marketplaces: their image rules and the options that meet them."""

@@ -1,0 +1,1 @@
+"""What outputs a request asks for: renditions, canvas, marketplace profile, metadata and duplicate policies."""

@@ -264,6 +264,9 @@ class Settings:
     #: How long an upload's Idempotency-Key answers with the request it made.
     idempotency_key_ttl_s: float
     max_upload_bytes: int
+    #: Bounds on one image pack (``images.zip``): its files, and the bytes of its images.
+    zip_max_files: int
+    zip_max_bytes: int
     max_rows: int
     max_urls_per_product: int
     max_url_length: int
@@ -368,6 +371,8 @@ class Settings:
             storage_max_retries=_int(env, "STORAGE_MAX_RETRIES", 5, 0, 20),
             idempotency_key_ttl_s=_float(env, "IDEMPOTENCY_KEY_TTL_S", 24 * 3600.0, 1.0),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 10 * 1024 * 1024, 1024),
+            zip_max_files=_int(env, "ZIP_MAX_FILES", 20_000, 1),
+            zip_max_bytes=_int(env, "ZIP_MAX_BYTES", 4 * 1024**3, 1024),
             max_rows=_int(env, "MAX_ROWS", 10_000, 1),
             max_urls_per_product=_int(env, "MAX_URLS_PER_PRODUCT", 50, 1),
             max_url_length=_int(env, "MAX_URL_LENGTH", MAX_URL_LENGTH, 16),

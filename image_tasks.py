@@ -45,7 +45,9 @@ def process_image(self, *image_ids: int) -> str:
     settings = _settings()
     found = batch.run(self.request.id, list(image_ids), settings)
     for image_id, outcome in found.items():
-        log.info("image %s: %s", image_id, outcome)
+        # A message delivered again (at least once) finds its images done or held by another run: nothing
+        # happened to them here, so that is no line of the image's story.
+        log.log(logging.DEBUG if outcome == "skipped" else logging.INFO, "image %s: %s", image_id, outcome)
     dispatch.fill_queue(settings.image_queue_depth, lazy=True, batch_size=settings.image_batch_size)
     return summary(found)
 

@@ -193,6 +193,18 @@ class Request(db.Model):
     #: The outputs asked beyond the encoding options above: the marketplace profile, the canvas, the
     #: renditions and the checks, as ``outputs.plan.OutputPlan.describe`` writes them; None for a plain request.
     output_plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The format the file was read as (``catalog_formats``): ``contract`` or a platform's; None for older requests.
+    input_format: Mapped[str | None] = mapped_column(String(24))
+    #: ``replace``: the output file is the upload with each image URL replaced in place; ``append``: with
+    #: ``Output Image Urls`` added. None: the format's default.
+    output_mode: Mapped[str | None] = mapped_column(String(8))
+    #: The rendition whose URLs go into the output file; None for the first.
+    output_rendition: Mapped[str | None] = mapped_column(String(32))
+    #: The file's cell delimiter, for a Google feed sent tab-separated; None for a comma.
+    csv_delimiter: Mapped[str | None] = mapped_column(String(1))
+    #: The URL the file was fetched from (``feed_url``), and the SHA-256 of the bytes fetched.
+    feed_url: Mapped[str | None] = mapped_column(Text)
+    feed_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class RequestImport(db.Model):
@@ -219,6 +231,22 @@ class Product(db.Model):
     name: Mapped[str] = mapped_column(Text)
     #: The product's record as uploaded, every column and cell as written, without its line ending.
     source_record: Mapped[str | None] = mapped_column(Text)
+    #: The product's key in a platform's export (Shopify's Handle, WooCommerce's ID or SKU, Google's id).
+    key: Mapped[str | None] = mapped_column(Text)
+
+
+class RequestRecord(db.Model):
+    """One record of a platform's export after its header, as written (line ending included), in file order.
+
+    The output file is these records with their image cells replaced; the contract's CSV keeps its
+    records on its products instead.
+    """
+
+    __tablename__ = "request_records"
+
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(primary_key=True)
+    record: Mapped[str] = mapped_column(Text)
 
 
 #: Images waiting for the dispatcher: pending and not handed to the broker.

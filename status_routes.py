@@ -10,7 +10,8 @@ from flask import Blueprint, Response, current_app, g, request, stream_with_cont
 
 from access import api_keys, rate_limits
 from errors import ApiError
-from models import FINAL_REQUEST_STATUSES, ImageStatus
+from image_packs import naming, pack
+from models import FINAL_REQUEST_STATUSES, ImageStatus, db
 from reading import answers, failed_rows_csv, output_csv, page_cache, report_csv
 from web.request_lookup import load_request
 
@@ -124,6 +125,40 @@ def get_output_csv(request_id: str):
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{found.id}-output.csv"'},
     )
+
+
+@bp.get("/api/requests/<request_id>/images.zip")
+@rate_limits.read_limit
+def get_image_pack(request_id: str):
+    found = load_request(request_id)
+    if found.status not in FINAL_REQUEST_STATUSES:
+        raise ApiError(409, "not_ready", f"The request is {found.status}; its image pack exists once it is final.")
+    asked = pack.PackRequest(
+        naming=_choice_arg("naming", naming.NAMINGS, default="plain"),
+        identifier=request.args.get("identifier", "").strip() or None,
+        rendition=request.args.get("rendition", "").strip() or None,
+    )
+    # Every refusal is decided here, before the first byte of the archive is sent.
+    entries = pack.plan_pack(found, asked, current_app.config["SETTINGS"])
+    db.session.rollback()
+    chunks = pack.pack_chunks(entries, current_app.extensions["storage"])
+    return Response(
+        stream_with_context(chunks),
+        mimetype="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{found.id}-images-{asked.naming}.zip"'},
+    )
+
+
+def _choice_arg(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = request.args.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise ApiError(
+            400,
+            f"invalid_{name}",
+            f"'{name}' must be one of {', '.join(choices)}, got {raw[:30]!r}.",
+            [{"field": name, "message": f"one of: {', '.join(choices)}"}],
+        )
+    return raw
 
 
 @bp.get("/api/requests/<request_id>/failed-rows.csv")

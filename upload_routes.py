@@ -2,46 +2,61 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from urllib.parse import urlsplit
 
 import sqlalchemy.exc
 from flask import Blueprint, current_app, request
 
 from access import api_keys, rate_limits
+from catalog_formats import formats, reading
 from config import Settings
 from errors import ApiError
 from imaging import pipeline
-from intake import csv_input, idempotency, quotas, uploaded_file
+from intake import csv_input, feed, idempotency, quotas, uploaded_file
 from lifecycle import creation, handoff
 from models import db
 from network_policy import addresses
 from network_policy.urls import url_host, url_problem
 from observability import log_context
 from output_plan import fields
+from output_plan.plan import OutputPlan
 from reading.links import output_csv_url, status_url
 
 bp = Blueprint("upload", __name__)
+
+OUTPUT_MODES = ("replace", "append")
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 @bp.post("/api/upload")
 @rate_limits.upload_limit
 def create_upload():
     settings: Settings = current_app.config["SETTINGS"]
-    if request.mimetype != "multipart/form-data":
+    feed_url = request.form.get("feed_url", "").strip() if request.mimetype in _FORM_TYPES else ""
+    if request.mimetype != "multipart/form-data" and not feed_url:
         raise ApiError(415, "unsupported_media_type", "Send the CSV as multipart/form-data, in a field named 'file'.")
     upload = request.files.get("file")
     file_name = None
-    if upload is not None:
+    data = b""
+    if feed_url:
+        if upload is not None or "file" in request.form:
+            raise ApiError(400, "file_and_feed_url", "Send either 'file' or 'feed_url', not both.")
+    elif upload is not None:
         data = upload.read()
         file_name = uploaded_file.clean_file_name(upload.filename)
     elif "file" in request.form:  # curl -F 'file=<products.csv' sends the CSV as a plain field
         data = request.form["file"].encode()
     else:
-        raise ApiError(400, "missing_file", "The form has no field 'file' holding the CSV.")
+        raise ApiError(400, "missing_file", "The form has no field 'file' holding the CSV, nor a 'feed_url'.")
+    input_format = _choice_field("input_format", formats.INPUT_FORMATS, formats.AUTO)
+    output_mode = _choice_field("output_mode", OUTPUT_MODES, None)
     quality, target_score = _quality_fields()
     output_format = _format_field()
     max_dimension = _int_field("max_dimension", 1, 10_000, default=None)
     plan = fields.read_plan(request.form, _encoding_given(quality, target_score, output_format, max_dimension))
+    output_rendition = _output_rendition_field(plan)
     options = creation.UploadOptions(
         quality=quality,
         target_score=target_score,
@@ -52,18 +67,29 @@ def create_upload():
         webhook_url=_webhook_url_field(settings),
         owner_key_hash=api_keys.owner_key_hash(),
         file_name=file_name,
+        output_mode=output_mode,
+        output_rendition=output_rendition,
+        feed_url=feed_url or None,
     )
-    claim = _idempotency_claim(data, options)
+    # A feed is named by its URL: a retried POST is answered without fetching it again.
+    claim = _idempotency_claim(b"feed_url:" + feed_url.encode() if feed_url else data, options, input_format)
     if claim is not None:
         replay = idempotency.find_replay(claim, settings.idempotency_key_ttl_s)
         if replay is not None:
             return _replayed(replay)
+    if feed_url:
+        fetched = feed.fetch_feed(feed_url, settings)
+        data = fetched.data
+        file_name = uploaded_file.clean_file_name(urlsplit(fetched.url).path)
+        options = dataclasses.replace(options, file_name=file_name, feed_sha256=fetched.sha256)
     limits = csv_input.CsvLimits(
         max_rows=settings.max_rows,
         max_urls_per_product=settings.max_urls_per_product,
         max_url_length=settings.max_url_length,
     )
-    rows, layout = csv_input.parse_csv(data, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
+    parsed = reading.parse_catalog(data, input_format, limits, is_blocked_host=lambda host: _is_blocked(settings, host))
+    rows = parsed.rows
+    options = dataclasses.replace(options, output_mode=output_mode or formats.default_output_mode(parsed.input_format))
     quotas.check_active_images(options.owner_key_hash, rows, settings.max_active_images_per_key)
     request_id = uuid.uuid4()
     log_context.bind(request_id=request_id)
@@ -71,6 +97,7 @@ def create_upload():
     answer = {
         "request_id": str(request_id),
         "status": "PENDING",
+        "input_format": parsed.input_format,
         "products": len(rows),
         "images": sum(len(row.image_urls) for row in rows),
         "status_url": location,
@@ -82,9 +109,11 @@ def create_upload():
             rows,
             options,
             import_after_urls=settings.import_after_urls,
-            layout=layout,
+            layout=parsed.layout,
             request_id=request_id,
             idempotency_key=key_to_store,
+            input_format=parsed.input_format,
+            records=parsed.records,
         )
     except sqlalchemy.exc.IntegrityError:
         db.session.rollback()
@@ -114,7 +143,7 @@ def _encoding_given(
     return {name: value for name, value in read.items() if request.form.get(name, "").strip()}
 
 
-def _idempotency_claim(data: bytes, options: creation.UploadOptions) -> idempotency.KeyClaim | None:
+def _idempotency_claim(data: bytes, options: creation.UploadOptions, input_format: str) -> idempotency.KeyClaim | None:
     key = idempotency.key_from_header(request.headers.get(idempotency.HEADER))
     if key is None:
         return None
@@ -126,6 +155,9 @@ def _idempotency_claim(data: bytes, options: creation.UploadOptions) -> idempote
         "max_dimension": options.max_dimension,
         "webhook_url": options.webhook_url,
         "plan": options.plan.describe() if options.plan else None,
+        "input_format": input_format,
+        "output_mode": options.output_mode,
+        "output_rendition": options.output_rendition,
     }
     return idempotency.KeyClaim(
         idempotency.owner_of(options.owner_key_hash), key, idempotency.fingerprint(data, described)
@@ -178,6 +210,37 @@ def _format_field() -> str:
             details=[{"field": "format", "message": f"supported: {names}"}],
         )
     return raw
+
+
+def _choice_field(name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+    raw = request.form.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        names = ", ".join(choices)
+        raise ApiError(
+            422,
+            f"invalid_{name}",
+            f"'{name}' must be one of {names}, got {raw[:30]!r}.",
+            details=[{"field": name, "message": f"one of: {names}"}],
+        )
+    return raw
+
+
+def _output_rendition_field(plan: OutputPlan | None) -> str | None:
+    raw = request.form.get("output_rendition", "").strip()
+    if not raw:
+        return None
+    names = [item.name for item in plan.renditions] if plan is not None else []
+    if raw not in names:
+        known = ", ".join(names) if names else "none: the request asks for no 'renditions' or 'profile'"
+        raise ApiError(
+            422,
+            "invalid_output_rendition",
+            f"'output_rendition' names no rendition of this request ({known}), got {raw[:32]!r}.",
+            details=[{"field": "output_rendition", "message": f"renditions: {known}"}],
+        )
+    return None if raw == names[0] else raw
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -123,19 +123,27 @@ def _http_error(response: requests.Response, host: str) -> FetchError:
     )
 
 
-def fetch_image(url: str, limits: FetchLimits, slots: HostSlots | None = None) -> bytes:
+#: What an image download accepts.
+IMAGE_ACCEPT = "image/*,*/*;q=0.8"
+
+
+def fetch_image(url: str, limits: FetchLimits, slots: HostSlots | None = None, accept: str = IMAGE_ACCEPT) -> bytes:
     """GET url with every guard (address policy, redirects, size cap, deadline); raises FetchError.
 
     With ``slots``, each request (the first and every redirect hop) first waits for a slot of the address
     it connects to, within the same deadline.
     """
-    fetched = fetch_image_revalidated(url, limits, slots)
+    fetched = fetch_image_revalidated(url, limits, slots, accept=accept)
     assert fetched.data is not None  # an unconditional GET answered 304 raises http_304
     return fetched.data
 
 
 def fetch_image_revalidated(
-    url: str, limits: FetchLimits, slots: HostSlots | None = None, validators: Validators | None = None
+    url: str,
+    limits: FetchLimits,
+    slots: HostSlots | None = None,
+    validators: Validators | None = None,
+    accept: str = IMAGE_ACCEPT,
 ) -> FetchedImage:
     """``fetch_image``, conditional on ``validators``: a 304 to them is ``not_modified`` and reads no body.
 
@@ -151,7 +159,7 @@ def fetch_image_revalidated(
     session = session_for(limits)
     with watched(TimeLimit(limits.total_timeout_s, TOTAL_TIMEOUT_SETTING)) as watchdog:
         check_url(url, limits, watchdog)
-        return _get_following_redirects(session, url, limits, watchdog, sent, slots)
+        return _get_following_redirects(session, url, limits, watchdog, sent, slots, accept)
 
 
 def _get_following_redirects(
@@ -161,6 +169,7 @@ def _get_following_redirects(
     watchdog: Watchdog,
     sent: Validators,
     slots: HostSlots | None,
+    accept: str,
 ) -> FetchedImage:
     conditional = _conditional_headers(sent)
     current, host = url, host_for_message(url)
@@ -172,7 +181,7 @@ def _get_following_redirects(
             with address_slots(slots, watchdog):
                 response = session.get(
                     current,
-                    headers={"Accept": "image/*,*/*;q=0.8", **conditional},
+                    headers={"Accept": accept, **conditional},
                     stream=True,
                     allow_redirects=False,
                     timeout=timeouts(limits, watchdog, host, TimeLimit(limits.read_timeout_s, READ_TIMEOUT_SETTING)),

@@ -62,6 +62,8 @@ class ProductRow:
     row: int
     #: The record as uploaded, every cell as written, without its line ending; None for rows made elsewhere.
     source_record: str | None = field(default=None, compare=False)
+    #: The product's key in a platform's export (Shopify's Handle, ...); None in the contract's CSV.
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class CsvLayout:
     header_record: str
     line_end: str
     bom: bool
+    delimiter: str = ","
 
 
 class ParsedCsv(NamedTuple):
@@ -115,7 +118,7 @@ def parse_csv(
     name_column = header_cells[name_index]
     urls_column = header_cells[urls_index]
 
-    problems = _Problems()
+    problems = Problems()
     products: list[ProductRow] = []
     first_row_of_serial: dict[int, int] = {}
     count = 0
@@ -138,7 +141,7 @@ def parse_csv(
         elif serial in first_row_of_serial:
             problems.add(
                 row,
-                f"duplicate {serial_column.strip()} {_quote(cells[serial_index].strip())}; "
+                f"duplicate {serial_column.strip()} {quoted(cells[serial_index].strip())}; "
                 f"first used on row {first_row_of_serial[serial]}",
                 serial_column,
             )
@@ -152,7 +155,7 @@ def parse_csv(
             problems.add(
                 row,
                 f"product name is {len(name)} characters long; the limit is "
-                f"{limits.max_product_name_length}: {_quote(name)}",
+                f"{limits.max_product_name_length}: {quoted(name)}",
                 name_column,
             )
 
@@ -168,7 +171,7 @@ def parse_csv(
     return ParsedCsv(products, layout)
 
 
-class _Problems:
+class Problems:
     """Collects per-row problems, keeping the first MAX_DETAILS and counting the rest."""
 
     def __init__(self) -> None:
@@ -224,7 +227,7 @@ def _locate_columns(row: int, cells: list[str]) -> dict[str, int]:
                 "row": row,
                 "column": cells[indexes[1]],
                 "message": f"column '{_NAMED[key]}' is given {len(indexes)} times: "
-                + ", ".join(_quote(cells[index]) for index in indexes),
+                + ", ".join(quoted(cells[index]) for index in indexes),
             }
             for key, indexes in doubled.items()
         ]
@@ -239,13 +242,13 @@ def _parse_serial(cell: str) -> int | str:
     if not value:
         return "serial number is empty"
     if _DIGITS_RE.fullmatch(value) is None:
-        return f"serial number must be a whole number of digits only: {_quote(value)}"
+        return f"serial number must be a whole number of digits only: {quoted(value)}"
     digits = value.lstrip("0")
     if len(digits) > len(str(MAX_SERIAL_NUMBER)) or int(digits or "0") > MAX_SERIAL_NUMBER:
-        return f"serial number is larger than {MAX_SERIAL_NUMBER}: {_quote(value)}"
+        return f"serial number is larger than {MAX_SERIAL_NUMBER}: {quoted(value)}"
     number = int(digits or "0")
     if number < 1:
-        return f"serial number must be at least 1: {_quote(value)}"
+        return f"serial number must be at least 1: {quoted(value)}"
     return number
 
 
@@ -255,7 +258,7 @@ def _check_urls(
     column: str,
     limits: CsvLimits,
     is_blocked_host: Callable[[str], bool] | None,
-    problems: _Problems,
+    problems: Problems,
 ) -> tuple[str, ...]:
     if not cell.strip():
         problems.add(row, "no image URLs are given", column)
@@ -267,17 +270,30 @@ def _check_urls(
         if not url:
             problems.add(row, f"image URL number {position} is empty (two commas in a row, or one at an end)", column)
             continue
-        problem = url_problem(url, limits.max_url_length)
-        if problem is not None and problem.code == "several_urls":
-            problems.add(row, f"{problem.message}: {_quote(url)}; {SEPARATE_WITH_COMMAS}", column)
-        elif problem is not None:
-            problems.add(row, f"{problem.message}: {_quote(url)}", column)
-        elif is_blocked_host is not None and is_blocked_host(url_host(url)):
-            problems.add(row, f"address not allowed: {_quote(url)}", column, blocked=True)
+        check_url(url, row, column, limits, is_blocked_host, problems)
     return urls
 
 
-def _quote(value: str) -> str:
+def check_url(
+    url: str,
+    row: int,
+    column: str,
+    limits: CsvLimits,
+    is_blocked_host: Callable[[str], bool] | None,
+    problems: Problems,
+) -> None:
+    """Add to ``problems`` what is wrong with one image URL of a cell: the contract's URL rule, or a blocked address."""
+    problem = url_problem(url, limits.max_url_length)
+    if problem is not None and problem.code == "several_urls":
+        problems.add(row, f"{problem.message}: {quoted(url)}; {SEPARATE_WITH_COMMAS}", column)
+    elif problem is not None:
+        problems.add(row, f"{problem.message}: {quoted(url)}", column)
+    elif is_blocked_host is not None and is_blocked_host(url_host(url)):
+        problems.add(row, f"address not allowed: {quoted(url)}", column, blocked=True)
+
+
+def quoted(value: str) -> str:
+    """``value`` as a message quotes it: repr'd, cut at 100 characters."""
     if len(value) <= _QUOTE_LENGTH:
         return repr(value)
     return repr(value[:_QUOTE_LENGTH]) + "…"

@@ -28,12 +28,12 @@ _NOT_ALNUM_RE = re.compile(r"[^a-z0-9]")
 _field_limit_lock = threading.Lock()
 
 
-def split_record(record: str) -> list[str]:
-    """The cells of one record csv_input accepted, each as written (quotes and all): joined by ``,``
-    they are the record again.
+def split_record(record: str, delimiter: str = ",") -> list[str]:
+    """The cells of one record csv_input accepted, each as written (quotes and all): joined by
+    ``delimiter`` they are the record again.
 
     Only for accepted records: the reader ran with ``strict``, so a quoted cell's closing quote is
-    followed by a comma or the end, and a quote inside an unquoted cell is an ordinary character.
+    followed by the delimiter or the end, and a quote inside an unquoted cell is an ordinary character.
     """
     cells: list[str] = []
     start = 0
@@ -46,7 +46,7 @@ def split_record(record: str) -> list[str]:
                     break
                 end += 1
         else:
-            end = record.find(",", start)
+            end = record.find(delimiter, start)
             if end < 0:
                 end = len(record)
         cells.append(record[start:end])
@@ -62,10 +62,10 @@ def cell_value(written: str) -> str:
     return written
 
 
-def column_index(header_record: str, name: str) -> int | None:
+def column_index(header_record: str, name: str, delimiter: str = ",") -> int | None:
     """Where the header names the column ``name`` (matched as the required columns are), if it does."""
     key = column_key(name)
-    for index, written in enumerate(split_record(header_record)):
+    for index, written in enumerate(split_record(header_record, delimiter)):
         if column_key(cell_value(written)) == key:
             return index
     return None
@@ -155,8 +155,9 @@ class RecordedLines:
         return text
 
 
-def read_records(reader: Any, lines: RecordedLines) -> Iterator[tuple[int, list[str], str]]:
-    """Yield (line the record starts on, cells, the record as written) for each non-blank record."""
+def read_records(reader: Any, lines: RecordedLines, keep_blank: bool = False) -> Iterator[tuple[int, list[str], str]]:
+    """Yield (line the record starts on, cells, the record as written) for each non-blank record, or each
+    record with ``keep_blank``."""
     previous_end = 0
     while True:
         start = previous_end + 1
@@ -168,7 +169,7 @@ def read_records(reader: Any, lines: RecordedLines) -> Iterator[tuple[int, list[
             raise _malformed(start, exc) from None
         previous_end = reader.line_num
         text = lines.take()
-        if any(cell.strip() for cell in cells):
+        if keep_blank or any(cell.strip() for cell in cells):
             yield start, cells, text
 
 

@@ -14,7 +14,18 @@ import database
 from database import db_now
 from intake import idempotency
 from intake.csv_input import CsvLayout, ProductRow
-from models import Image, ImageStatus, Product, ProductImage, Request, RequestImport, RequestStatus, db, utcnow
+from models import (
+    Image,
+    ImageStatus,
+    Product,
+    ProductImage,
+    Request,
+    RequestImport,
+    RequestRecord,
+    RequestStatus,
+    db,
+    utcnow,
+)
 from output_plan.plan import OutputPlan
 
 
@@ -32,6 +43,13 @@ class UploadOptions:
     file_name: str | None = None
     #: Renditions, canvas, profile and checks; None for one plain output per image.
     plan: OutputPlan | None = None
+    #: How the output file gives the outputs back (``replace`` or ``append``); None: the format's default.
+    output_mode: str | None = None
+    #: The rendition whose URLs go into the output file's image cells; None for the first.
+    output_rendition: str | None = None
+    #: Where the file was fetched from (``feed_url``), and the SHA-256 of what was fetched.
+    feed_url: str | None = None
+    feed_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,13 +69,16 @@ def create_request(
     layout: CsvLayout | None = None,
     request_id: uuid.UUID | None = None,
     idempotency_key: idempotency.KeyToStore | None = None,
+    input_format: str | None = None,
+    records: list[str] | None = None,
 ) -> CreatedRequest:
     """Write a request and, up to ``import_after_urls`` URLs (None: any), its products and images, in one transaction.
 
     A bigger upload is answered sooner: its validated rows are stored whole beside the request, and
     ``import_rows`` (the import task) writes them out, so that a request is never half-written.
     With the upload's ``layout`` (and each row's record), the output CSV is the upload with a column
-    added; without it, the four columns of the contract.
+    added; without it, the four columns of the contract. A platform's export (``input_format``) keeps its
+    ``records`` as written instead, written here whatever the upload's size: they are text, not work.
     An ``idempotency_key`` is stored in the same transaction: if another upload holds the key, this
     raises IntegrityError, nothing is written, and the session must be rolled back.
     """
@@ -88,6 +109,12 @@ def create_request(
             csv_header=layout.header_record if layout else None,
             csv_line_end=layout.line_end if layout else None,
             csv_bom=layout.bom if layout else False,
+            csv_delimiter=layout.delimiter if layout and layout.delimiter != "," else None,
+            input_format=input_format,
+            output_mode=options.output_mode,
+            output_rendition=options.output_rendition,
+            feed_url=options.feed_url,
+            feed_sha256=options.feed_sha256,
         )
     )
     if idempotency_key is not None:
@@ -95,6 +122,14 @@ def create_request(
         db.session.flush()
         idempotency.remember(idempotency_key, request_id)
         db.session.flush()
+    if records:
+        db.session.flush()
+        database.bulk_insert(
+            db.session.connection(),
+            RequestRecord.__table__,
+            [{"request_id": request_id, "position": p, "record": record} for p, record in enumerate(records)],
+            new_ids=False,
+        )
     if importing:
         db.session.add(RequestImport(request_id=request_id, rows=encode_rows(rows), queued_at=now))
     else:
@@ -142,7 +177,9 @@ def imports_to_resend(lost_after_s: float) -> list[uuid.UUID]:
 
 def encode_rows(rows: list[ProductRow]) -> bytes:
     """The rows as stored beside a request until the import task writes them: compressed JSON."""
-    records = [[row.serial_number, row.product_name, list(row.image_urls), row.row, row.source_record] for row in rows]
+    records = [
+        [row.serial_number, row.product_name, list(row.image_urls), row.row, row.source_record, row.key] for row in rows
+    ]
     return zlib.compress(json.dumps(records, separators=(",", ":")).encode(), 1)
 
 
@@ -155,6 +192,7 @@ def decode_rows(data: bytes) -> list[ProductRow]:
             image_urls=tuple(record[2]),
             row=record[3],
             source_record=record[4] if len(record) > 4 else None,
+            key=record[5] if len(record) > 5 else None,
         )
         for record in json.loads(zlib.decompress(data))
     ]
@@ -179,6 +217,7 @@ def _write_rows(
                 "serial_number": row.serial_number,
                 "name": row.product_name,
                 "source_record": row.source_record,
+                "key": row.key,
             }
             for position, row in enumerate(rows)
         ],

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Row, func, select
 
+from catalog_formats.formats import CONTRACT, default_output_mode, platform_format
 from models import FINAL_REQUEST_STATUSES, Image, ImageStatus, Product, ProductImage, Request, db, derive_status
 from reading import planned_outputs
 from reading.links import output_csv_url
@@ -80,6 +81,19 @@ def find_request(request_id: str, owner_key_hash: str | None) -> Request | None:
     return request
 
 
+def catalog_fields(request: Request) -> dict[str, Any]:
+    """How the request's file was read and is given back: its format, output mode and rendition, its feed."""
+    catalog_format = platform_format(request.input_format)
+    return {
+        "input_format": request.input_format or CONTRACT,
+        "product_key": catalog_format.key_label if catalog_format is not None else None,
+        "output_mode": request.output_mode or default_output_mode(request.input_format or CONTRACT),
+        "output_rendition": request.output_rendition,
+        "feed_url": request.feed_url,
+        "feed_sha256": request.feed_sha256,
+    }
+
+
 def request_summary(request: Request) -> dict[str, Any]:
     return {
         "request_id": str(request.id),
@@ -126,6 +140,7 @@ def request_status_parts(
             "max_dimension": request.max_dimension,
             "webhook_url": request.webhook_url,
             "output_csv_url": output_csv_url(public_base_url, request.id),
+            **catalog_fields(request),
             "importing": request.importing,
             "totals": totals(request),
             **planned_outputs.request_fields(request),
@@ -194,6 +209,7 @@ def _product_answer(
             answer |= extras.of_image(image.id, answer)
     return {
         "serial_number": product.serial_number,
+        **({"product_key": product.key} if product.key is not None else {}),
         "product_name": product.name,
         "status": derive_status([image.status for image in images]),
         "images": answers,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from catalog_formats.formats import platform_format
 from models import ImageStatus, Request, db
+from reading import catalog_files
 from reading.answers import _has_image_in
-from reading.output_csv import _CsvRows, _product_batches, formula_safe_cells, neutralize_formula
+from reading.formula_safety import formula_safe_cells, neutralize_formula
+from reading.output_csv import _CsvRows, _product_batches
 
 
 def failed_rows_lines(request: Request) -> Iterator[str]:
@@ -16,6 +19,9 @@ def failed_rows_lines(request: Request) -> Iterator[str]:
     CSV), in the file's line ending and with its BOM; read a batch at a time like the output CSV. A
     request stored before the upload's records were kept gets the contract's three columns.
     """
+    if platform_format(request.input_format) is not None:
+        yield from catalog_files.failed_catalog_lines(request)
+        return
     if request.csv_header is None:
         yield from _three_column_lines(request)
         return

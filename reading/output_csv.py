@@ -9,73 +9,90 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Row, select
 
-from intake import csv_input, csv_records
+from catalog_formats.formats import platform_format
+from intake import csv_records
 from models import Product, Request, db
-from reading import planned_outputs
+from reading import catalog_files, planned_outputs
 from reading.answers import _images_of
+from reading.formula_safety import csv_cell, formula_safe_cells, neutralize_formula
 from storage import Storage
 
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
-#: What makes a cell need quotes, as csv.writer's minimal quoting decides with our dialect.
-_QUOTE_WHEN = (",", '"', "\r", "\n")
 CSV_BATCH_PRODUCTS = 500
-
-
-def neutralize_formula(cell: str) -> str:
-    """Prefix ``'`` to a cell a spreadsheet would run as a formula (OWASP CSV injection)."""
-    return "'" + cell if cell.startswith(FORMULA_TRIGGERS) else cell
 
 
 def output_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
     """The output CSV, a batch of products at a time, each batch read in a short transaction of its own.
 
     The upload itself with ``Output Image Urls`` added (or, if it had that column, filled in), every
-    other cell as written, in the file's line ending and with its BOM; a request stored before the
-    upload's records were kept gets the contract's four columns.
+    other cell as written, in the file's line ending and with its BOM; with ``output_mode=replace``, the
+    ``Input Image Urls`` cell holds the outputs instead. A platform's export is given back by
+    ``catalog_files``. A request stored before the upload's records were kept gets the contract's four columns.
     """
+    if platform_format(request.input_format) is not None:
+        yield from catalog_files.catalog_output_lines(request, storage)
+        return
+    choice = catalog_files.output_choice(request)
     if request.csv_header is None:
-        yield from _four_column_lines(request, storage)
+        yield from _four_column_lines(request, storage, choice)
         return
     line_end = request.csv_line_end or "\r\n"
-    names = output_columns(request)
+    names = [name for name, _ in choice.added]
     indexes = [csv_records.column_index(request.csv_header, name) for name in names]
+    urls_index = csv_records.column_index(request.csv_header, "Input Image Urls") if choice.replace else None
     header = _kept_record(request.csv_header, indexes, names)
     db.session.rollback()
     yield ("\ufeff" if request.csv_bom else "") + header + line_end
     for products, images_by_product in _product_batches(request):
-        renditions = _renditions_of(images_by_product, len(names))
+        renditions = _renditions_of(images_by_product, choice)
         lines = []
         for product in products:
-            columns = _output_columns(images_by_product.get(product.id, []), renditions, len(names), storage)
-            lines.append(_kept_record(product.source_record or "", indexes, None, columns) + line_end)
+            images = images_by_product.get(product.id, [])
+            columns = _output_columns(images, renditions, choice, storage)
+            record = product.source_record or ""
+            if urls_index is not None:
+                cells = csv_records.split_record(record)
+                cells[urls_index] = csv_cell(_replaced_sources(images, renditions, choice, storage))
+                record = ",".join(cells)
+            lines.append(_kept_record(record, indexes, None, columns) + line_end)
         yield "".join(lines)
 
 
 def output_columns(request: Request) -> list[str]:
-    """The output columns: ``Output Image Urls`` (the first rendition), then one per other rendition."""
-    return [csv_input.OUTPUT_COLUMN] + [rendition_column(name) for name in planned_outputs.rendition_names(request)[1:]]
+    """The columns the output CSV adds: ``Output Image Urls`` (unless its URLs replace the sources), then one per
+    other rendition."""
+    return [name for name, _ in catalog_files.output_choice(request).added]
 
 
-def rendition_column(name: str) -> str:
-    """The added column of a rendition beyond the first (whose URLs go in ``Output Image Urls``)."""
-    return f"{csv_input.OUTPUT_COLUMN} ({name})"
-
-
-def _renditions_of(images_by_product: dict[int, list[Row]], columns: int) -> dict[int, dict[int, Row]]:
-    if columns == 1:
+def _renditions_of(
+    images_by_product: dict[int, list[Row]], choice: catalog_files.OutputChoice
+) -> dict[int, dict[int, Row]]:
+    if {choice.chosen, *(position for _, position in choice.added)} == {0}:
         return {}
     return planned_outputs.renditions_of([image.id for images in images_by_product.values() for image in images])
 
 
+def _output_url(image: Row, position: int, renditions: dict[int, dict[int, Row]], storage: Storage) -> str | None:
+    if position == 0:
+        return storage.url_for(image.output_key) if image.output_key else None
+    row = renditions.get(image.id, {}).get(position)
+    return storage.url_for(row.output_key) if row is not None else None
+
+
 def _output_columns(
-    images: list[Row], renditions: dict[int, dict[int, Row]], columns: int, storage: Storage
+    images: list[Row], renditions: dict[int, dict[int, Row]], choice: catalog_files.OutputChoice, storage: Storage
 ) -> list[str]:
-    """Each output column's cell for one product: its images' URLs of that rendition, positions aligned."""
-    cells = [",".join(storage.url_for(image.output_key) if image.output_key else "" for image in images)]
-    for position in range(1, columns):
-        keys = [renditions.get(image.id, {}).get(position) for image in images]
-        cells.append(",".join(storage.url_for(row.output_key) if row is not None else "" for row in keys))
-    return cells
+    """Each added column's cell for one product: its images' URLs of that rendition, positions aligned."""
+    return [
+        ",".join(_output_url(image, position, renditions, storage) or "" for image in images)
+        for _, position in choice.added
+    ]
+
+
+def _replaced_sources(
+    images: list[Row], renditions: dict[int, dict[int, Row]], choice: catalog_files.OutputChoice, storage: Storage
+) -> str:
+    """The ``Input Image Urls`` cell in ``replace`` mode: each output, or the source where there is none."""
+    return ",".join(_output_url(image, choice.chosen, renditions, storage) or image.source_url for image in images)
 
 
 def _kept_record(
@@ -91,29 +108,12 @@ def _kept_record(
         cells += [name for name, index in zip(header_names or [], indexes, strict=True) if index is None]
         return ",".join(cells)
     for index, value in zip(indexes, outputs, strict=True):
-        output_cell = _csv_cell(neutralize_formula(value))
+        output_cell = csv_cell(neutralize_formula(value))
         if index is None:
             cells.append(output_cell)
         else:
             cells[index] = output_cell
     return ",".join(cells)
-
-
-def formula_safe_cells(record: str) -> list[str]:
-    """The cells of a record as written, only those a spreadsheet would run as a formula written anew."""
-    return [_formula_safe(written) for written in csv_records.split_record(record)]
-
-
-def _formula_safe(written: str) -> str:
-    value = csv_records.cell_value(written)
-    return _csv_cell(neutralize_formula(value)) if value.startswith(FORMULA_TRIGGERS) else written
-
-
-def _csv_cell(value: str) -> str:
-    """``value`` as one CSV cell, quoted only when it must be (csv.writer's minimal quoting)."""
-    if any(special in value for special in _QUOTE_WHEN):
-        return '"' + value.replace('"', '""') + '"'
-    return value
 
 
 class _CsvRows:
@@ -133,22 +133,26 @@ class _CsvRows:
         return text
 
 
-def _four_column_lines(request: Request, storage: Storage) -> Iterator[str]:
+def _four_column_lines(request: Request, storage: Storage, choice: catalog_files.OutputChoice) -> Iterator[str]:
     rows = _CsvRows()
-    names = output_columns(request)
-    rows.write(["S. No.", "Product Name", "Input Image Urls", *names])
+    rows.write(["S. No.", "Product Name", "Input Image Urls", *(name for name, _ in choice.added)])
     db.session.rollback()
     yield rows.take()
     for products, images_by_product in _product_batches(request):
-        renditions = _renditions_of(images_by_product, len(names))
+        renditions = _renditions_of(images_by_product, choice)
         for product in products:
             images = images_by_product.get(product.id, [])
-            columns = _output_columns(images, renditions, len(names), storage)
+            columns = _output_columns(images, renditions, choice, storage)
+            sources = (
+                _replaced_sources(images, renditions, choice, storage)
+                if choice.replace
+                else ",".join(i.source_url for i in images)
+            )
             rows.write(
                 [
                     str(product.serial_number),
                     neutralize_formula(product.name),
-                    neutralize_formula(",".join(i.source_url for i in images)),
+                    neutralize_formula(sources),
                     *(neutralize_formula(cell) for cell in columns),
                 ]
             )
@@ -169,7 +173,9 @@ def _product_batches(
     while True:
         admitted = () if only is None else (only,)
         products = db.session.execute(
-            select(Product.id, Product.position, Product.serial_number, Product.name, Product.source_record)
+            select(
+                Product.id, Product.position, Product.serial_number, Product.name, Product.source_record, Product.key
+            )
             .where(Product.request_id == request_id, Product.position > last_position, *admitted)
             .order_by(Product.position)
             .limit(CSV_BATCH_PRODUCTS)

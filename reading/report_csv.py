@@ -7,12 +7,14 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from catalog_formats.formats import platform_format
 from intake import csv_records
 from models import ImageStatus, Request, db
 from output_plan.plan import OutputPlan
 from reading import planned_outputs
 from reading.answers import saved_bytes
-from reading.output_csv import _CsvRows, _product_batches, neutralize_formula
+from reading.formula_safety import neutralize_formula
+from reading.output_csv import _CsvRows, _product_batches
 from storage import Storage
 
 REPORT_COLUMNS = (
@@ -43,13 +45,16 @@ def report_csv_lines(request: Request, storage: Storage) -> Iterator[str]:
     serial_index = csv_records.column_index(request.csv_header, "S. No.") if request.csv_header else None
     plan = planned_outputs.plan_of(request)
     extra_names = [item.name for item in plan.renditions[1:]] if plan is not None else []
-    rows.write(REPORT_COLUMNS + _plan_columns(plan, extra_names))
+    # A platform's export names its products by its own key (Shopify's Handle, ...), in the first column.
+    catalog_format = platform_format(request.input_format)
+    first_column = catalog_format.key_label if catalog_format is not None else REPORT_COLUMNS[0]
+    rows.write((first_column, *REPORT_COLUMNS[1:], *_plan_columns(plan, extra_names)))
     db.session.rollback()
     yield rows.take()
     for products, images_by_product in _product_batches(request):
         extras = planned_outputs.ImageExtras.of(request, images_by_product, storage)
         for product in products:
-            serial = _serial_as_written(product, serial_index)
+            serial = product.key if catalog_format is not None else _serial_as_written(product, serial_index)
             for position, image in enumerate(images_by_product.get(product.id, []), start=1):
                 failed = image.status == ImageStatus.FAILED
                 cells = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -71,6 +72,9 @@ class Storage(Protocol):
 
     def list_objects(self, start_after: str, limit: int) -> list[ListedObject]:
         """Up to ``limit`` objects under ``SHARED_PREFIX`` whose keys sort after ``start_after``, in key order."""
+
+    def read_chunks(self, key: str, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
+        """The object under ``key``, a chunk at a time, never whole in memory; raises StorageError if it is gone."""
 
     def url_for(self, key: str) -> str:
         """The absolute URL a client fetches the object from."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,6 +109,15 @@ class LocalStorage:
         except OSError as error:
             raise StorageError(f"cannot list {top}: {error.strerror or error}") from error
         return listed
+
+    def read_chunks(self, key: str, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
+        try:
+            handle = self.path_for(key).open("rb")
+        except OSError as error:
+            raise StorageError(f"cannot read {key}: {error.strerror or error}") from error
+        with handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
 
     def url_for(self, key: str) -> str:
         return f"{self.public_base_url}/media/{key}"

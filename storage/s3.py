@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from storage.interface import SHARED_PREFIX, ListedObject, StorageError
@@ -76,6 +77,16 @@ class S3Storage:
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"the object store did not list {SHARED_PREFIX}: {error}") from error
         return listed[:limit]
+
+    def read_chunks(self, key: str, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            with body:
+                yield from body.iter_chunks(chunk_size)
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"the object store did not give {key}: {error}") from error
 
     def url_for(self, key: str) -> str:
         return f"{self.public_base_url}/{key}"

@@ -22,7 +22,7 @@ from support.loopback import serve, wait_until
 from intake.csv_input import ProductRow
 from lifecycle import creation
 from models import db
-from reading import output_csv, report_csv
+from reading import formula_safety, output_csv, report_csv
 
 BOM = b"\xef\xbb\xbf"
 
@@ -55,7 +55,7 @@ def processed(service, csv_bytes: bytes) -> tuple[dict, bytes]:
 def test_a_written_cell_is_quoted_exactly_when_csv_writer_would(value: str) -> None:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerow(["x", value])
-    assert "x," + output_csv._csv_cell(value) + "\r\n" == buffer.getvalue()
+    assert "x," + formula_safety.csv_cell(value) + "\r\n" == buffer.getvalue()
 
 
 def test_a_record_keeps_its_bytes_but_for_cells_a_spreadsheet_would_run() -> None:
@@ -284,7 +284,7 @@ def test_the_report_matches_the_stored_files_the_sources_and_the_status_api(serv
     names = [r["Product Name"] for r in report]
     assert names == [*['\'=HYPERLINK("http://evil.example")'] * 3, "'@SUM(1+1)", "'@SUM(1+1)", "'-2+3"]
     for cell in (cell for r in report for cell in r.values()):
-        assert not cell.startswith(output_csv.FORMULA_TRIGGERS), cell
+        assert not cell.startswith(formula_safety.FORMULA_TRIGGERS), cell
 
     served = {photo_url: len(photo), alpha_url: len(alpha), hostile_url: len(photo)}
     storage = service.app.extensions["storage"]
@@ -307,7 +307,7 @@ def test_the_report_matches_the_stored_files_the_sources_and_the_status_api(serv
     from_status = [(p, image) for p in final["products"] for image in p["images"]]
     assert len(from_status) == len(report)
     for (product, image), row in zip(from_status, report, strict=True):
-        assert output_csv.neutralize_formula(product["product_name"]) == row["Product Name"]
+        assert formula_safety.neutralize_formula(product["product_name"]) == row["Product Name"]
         assert int(row["S. No."]) == product["serial_number"]
         error = image["error"] or {"code": "", "message": ""}
         assert [

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from models import ImageStatus, RequestStatus, derive_status
-from reading import output_csv
+from reading import formula_safety
 from reading.answers import Page, progress
-from reading.output_csv import neutralize_formula
+from reading.formula_safety import neutralize_formula
 
 PENDING = ImageStatus.PENDING
 PROCESSING = ImageStatus.PROCESSING
@@ -223,7 +223,7 @@ def test_safe_strings_and_urls_are_unchanged(cell: str) -> None:
 
 
 def test_every_contract_trigger_is_covered() -> None:
-    assert set(output_csv.FORMULA_TRIGGERS) == {"=", "+", "-", "@", "\t", "\r", "\n"}
+    assert set(formula_safety.FORMULA_TRIGGERS) == {"=", "+", "-", "@", "\t", "\r", "\n"}
 
 
 # --- Page.describe --------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Catalog files as platforms export them: Shopify, WooCommerce and Google Merchant Center."""

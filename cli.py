@@ -1,6 +1,9 @@
 """Command-line client of the image service, for scripts and pipelines.
 
-    python cli.py upload products.csv [--webhook-url URL] [--quality N|auto] [--target-score S]
+    python cli.py upload (products.csv | --feed-url URL)
+                                      [--input-format auto|contract|shopify|woocommerce|google_merchant]
+                                      [--output-mode replace|append] [--output-rendition NAME]
+                                      [--webhook-url URL] [--quality N|auto] [--target-score S]
                                       [--format jpeg|webp|avif] [--no-never-bigger] [--max-dimension N]
                                       [--profile NAME] [--renditions SPEC] [--fit contain|pad|cover]
                                       [--width N] [--height N] [--aspect W:H] [--background COLOUR]
@@ -14,6 +17,8 @@
     python cli.py report REQUEST_ID [--output report.csv]
     python cli.py failed-rows REQUEST_ID [--output failed-rows.csv]
     python cli.py sample [--output products.csv]
+    python cli.py download-images REQUEST_ID [--naming plain|amazon] [--identifier COLUMN] [--rendition NAME]
+                                             [--output FILE]
 
 (``python -m cli ...`` from the repository's root works as well.) Every command takes ``--base-url``
 (default: ``$IMAGE_SERVICE_URL``, else http://127.0.0.1:5000) and ``--api-key`` (default:
@@ -23,12 +28,20 @@
 ``cancel`` and ``retry`` print the status (the JSON answer with ``--json``); ``report`` writes the
 per-image report CSV to stdout, or to ``--output``; ``failed-rows`` the uploaded rows of the products
 with a failed image, to fix and upload again; ``sample`` the sample CSV the service hands out in
-single-machine mode, whose URLs name the service's own address. With ``--wait``, ``upload``,
-``status`` and ``retry`` follow the request's progress stream (``/api/status/<id>/events``; polling
-the status API when the stream cannot be had) until the request is final: a progress bar on stderr
-when stderr is a terminal, else one plain line per change. ``--output`` (which implies ``--wait``)
-saves the output CSV. A final request with failed images ends with their count by error code and
-where its report and failed rows are, on stderr.
+single-machine mode, whose URLs name the service's own address; ``download-images`` a final request's
+outputs as one ZIP, to ``--output`` (default ``<request id>-images.zip``), written whole or not at all:
+a refused or broken download leaves no file. With ``--wait``, ``upload``, ``status`` and ``retry``
+follow the request's progress stream (``/api/status/<id>/events``; polling the status API when the
+stream cannot be had) until the request is final: a progress bar on stderr when stderr is a terminal,
+else one plain line per change. ``--output`` (which implies ``--wait``) saves the output CSV. A final
+request with failed images ends with their count by error code and where its report and failed rows
+are, on stderr.
+
+``upload`` reads the service's CSV (S. No., Product Name, Input Image Urls) or a platform's export as exported
+(Shopify, WooCommerce, Google Merchant; ``--input-format auto``, the default, tells them by their header), and
+``--feed-url`` has the service fetch the file itself instead. A platform's export comes back as uploaded with
+each image URL replaced by its output's (``--output-mode replace``, its default); ``append`` adds an
+``Output Image Urls`` column instead (the default for the service's CSV).
 
 ``--profile`` names a marketplace profile (its canvas, size bounds and byte cap preset the first rendition,
 which is then checked against the marketplace's rules); ``--renditions`` asks several outputs of each image,
@@ -40,7 +53,7 @@ images passing as uploaded, fixed and still failing, then each rule failed; ``--
 on stderr.
 
 Exit codes, by the request's status once the command is done:
-    0  COMPLETED, or not final and not waited for (an upload, a retry, a status without --wait); a CSV written
+    0  COMPLETED, or not final and not waited for (an upload, a retry, a status without --wait); a CSV or ZIP written
     2  COMPLETED_WITH_ERRORS
     3  FAILED
     1  CANCELLED (``cancel`` included), or an error: the service's error code and message go to stderr
@@ -56,6 +69,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from catalog_formats.formats import INPUT_FORMATS
 from command_line.api_client import DEFAULT_BASE_URL, Client, CliError, describe_detail
 from command_line.commands import COMMANDS
 from command_line.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE
@@ -149,6 +163,41 @@ def add_plan_options(upload: argparse.ArgumentParser) -> None:
     )
 
 
+def add_catalog_options(upload: argparse.ArgumentParser) -> None:
+    """What ``upload`` sends and how its output file is written: the file or ``--feed-url`` (exactly one), the
+    file's format, the output mode and the rendition the output file holds."""
+    source = upload.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "csv",
+        nargs="?",
+        type=Path,
+        metavar="CSV",
+        help="the file to upload: the service's CSV (S. No., Product Name, Input Image Urls) or a platform's export",
+    )
+    source.add_argument(
+        "--feed-url",
+        metavar="URL",
+        help="instead of a file: an http(s) URL the service fetches the CSV or feed from itself",
+    )
+    upload.add_argument(
+        "--input-format",
+        choices=INPUT_FORMATS,
+        help="how to read the file: contract is the service's CSV, the others a platform's export "
+        "(the service's default: auto, told by the header)",
+    )
+    upload.add_argument(
+        "--output-mode",
+        choices=("replace", "append"),
+        help="replace writes each output URL in place of its image URL (the default for a platform's export); "
+        "append adds an Output Image Urls column (the default for the service's CSV)",
+    )
+    upload.add_argument(
+        "--output-rendition",
+        metavar="NAME",
+        help="with --renditions or --profile: the rendition whose URLs the output file holds (default: the first)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand, its connection options defaulting to the environment."""
     connection = ArgumentParser(add_help=False)
@@ -171,8 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = ArgumentParser(prog="cli.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    upload = commands.add_parser("upload", parents=[connection, waiting, as_json], help="upload a CSV of products")
-    upload.add_argument("csv", type=Path, help="the CSV: S. No., Product Name, Input Image Urls")
+    upload = commands.add_parser(
+        "upload", parents=[connection, waiting, as_json], help="upload a CSV of products, or name one to fetch"
+    )
+    add_catalog_options(upload)
     upload.add_argument("--webhook-url", help="an http(s) URL to notify when the request is final")
     upload.add_argument(
         "--quality", type=quality_value, help="output quality, 1-95 or 'auto' (the service's default: 50)"
@@ -221,6 +272,34 @@ def build_parser() -> argparse.ArgumentParser:
         "sample", parents=[connection], help="the sample CSV the service hands out, naming its own address"
     )
     sample.add_argument("--output", type=Path, help="write the CSV here (default: stdout)")
+    download = commands.add_parser(
+        "download-images", parents=[connection], help="download a final request's output images as one ZIP"
+    )
+    download.add_argument("request_id")
+    download.add_argument(
+        "--naming",
+        choices=("plain", "amazon"),
+        help="plain names each file <product key>_<position>.<ext> (the default); amazon names them "
+        "<identifier>.MAIN.jpg, .PT01.jpg ... .PT08.jpg, as Amazon's bulk image upload wants",
+    )
+    download.add_argument(
+        "--identifier",
+        metavar="COLUMN",
+        help="the column of the uploaded file whose value names each product's files, such as SKU "
+        "(default: the product key; S. No. for the service's CSV)",
+    )
+    download.add_argument(
+        "--rendition",
+        metavar="NAME",
+        help="the rendition to pack (default: the one the output file holds)",
+    )
+    download.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write the ZIP here (default: <request id>-images.zip in the current folder)",
+    )
     return parser
 
 

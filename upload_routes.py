@@ -10,11 +10,11 @@ import sqlalchemy.exc
 from flask import Blueprint, current_app, request
 
 from access import api_keys, rate_limits
-from catalog_formats import formats, reading
+from catalog_formats import feed, formats, reading
 from config import Settings
 from errors import ApiError
 from imaging import pipeline
-from intake import csv_input, feed, idempotency, quotas, uploaded_file
+from intake import csv_input, idempotency, quotas, uploaded_file
 from lifecycle import creation, handoff
 from models import db
 from network_policy import addresses

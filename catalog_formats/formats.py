@@ -107,6 +107,11 @@ def recognised(header_cells: list[str]) -> str | None:
     return None
 
 
+def names_a_contract_column(header_cells: list[str]) -> bool:
+    keys = {column_key(cell) for cell in header_cells}
+    return any(column_key(name) in keys for name in CONTRACT_COLUMNS)
+
+
 def _has_a_key(catalog_format: CatalogFormat, keys: set[str]) -> bool:
     return any(column_key(name) in keys for name in catalog_format.key_columns)
 

@@ -68,27 +68,28 @@ def _first_record_cells(text: str, delimiter: str) -> list[str]:
     for cells in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
         if any(cell.strip() for cell in cells):
             return cells
-        break
     return []
 
 
 def _recognised(text: str) -> str:
+    """The format the header names; the contract's when it names none, so that its refusals stay the contract's."""
+    headers: dict[str, list[str]] = {}
     for delimiter in (",", "\t"):
         try:
-            header = _first_record_cells(text, delimiter)
+            headers[delimiter] = _first_record_cells(text, delimiter)
         except csv.Error:
             continue
-        found = formats.recognised(header)
+        found = formats.recognised(headers[delimiter])
         if found is not None and (delimiter == "," or delimiter in formats.PLATFORM_FORMATS[found].delimiters):
             return found
-    if not text.strip():
-        raise ApiError(400, "csv_empty", "The file is empty; it needs a header row and at least one product row.")
+    if not text.strip() or formats.names_a_contract_column(headers.get(",", [])):
+        return formats.CONTRACT  # csv_empty, or csv_missing_columns naming what the contract's CSV lacks
     raise ApiError(
         422,
-        "unknown_input_format",
-        "The file's header names the columns of no format the service knows. It reads "
-        f"{formats.known_formats_sentence()}. Name the format with 'input_format' if the header is right.",
-        [{"row": 1, "message": "the header matches no known format"}],
+        "csv_missing_columns",
+        "The file's header names none of the columns of the service's CSV, nor of an export the service knows. "
+        f"It reads {formats.known_formats_sentence()}. Name the format with 'input_format' if the header is right.",
+        [{"row": 1, "message": f"the header has no column '{name}'"} for name in formats.CONTRACT_COLUMNS],
     )
 
 
@@ -107,8 +108,9 @@ class _Product:
     key: str
     row: int
     title: str = ""
-    #: (position, order in the file, URL): Shopify's rows sort by ``Image Position``, the rest by file order.
-    images: list[tuple[float, int, str]] = field(default_factory=list)
+    #: (image column, position, order in the file, URL): the first image column's URLs come first, Shopify's
+    #: sorted by ``Image Position``; then the other columns' (Shopify's ``Variant Image``), all in file order.
+    images: list[tuple[int, float, int, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -177,9 +179,9 @@ def _parse_platform(
         if not product.title and columns.title is not None:
             product.title = cells[columns.title].strip()
         position = _position(cells, row, columns, problems) if urls else math.inf
-        for url in urls:
+        for column, url in urls:
             order += 1
-            product.images.append((position, order, url))
+            product.images.append((column, position if column == 0 else math.inf, order, url))
 
     if count == 0:
         raise ApiError(422, "csv_no_rows", "The file has a header but no product rows.")
@@ -249,9 +251,10 @@ def _image_urls(
     limits: CsvLimits,
     is_blocked_host: Callable[[str], bool] | None,
     problems: Problems,
-) -> list[str]:
-    urls: list[str] = []
-    for index, column, name in columns.images:
+) -> list[tuple[int, str]]:
+    """The row's image URLs, each with the rank of its column among the image columns."""
+    urls: list[tuple[int, str]] = []
+    for rank, (index, column, name) in enumerate(columns.images):
         in_cell = urls_in(cells[index], column.kind)
         if column.max_urls is not None and len(in_cell) > column.max_urls:
             problems.add(
@@ -262,7 +265,7 @@ def _image_urls(
                 problems.add(row, f"image URL number {number} is empty (two commas in a row, or one at an end)", name)
                 continue
             check_url(url, row, name, limits, is_blocked_host, problems)
-            urls.append(url)
+            urls.append((rank, url))
     return urls
 
 
@@ -286,7 +289,7 @@ def _product_rows(
     for product in products.values():
         if not product.images:
             continue  # a product without pictures passes through the file as it is
-        urls = tuple(dict.fromkeys(url for _, _, url in sorted(product.images)))
+        urls = tuple(dict.fromkeys(url for *_, url in sorted(product.images)))
         if len(urls) > limits.max_urls_per_product:
             problems.add(
                 product.row,

@@ -19,6 +19,7 @@ WHERE_TO_SET_THE_URL = "give the service's address with --base-url or IMAGE_SERV
 #: Pages of 1,000 products with a failed image read to count the failures by error code.
 FAILURE_PAGES = 20
 FAILURE_PAGE_SIZE = 1000
+COPY_CHUNK_BYTES = 64 * 1024
 
 
 class CliError(Exception):
@@ -66,8 +67,13 @@ class Client:
         """The full URL of ``path`` on the service."""
         return f"{self.base_url}{path}"
 
-    def upload(self, csv_path: Path, fields: dict[str, str], idempotency_key: str | None = None) -> dict[str, Any]:
+    def upload(
+        self, csv_path: Path | None, fields: dict[str, str], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """POST the file at ``csv_path`` with ``fields``; with no file, the fields alone (``feed_url`` names it)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+        if csv_path is None:
+            return self._call("POST", "/api/upload", data=fields, headers=headers).json()
         with csv_path.open("rb") as handle:
             files = {"file": (csv_path.name, handle, "text/csv")}
             return self._call("POST", "/api/upload", files=files, data=fields, headers=headers).json()
@@ -110,12 +116,18 @@ class Client:
         body = {"json": {"error_codes": error_codes}} if error_codes else {}
         return self._call("POST", f"/api/requests/{quote(request_id, safe='')}/retry", **body).json()
 
+    def open_stream(self, path: str, params: dict[str, str] | None = None) -> requests.Response:
+        """The answer to ``GET path``, its body not read yet (``copy_body`` reads it); close it when done.
+
+        Raises:
+            CliError: no answer, or the service's error answer.
+        """
+        return self._call("GET", path, params=params, stream=True)
+
     def copy(self, path: str, sink: BinaryIO) -> None:
         """The answer to ``GET path`` (a CSV: the report, the failed rows, the sample), copied to ``sink``."""
-        response = self._call("GET", path, stream=True)
-        with response:
-            for chunk in response.iter_content(chunk_size=64 * 1024):
-                sink.write(chunk)
+        with self.open_stream(path) as response:
+            copy_body(response, sink)
 
     def failure_counts(self, request_id: str) -> tuple[Counter[str], bool]:
         """The request's failed images counted by error code, and whether every product with one was read.
@@ -133,6 +145,22 @@ class Client:
             if page >= answer["pagination"]["pages"]:
                 return counts, True
         return counts, False
+
+
+def copy_body(response: requests.Response, sink: BinaryIO) -> int:
+    """Write a streamed answer's body to ``sink`` a chunk at a time, never whole in memory; the bytes written.
+
+    Raises:
+        CliError: the answer broke off before its end.
+    """
+    written = 0
+    try:
+        for chunk in response.iter_content(chunk_size=COPY_CHUNK_BYTES):
+            sink.write(chunk)
+            written += len(chunk)
+    except requests.RequestException as error:
+        raise CliError(f"the download broke off before its end: {error}") from error
+    return written
 
 
 @dataclass(frozen=True)
@@ -192,8 +220,10 @@ def api_error(response: requests.Response) -> CliError:
 
 
 def describe_detail(detail: dict[str, Any]) -> str:
-    """One entry of ``details``: ``row 3, column 'Input Image Urls': message``."""
+    """One entry of ``details``: ``row 3, column 'Input Image Urls': message``, ``product 'red-tee': message``."""
     where = []
+    if detail.get("product"):
+        where.append(f"product {detail['product']!r}")
     if "row" in detail:
         where.append(f"row {detail['row']}")
     if detail.get("column"):

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from command_line.api_client import FAILURE_PAGE_SIZE, FAILURE_PAGES, Client, CliError
+from command_line.api_client import FAILURE_PAGE_SIZE, FAILURE_PAGES, Client, CliError, copy_body
 from command_line.exit_codes import EXIT_CODES, FINAL_STATUSES
 from command_line.progress import ProgressLines, progress_display, progress_line, wait_final
+from command_line.saving import atomic_write
 from output_plan.fields import PLAN_FIELDS
 
 
@@ -96,12 +97,17 @@ def print_answer(answer: dict[str, Any], args: argparse.Namespace, line: str) ->
 
 
 def run_upload(client: Client, args: argparse.Namespace) -> int:
-    """Upload the CSV with its options, print the request id, then ``finish``."""
-    if not args.csv.is_file():
+    """Upload the CSV (or name the ``--feed-url`` the service fetches) with its options, print the request id,
+    then ``finish``."""
+    if args.csv is not None and not args.csv.is_file():
         raise CliError(f"no such file: {args.csv}")
     fields = {
         name: str(value).lower() if isinstance(value, bool) else str(value)
         for name, value in (
+            ("feed_url", args.feed_url),
+            ("input_format", args.input_format),
+            ("output_mode", args.output_mode),
+            ("output_rendition", args.output_rendition),
             ("webhook_url", args.webhook_url),
             ("quality", args.quality),
             ("target_score", args.target_score),
@@ -177,6 +183,25 @@ def run_sample(client: Client, args: argparse.Namespace) -> int:
     return copy_csv(client, "/samples/products.csv", args.output, "sample CSV")
 
 
+def run_download_images(client: Client, args: argparse.Namespace) -> int:
+    """Stream the request's image pack (a ZIP) to ``--output``, by default ``<request id>-images.zip``: into a
+    temporary file beside it, renamed once complete, so a refused or broken download leaves no file."""
+    target = args.output or Path(f"{args.request_id}-images.zip")
+    if target.is_dir():
+        raise CliError(f"{target} is a folder: give --output the name of the ZIP file to write")
+    params = {
+        name: value
+        for name, value in (("naming", args.naming), ("identifier", args.identifier), ("rendition", args.rendition))
+        if value
+    }
+    path = f"/api/requests/{quote(args.request_id, safe='')}/images.zip"
+    # The service refuses a pack before its first byte: asked first, the file is made only for an archive.
+    with client.open_stream(path, params) as response, atomic_write(target) as sink:
+        written = copy_body(response, sink)
+    print(f"image pack saved to {target} ({written:,} bytes)", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {
     "upload": run_upload,
     "status": run_status,
@@ -185,4 +210,5 @@ COMMANDS = {
     "report": run_report,
     "failed-rows": run_failed_rows,
     "sample": run_sample,
+    "download-images": run_download_images,
 }

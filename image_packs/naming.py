@@ -28,6 +28,8 @@ def amazon_identifier_problem(identifier: str) -> str | None:
 
 def amazon_name(identifier: str, position: int, extension: str) -> str:
     """``B00EXAMPLE.MAIN.jpg`` for the first image, ``.PT01`` for the second, and so on; position from 1."""
+    if not 1 <= position <= len(AMAZON_SLOTS):
+        raise ValueError(f"Amazon's slots take positions 1 to {len(AMAZON_SLOTS)}, not {position}")
     return f"{identifier}.{AMAZON_SLOTS[position - 1]}.{extension}"
 
 

@@ -13,6 +13,12 @@ bp = Blueprint("media", __name__)
 
 SAMPLES_DIR = Path(__file__).parent.parent / "samples"
 SAMPLE_CSV = "products.csv"
+#: The sample files that name the sample photos by URL: the service's CSV, a Shopify export and a Google feed.
+SAMPLE_FILES = {
+    SAMPLE_CSV: "text/csv",
+    "shopify_products.csv": "text/csv",
+    "merchant_feed.tsv": "text/tab-separated-values",
+}
 SAMPLE_CSV_ORIGIN = "http://127.0.0.1:5000"
 
 
@@ -28,9 +34,9 @@ def get_media(key: str):
 def get_sample(name: str):
     if not current_app.config["SETTINGS"].serve_samples:
         raise ApiError(404, "not_found", "Samples are served only in single-machine mode (SERVE_SAMPLES=1).")
-    if name == SAMPLE_CSV:
+    if name in SAMPLE_FILES:
         # The file names port 5000; served, it names wherever this service really answers.
-        text = (SAMPLES_DIR / SAMPLE_CSV).read_text()
+        text = (SAMPLES_DIR / name).read_bytes().decode()
         base = current_app.config["SETTINGS"].public_base_url
-        return Response(text.replace(SAMPLE_CSV_ORIGIN, base), mimetype="text/csv")
+        return Response(text.replace(SAMPLE_CSV_ORIGIN, base), mimetype=SAMPLE_FILES[name])
     return send_from_directory(SAMPLES_DIR, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import termios
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from PIL import Image
 from support.api import csv_of, upload, wait_final
 from support.handlers import respond
 from support.images import SlowImages, jpeg_bytes
-from support.loopback import serve
+from support.loopback import LoopbackHTTPServer, serve, unused_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_tables")]
 
@@ -36,13 +38,13 @@ def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout_s: float = 150, text: bool = True
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 150, text: bool = True, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess:
-    """``python cli.py ...`` with none of the CLI's own variables inherited unless given."""
+    """``python cli.py ...`` in ``cwd`` with none of the CLI's own variables inherited unless given."""
     return subprocess.run(
         [sys.executable, str(CLI), *args],
         env=cli_env(env),
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=text,
         timeout=timeout_s,
@@ -680,3 +682,238 @@ def test_cli_upload_of_a_refused_plan_option_names_the_field(service, source_ser
     assert requests.get(service.url("/api/requests"), timeout=10).json()["requests"] == []
     assert unknown.returncode == 64 and "invalid choice: 'etsy'" in unknown.stderr
     assert no_csv.returncode == 64 and "a bare --trim goes after the CSV" in no_csv.stderr
+
+
+# --- platform exports, feeds by URL and image packs -----------------------------------------------
+
+#: A Shopify export of one product over two rows, its back (position 2) before its front (position 1).
+SHOPIFY_EXPORT = "Handle,Title,Image Src,Image Position\nred-tee,Tee,{back},2\nred-tee,,{front},1\n"
+
+
+def shopify_export(source_server) -> tuple[str, dict[str, str]]:
+    """``SHOPIFY_EXPORT`` with a JPEG of its own for the front and for the back on 127.0.0.2, and their URLs."""
+    urls = {
+        "front": serve(source_server, jpeg_bytes((320, 240), color=(30, 120, 200)), name="front.jpg"),
+        "back": serve(source_server, jpeg_bytes((320, 240), color=(200, 160, 30)), name="back.jpg"),
+    }
+    return SHOPIFY_EXPORT.format(**urls), urls
+
+
+def outputs_by_source(status: dict) -> dict[str, str]:
+    """Each image's source URL -> its output URL, from the status answer."""
+    return {image["input_url"]: image["output_url"] for product in status["products"] for image in product["images"]}
+
+
+def test_cli_upload_sends_the_catalog_options_given():
+    sys.path.insert(0, str(ROOT))
+    import cli
+    from command_line import commands
+
+    class Recorder:
+        def upload(self, csv_path, fields, idempotency_key=None):
+            self.csv_path, self.fields = csv_path, fields
+            return {"request_id": "r1"}
+
+    def sent(*options: str) -> tuple[Path | None, dict[str, str]]:
+        recorder = Recorder()
+        args = cli.build_parser().parse_args(["upload", *options])
+        assert commands.run_upload(recorder, args) == 0
+        return recorder.csv_path, recorder.fields
+
+    chosen = ("--input-format", "shopify", "--output-mode", "append", "--output-rendition", "zoom")
+    assert sent(str(CLI), *chosen) == (
+        CLI,
+        {"input_format": "shopify", "output_mode": "append", "output_rendition": "zoom"},
+    )
+    feed_url = "http://127.0.0.2/products_export.csv"
+    assert sent("--feed-url", feed_url, "--input-format", "google_merchant") == (
+        None,
+        {"feed_url": feed_url, "input_format": "google_merchant"},
+    )
+
+
+def test_cli_upload_takes_exactly_one_of_a_file_and_a_feed_url(tmp_path):
+    neither = run_cli("upload", "--input-format", "shopify", timeout_s=30)
+    both = run_cli("upload", "products.csv", "--feed-url", "http://127.0.0.2/feed.csv", timeout_s=30)
+    unknown_format = run_cli("upload", "products.csv", "--input-format", "magento", timeout_s=30)
+    unknown_mode = run_cli("upload", "products.csv", "--output-mode", "merge", timeout_s=30)
+    unknown_naming = run_cli("download-images", str(uuid.uuid4()), "--naming", "ebay", cwd=tmp_path, timeout_s=30)
+
+    for result in (neither, both, unknown_format, unknown_mode, unknown_naming):
+        assert result.returncode == 64, result.stderr
+        assert "usage: cli.py " in result.stderr
+    assert "error: one of the arguments CSV --feed-url is required" in neither.stderr
+    assert "error: argument --feed-url: not allowed with argument CSV" in both.stderr
+    assert "invalid choice: 'magento'" in unknown_format.stderr and "google_merchant" in unknown_format.stderr
+    assert "invalid choice: 'merge'" in unknown_mode.stderr
+    assert "invalid choice: 'ebay'" in unknown_naming.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_upload_of_a_shopify_export_gives_it_back_with_the_output_urls_in_place(service, source_server, tmp_path):
+    export, urls = shopify_export(source_server)
+    products = tmp_path / "products_export.csv"
+    products.write_text(export)
+    out = tmp_path / "out.csv"
+
+    result = run_cli(
+        "upload",
+        str(products),
+        "--base-url",
+        service.base_url,
+        "--input-format",
+        "shopify",
+        "--wait",
+        "--json",
+        "--output",
+        str(out),
+        "--timeout",
+        "120",
+    )
+
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert (answer["input_format"], answer["products"], answer["images"]) == ("shopify", 1, 2)
+    assert "COMPLETED: 100.0% (2 completed, 0 failed, 0 pending of 2)" in result.stderr
+    status = wait_final(service.base_url, answer["request_id"])
+    assert (status["input_format"], status["product_key"], status["output_mode"]) == ("shopify", "Handle", "replace")
+    product = status["products"][0]
+    assert product["product_key"] == "red-tee"
+    assert [image["input_url"] for image in product["images"]] == [urls["front"], urls["back"]]  # by Image Position
+    outputs = outputs_by_source(status)
+    assert all(url.startswith(f"{service.base_url}/media/") for url in outputs.values())
+    assert out.read_text() == SHOPIFY_EXPORT.format(front=outputs[urls["front"]], back=outputs[urls["back"]])
+
+
+def test_cli_upload_by_feed_url_has_the_service_fetch_the_export(service, source_server, tmp_path):
+    export, urls = shopify_export(source_server)
+    feed_url = serve(source_server, export.encode(), "text/csv", name="products_export.csv")
+    out = tmp_path / "out.csv"
+
+    result = run_cli(
+        "upload",
+        "--feed-url",
+        feed_url,
+        "--base-url",
+        service.base_url,
+        "--output-mode",
+        "append",
+        "--output",
+        str(out),
+        "--timeout",
+        "120",
+    )
+
+    assert result.returncode == 0, result.stderr
+    status = wait_final(service.base_url, result.stdout.strip())
+    assert (status["feed_url"], status["feed_sha256"]) == (feed_url, hashlib.sha256(export.encode()).hexdigest())
+    assert (status["input_format"], status["output_mode"]) == ("shopify", "append")  # auto told it by its header
+    outputs = outputs_by_source(status)
+    header, back_row, front_row = export.splitlines()
+    assert out.read_text().splitlines() == [
+        f"{header},Output Image Urls",
+        f"{back_row},{outputs[urls['back']]}",
+        f"{front_row},{outputs[urls['front']]}",
+    ]
+
+
+def test_cli_upload_of_a_feed_url_the_service_may_not_call_exits_1(service):
+    feed_url = f"http://127.0.0.1:{unused_port()}/products_export.csv"  # not 127.0.0.2: the guard refuses it
+
+    result = run_cli("upload", "--feed-url", feed_url, "--base-url", service.base_url, "--wait")
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "error: blocked_address: " in result.stderr and "(HTTP 422)" in result.stderr
+    assert "  field 'feed_url': " in result.stderr
+    assert requests.get(service.url("/api/requests"), timeout=10).json()["requests"] == []
+
+
+def final_shopify_request(service, source_server) -> tuple[str, bytes, bytes]:
+    """A completed request of ``SHOPIFY_EXPORT``: its id, and the stored bytes of its front's and back's outputs."""
+    export, urls = shopify_export(source_server)
+    request_id = upload(service.base_url, export.encode()).json()["request_id"]
+    status = wait_final(service.base_url, request_id)
+    assert status["status"] == "COMPLETED", status
+    stored = {source: requests.get(output, timeout=10).content for source, output in outputs_by_source(status).items()}
+    return request_id, stored[urls["front"]], stored[urls["back"]]
+
+
+def test_cli_download_images_writes_the_pack_named_plainly_or_for_amazon(service, source_server, tmp_path):
+    request_id, front, back = final_shopify_request(service, source_server)
+    amazon = tmp_path / "packs" / "amazon.zip"
+    amazon.parent.mkdir()
+
+    plain = run_cli("download-images", request_id, "--base-url", service.base_url, cwd=tmp_path)
+    for_amazon = run_cli(
+        "download-images",
+        request_id,
+        "--base-url",
+        service.base_url,
+        "--naming",
+        "amazon",
+        "--identifier",
+        "Title",
+        "-o",
+        str(amazon),
+    )
+
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout == ""
+    default = f"{request_id}-images.zip"
+    assert f"image pack saved to {default} (" in plain.stderr
+    with zipfile.ZipFile(tmp_path / default) as pack:
+        assert pack.namelist() == ["red-tee_1.jpg", "red-tee_2.jpg"]
+        assert (pack.read("red-tee_1.jpg"), pack.read("red-tee_2.jpg")) == (front, back)
+    assert for_amazon.returncode == 0, for_amazon.stderr
+    with zipfile.ZipFile(amazon) as pack:
+        assert pack.namelist() == ["Tee.MAIN.jpg", "Tee.PT01.jpg"]
+        assert (pack.read("Tee.MAIN.jpg"), pack.read("Tee.PT01.jpg")) == (front, back)
+    assert sorted(os.listdir(tmp_path)) == sorted([default, "packs"])  # no partial file left beside them
+    assert os.listdir(amazon.parent) == ["amazon.zip"]
+
+
+def test_cli_download_images_refused_exits_1_prints_why_and_writes_no_file(service, source_server, tmp_path):
+    request_id, _, _ = final_shopify_request(service, source_server)
+    target = tmp_path / "pack.zip"
+
+    def download(*options: str, request: str = request_id) -> subprocess.CompletedProcess:
+        return run_cli("download-images", request, "--base-url", service.base_url, "-o", str(target), *options)
+
+    dashed = download("--naming", "amazon", "--identifier", "Handle")
+    no_such_column = download("--identifier", "ASIN")
+    no_such_rendition = download("--rendition", "thumb")
+    no_such_request = download(request=str(uuid.uuid4()))
+
+    assert dashed.returncode == 1
+    assert dashed.stdout == ""
+    assert "error: pack_refused: " in dashed.stderr and "(HTTP 422)" in dashed.stderr
+    assert "  product 'red-tee': 'red-tee' holds characters Amazon refuses" in dashed.stderr
+    assert no_such_column.returncode == 1
+    assert "error: invalid_identifier: " in no_such_column.stderr
+    assert "  field 'identifier': no column 'ASIN'" in no_such_column.stderr
+    assert no_such_rendition.returncode == 1
+    assert "error: invalid_rendition: " in no_such_rendition.stderr
+    assert no_such_request.returncode == 1
+    assert "error: request_not_found: " in no_such_request.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_download_images_that_breaks_off_leaves_no_file(tmp_path):
+    request_id = str(uuid.uuid4())
+
+    def half_a_pack(request) -> None:
+        request.send_response(200)
+        request.send_header("Content-Type", "application/zip")
+        request.send_header("Content-Length", "100000")
+        request.end_headers()
+        request.wfile.write(b"PK\x03\x04" + bytes(4000))
+        request.wfile.flush()
+        request.close_connection = True  # and the rest never comes
+
+    with LoopbackHTTPServer(routes={f"/api/requests/{request_id}/images.zip": half_a_pack}) as service:
+        result = run_cli("download-images", request_id, "--base-url", service.url(""), cwd=tmp_path, timeout_s=60)
+
+    assert result.returncode == 1
+    assert "error: the download broke off before its end: " in result.stderr, result.stderr
+    assert os.listdir(tmp_path) == []

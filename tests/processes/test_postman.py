@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = ROOT / "postman" / "catalog-image-service.postman_collection.json"
 NEWMAN = ROOT / "postman" / "node_modules" / ".bin" / "newman"
 # The assertions of a run in which every poll finds its request final at once; each further poll adds one.
-MIN_ASSERTIONS = 62
+MIN_ASSERTIONS = 87
 NEWMAN_TIMEOUT_S = 300
 
 
@@ -35,6 +35,42 @@ def collection_request_names() -> set[str]:
                 yield entry["name"]
 
     return set(names(json.loads(COLLECTION.read_text())["item"]))
+
+
+def collection_requests() -> Iterator[dict]:
+    def requests(items: list[dict]) -> Iterator[dict]:
+        for entry in items:
+            if "item" in entry:
+                yield from requests(entry["item"])
+            else:
+                yield entry["request"]
+
+    return requests(json.loads(COLLECTION.read_text())["item"])
+
+
+def _raw_url(request: dict) -> str:
+    url = request["url"]
+    return url if isinstance(url, str) else url["raw"]
+
+
+def _fields(request: dict) -> dict[str, str]:
+    body = request.get("body") or {}
+    if body.get("mode") not in ("formdata", "urlencoded"):
+        return {}
+    return {field["key"]: field["value"] for field in body[body["mode"]]}
+
+
+def test_the_collection_shows_platform_exports_image_packs_and_feeds() -> None:
+    """Without a service: the collection uploads a Shopify export with input_format=shopify, uploads a file by
+    its URL as application/x-www-form-urlencoded, and downloads images.zip both plainly and named for Amazon."""
+    requests = list(collection_requests())
+    uploads = [_fields(r) for r in requests if r["method"] == "POST" and _raw_url(r).endswith("/api/upload")]
+    assert any(fields.get("input_format") == "shopify" and "file" in fields for fields in uploads)
+    feeds = [r for r in requests if r["method"] == "POST" and "feed_url" in _fields(r)]
+    assert feeds and all(r["body"]["mode"] == "urlencoded" and "file" not in _fields(r) for r in feeds)
+    packs = [_raw_url(r) for r in requests if r["method"] == "GET" and "/images.zip" in _raw_url(r)]
+    assert any("?" not in url for url in packs)
+    assert any("naming=amazon" in url and "identifier=" in url for url in packs)
 
 
 @pytest.fixture

@@ -143,6 +143,27 @@ def expectations(base: str) -> list[Expected]:
                 r"Output Image Urls \(thumb\)$",
             ],
         ),
+        Expected(
+            "shopify_products.csv $BASE/api/upload",
+            stdout=[
+                r"^shopify 2 5$",
+                r"^\['Image Src', 'Variant Image'\]$",
+                r"^SKU1750\.MAIN\.jpg +\d{4}-",
+                r"^SKU1750\.PT01\.jpg ",
+                r"^SKU2\.PT02\.jpg ",
+                r"^google_merchant$",
+            ],
+        ),
+        Expected(
+            'download-images "$REQUEST_ID"',
+            stdout=[r"^[0-9a-f-]{36}$", r"^glass-bottle_1\.jpg ", r"^fruit-bowl_3\.jpg "],
+            stderr=[
+                r"^COMPLETED: 100\.0% \(5 completed, 0 failed, 0 pending of 5\)$",
+                r"output CSV saved to ",
+                r"image pack saved to ",
+            ],
+            not_printed=[r"error:"],
+        ),
         Expected("/api/openapi.json", stdout=[r'"openapi":\s*"3\.1']),
     ]
 

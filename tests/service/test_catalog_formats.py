@@ -273,7 +273,7 @@ def test_a_file_auto_cannot_place_names_the_formats_it_knows(service):
     answer = upload(service.base_url, b"sku,picture\nA1,http://127.0.0.2/a.jpg\n")
     assert answer.status_code == 422
     error = answer.json()["error"]
-    assert error["code"] == "unknown_input_format"
+    assert error["code"] == "csv_missing_columns"
     for known in ("S. No.", "Shopify", "WooCommerce", "Google Merchant"):
         assert known in error["message"]
     assert table_counts(service) == (0, 0, 0, 0)
@@ -422,4 +422,24 @@ def test_a_feed_url_goes_through_the_guard(service, source_server):
         timeout=30,
     )
     assert (both.status_code, both.json()["error"]["code"]) == (400, "file_and_feed_url")
+    assert table_counts(service) == (0, 0, 0, 0)
+
+
+def test_a_big_export_left_to_the_import_task_comes_back_the_same(service, source_server, import_every_upload):
+    sources = Sources(source_server, ["back", "front", "mug", "missing_mug"])
+    status, output = run(service, filled(SHOPIFY, sources.urls).encode())
+    assert status["created"]["status"] == "PENDING"
+    assert [p["product_key"] for p in status["products"]] == ["red-tee", "mug"]
+    assert output.decode("utf-8") == expected_output(SHOPIFY, sources, status)
+
+
+def test_an_output_rendition_must_name_a_rendition_of_the_request(service, source_server):
+    data = filled("id,image_link\nA,{a}\n", Sources(source_server, ["a"]).urls).encode()
+    plain = upload(service.base_url, data, output_rendition="thumb")
+    assert (plain.status_code, plain.json()["error"]["code"]) == (422, "invalid_output_rendition")
+    unknown = upload(service.base_url, data, renditions="main:300", output_rendition="zoom")
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (422, "invalid_output_rendition")
+    assert "main" in unknown.json()["error"]["message"]
+    mode = upload(service.base_url, data, output_mode="both")
+    assert (mode.status_code, mode.json()["error"]["code"]) == (422, "invalid_output_mode")
     assert table_counts(service) == (0, 0, 0, 0)

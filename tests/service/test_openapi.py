@@ -1,11 +1,15 @@
 """The OpenAPI document against the app it describes: valid 3.1, complete, its examples and the live answers
-conforming, schemathesis against the live service, and Swagger UI served offline."""
+conforming (a Shopify export's status and image packs, and a feed_url upload, among them), schemathesis
+against the live service, and Swagger UI served offline."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
 import uuid
+import zipfile
 
 import jsonschema
 import pytest
@@ -14,7 +18,7 @@ from openapi_spec_validator import validate
 from support.api import csv_of, upload, wait_final
 from support.handlers import respond
 from support.images import jpeg_bytes
-from support.loopback import wait_until
+from support.loopback import serve, wait_until
 
 from web.docs_routes import openapi_document
 
@@ -176,6 +180,161 @@ def test_live_answers_of_a_planned_request_match_the_documented_schemas(service,
     assert invalid.status_code == 422
     error = _conforms(invalid, "/api/upload", "post")["error"]
     assert error["code"] == "invalid_option" and error["details"][0]["field"] == "renditions[1].height"
+
+
+def _documented_response(path: str, method: str, status: int) -> dict:
+    document = openapi_document()
+    responses = document["paths"][path][method]["responses"]
+    assert str(status) in responses, f"{method.upper()} {path} answered {status}, which is not documented"
+    return _resolved(responses[str(status)], document)
+
+
+def _request_schema(media_type: str) -> dict:
+    document = openapi_document()
+    body = _resolved(document["paths"]["/api/upload"]["post"]["requestBody"], document)
+    return body["content"][media_type]["schema"]
+
+
+def _sent_conforms(media_type: str, form: dict) -> None:
+    """The form an upload sends is one the document describes (``file`` as the text it holds)."""
+    jsonschema.Draft202012Validator(_request_schema(media_type)).validate(form)
+
+
+SHOPIFY_EXPORT = (
+    "\ufeffHandle,Title,Variant SKU,Image Src,Image Position,Image Alt Text\r\n"
+    'red-tee,"Tee, red",TEE1S,{back},2,Back of the tee\r\n'
+    "red-tee,,TEE1M,{front},1,Front\r\n"
+    "mug,Mug,MUG1,{mug},1,\r\n"
+)
+
+
+def _shopify_export(source_server) -> tuple[str, dict[str, str]]:
+    urls = {
+        name: serve(source_server, jpeg_bytes((320 + seed * 8, 240)), name=f"{name}.jpg")
+        for seed, name in enumerate(("back", "front", "mug"))
+    }
+    text = SHOPIFY_EXPORT
+    for name, url in urls.items():
+        text = text.replace("{" + name + "}", url)
+    return text, urls
+
+
+def test_live_answers_of_a_shopify_export_and_its_image_packs_match_the_documented_schemas(service, source_server):
+    """A Shopify export uploaded with input_format=shopify: its 202, its status (request- and product-level
+    catalog fields) and its images.zip answers (the ZIPs, plain and for Amazon, and every refusal) conform."""
+    base = service.base_url
+    export, urls = _shopify_export(source_server)
+    form = {"input_format": "shopify"}
+    _sent_conforms("multipart/form-data", form | {"file": export})
+    created = requests.post(
+        f"{base}/api/upload",
+        files={"file": ("products_export.csv", export.encode(), "text/csv")},
+        data=form,
+        timeout=30,
+    )
+    assert created.status_code == 202, created.text
+    accepted = _conforms(created, "/api/upload", "post")
+    assert accepted["input_format"] == "shopify" and (accepted["products"], accepted["images"]) == (2, 3)
+    request_id = accepted["request_id"]
+    wait_final(base, request_id)
+
+    status = requests.get(f"{base}/api/status/{request_id}", timeout=10)
+    body = _conforms(status, "/api/status/{request_id}", "get")
+    assert body["status"] == "COMPLETED", body
+    assert (body["input_format"], body["product_key"], body["output_mode"]) == ("shopify", "Handle", "replace")
+    assert (body["output_rendition"], body["feed_url"], body["feed_sha256"]) == (None, None, None)
+    assert [product["product_key"] for product in body["products"]] == ["red-tee", "mug"]
+    assert [image["input_url"] for image in body["products"][0]["images"]] == [urls["front"], urls["back"]]
+
+    pack_url = f"{base}/api/requests/{request_id}/images.zip"
+    pack_path = "/api/requests/{request_id}/images.zip"
+    for params, names in (
+        ({}, ["red-tee_1.jpg", "red-tee_2.jpg", "mug_1.jpg"]),
+        ({"naming": "amazon", "identifier": "Variant SKU"}, ["TEE1S.MAIN.jpg", "TEE1S.PT01.jpg", "MUG1.MAIN.jpg"]),
+    ):
+        answer = requests.get(pack_url, params=params, timeout=30)
+        assert answer.status_code == 200, answer.text
+        documented = _documented_response(pack_path, "get", 200)
+        assert answer.headers["Content-Type"] in documented["content"], answer.headers["Content-Type"]
+        assert set(documented["headers"]) <= set(answer.headers)
+        assert answer.headers["Content-Disposition"].startswith("attachment; filename=")
+        archive = zipfile.ZipFile(io.BytesIO(answer.content))
+        assert archive.namelist() == names
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
+
+    refusals = (
+        ({"naming": "amazon"}, 422, "pack_refused"),  # a Handle holds a dash, which Amazon refuses
+        ({"naming": "tiff"}, 400, "invalid_naming"),
+        ({"identifier": "ASIN"}, 422, "invalid_identifier"),
+        ({"rendition": "zoom"}, 422, "invalid_rendition"),
+    )
+    for params, code, error_code in refusals:
+        refused = requests.get(pack_url, params=params, timeout=30)
+        assert refused.status_code == code, refused.text
+        assert _conforms(refused, pack_path, "get")["error"]["code"] == error_code
+    details = requests.get(pack_url, params={"naming": "amazon"}, timeout=30).json()["error"]["details"]
+    assert details[0]["product"] == "red-tee" and details[0]["message"]
+
+    bad_format = upload(base, export.encode(), input_format="magento")
+    assert bad_format.status_code == 422
+    assert _conforms(bad_format, "/api/upload", "post")["error"]["code"] == "invalid_input_format"
+    bad_mode = upload(base, export.encode(), output_mode="overwrite")
+    assert bad_mode.status_code == 422
+    assert _conforms(bad_mode, "/api/upload", "post")["error"]["code"] == "invalid_output_mode"
+    bad_rendition = upload(base, export.encode(), output_rendition="thumb")
+    assert bad_rendition.status_code == 422
+    assert _conforms(bad_rendition, "/api/upload", "post")["error"]["code"] == "invalid_output_rendition"
+    unplaced = upload(base, b"sku,picture\nA1,http://127.0.0.2/a.jpg\n")
+    assert unplaced.status_code == 422
+    assert _conforms(unplaced, "/api/upload", "post")["error"]["code"] == "csv_missing_columns"
+
+
+def test_live_answers_of_a_feed_url_upload_and_an_empty_pack_match_the_documented_schemas(service, source_server):
+    """feed_url sent as application/x-www-form-urlencoded: the 202 and the status (feed_url, feed_sha256)
+    conform; so do its refusals, and images.zip of a request whose every image failed (409 pack_empty)."""
+    base = service.base_url
+    export, _ = _shopify_export(source_server)
+    feed_url = serve(source_server, export.encode(), "text/csv", name="products_export.csv")
+    form = {"feed_url": feed_url, "output_mode": "append"}
+    _sent_conforms("application/x-www-form-urlencoded", form)
+    _sent_conforms("multipart/form-data", form)
+    with pytest.raises(jsonschema.ValidationError):  # not both
+        _sent_conforms("multipart/form-data", form | {"file": export})
+    with pytest.raises(jsonschema.ValidationError):  # without a file, the feed_url is required
+        _sent_conforms("application/x-www-form-urlencoded", {"input_format": "shopify"})
+
+    created = requests.post(f"{base}/api/upload", data=form, timeout=30)
+    assert created.status_code == 202, created.text
+    assert created.request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    accepted = _conforms(created, "/api/upload", "post")
+    assert accepted["input_format"] == "shopify"
+    wait_final(base, accepted["request_id"])
+    status = requests.get(f"{base}/api/status/{accepted['request_id']}", timeout=10)
+    body = _conforms(status, "/api/status/{request_id}", "get")
+    assert (body["feed_url"], body["file_name"], body["output_mode"]) == (feed_url, "products_export.csv", "append")
+    assert body["feed_sha256"] == hashlib.sha256(export.encode()).hexdigest()
+
+    both = requests.post(
+        f"{base}/api/upload", data={"feed_url": feed_url}, files={"file": ("a.csv", b"x", "text/csv")}, timeout=30
+    )
+    assert both.status_code == 400
+    assert _conforms(both, "/api/upload", "post")["error"]["code"] == "file_and_feed_url"
+    not_a_url = requests.post(f"{base}/api/upload", data={"feed_url": "products.csv"}, timeout=30)
+    assert not_a_url.status_code == 400
+    assert _conforms(not_a_url, "/api/upload", "post")["error"]["code"] == "invalid_feed_url"
+    gone = requests.post(
+        f"{base}/api/upload", data={"feed_url": serve(source_server, respond(404, b"", {}), name="x.csv")}, timeout=30
+    )
+    assert gone.status_code == 422
+    assert _conforms(gone, "/api/upload", "post")["error"]["code"] == "feed_unavailable"
+
+    source_server.route("/gone.jpg", respond(404, b"", {}))
+    failed = upload(base, csv_of([(1, "Shoe", [source_server.url("/gone.jpg")])]))
+    assert failed.status_code == 202, failed.text
+    assert wait_final(base, failed.json()["request_id"])["status"] == "FAILED"
+    empty = requests.get(f"{base}/api/requests/{failed.json()['request_id']}/images.zip", timeout=30)
+    assert empty.status_code == 409
+    assert _conforms(empty, "/api/requests/{request_id}/images.zip", "get")["error"]["code"] == "pack_empty"
 
 
 def test_schemathesis_finds_no_server_error_nor_undocumented_answer(service):

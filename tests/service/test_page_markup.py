@@ -63,6 +63,31 @@ def test_page_is_served_with_the_upload_form(service):
     assert "sessionStorage" in script and '"Bearer "' in script
 
 
+def test_the_form_takes_platform_exports_or_a_feed_url_and_the_page_offers_the_image_zip(service):
+    _, page = fetch_page(service)
+
+    accepted = page.find("input", type="file")[0]["accept"].split(",")
+    assert {".csv", ".tsv", ".txt"} <= set(accepted)
+    assert "required" not in page.find("input", type="file")[0]  # a feed URL may stand in for the file
+    assert page.find("input", name="feed_url", type="url")
+    options: dict[str | None, list[str]] = {}
+    select = None
+    for tag, attrs in page.tags:
+        if tag == "select":
+            select = attrs.get("name")
+        elif tag == "option":
+            options.setdefault(select, []).append(attrs.get("value", ""))
+    # Empty: not sent, so the service's default (auto by header; the format's own output mode).
+    assert options["input_format"] == ["", "contract", "shopify", "woocommerce", "google_merchant"]
+    assert options["output_mode"] == ["", "replace", "append"]
+    script = "".join(page.scripts)
+    assert '"input_format", "output_mode"' in script
+    assert 'form.append("feed_url", feedUrl)' in script
+    assert "/images.zip" in script and '"?naming=amazon"' in script and '"&identifier="' in script
+    for element_id in ("zip-link", "zip-amazon-link", "zip-identifier", "input-format", "output-mode", "pack-error"):
+        assert [attrs for _, attrs in page.tags if attrs.get("id") == element_id], element_id
+
+
 def test_page_is_self_contained_and_writes_data_as_text(service):
     _, page = fetch_page(service)
 

@@ -20,7 +20,7 @@ from catalog_formats.formats import CatalogFormat
 from catalog_formats.image_cells import urls_in
 from errors import ApiError
 from intake import csv_input
-from intake.csv_input import CsvLayout, CsvLimits, Problems, ProductRow, check_url, quoted
+from intake.csv_input import CsvLayout, CsvLimits, Problems, ProductRow, check_url, quoted, too_many_rows
 from intake.csv_records import (
     RecordedLines,
     check_characters,
@@ -151,12 +151,7 @@ def _parse_platform(
             continue
         count += 1
         if count > limits.max_rows:
-            raise ApiError(
-                422,
-                "csv_too_many_rows",
-                f"The file has more than {limits.max_rows} product rows; the limit is {limits.max_rows}.",
-                [{"row": row, "message": f"product row {count} is over the limit of {limits.max_rows}"}],
-            )
+            raise too_many_rows(row, count, limits.max_rows)
         if len(cells) != width:
             problems.add(row, f"row has {len(cells)} cells but the header has {width}")
             continue

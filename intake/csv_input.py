@@ -125,12 +125,7 @@ def parse_csv(
     for row, cells, record_text in records:
         count += 1
         if count > limits.max_rows:
-            raise ApiError(
-                422,
-                "csv_too_many_rows",
-                f"The CSV has more than {limits.max_rows} product rows; the limit is {limits.max_rows}.",
-                [{"row": row, "message": f"product row {count} is over the limit of {limits.max_rows}"}],
-            )
+            raise too_many_rows(row, count, limits.max_rows)
         if len(cells) != width:
             problems.add(row, f"row has {len(cells)} cells but the header has {width}")
             continue
@@ -169,6 +164,16 @@ def parse_csv(
     if problems.total:
         raise problems.error()
     return ParsedCsv(products, layout)
+
+
+def too_many_rows(row: int, count: int, max_rows: int) -> ApiError:
+    """The refusal of a file whose ``count``-th product row, on line ``row``, is past ``max_rows``."""
+    return ApiError(
+        422,
+        "csv_too_many_rows",
+        f"The CSV has more than {max_rows} product rows; the limit is {max_rows}.",
+        [{"row": row, "message": f"product row {count} is over the limit of {max_rows}"}],
+    )
 
 
 class Problems:

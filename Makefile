@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test test-unit test-db test-service test-processes test-faults lint bench bench-pipeline bench-libvips migrate clean
+.PHONY: run test test-unit test-db test-service test-processes test-rabbitmq-pgbouncer test-faults lint bench bench-pipeline bench-libvips migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ test-service: $(DEV_STAMP)
 
 test-processes: $(DEV_STAMP)
 	$(BIN)/pytest $(PARALLEL) tests/processes
+
+## The service tier again on RabbitMQ (a virtual host of its own on 127.0.0.1:5672, counted through its
+## management API) and through PgBouncer in transaction mode, which the tests start (Debian's pgbouncer).
+RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/
+test-rabbitmq-pgbouncer: $(DEV_STAMP)
+	TEST_BROKER_URL=$(RABBITMQ_TEST_URL) TEST_DATABASE_POOLER=pgbouncer $(BIN)/pytest $(PARALLEL) tests/service
 
 ## The fault suite: real processes, PostgreSQL and Redis clusters of its own (one per test worker), faults
 ## injected; its tests run TEST_WORKERS at a time.

@@ -19,7 +19,7 @@ import storage
 import upload_routes
 import webhooks_routes
 from access import api_keys, rate_limits
-from config import Settings, log_format, log_level
+from config import Settings, is_amqp, log_format, log_level
 from delivery import signing
 from errors import register_error_handlers
 from fetching import host_slots
@@ -171,7 +171,25 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
             "store_processed": False,
             "polling_interval": 0.1,
         }
+    rabbitmq: dict[str, Any] = {}
+    if is_amqp(settings.broker_url):
+        # Publisher confirms: a message is sent once RabbitMQ has it. No visibility timeout: an unacknowledged
+        # message goes back when its worker's connection does.
+        transport_options = {"confirm_publish": True}
+        rabbitmq = {
+            "task_queues": broker.rabbitmq_queues(settings.broker_queue_type),
+            "task_default_exchange_type": "topic",
+            "task_default_queue_type": settings.broker_queue_type,
+            # A task running when the connection drops cannot be acknowledged on the new one: RabbitMQ has
+            # already given its message back. Cancelled, it runs again from the queue (each task is safe to run
+            # twice); left running, its slot stayed taken and the worker took no more (seen on a broker restart).
+            "worker_cancel_long_running_tasks_on_connection_loss": True,
+            # A connection RabbitMQ dropped while a reply was in flight can look open to the worker: heartbeats
+            # find it within two intervals, and the worker connects again.
+            "broker_heartbeat": 10,
+        }
     return {
+        **rabbitmq,
         "broker_url": broker.with_host(settings.broker_url),
         "broker_transport": redis_transport.transport_for(settings.broker_url),
         "broker_transport_options": transport_options,

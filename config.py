@@ -127,6 +127,18 @@ def image_decode_budget_mb(env: Mapping[str, str]) -> int:
     return _int(env, "IMAGE_DECODE_BUDGET_MB", DEFAULT_IMAGE_DECODE_BUDGET_MB, 16)
 
 
+def is_amqp(broker_url: str) -> bool:
+    """Whether the broker is RabbitMQ (or another AMQP 0.9.1 broker)."""
+    return broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _rate_limit_storage(env: Mapping[str, str]) -> str:
     # Counters kept per process would multiply every limit by the number of API processes: share
     # them through the broker's Redis when there is one.
@@ -283,6 +295,14 @@ class Settings:
     broker_visibility_timeout_s: int
     serve_samples: bool
     broker_key_prefix: str = ""
+    #: A direct (session) connection for LISTEN, where DATABASE_URL goes through a transaction pooler; "" for it.
+    database_listen_url: str = ""
+    #: RabbitMQ only: ``classic`` queues, or ``quorum`` (replicated; delayed work through native delayed delivery).
+    broker_queue_type: str = "classic"
+    #: RabbitMQ only: its management API (``http://user:pass@host:15672``), which counts the messages workers hold.
+    broker_management_url: str = ""
+    #: RabbitMQ only: its ``consumer_timeout``; a task must end well within it (RabbitMQ closes the channel after).
+    broker_consumer_timeout_s: int = 1800
     trusted_proxies: int = 0
     api_keys: tuple[str, ...] = ()
     rate_limit_uploads: str = "600/minute"
@@ -353,6 +373,7 @@ class Settings:
         settings = cls(
             instance_dir=instance_dir,
             database_url=_database_url(env.get("DATABASE_URL") or f"sqlite:///{instance_dir / 'service.db'}"),
+            database_listen_url=env.get("DATABASE_LISTEN_URL", "").strip(),
             broker_url=env.get("CELERY_BROKER_URL") or "filesystem://",
             port=port,
             public_base_url=(env.get("PUBLIC_BASE_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
@@ -389,6 +410,9 @@ class Settings:
             broker_visibility_timeout_s=limits[_VISIBILITY],
             serve_samples=env.get("SERVE_SAMPLES", "").strip().lower() in {"1", "true", "yes", "on"},
             broker_key_prefix=env.get("BROKER_KEY_PREFIX", ""),
+            broker_queue_type=_choice(env, "BROKER_QUEUE_TYPE", ("classic", "quorum")),
+            broker_management_url=env.get("BROKER_MANAGEMENT_URL", "").strip().rstrip("/"),
+            broker_consumer_timeout_s=_int(env, "BROKER_CONSUMER_TIMEOUT_S", 1800, 60),
             trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 10),
             api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
             rate_limit_uploads=env.get("RATE_LIMIT_UPLOADS") or "600/minute",
@@ -445,6 +469,13 @@ class Settings:
         for lower, low, upper, high in nesting:
             if low >= high:
                 raise SettingsError(f"{lower}={low} must be below {upper}={high}: lower {lower} or raise {upper}")
+        if is_amqp(self.broker_url) and 2 * hard > self.broker_consumer_timeout_s:
+            # RabbitMQ closes the channel of a worker holding an unacknowledged message past its consumer_timeout
+            # (PRECONDITION_FAILED, celery #6760) and hands the message to another: every task ends well within it.
+            raise SettingsError(
+                f"{_HARD}={hard} must be at most half of BROKER_CONSUMER_TIMEOUT_S={self.broker_consumer_timeout_s} "
+                "(RabbitMQ's consumer_timeout): lower the first, or raise both"
+            )
         if not self.webhook_retry_schedule:
             raise SettingsError("WEBHOOK_RETRY_SCHEDULE must hold at least one delay")
         if self.storage_backend == "s3" and "S3_BUCKET" not in self.s3:

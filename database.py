@@ -74,13 +74,11 @@ def relax_commit_durability(engine: Engine) -> None:
     if engine.dialect.name != "postgresql":
         return
 
-    @event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection, _record) -> None:
-        with contextlib.closing(dbapi_connection.cursor()) as cursor:
-            cursor.execute("SET synchronous_commit TO off")
-        dbapi_connection.commit()
-
-    engine.dispose()  # connections made before this point would keep the default
+    @event.listens_for(engine, "begin")
+    def on_begin(connection) -> None:
+        # Per transaction, not per session: behind PgBouncer in transaction mode a session's setting
+        # would reach whichever client the server connection serves next, the API's uploads included.
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO off")
 
 
 def configure_engine(engine: Engine) -> None:

@@ -13,9 +13,13 @@ import logging
 import os
 import time
 import uuid
+from urllib.parse import quote, unquote, urlsplit
 
+import requests
 from flask import current_app
+from kombu import Exchange, Queue
 
+from config import is_amqp
 from queueing import task_names
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,22 @@ TASK_ROUTES = {
     task_names.SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
     task_names.RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
 }
+
+
+def rabbitmq_queues(queue_type: str) -> list[Queue]:
+    """The four queues as RabbitMQ declares them: durable, each on a topic exchange of its own name.
+
+    Topic exchanges, so that a task retried with a countdown on quorum queues goes through kombu's native
+    delayed delivery (a chain of TTL queues in RabbitMQ) and never waits in a worker's memory, where it would
+    hold a prefetch slot: quorum queues have no global QoS for Celery to raise it with.
+    """
+    arguments = {"x-queue-type": "quorum"} if queue_type == "quorum" else None
+    return [
+        Queue(
+            name, Exchange(name, type="topic", durable=True), routing_key=name, durable=True, queue_arguments=arguments
+        )
+        for name in ALL_QUEUES
+    ]
 
 
 def with_host(url: str) -> str:
@@ -58,6 +78,9 @@ def messages_held(queue: str) -> int | None:
     Reserved messages are counted over every queue (the broker keeps them together), which can
     only overstate what ``queue`` holds.
     """
+    settings = current_app.config["SETTINGS"]
+    if is_amqp(settings.broker_url):
+        return _rabbitmq_messages(settings.broker_url, settings.broker_management_url, queue)
     celery = current_app.extensions["celery"]
     try:
         with celery.connection_for_write() as connection:
@@ -72,6 +95,29 @@ def messages_held(queue: str) -> int | None:
             return int(waiting) + reserved
     except Exception:
         log.warning("could not read the length of queue %s", queue, exc_info=True)
+        return None
+
+
+def _rabbitmq_messages(broker_url: str, management_url: str, queue: str) -> int | None:
+    """Ready and unacknowledged messages of ``queue``, from RabbitMQ's management API; None without one.
+
+    AMQP itself counts only the ready messages, and those workers hold unacknowledged are what the
+    dispatcher must not take for lost.
+    """
+    if not management_url:
+        return None
+    vhost = urlsplit(broker_url).path[1:] or "/"
+    parts = urlsplit(management_url)
+    auth = (unquote(parts.username or "guest"), unquote(parts.password or "guest"))
+    base = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
+    try:
+        answer = requests.get(f"{base}/api/queues/{quote(unquote(vhost), safe='')}/{queue}", auth=auth, timeout=3)
+        if answer.status_code == 404:
+            return 0  # not declared yet: no worker has started on it
+        answer.raise_for_status()
+        return int(answer.json().get("messages", 0))
+    except (requests.RequestException, ValueError):
+        log.warning("could not read the length of queue %s from RabbitMQ's management API", queue, exc_info=True)
         return None
 
 

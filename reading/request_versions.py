@@ -25,12 +25,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import text
+
 from models import FINAL_REQUEST_STATUSES, Request, db
 from queueing import backoff
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "request_changes"
+#: A listener's own notification, sent once it listens to prove notifications reach it.
+PROBE_PREFIX = "probe "
+PROBE_TIMEOUT_S = 2.0
 #: Versions kept per API process: the requests being polled, most recent first.
 MAX_KNOWN = 20_000
 #: Changes remembered to turn away a version read while they were notified; past this, all are forgotten.
@@ -172,13 +177,20 @@ class RequestVersions:
             failures += 1
 
     def _connect(self) -> Any | None:
-        """A connection of its own, listening; None where changes cannot be notified (SQLite, no trigger)."""
+        """A connection of its own, listening; None where changes cannot be notified (SQLite, no trigger, or a
+        transaction pooler between, which hands the listening session to other clients between statements)."""
         with self._app.app_context():
             if db.engine.dialect.name != "postgresql":
                 return None
-            pooled = db.engine.raw_connection()
-            connection = pooled.driver_connection
-            pooled.detach()
+            listen_url = self._app.config["SETTINGS"].database_listen_url
+            if listen_url:
+                import psycopg2
+
+                connection = psycopg2.connect(listen_url.replace("postgresql+psycopg2://", "postgresql://", 1))
+            else:
+                pooled = db.engine.raw_connection()
+                connection = pooled.driver_connection
+                pooled.detach()
         connection.rollback()
         connection.autocommit = True
         with connection.cursor() as cursor:
@@ -188,7 +200,32 @@ class RequestVersions:
                 connection.close()
                 return None
             cursor.execute(f"LISTEN {CHANNEL}")
+        if not self._notices_reach(connection):
+            log.warning(
+                "request versions: a notification sent through DATABASE_URL does not reach the listening connection "
+                "(a transaction pooler such as PgBouncer between?); set DATABASE_LISTEN_URL to a direct connection. "
+                "Polls read the database"
+            )
+            connection.close()
+            return None
         return connection
+
+    def _notices_reach(self, connection: Any) -> bool:
+        """Whether a notification sent as the trigger sends one, on another connection, reaches ``connection``."""
+        probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        with self._app.app_context():
+            db.session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": probe})
+            db.session.commit()
+            db.session.remove()
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            select.select([connection], [], [], 0.1)
+            connection.poll()
+            payloads = [notice.payload for notice in connection.notifies]
+            connection.notifies.clear()
+            if probe in payloads:
+                return True
+        return False
 
     def _listen(self, connection: Any) -> None:
         try:
@@ -199,6 +236,8 @@ class RequestVersions:
                 connection.poll()
                 while connection.notifies:
                     payload = connection.notifies.pop(0).payload
+                    if payload.startswith(PROBE_PREFIX):
+                        continue  # another process's probe
                     request_id, _, status = payload.partition(" ")
                     try:
                         self._changed(uuid.UUID(request_id), status)

@@ -134,6 +134,20 @@ def service_env(postgres, redis_server, tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture
+def rabbitmq_env(service_env) -> Iterator[dict[str, str]]:
+    """``service_env`` on the machine's RabbitMQ (127.0.0.1:5672), in a virtual host of the test's own."""
+    from support.backing import TEST_BROKER_MANAGEMENT_URL, RabbitMQVhost
+
+    try:
+        vhost = RabbitMQVhost("amqp://guest:guest@127.0.0.1:5672/", TEST_BROKER_MANAGEMENT_URL)
+    except RuntimeError as error:
+        pytest.fail(f"RabbitMQ: {error}", pytrace=False)
+    service_env.update(CELERY_BROKER_URL=vhost.url, BROKER_MANAGEMENT_URL=vhost.management_url)
+    yield service_env
+    vhost.drop()
+
+
+@pytest.fixture
 def service(service_env, tmp_path) -> Iterator[Service]:
     logs = tmp_path / "logs"
     logs.mkdir()

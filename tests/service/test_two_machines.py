@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 from support.api import csv_of, upload, wait_final
 from support.backing import TEST_BROKER_URL, TEST_DATABASE_URL, SeparateDatabase
+from support.deployments import isolated_broker
 from support.images import SlowImages
 from support.loopback import wait_until
 from support.s3 import MotoS3
@@ -68,16 +69,17 @@ def two_machines(service, backing_services, tmp_path, monkeypatch):
     migrations.mkdir()
     database = SeparateDatabase(backing_services, migrations)
     api = ApiServer()
-    # What every machine is given alike: the database, the broker (a key prefix of this test's own in
-    # the shared Redis), the storage, the public origin and the webhook secret (from the service's env).
+    # What every machine is given alike: the database, the broker (queues of this test's own: a key prefix
+    # in the shared Redis, a virtual host on RabbitMQ), the storage, the public origin and the webhook
+    # secret (from the service's env).
     shared = {
         **service.env,
         **moto.settings(),
         "DATABASE_URL": database.url,
-        "BROKER_KEY_PREFIX": f"{service.env['BROKER_KEY_PREFIX']}two-machines-{uuid.uuid4().hex[:6]}:",
         "PUBLIC_BASE_URL": api.base_url,
         "PORT": str(api.server.server_port),
     }
+    vhost = isolated_broker(shared, service.env, "two-machines")
     on = {name: {**shared, "INSTANCE_DIR": str(folder)} for name, folder in folders.items()}
     for name, value in on["c"].items():
         monkeypatch.setenv(name, value)
@@ -104,6 +106,8 @@ def two_machines(service, backing_services, tmp_path, monkeypatch):
             list(pool.map(WorkerProcess.stop, processes.values()))
         moto.stop()
         database.drop()
+        if vhost is not None:
+            vhost.drop()
         service.send_with_own_celery()
 
 

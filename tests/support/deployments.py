@@ -1,4 +1,4 @@
-"""Deployments beside the session's service: a folder, a database and a broker key prefix of their own,
+"""Deployments beside the session's service: a folder, a database and broker queues of their own,
 real Celery processes and an API, for tests that change what the session's service cannot."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from support.backing import SeparateDatabase
+from support.backing import RabbitMQVhost, SeparateDatabase
 from support.services import ApiServer, Service, WorkerProcess
 
 
@@ -29,8 +29,7 @@ class SideDeployment:
         self.name = name
         self.database = SeparateDatabase(backing_services, instance)
         self.env = {**service.env, "INSTANCE_DIR": str(instance), "DATABASE_URL": self.database.url, **settings}
-        if "BROKER_KEY_PREFIX" in service.env:
-            self.env["BROKER_KEY_PREFIX"] = f"{service.env['BROKER_KEY_PREFIX']}{name}-{uuid.uuid4().hex[:6]}:"
+        self.vhost = isolated_broker(self.env, service.env, name)
         for key, value in self.env.items():
             monkeypatch.setenv(key, value)
         self.processes: list[WorkerProcess] = []
@@ -65,4 +64,18 @@ class SideDeployment:
         for process in self.processes:
             process.stop()
         self.database.drop()
+        if self.vhost is not None:
+            self.vhost.drop()
         self.service.send_with_own_celery()
+
+
+def isolated_broker(env: dict[str, str], session_env: dict[str, str], name: str) -> RabbitMQVhost | None:
+    """Give ``env`` queues of its own beside the session's: a virtual host on RabbitMQ (returned, to drop at the
+    end), a key prefix under the session's on Redis."""
+    if session_env.get("CELERY_BROKER_URL", "").startswith("amqp://"):
+        vhost = RabbitMQVhost(session_env["CELERY_BROKER_URL"], session_env["BROKER_MANAGEMENT_URL"])
+        env["CELERY_BROKER_URL"] = vhost.url
+        return vhost
+    if "BROKER_KEY_PREFIX" in session_env:
+        env["BROKER_KEY_PREFIX"] = f"{session_env['BROKER_KEY_PREFIX']}{name}-{uuid.uuid4().hex[:6]}:"
+    return None

@@ -160,6 +160,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         transport_options["global_keyprefix"] = settings.broker_key_prefix
     if settings.broker_url.startswith("filesystem://"):
         broker.publish_filesystem_messages_atomically()
+        broker.bind_filesystem_queues_safely()
         folder = settings.instance_dir / "broker"
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)

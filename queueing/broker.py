@@ -151,3 +151,60 @@ def publish_filesystem_messages_atomically() -> None:
 
     _put.publishes_atomically = True  # type: ignore[attr-defined]
     filesystem.Channel._put = _put
+
+
+def bind_filesystem_queues_safely() -> None:
+    """Make the filesystem transport's exchange tables safe for processes that start at once.
+
+    kombu creates a table's file and only then locks and writes it, so a second process binding a queue in
+    between reads an empty file and dies of a ``JSONDecodeError`` (seen here: the webhook worker of
+    ``make run`` exited at start). The file is opened without truncating, under the lock, and an empty one
+    is an empty table.
+    """
+    from kombu.transport import filesystem
+    from kombu.utils.encoding import bytes_to_str, str_to_bytes
+    from kombu.utils.json import dumps, loads
+
+    if getattr(filesystem.Channel._queue_bind, "binds_safely", False):
+        return
+
+    def table_of(handle) -> list:
+        handle.seek(0)
+        text = bytes_to_str(handle.read())
+        return [filesystem.exchange_queue_t(*entry) for entry in loads(text)] if text.strip() else []
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue) -> None:
+        path = self._exchange_file(exchange)
+        self.control_folder.mkdir(exist_ok=True)
+        entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        try:
+            with open(path, "a+b", buffering=0) as handle:
+                filesystem.lock(handle, filesystem.LOCK_EX)
+                try:
+                    queues = table_of(handle)
+                    if entry not in queues:
+                        queues.insert(0, entry)
+                        handle.truncate(0)
+                        handle.write(str_to_bytes(dumps(queues)))
+                finally:
+                    filesystem.unlock(handle)
+        except OSError as error:
+            raise filesystem.ChannelError(f"Cannot open {path}") from error
+
+    def get_table(self, exchange) -> list:
+        path = self._exchange_file(exchange)
+        try:
+            with open(path, "rb") as handle:
+                filesystem.lock(handle, filesystem.LOCK_SH)
+                try:
+                    return table_of(handle)
+                finally:
+                    filesystem.unlock(handle)
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise filesystem.ChannelError(f"Cannot open {path}") from error
+
+    _queue_bind.binds_safely = True  # type: ignore[attr-defined]
+    filesystem.Channel._queue_bind = _queue_bind
+    filesystem.Channel.get_table = get_table

@@ -20,7 +20,7 @@ from catalog_formats.formats import CatalogFormat
 from catalog_formats.image_cells import urls_in
 from errors import ApiError
 from intake import csv_input
-from intake.csv_input import CsvLayout, CsvLimits, Problems, ProductRow, check_url, quoted, too_many_rows
+from intake.csv_input import CsvLayout, CsvLimits, ProductRow, check_url
 from intake.csv_records import (
     RecordedLines,
     check_characters,
@@ -30,6 +30,7 @@ from intake.csv_records import (
     read_records,
     without_line_end,
 )
+from intake.row_problems import Problems, quoted, too_many_rows
 
 _DEFAULT_LIMITS = CsvLimits()
 

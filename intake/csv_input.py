@@ -7,11 +7,10 @@ import csv
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from errors import ApiError
 from intake.csv_records import (
-    MAX_DETAILS,
     RecordedLines,
     check_characters,
     column_key,
@@ -20,13 +19,13 @@ from intake.csv_records import (
     read_records,
     without_line_end,
 )
+from intake.row_problems import Problems, quoted, too_many_rows
 
 # reading/'s output CSV reads the records as uploaded with these.
 from network_policy.urls import MAX_URL_LENGTH, url_host, url_problem
 
 # The largest value a BIGINT column (where models.py keeps it) can hold.
 MAX_SERIAL_NUMBER = 2**63 - 1
-_QUOTE_LENGTH = 100
 
 _SERIAL = "sno"
 _NAME = "productname"
@@ -166,45 +165,6 @@ def parse_csv(
     return ParsedCsv(products, layout)
 
 
-def too_many_rows(row: int, count: int, max_rows: int) -> ApiError:
-    """The refusal of a file whose ``count``-th product row, on line ``row``, is past ``max_rows``."""
-    return ApiError(
-        422,
-        "csv_too_many_rows",
-        f"The CSV has more than {max_rows} product rows; the limit is {max_rows}.",
-        [{"row": row, "message": f"product row {count} is over the limit of {max_rows}"}],
-    )
-
-
-class Problems:
-    """Collects per-row problems, keeping the first MAX_DETAILS and counting the rest."""
-
-    def __init__(self) -> None:
-        self.details: list[dict[str, Any]] = []
-        self.total = 0
-        self.all_blocked = True
-
-    def add(self, row: int, message: str, column: str | None = None, blocked: bool = False) -> None:
-        self.total += 1
-        self.all_blocked = self.all_blocked and blocked
-        if len(self.details) < MAX_DETAILS:
-            detail: dict[str, Any] = {"row": row}
-            if column is not None:
-                detail["column"] = column
-            detail["message"] = message
-            self.details.append(detail)
-
-    def error(self) -> ApiError:
-        listed = "" if self.total <= MAX_DETAILS else f" (the first {MAX_DETAILS} are listed)"
-        if self.all_blocked:
-            noun = "image URL points" if self.total == 1 else "image URLs point"
-            message = f"In the CSV, {self.total} {noun} to an address that is not allowed{listed}; nothing was saved."
-            return ApiError(422, "blocked_address", message, self.details)
-        noun = "problem" if self.total == 1 else "problems"
-        message = f"The CSV has {self.total} {noun}{listed}; nothing was saved. Fix them and upload it again."
-        return ApiError(422, "csv_invalid_rows", message, self.details)
-
-
 def _locate_columns(row: int, cells: list[str]) -> dict[str, int]:
     found: dict[str, list[int]] = {key: [] for key in _NAMED}
     for index, cell in enumerate(cells):
@@ -295,10 +255,3 @@ def check_url(
         problems.add(row, f"{problem.message}: {quoted(url)}", column)
     elif is_blocked_host is not None and is_blocked_host(url_host(url)):
         problems.add(row, f"address not allowed: {quoted(url)}", column, blocked=True)
-
-
-def quoted(value: str) -> str:
-    """``value`` as a message quotes it: repr'd, cut at 100 characters."""
-    if len(value) <= _QUOTE_LENGTH:
-        return repr(value)
-    return repr(value[:_QUOTE_LENGTH]) + "…"

@@ -103,12 +103,28 @@ def write_results(
     if gaps.exists():
         # Written by hand from a profile (make bench BENCH_ARGS="--profile 0"), kept beside the code.
         lines += [gaps.read_text().strip(), ""]
-    lines += [section, ""] if (section := _kept_section(path, KEPT_SECTION)) else []
+    for heading in KEPT_SECTIONS:
+        lines += [section, ""] if (section := _kept_section(path, heading)) else []
     path.write_text("\n".join(lines))
 
 
-#: Written by another bench (``bench/bench_quality_auto.py --write``), which ``make bench`` does not run: kept.
-KEPT_SECTION = "## quality=auto and output formats (`bench/bench_quality_auto.py`)"
+#: Written by other benches (``bench/bench_quality_auto.py --write``, ``bench/bench_hosts.py --write``), which
+#: ``make bench`` does not run: kept.
+KEPT_SECTIONS = (
+    "## quality=auto and output formats (`bench/bench_quality_auto.py`)",
+    "## Across hosts: RabbitMQ and Redis, one worker host and two (`bench/bench_hosts.py`)",
+)
+
+
+def replace_section(path: Path, heading: str, body: str) -> None:
+    """Write ``heading`` and ``body`` into the results file in place of that section, or at its end."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    section = f"{heading}\n\n{body.strip()}\n"
+    kept = _kept_section(path, heading)
+    if kept is not None:
+        path.write_text(text.replace(kept, section.rstrip("\n"), 1))
+    else:
+        path.write_text(text.rstrip("\n") + "\n\n" + section)
 
 
 def _kept_section(path: Path, heading: str) -> str | None:

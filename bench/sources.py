@@ -105,7 +105,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, owner: SourceServer) -> None:
         self.owner = owner
-        super().__init__((HOST, 0), _Handler)
+        super().__init__((owner.host, 0), _Handler)
 
     def handle_error(self, request: object, client_address: object) -> None:
         # A client that hangs up mid-answer (a worker stopped at the end of a group) is no error here.
@@ -115,14 +115,15 @@ class _Server(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind asks for the host's name by reverse DNS: skip it, bind only.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = HOST, self.server_address[1]
+        self.server_name, self.server_port = self.owner.host, self.server_address[1]
 
 
 class SourceServer:
     """The photo server and webhook receiver; a context manager."""
 
-    def __init__(self, photos: list[Photo]) -> None:
+    def __init__(self, photos: list[Photo], host: str = HOST) -> None:
         self.photos = photos
+        self.host = host
         self.bodies = [
             (photo.path.read_bytes(), "image/jpeg" if photo.spec.format == "JPEG" else "image/png") for photo in photos
         ]
@@ -160,12 +161,12 @@ class SourceServer:
             extension = "jpg" if self.photos[index].spec.format == "JPEG" else "png"
             name = f"{prefix}{tag}-{n}.{extension}"
             size = len(self.bodies[index][0]) if same_bytes else len(stamped(self.bodies[index][0], name))
-            url = f"http://{HOST}:{self.port}/l{latency_ms}/{index}/{name}"
+            url = f"http://{self.host}:{self.port}/l{latency_ms}/{index}/{name}"
             chosen.append(Source(url, size, index))
         return chosen
 
     def hook_url(self) -> str:
-        return f"http://{HOST}:{self.port}{HOOK_PATH}"
+        return f"http://{self.host}:{self.port}{HOOK_PATH}"
 
     def record(self, delivery: Delivery) -> None:
         with self._arrived:

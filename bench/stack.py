@@ -29,7 +29,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "faults")]
 
-from harness import PostgresCluster, RedisServer, ServiceProcess, wait_for  # noqa: E402
+from harness import ServiceProcess  # noqa: E402
+from stores import PostgresCluster, RedisServer, wait_for  # noqa: E402
 from support.loopback import unused_port  # noqa: E402
 
 import launcher  # noqa: E402

@@ -264,9 +264,14 @@ def release_batch(image_ids: list[int], task_id: str) -> list[int]:
 
 
 def give_back_unstarted(works: list[ImageWork], task_id: str) -> None:
-    """Give back claimed images this run never got to (its time ran out): waiting again, the start not counted."""
+    """Give back claimed images this run never got to (its time ran out): waiting again, the start not counted.
+
+    An image taken over meanwhile (its token raised) is not this run's to give back, and its request is left
+    as it is: a final request's version must not move when a late worker wakes up.
+    """
+    given_back: set[uuid.UUID] = set()
     for work in sorted(works, key=lambda work: work.image_id):
-        db.session.execute(
+        row = db.session.execute(
             update(Image)
             .where(
                 Image.id == work.image_id,
@@ -282,9 +287,12 @@ def give_back_unstarted(works: list[ImageWork], task_id: str) -> None:
                 attempts=Image.attempts - 1,
                 updated_at=db_now(),
             )
-        )
-    if works:
-        touch_requests(sorted({work.request_id for work in works}))
+            .returning(Image.request_id)
+        ).first()
+        if row is not None:
+            given_back.add(row[0])
+    if given_back:
+        touch_requests(sorted(given_back))
     db.session.commit()
 
 

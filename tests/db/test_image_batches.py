@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 import image_tasks
 from fetching import fetcher
 from intake.csv_input import ProductRow
-from lifecycle import claims, creation
+from lifecycle import claims, creation, recovery
 from models import Image, ImageOutput, ImageStatus, Request, RequestStatus, db, utcnow
 from outputs import encode_claims, variants
 from processing import batch
@@ -172,6 +172,22 @@ def test_images_a_batch_never_got_to_go_back_without_their_start_counted(base_ur
         (ImageStatus.PENDING, 0),
     ]
     assert all(image.queued_at is None and image.claimed_by is None for image in after[1:])
+
+
+def test_a_late_give_back_of_images_taken_over_leaves_their_request_as_it_is(base_url):
+    ids = image_ids(request_id := new_request(2))
+    late = claims.claim_images(ids, "cut-off-task", 5, base_url)
+    # The sweeper takes them over (their lease ran out), and another task claims them.
+    assert sorted(recovery.release_stale_images(-1)) == ids
+    assert len(claims.claim_images(ids, "other-task", 5, base_url)) == 2
+    db.session.execute(update(Request).where(Request.id == request_id).values(updated_at=utcnow() - timedelta(hours=1)))
+    db.session.commit()
+    version = db.session.get(Request, request_id).updated_at
+    db.session.commit()
+
+    claims.give_back_unstarted(late, "cut-off-task")
+    assert [(image.status, image.claimed_by) for image in rows(ids)] == [(ImageStatus.PROCESSING, "other-task")] * 2
+    assert db.session.get(Request, request_id).updated_at == version
 
 
 def test_a_flush_moves_each_request_once_and_refuses_a_superseded_claim(base_url):

@@ -7,18 +7,17 @@ import json
 import os
 import secrets
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy
-from harness import PostgresCluster, RedisServer, Service
+from harness import RECOVERY_SETTINGS, Service
 from invariants import engine_of, not_completed
-from support.images import jpeg_bytes
-from support.loopback import IMAGE_HOST, LoopbackHTTPServer, RequestHandler, unused_port
+from scenario import SlowSource
+from stores import PostgresCluster, RedisServer
+from support.loopback import IMAGE_HOST, LoopbackHTTPServer, unused_port
 from support.receivers import WebhookReceiver
 
 REPORT_PATH = os.environ.get("FAULT_REPORT")
@@ -39,43 +38,6 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
-
-
-class SlowSource:
-    """Images served from 127.0.0.2 with a delay each, so that there is time to strike mid-request.
-
-    Each has bytes of its own, so that each is encoded and stored (equal bytes would share one output).
-    ``again_delay_s``, when set, is the delay of every download of an image after its first: a take-over
-    of an image is then still under way for that long.
-    """
-
-    def __init__(self, server: LoopbackHTTPServer, delay_s: float, again_delay_s: float | None = None) -> None:
-        self.server = server
-        self.delay_s = delay_s
-        self.again_delay_s = again_delay_s
-        self.images: dict[str, bytes] = {}
-        self.hits: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def urls(self, count: int) -> list[str]:
-        prefix = f"/slow/{uuid.uuid4().hex}"
-        paths = [f"{prefix}/{n}.jpg" for n in range(count)]
-        for n, path in enumerate(paths):
-            self.images[path] = jpeg_bytes((320, 240), comment=f"image {n}".encode())
-            self.server.route(path, self._handle)
-        return [self.server.url(path) for path in paths]
-
-    def _handle(self, request: RequestHandler) -> None:
-        path = request.path.split("?")[0]
-        with self._lock:
-            self.hits[request.path] = self.hits.get(request.path, 0) + 1
-            again = self.hits[request.path] > 1 and self.again_delay_s is not None
-        time.sleep(self.again_delay_s if again else self.delay_s)
-        request.send(200, self.images[path], {"Content-Type": "image/jpeg"})
-
-    def downloads(self, urls: list[str]) -> int:
-        with self._lock:
-            return sum(self.hits.get(url.split(str(self.server.port), 1)[1], 0) for url in urls)
 
 
 @pytest.fixture(scope="session")
@@ -110,24 +72,7 @@ def service_env(postgres, redis_server, tmp_path) -> dict[str, str]:
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "FETCH_ALLOWED_NETWORKS": f"{IMAGE_HOST}/32",
-        "FETCH_CONNECT_TIMEOUT_S": "2",
-        "FETCH_READ_TIMEOUT_S": "3",
-        "FETCH_TOTAL_TIMEOUT_S": "4",
-        "SWEEP_INTERVAL_S": "1",
-        "STALE_IMAGE_AFTER_S": "8",
-        "TASK_SOFT_TIME_LIMIT_S": "5",
-        "TASK_TIME_LIMIT_S": "6",
-        "BROKER_VISIBILITY_TIMEOUT_S": "15",
-        "WEBHOOK_RETRY_SCHEDULE": "0,1,1,1,1,1",
-        "WEBHOOK_TIMEOUT_S": "3",
-        "RATE_LIMIT_UPLOADS": "100000/minute",
-        "RATE_LIMIT_READS": "100000/minute",
-        "WORKER_CONCURRENCY": "2",
-        # Batches of four fetched two at a time: enough in flight that a fault lands mid-batch, and requests
-        # that still run for seconds, as the scenarios' timings assume.
-        "IMAGE_BATCH_SIZE": "4",
-        "IMAGE_FETCH_THREADS": "2",
-        "WEB_CONCURRENCY": "2",
+        **RECOVERY_SETTINGS,
         "API_KEYS": "",
     }
     return env

@@ -1,7 +1,5 @@
-"""The fault suite's own infrastructure: a PostgreSQL cluster and a Redis of its own, on ports of
-their own, and the service's real processes (API, worker, beat), each of which can be killed.
-
-Nothing here touches the machine's shared PostgreSQL or Redis.
+"""The service's real processes (API, workers, beat) as the fault suite starts them, each of which can be
+killed, frozen or thawed; the stores they run against are in ``stores``.
 """
 
 from __future__ import annotations
@@ -9,17 +7,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
+from stores import wait_for
 from support.launched import as_from_a_terminal
-from support.loopback import unused_port
 
 import launcher
 
@@ -28,119 +24,27 @@ ROOT = Path(__file__).resolve().parents[2]
 IMAGE_TASK_RECEIVED = re.compile(r"image_tasks\.process_image\[([0-9a-f-]{36})\] received")
 
 
-def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def _pg_bin(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    for folder in versions:
-        if (folder / name).exists():
-            return str(folder / name)
-    raise RuntimeError(f"PostgreSQL's {name} is not installed")
-
-
-class PostgresCluster:
-    """A throwaway cluster: initdb into a folder, pg_ctl start and stop on a port of its own."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.data = folder / "data"
-        self.port = unused_port()
-        self.log = folder / "postgres.log"
-        folder.mkdir(parents=True, exist_ok=True)
-        self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
-        if self._as_postgres:
-            shutil.chown(folder, "postgres", "postgres")
-        self._run([_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"])
-        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, argv: list[str]) -> None:
-        if self._as_postgres:
-            argv = ["runuser", "-u", "postgres", "--", *argv]
-        subprocess.run(argv, check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run([_pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start"])
-
-    def stop(self) -> None:
-        self._run([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
-
-    def is_up(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return True
-        except OSError:
-            return False
-
-    def destroy(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            subprocess.run(
-                ["runuser", "-u", "postgres", "--", _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]
-                if self._as_postgres
-                else [_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-class RedisServer:
-    """A redis-server of the suite's own, keeping nothing on disk: a restart loses every message."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = unused_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
-                "--maxmemory-policy",
-                "noeviction",
-            ],
-            stdout=open(self.folder / "redis.log", "ab"),  # noqa: SIM115  (owned by the child)
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(self.is_up, 20, "redis to accept connections")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=20)
-        self.process = None
-
-    def is_up(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+#: Short timeouts and recovery timings, so that a fault is recovered from within seconds.
+RECOVERY_SETTINGS = {
+    "FETCH_CONNECT_TIMEOUT_S": "2",
+    "FETCH_READ_TIMEOUT_S": "3",
+    "FETCH_TOTAL_TIMEOUT_S": "4",
+    "SWEEP_INTERVAL_S": "1",
+    "STALE_IMAGE_AFTER_S": "8",
+    "TASK_SOFT_TIME_LIMIT_S": "5",
+    "TASK_TIME_LIMIT_S": "6",
+    "BROKER_VISIBILITY_TIMEOUT_S": "15",
+    "WEBHOOK_RETRY_SCHEDULE": "0,1,1,1,1,1",
+    "WEBHOOK_TIMEOUT_S": "3",
+    "RATE_LIMIT_UPLOADS": "100000/minute",
+    "RATE_LIMIT_READS": "100000/minute",
+    "WORKER_CONCURRENCY": "2",
+    # Batches of four fetched two at a time: enough in flight that a fault lands mid-batch, and requests
+    # that still run for seconds, as the scenarios' timings assume.
+    "IMAGE_BATCH_SIZE": "4",
+    "IMAGE_FETCH_THREADS": "2",
+    "WEB_CONCURRENCY": "2",
+}
 
 
 def _group_alive(pgid: int) -> bool:

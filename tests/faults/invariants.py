@@ -101,8 +101,28 @@ class Outputs:
     missing: list[str]
 
 
-def outputs_of(database: sqlalchemy.Engine, request_id: str, media: Path) -> Outputs:
-    """What the request's images point at, and every file in storage measured against it."""
+def files_in(media: Path) -> dict[str, str]:
+    """What local storage holds: each file under the storage folder, by its key, with a hash of its bytes."""
+    if not media.is_dir():
+        return {}
+    return {
+        str(path.relative_to(media)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(media.rglob("*"))
+        if path.is_file()
+    }
+
+
+def objects_in(client, bucket: str) -> dict[str, str]:
+    """What an S3 bucket holds: each object by its key, with its ETag (its bytes' MD5 when written whole)."""
+    held = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        held.update({item["Key"]: item["ETag"] for item in page.get("Contents", [])})
+    return held
+
+
+def outputs_of(database: sqlalchemy.Engine, request_id: str, stored: dict[str, str]) -> Outputs:
+    """What the request's images point at, and everything in storage (``files_in``, ``objects_in``) measured
+    against it."""
     with database.connect() as connection:
         rows = connection.execute(
             sqlalchemy.text(
@@ -120,7 +140,7 @@ def outputs_of(database: sqlalchemy.Engine, request_id: str, media: Path) -> Out
             {"variants": variants},
         ).all()
     keys = {row.storage_key for row in rows} | {row.output_key for row in rows}
-    files = {str(path.relative_to(media)) for path in media.rglob("*") if path.is_file()} if media.is_dir() else set()
+    files = set(stored)
     return Outputs(
         pointed_at={row.id: (row.variant, row.storage_key) for row in rows},
         stored_per_variant={variant: stored for variant, stored, _ in per_variant},
@@ -154,18 +174,18 @@ def output_problems(outputs: Outputs, images: int) -> list[str]:
 class Snapshot:
     """Everything about a final request that nothing may change any more."""
 
-    request: tuple
+    request: dict
     images: list[tuple]
     outputs: list[tuple]
     files: dict[str, str]
 
 
-def snapshot(database: sqlalchemy.Engine, request_id: str, media: Path) -> Snapshot:
+def snapshot(database: sqlalchemy.Engine, request_id: str, stored: dict[str, str]) -> Snapshot:
     """The request's row, its images' rows, the stored outputs of their variants (but when lookups last used
-    them; claims given up are the sweep's to delete), and the storage folder's files with their hashes."""
+    them; claims given up are the sweep's to delete), and what storage holds, with hashes."""
     with database.connect() as connection:
         request = connection.execute(sqlalchemy.text("SELECT * FROM requests WHERE id = :id"), {"id": request_id})
-        request = tuple(request.one())
+        request = dict(request.one()._mapping)
         images = [
             tuple(row)
             for row in connection.execute(
@@ -183,19 +203,16 @@ def snapshot(database: sqlalchemy.Engine, request_id: str, media: Path) -> Snaps
                 {"id": request_id},
             )
         ]
-    files = {
-        str(path.relative_to(media)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(media.rglob("*"))
-        if path.is_file()
-    }
-    return Snapshot(request, images, outputs, files)
+    return Snapshot(request, images, outputs, dict(stored))
 
 
 def changes_between(before: Snapshot, after: Snapshot) -> list[str]:
     """What changed from one snapshot to the other, if anything did."""
     changes = []
-    if before.request != after.request:
-        changes.append(f"the request's row: {before.request} -> {after.request}")
+    changed = {column: (value, after.request.get(column)) for column, value in before.request.items()}
+    changed = {column: values for column, values in changed.items() if values[0] != values[1]}
+    if changed:
+        changes.append(f"the request's row: {', '.join(f'{c}: {a!r} -> {b!r}' for c, (a, b) in changed.items())}")
     old_images = {row[0]: row for row in before.images}
     for row in after.images:
         if old_images.get(row[0]) != row:

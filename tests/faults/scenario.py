@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import sqlalchemy
 from harness import wait_for
 from invariants import engine_of, not_completed, require_completed
 from support.api import csv_of, upload
+from support.images import jpeg_bytes
+from support.loopback import LoopbackHTTPServer, RequestHandler
 
 IMAGES = 200
 FINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED"}
@@ -118,3 +122,40 @@ def check_complete(service, database, slow_source, receiver, request_id: str, ur
 
 def deliveries_for(receiver, request_id: str) -> list[dict]:
     return [d for d in receiver.deliveries() if json.loads(d["body"])["data"]["request_id"] == request_id]
+
+
+class SlowSource:
+    """Images served from 127.0.0.2 with a delay each, so that there is time to strike mid-request.
+
+    Each has bytes of its own, so that each is encoded and stored (equal bytes would share one output).
+    ``again_delay_s``, when set, is the delay of every download of an image after its first: a take-over
+    of an image is then still under way for that long.
+    """
+
+    def __init__(self, server: LoopbackHTTPServer, delay_s: float, again_delay_s: float | None = None) -> None:
+        self.server = server
+        self.delay_s = delay_s
+        self.again_delay_s = again_delay_s
+        self.images: dict[str, bytes] = {}
+        self.hits: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def urls(self, count: int) -> list[str]:
+        prefix = f"/slow/{uuid.uuid4().hex}"
+        paths = [f"{prefix}/{n}.jpg" for n in range(count)]
+        for n, path in enumerate(paths):
+            self.images[path] = jpeg_bytes((320, 240), comment=f"image {n}".encode())
+            self.server.route(path, self._handle)
+        return [self.server.url(path) for path in paths]
+
+    def _handle(self, request: RequestHandler) -> None:
+        path = request.path.split("?")[0]
+        with self._lock:
+            self.hits[request.path] = self.hits.get(request.path, 0) + 1
+            again = self.hits[request.path] > 1 and self.again_delay_s is not None
+        time.sleep(self.again_delay_s if again else self.delay_s)
+        request.send(200, self.images[path], {"Content-Type": "image/jpeg"})
+
+    def downloads(self, urls: list[str]) -> int:
+        with self._lock:
+            return sum(self.hits.get(url.split(str(self.server.port), 1)[1], 0) for url in urls)

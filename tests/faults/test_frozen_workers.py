@@ -20,7 +20,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from harness import ServiceProcess, wait_for
-from invariants import changes_between, completion_problems, fail_on, output_problems, outputs_of, snapshot
+from invariants import (
+    changes_between,
+    completion_problems,
+    fail_on,
+    files_in,
+    output_problems,
+    outputs_of,
+    snapshot,
+)
 from scenario import deliveries_for, start_request, wait_final, wait_progress
 
 pytestmark = pytest.mark.timeout(180)
@@ -146,10 +154,10 @@ def check_nothing_undone(
     check made, and every problem told at once."""
     answer = wait_final(service, request_id)
     media = Path(service.env["INSTANCE_DIR"]) / "media"
-    at_final = snapshot(database, request_id, media)
+    at_final = snapshot(database, request_id, files_in(media))
     final_after_wake_s = time.monotonic() - woken.at
     problems = completion_problems(database, request_id, answer["status"])
-    outputs = outputs_of(database, request_id, media)
+    outputs = outputs_of(database, request_id, files_in(media))
     problems += output_problems(outputs, len(urls))
     # Whatever the woken worker still had to do is over once each of its frozen tasks has ended, which its
     # hard time limit, even counted from its waking (as if its clock had stood still), bounds.
@@ -157,7 +165,7 @@ def check_nothing_undone(
     while "?" in outcomes_of(woken.worker, woken.frozen).values() and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(2)
-    problems += changes_between(at_final, snapshot(database, request_id, media))
+    problems += changes_between(at_final, snapshot(database, request_id, files_in(media)))
     deadline = time.monotonic() + 30
     while not deliveries_for(receiver, request_id) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -255,7 +263,7 @@ def test_a_worker_frozen_in_the_middle_of_a_store(
     )
     check_nothing_undone(service, database, receiver, request_id, urls, woken, report)
     media = Path(service.env["INSTANCE_DIR"]) / "media"
-    pointed_at = {key for _, key in outputs_of(database, request_id, media).pointed_at.values()}
+    pointed_at = {key for _, key in outputs_of(database, request_id, files_in(media)).pointed_at.values()}
     report["late_object"] = "the variant's own" if stalled_key in pointed_at else "removed"
     if STALLS[stall]["FAULT_STALL_STORE_AT"] == "before_write":
         assert f"stored {stalled_key}" in marker.read_text(), "the woken worker never finished its late store"

@@ -142,6 +142,8 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
 
     # In a worker's main process, before its pool forks; the API keeps durable commits.
     worker_init.connect(relax_workers_commits, weak=False)
+    if is_amqp(settings.broker_url) and settings.broker_queue_type == "quorum":
+        worker_init.connect(lambda sender, **_kwargs: broker.declare_queues(sender.app), weak=False)
 
     config = celery_settings(settings)
     # What beat runs is housekeeping: Celery's lines about it are DEBUG.

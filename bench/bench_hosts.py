@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -181,17 +182,20 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="imgsvc-bench-hosts-"))
     folder.chmod(0o755)
     cases = []
-    for round_ in range(1, args.rounds + 1):
-        for broker in BROKERS:
-            for worker_hosts in (1, 2):
-                case = run_case(Case(broker, worker_hosts, round_), catalog, args.images, folder)
-                print(
-                    f"{broker}, {worker_hosts} worker host(s), round {round_}: {case.rate:.1f} images/s "
-                    f"({case.status}, {case.completed}/{case.images} in {case.seconds:.1f} s; others "
-                    f"{case.others_share:.0%})",
-                    flush=True,
-                )
-                cases.append(case)
+    try:
+        for round_ in range(1, args.rounds + 1):
+            for broker in BROKERS:
+                for worker_hosts in (1, 2):
+                    case = run_case(Case(broker, worker_hosts, round_), catalog, args.images, folder)
+                    print(
+                        f"{broker}, {worker_hosts} worker host(s), round {round_}: {case.rate:.1f} images/s "
+                        f"({case.status}, {case.completed}/{case.images} in {case.seconds:.1f} s; others "
+                        f"{case.others_share:.0%})",
+                        flush=True,
+                    )
+                    cases.append(case)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     limit = limits(catalog, args.images)
     print(f"limits: one process {limit[1]:.1f} images/s, two {limit[2]:.1f}", flush=True)
     text = summary(cases, limit, args.images, args.rounds)

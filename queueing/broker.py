@@ -56,6 +56,25 @@ def rabbitmq_queues(queue_type: str) -> list[Queue]:
     ]
 
 
+def declare_queues(celery_app) -> None:
+    """Declare every queue (and its exchange), once, as an image, webhook or maintenance worker starts on quorum
+    queues.
+
+    Such a worker binds every queue of the app to kombu's native delayed delivery, and a queue that no worker
+    serving it has declared yet (a role not started) failed that binding: an ERROR for each, and a CRITICAL
+    "Native delayed delivery will not be available" though the worker's own queues were bound. Declaring a
+    durable queue that exists changes nothing; with the broker away, the worker's own retries take over.
+    """
+    with celery_app.connection_for_write() as connection:
+        try:
+            connection.connect()
+            with connection.channel() as channel:
+                for queue in celery_app.amqp.queues.values():
+                    queue(channel).declare()
+        except (*connection.connection_errors, *connection.channel_errors) as error:
+            log.warning("queues: they could not be declared before delayed delivery binds them: %s", error)
+
+
 def with_host(url: str) -> str:
     """``url``, a bare ``filesystem://`` given a host: the transport ignores it, but kombu warns of its absence."""
     return "filesystem://localhost/" if url == "filesystem://" else url

@@ -282,3 +282,8 @@ def stop_and_check(run: LauncherRun) -> None:
     left = run.stop()
     assert not left, f"{len(left)} processes outlived the launcher:\n{describe(left)}"
     assert run.process.returncode == 0, run.log()[-4000:]
+
+
+def nice_value(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])

@@ -120,6 +120,16 @@ def objects_in(client, bucket: str) -> dict[str, str]:
     return held
 
 
+#: The keys of the given-up claims (no object stored, superseded) of the variants the request's images point at:
+#: an object under one is a late writer's, the sweep's to delete once no task can still be writing it
+#: (``lifecycle/orphans.py``), and neither an orphan nor a change.
+GIVEN_UP_KEYS = sqlalchemy.text(
+    "SELECT o.storage_key FROM image_outputs o WHERE o.stored_at IS NULL AND o.superseded_at IS NOT NULL"
+    " AND o.variant IN (SELECT p.variant FROM image_outputs p JOIN images i ON i.output_id = p.id"
+    " WHERE i.request_id = :id)"
+)
+
+
 def outputs_of(database: sqlalchemy.Engine, request_id: str, stored: dict[str, str]) -> Outputs:
     """What the request's images point at, and everything in storage (``files_in``, ``objects_in``) measured
     against it."""
@@ -139,8 +149,9 @@ def outputs_of(database: sqlalchemy.Engine, request_id: str, stored: dict[str, s
             ),
             {"variants": variants},
         ).all()
+        given_up = set(connection.execute(GIVEN_UP_KEYS, {"id": request_id}).scalars())
     keys = {row.storage_key for row in rows} | {row.output_key for row in rows}
-    files = set(stored)
+    files = set(stored) - given_up
     return Outputs(
         pointed_at={row.id: (row.variant, row.storage_key) for row in rows},
         stored_per_variant={variant: stored for variant, stored, _ in per_variant},
@@ -203,7 +214,8 @@ def snapshot(database: sqlalchemy.Engine, request_id: str, stored: dict[str, str
                 {"id": request_id},
             )
         ]
-    return Snapshot(request, images, outputs, dict(stored))
+        given_up = set(connection.execute(GIVEN_UP_KEYS, {"id": request_id}).scalars())
+    return Snapshot(request, images, outputs, {key: held for key, held in stored.items() if key not in given_up})
 
 
 def changes_between(before: Snapshot, after: Snapshot) -> list[str]:
